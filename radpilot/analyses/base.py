@@ -1,0 +1,137 @@
+"""The contract of an analysis.
+
+An analysis is a pure, deterministic function of its input series: no database,
+no network, no global state.  It declares its name, version, the series it
+applies to and the model files it needs, and returns typed findings.  Encoding
+into DICOM, storage, forwarding and display are the engine's job.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from radpilot.dicom.volume import Volume
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded concept (SNOMED CT 'SCT', RadLex 'RADLEX', LOINC 'LN', DICOM 'DCM', UCUM 'UCUM', or a private scheme)."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+    def __post_init__(self) -> None:
+        for name in ("value", "scheme", "meaning"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"Code.{name} must be a non-empty string, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A numeric result with its unit (UCUM) and concept codes."""
+
+    name: Code
+    value: float
+    unit: Code
+    finding_site: Code | None = None
+    segment_number: int | None = None  # the segment of the analysis' segmentation it was measured on
+    derivation: Code | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.value):
+            raise ValueError(f"measurement {self.name.meaning!r} has a non-finite value {self.value!r}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One label of a segmentation, with what it is and where."""
+
+    number: int
+    label: str
+    category: Code
+    type: Code
+    anatomic_region: Code | None = None
+    algorithm_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.number < 1:
+            raise ValueError(f"segment numbers start at 1, got {self.number}")
+
+
+@dataclass
+class Segmentation:
+    """A label volume on the grid of the source volume (0 = background, n = segment n)."""
+
+    labels: np.ndarray
+    segments: list[Segment]
+
+    def __post_init__(self) -> None:
+        if self.labels.dtype.kind not in "ui":
+            raise TypeError(f"segmentation labels must be an integer array, got {self.labels.dtype}")
+        numbers = {s.number for s in self.segments}
+        present = set(np.unique(self.labels).tolist()) - {0}
+        unknown = present - numbers
+        if unknown:
+            raise ValueError(f"label values {sorted(unknown)} have no segment description")
+
+
+@dataclass(frozen=True)
+class QualitativeFinding:
+    """A categorical finding, e.g. 'cardiomegaly: present'."""
+
+    name: Code
+    value: Code
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PointFinding:
+    """A located finding (e.g. a nodule candidate) in voxel coordinates (z, y, x) of the source volume."""
+
+    name: Code
+    center_zyx: tuple[float, float, float]
+    diameter_mm: float | None = None
+    score: float | None = None
+    description: str = ""
+
+
+@dataclass
+class Findings:
+    """Everything an analysis returns for one input series."""
+
+    analysis: str
+    version: str
+    measurements: list[Measurement] = field(default_factory=list)
+    segmentation: Segmentation | None = None
+    qualitative: list[QualitativeFinding] = field(default_factory=list)
+    points: list[PointFinding] = field(default_factory=list)
+    key_slices: list[int] = field(default_factory=list)  # slice indices worth a key image
+    confidence: float | None = None
+    notes: list[str] = field(default_factory=list)  # plain-language remarks (e.g. reconstruction kernel caveats)
+
+
+class NotApplicableError(ValueError):
+    """The input is not something this analysis can analyse; the message says why, in plain words."""
+
+
+class Analysis(abc.ABC):
+    """Base class of every analysis; subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    description: ClassVar[str] = ""
+    required_models: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def check_input(self, volume: Volume) -> None:
+        """Raise NotApplicableError (plain-language reason) when ``volume`` cannot be analysed."""
+
+    @abc.abstractmethod
+    def run(self, volume: Volume) -> Findings:
+        """Analyse one volume; pure and deterministic."""

@@ -1,0 +1,371 @@
+"""The archive: atomic, idempotent storage of DICOM instances and their index.
+
+A stored instance is written to a temporary file, fsynced, linked into place
+(never over another file) and indexed in one transaction before ``store``
+returns; only then may a network service acknowledge it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from radpilot.archive.database import make_engine, make_session_factory, migrate
+from radpilot.archive.query import Query, run_query
+from radpilot.archive.models import Instance, Patient, Series, Study, StoreConflict, utcnow
+from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, parse_part10
+
+logger = logging.getLogger(__name__)
+
+# DIMSE status codes returned for each outcome (PS3.4 Annex B.2.3).
+STATUS_SUCCESS = 0x0000
+STATUS_CONFLICT = 0xA900  # same SOP Instance UID, different content: first copy kept
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+
+
+class StoreOutcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # identical content already stored: success, nothing written
+    CONFLICT = "conflict"  # different content under a stored SOP Instance UID: refused
+    MALFORMED = "malformed"  # not a usable DICOM instance: refused
+    FAILED = "failed"  # storage error (disk, database): refused
+
+    @property
+    def accepted(self) -> bool:
+        return self in (StoreOutcome.STORED, StoreOutcome.DUPLICATE)
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What happened to one received instance, with the DIMSE status to answer."""
+
+    outcome: StoreOutcome
+    sop_instance_uid: str = ""
+    sop_class_uid: str = ""
+    study_instance_uid: str = ""
+    message: str = ""
+
+    @property
+    def status(self) -> int:
+        return {
+            StoreOutcome.STORED: STATUS_SUCCESS,
+            StoreOutcome.DUPLICATE: STATUS_SUCCESS,
+            StoreOutcome.CONFLICT: STATUS_CONFLICT,
+            StoreOutcome.MALFORMED: STATUS_CANNOT_UNDERSTAND,
+            StoreOutcome.FAILED: STATUS_OUT_OF_RESOURCES,
+        }[self.outcome]
+
+
+def _text(dataset: Dataset, keyword: str, limit: int) -> str:
+    value = dataset.get(keyword)
+    if value is None:
+        return ""
+    return str(value)[:limit]
+
+
+def _int_or_none(dataset: Dataset, keyword: str) -> int | None:
+    value = dataset.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+class Archive:
+    """Files on disk plus their index in a relational database.
+
+    Parameters
+    ----------
+    storage_dir
+        Folder that holds the DICOM files (one per instance).
+    database_url
+        SQLAlchemy URL of the index (SQLite or PostgreSQL).
+    fsync
+        fsync each file and its folder before the instance is acknowledged.
+    """
+
+    def __init__(self, storage_dir: Path, database_url: str, *, fsync: bool = True) -> None:
+        self.storage_dir = Path(storage_dir)
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = self.storage_dir / ".incoming"
+        self.tmp_dir.mkdir(exist_ok=True)
+        self._remove_stale_temporaries()
+        self.fsync = fsync
+        self.engine: Engine = make_engine(database_url)
+        migrate(self.engine)
+        self.sessions: sessionmaker = make_session_factory(self.engine)
+        self._uid_locks: dict[str, threading.Lock] = {}
+        self._uid_locks_guard = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings) -> Archive:  # noqa: ANN001 - avoid import cycle with config
+        return cls(settings.storage_dir, settings.resolved_database_url, fsync=settings.fsync)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as session:
+            yield session
+
+    # -- storing -----------------------------------------------------------------
+
+    def store_file_bytes(self, data: bytes, *, source_ae_title: str = "") -> StoreResult:
+        """Validate and store one DICOM Part 10 file held in memory.
+
+        Never raises for bad input: the result says what happened and why.
+        """
+        try:
+            parsed = parse_part10(data)
+        except MalformedDicomError as exc:
+            logger.warning("refused malformed instance", extra={"reason": str(exc), "source_ae": source_ae_title})
+            return StoreResult(StoreOutcome.MALFORMED, message=str(exc))
+        lock = self._lock_for(parsed.sop_instance_uid)
+        with lock:
+            try:
+                return self._store_parsed(parsed, data, source_ae_title)
+            except OSError as exc:
+                logger.error("could not write instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "error": str(exc)})
+                return self._result(parsed, StoreOutcome.FAILED, f"storage error: {exc}")
+
+    def _lock_for(self, sop_instance_uid: str) -> threading.Lock:
+        with self._uid_locks_guard:
+            lock = self._uid_locks.get(sop_instance_uid)
+            if lock is None:
+                if len(self._uid_locks) > 10000:
+                    self._uid_locks = {k: v for k, v in self._uid_locks.items() if v.locked()}
+                lock = self._uid_locks[sop_instance_uid] = threading.Lock()
+            return lock
+
+    @staticmethod
+    def _result(parsed: ParsedInstance, outcome: StoreOutcome, message: str = "") -> StoreResult:
+        ds = parsed.dataset
+        return StoreResult(
+            outcome,
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            study_instance_uid=str(ds.StudyInstanceUID),
+            message=message,
+        )
+
+    def _store_parsed(self, parsed: ParsedInstance, data: bytes, source_ae_title: str) -> StoreResult:
+        ds = parsed.dataset
+        digest = hashlib.sha256(data[self._dataset_offset(data):]).hexdigest()
+        with self.sessions() as session:
+            existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
+            if existing is not None:
+                return self._resend(session, parsed, existing, digest, source_ae_title)
+        # The digest in the name keeps two writers of different content from ever sharing a file.
+        relative = Path(str(ds.StudyInstanceUID)) / str(ds.SeriesInstanceUID) / f"{parsed.sop_instance_uid}.{digest[:16]}.dcm"
+        final_path = self.storage_dir / relative
+        self._write_atomically(final_path, data)
+        try:
+            with self.sessions() as session, session.begin():
+                self._index(session, parsed, relative, len(data), digest, source_ae_title)
+        except IntegrityError:
+            # Another process indexed the same SOP Instance UID first; judge the resend against it.
+            with self.sessions() as session:
+                existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
+                if existing is None:
+                    final_path.unlink(missing_ok=True)
+                    raise
+                if existing.file_path != relative.as_posix():
+                    final_path.unlink(missing_ok=True)
+                return self._resend(session, parsed, existing, digest, source_ae_title)
+        except Exception:
+            final_path.unlink(missing_ok=True)
+            raise
+        logger.debug("stored instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "source_ae": source_ae_title})
+        return self._result(parsed, StoreOutcome.STORED)
+
+    @staticmethod
+    def _dataset_offset(data: bytes) -> int:
+        """Offset of the dataset after the file meta group, so the hash ignores who wrote the meta."""
+        group_length = int.from_bytes(data[140:144], "little")
+        return 144 + group_length
+
+    def _resend(
+        self, session: Session, parsed: ParsedInstance, existing: Instance, digest: str, source_ae_title: str
+    ) -> StoreResult:
+        if existing.content_sha256 == digest:
+            return self._result(parsed, StoreOutcome.DUPLICATE, "identical instance already stored")
+        conflict = session.scalar(
+            select(StoreConflict).where(
+                StoreConflict.sop_instance_uid == parsed.sop_instance_uid, StoreConflict.received_sha256 == digest
+            )
+        )
+        if conflict is None:
+            session.add(
+                StoreConflict(
+                    sop_instance_uid=parsed.sop_instance_uid,
+                    stored_sha256=existing.content_sha256,
+                    received_sha256=digest,
+                    source_ae_title=source_ae_title[:16],
+                )
+            )
+        else:
+            conflict.count += 1
+            conflict.last_seen_at = utcnow()
+        session.commit()
+        message = (
+            f"SOP Instance UID {parsed.sop_instance_uid} is already stored with different content; "
+            "the first copy was kept and this one refused"
+        )
+        logger.warning("store conflict", extra={"sop_instance_uid": parsed.sop_instance_uid, "source_ae": source_ae_title})
+        return self._result(parsed, StoreOutcome.CONFLICT, message)
+
+    def _write_atomically(self, final_path: Path, data: bytes) -> None:
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = _mkstemp(self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                if self.fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            # A file already at the final path holds this very content (the name carries its digest).
+            os.replace(tmp_name, final_path)
+            if self.fsync:
+                _fsync_dir(final_path.parent)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def _index(
+        self, session: Session, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str
+    ) -> None:
+        ds = parsed.dataset
+        patient_id = _text(ds, "PatientID", 64)
+        patient = session.scalar(select(Patient).where(Patient.patient_id == patient_id))
+        if patient is None:
+            patient = Patient(
+                patient_id=patient_id,
+                patient_name=_text(ds, "PatientName", 324),
+                patient_birth_date=_text(ds, "PatientBirthDate", 8),
+                patient_sex=_text(ds, "PatientSex", 16),
+            )
+            session.add(patient)
+            session.flush()
+        study_uid = str(ds.StudyInstanceUID)
+        study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+        if study is None:
+            study = Study(
+                study_instance_uid=study_uid,
+                patient_fk=patient.id,
+                study_date=_text(ds, "StudyDate", 8),
+                study_time=_text(ds, "StudyTime", 16),
+                accession_number=_text(ds, "AccessionNumber", 64),
+                study_id=_text(ds, "StudyID", 16),
+                study_description=_text(ds, "StudyDescription", 128),
+                referring_physician_name=_text(ds, "ReferringPhysicianName", 324),
+            )
+            session.add(study)
+            session.flush()
+            logger.info("new study", extra={"study_instance_uid": study_uid, "patient_id": patient_id})
+        else:
+            study.updated_at = utcnow()
+        series_uid = str(ds.SeriesInstanceUID)
+        series = session.scalar(select(Series).where(Series.series_instance_uid == series_uid))
+        if series is None:
+            series = Series(
+                series_instance_uid=series_uid,
+                study_fk=study.id,
+                modality=_text(ds, "Modality", 16),
+                series_number=_int_or_none(ds, "SeriesNumber"),
+                series_description=_text(ds, "SeriesDescription", 128),
+                body_part_examined=_text(ds, "BodyPartExamined", 64),
+                series_date=_text(ds, "SeriesDate", 8),
+                series_time=_text(ds, "SeriesTime", 16),
+            )
+            session.add(series)
+            session.flush()
+        else:
+            series.updated_at = utcnow()
+        session.add(
+            Instance(
+                sop_instance_uid=parsed.sop_instance_uid,
+                series_fk=series.id,
+                sop_class_uid=str(ds.SOPClassUID),
+                instance_number=_int_or_none(ds, "InstanceNumber"),
+                transfer_syntax_uid=parsed.transfer_syntax_uid,
+                rows=_int_or_none(ds, "Rows"),
+                columns=_int_or_none(ds, "Columns"),
+                number_of_frames=_int_or_none(ds, "NumberOfFrames"),
+                file_path=relative.as_posix(),
+                file_size=size,
+                content_sha256=digest,
+                source_ae_title=source_ae_title[:16],
+            )
+        )
+
+    def _remove_stale_temporaries(self) -> None:
+        for leftover in self.tmp_dir.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+
+    # -- reading -----------------------------------------------------------------
+
+    def path_of(self, instance: Instance) -> Path:
+        return self.storage_dir / instance.file_path
+
+    def read_bytes(self, instance: Instance) -> bytes:
+        return self.path_of(instance).read_bytes()
+
+    def instance_count(self) -> int:
+        with self.sessions() as session:
+            return session.scalar(select(func.count(Instance.id))) or 0
+
+    def instances_of(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[Instance]:
+        """Instances of a study (optionally one series or one instance), in series then instance order."""
+        with self.sessions() as session:
+            query = (
+                select(Instance)
+                .join(Series, Instance.series_fk == Series.id)
+                .join(Study, Series.study_fk == Study.id)
+                .where(Study.study_instance_uid == study_uid)
+            )
+            if series_uid is not None:
+                query = query.where(Series.series_instance_uid == series_uid)
+            if sop_uid is not None:
+                query = query.where(Instance.sop_instance_uid == sop_uid)
+            query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
+            return list(session.scalars(query))
+
+    def find(self, query: Query) -> list[dict[str, Any]]:
+        """Run a C-FIND / QIDO-RS query (see :mod:`radpilot.archive.query`)."""
+        with self.sessions() as session:
+            return run_query(session, query)
+
+    def conflicts(self) -> list[StoreConflict]:
+        with self.sessions() as session:
+            return list(session.scalars(select(StoreConflict).order_by(StoreConflict.id)))
+
+
+def _mkstemp(directory: Path) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(dir=directory, suffix=".part")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

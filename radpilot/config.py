@@ -1,0 +1,113 @@
+"""The one settings object of RadPilot.
+
+Every option can be given on the command line, as a ``RADPILOT_*`` environment
+variable, or (for the lists of remote nodes and allowed peers) in a YAML file.
+Nothing else in the package keeps global configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AE_TITLE_MAX_LENGTH = 16
+
+
+def _validate_ae_title(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("AE title must not be empty")
+    if len(stripped) > AE_TITLE_MAX_LENGTH:
+        raise ValueError(f"AE title {stripped!r} is longer than {AE_TITLE_MAX_LENGTH} characters")
+    if "\\" in stripped or any(ord(c) < 32 for c in stripped):
+        raise ValueError(f"AE title {stripped!r} contains a backslash or control character")
+    return stripped
+
+
+class RemoteNode(BaseModel):
+    """A DICOM node RadPilot may talk to (a PACS, a modality, a workstation)."""
+
+    name: str = Field(description="Short name used on the command line, e.g. 'pacs'")
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    dicomweb_url: str | None = Field(default=None, description="Base URL of its DICOMweb service, if any")
+
+    _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
+
+
+class AllowedPeer(BaseModel):
+    """A calling AE title (and optionally the host it must come from) allowed to associate."""
+
+    ae_title: str
+    host: str | None = None
+
+    _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
+
+
+class Settings(BaseSettings):
+    """RadPilot's settings (environment prefix ``RADPILOT_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RADPILOT_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".radpilot"), description="Archive files and the SQLite index live here")
+    ae_title: str = "RADPILOT"
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    bind_address: str = Field(default="127.0.0.1", description="Address the DICOM and HTTP listeners bind to")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
+    nodes_file: Path | None = Field(default=None, description="YAML file with 'nodes' and 'allowed_peers' lists")
+    nodes: list[RemoteNode] = Field(default_factory=list)
+    allowed_peers: list[AllowedPeer] | None = Field(
+        default=None, description="If set, only these calling AE titles may associate"
+    )
+    ohif_dir: Path | None = Field(default=None, description="Built OHIF viewer (dist/); default third_party/ohif/dist")
+    fsync: bool = Field(default=True, description="fsync each stored file before acknowledging it")
+    log_level: str = "INFO"
+
+    _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.nodes_file is not None:
+            self._load_nodes_file(self.nodes_file)
+
+    def _load_nodes_file(self, path: Path) -> None:
+        if not path.is_file():
+            raise ValueError(f"nodes file {path} does not exist")
+        content = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(content, dict):
+            raise ValueError(f"nodes file {path} must hold a mapping with 'nodes' and/or 'allowed_peers'")
+        unknown = set(content) - {"nodes", "allowed_peers"}
+        if unknown:
+            raise ValueError(f"nodes file {path} has unknown keys {sorted(unknown)}; expected 'nodes', 'allowed_peers'")
+        self.nodes = [RemoteNode(**n) for n in content.get("nodes") or []] + list(self.nodes)
+        if content.get("allowed_peers") is not None:
+            self.allowed_peers = [AllowedPeer(**p) for p in content["allowed_peers"]]
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "dicom"
+
+    def node(self, name_or_ae: str) -> RemoteNode:
+        """Find a configured remote node by its name or AE title.
+
+        Raises
+        ------
+        KeyError
+            If no node has that name or AE title; the message lists the known nodes.
+        """
+        for node in self.nodes:
+            if node.name == name_or_ae or node.ae_title == name_or_ae:
+                return node
+        known = ", ".join(f"{n.name} ({n.ae_title}@{n.host}:{n.port})" for n in self.nodes) or "none"
+        raise KeyError(f"unknown DICOM node {name_or_ae!r}; configured nodes: {known}")

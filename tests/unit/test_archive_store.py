@@ -1,0 +1,185 @@
+"""Archive storage: atomic, idempotent, conflicts refused, malformed input refused — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from radpilot.archive import Archive, StoreOutcome
+from radpilot.archive.store import STATUS_CANNOT_UNDERSTAND, STATUS_CONFLICT, STATUS_SUCCESS
+from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def archive(request, tmp_path: Path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    store = Archive(tmp_path / "dicom", url)
+    yield store
+    store.close()
+
+
+def stored_files(archive: Archive) -> dict[str, str]:
+    """Every stored file with the sha256 of its bytes (temporaries excluded)."""
+    return {
+        str(p.relative_to(archive.storage_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in archive.storage_dir.rglob("*.dcm")
+    }
+
+
+def test_store_writes_file_and_index_that_read_back_identical(archive: Archive) -> None:
+    data = to_part10_bytes(make_ct_dataset())
+    result = archive.store_file_bytes(data, source_ae_title="MODALITY")
+    assert result.outcome is StoreOutcome.STORED and result.status == STATUS_SUCCESS
+    [instance] = archive.instances_of(result.study_instance_uid)
+    assert archive.read_bytes(instance) == data
+    assert instance.source_ae_title == "MODALITY"
+    assert not list(archive.tmp_dir.iterdir()), "no temporary file may be left behind"
+
+
+def test_resending_identical_instance_is_idempotent(archive: Archive) -> None:
+    data = to_part10_bytes(make_ct_dataset())
+    archive.store_file_bytes(data)
+    before = stored_files(archive)
+    result = archive.store_file_bytes(data)
+    assert result.outcome is StoreOutcome.DUPLICATE and result.status == STATUS_SUCCESS
+    assert archive.instance_count() == 1
+    assert stored_files(archive) == before
+
+
+def test_resending_with_other_file_meta_is_still_a_duplicate(archive: Archive) -> None:
+    ds = make_ct_dataset()
+    archive.store_file_bytes(to_part10_bytes(ds))
+    ds.file_meta.ImplementationVersionName = "OTHER_SENDER"
+    ds.file_meta.SourceApplicationEntityTitle = "ELSEWHERE"
+    assert archive.store_file_bytes(to_part10_bytes(ds)).outcome is StoreOutcome.DUPLICATE
+
+
+def test_conflicting_resend_keeps_first_copy_and_is_reported(archive: Archive) -> None:
+    ds = make_ct_dataset(patient_name="FIRST^COPY")
+    first = to_part10_bytes(ds)
+    archive.store_file_bytes(first)
+    ds.PatientName = "SECOND^COPY"
+    result = archive.store_file_bytes(to_part10_bytes(ds), source_ae_title="OTHER")
+    assert result.outcome is StoreOutcome.CONFLICT
+    assert result.status == STATUS_CONFLICT
+    assert "different content" in result.message and str(ds.SOPInstanceUID) in result.message
+    [instance] = archive.instances_of(str(ds.StudyInstanceUID))
+    assert archive.read_bytes(instance) == first
+    [conflict] = archive.conflicts()
+    assert conflict.sop_instance_uid == str(ds.SOPInstanceUID) and conflict.source_ae_title == "OTHER"
+    archive.store_file_bytes(to_part10_bytes(ds))
+    assert archive.conflicts()[0].count == 2
+
+
+def _without(keyword: str) -> bytes:
+    ds = make_ct_dataset()
+    delattr(ds, keyword)
+    return to_part10_bytes(ds)
+
+
+def _truncated(fraction: float) -> bytes:
+    data = to_part10_bytes(make_ct_dataset(rows=64, columns=64))
+    return data[: int(len(data) * fraction)]
+
+
+MALFORMED = {
+    "not dicom": (b"this is a text file, not DICOM" * 20, "not a DICOM Part 10 file"),
+    "empty": (b"", "not a DICOM Part 10 file"),
+    "truncated in pixel data": (_truncated(0.6), "truncated"),
+    "truncated in header": (_truncated(0.05), "truncated"),
+    "missing SOPInstanceUID": (_without("SOPInstanceUID"), "SOPInstanceUID"),
+    "missing StudyInstanceUID": (_without("StudyInstanceUID"), "StudyInstanceUID"),
+    "missing SeriesInstanceUID": (_without("SeriesInstanceUID"), "SeriesInstanceUID"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_input_is_refused_with_reason_and_nothing_changes(archive: Archive, case: str) -> None:
+    good = archive.store_file_bytes(to_part10_bytes(make_ct_dataset()))
+    before = stored_files(archive)
+    data, expected_reason = MALFORMED[case]
+    result = archive.store_file_bytes(data)
+    assert result.outcome is StoreOutcome.MALFORMED
+    assert result.status == STATUS_CANNOT_UNDERSTAND
+    assert expected_reason in result.message
+    assert archive.instance_count() == 1
+    assert stored_files(archive) == before
+    assert archive.instances_of(good.study_instance_uid)
+    assert not list(archive.tmp_dir.iterdir())
+
+
+def test_invalid_uid_is_refused(archive: Archive) -> None:
+    ds = make_ct_dataset()
+    ds.SOPInstanceUID = "1.2.abc"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.abc"
+    result = archive.store_file_bytes(to_part10_bytes(ds))
+    assert result.outcome is StoreOutcome.MALFORMED and "not a valid UID" in result.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle.dcm", "image_dfl.dcm", "MR_small_bigendian.dcm"],
+)
+def test_compressed_and_other_transfer_syntaxes_are_stored_as_received(archive: Archive, name: str) -> None:
+    data = Path(get_testdata_file(name)).read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    if "StudyInstanceUID" not in ds:  # a few pydicom test files lack it; give them one
+        ds.StudyInstanceUID = "1.2.3.4.5"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=False)
+        data = buffer.getvalue()
+    result = archive.store_file_bytes(data)
+    assert result.outcome is StoreOutcome.STORED, result.message
+    [instance] = archive.instances_of(result.study_instance_uid, sop_uid=result.sop_instance_uid)
+    assert archive.read_bytes(instance) == data
+    assert instance.transfer_syntax_uid == str(ds.file_meta.TransferSyntaxUID)
+
+
+def test_series_is_indexed_once_with_all_instances(archive: Archive) -> None:
+    for ds in make_ct_series(5):
+        archive.store_file_bytes(to_part10_bytes(ds))
+    instances = archive.instances_of(str(ds.StudyInstanceUID))
+    assert [i.instance_number for i in instances] == [1, 2, 3, 4, 5]
+    assert len({i.series_fk for i in instances}) == 1
+
+
+def test_reopening_archive_keeps_everything(archive: Archive, tmp_path: Path) -> None:
+    result = archive.store_file_bytes(to_part10_bytes(make_ct_dataset()))
+    url = archive.engine.url.render_as_string(hide_password=False)
+    archive.close()
+    reopened = Archive(archive.storage_dir, url)
+    assert reopened.instance_count() == 1
+    assert reopened.instances_of(result.study_instance_uid)
+    reopened.close()
+
+
+def test_stale_temporary_files_are_removed_on_open(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    archive = Archive(tmp_path / "dicom", url)
+    (archive.tmp_dir / "crashed-write.part").write_bytes(b"partial")
+    archive.close()
+    reopened = Archive(tmp_path / "dicom", url)
+    assert not list(reopened.tmp_dir.iterdir())
+    reopened.close()
+
+
+def test_failed_index_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
+    archive = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'i.db'}")
+
+    def broken_index(*_args, **_kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(archive, "_index", broken_index)
+    with pytest.raises(RuntimeError):
+        archive.store_file_bytes(to_part10_bytes(make_ct_dataset()))
+    assert stored_files(archive) == {}
+    assert archive.instance_count() == 0
+    archive.close()
