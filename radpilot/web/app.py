@@ -1,0 +1,44 @@
+"""The FastAPI application: /dicomweb, /api, /ui and the OHIF viewer at the web root.
+
+Route order matters: RadPilot's own prefixes are registered first and OHIF's
+catch-all (static files with index.html as the fallback) last, so OHIF can never
+shadow an API route, and an unknown /api, /dicomweb or /ui path is a 404.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from radpilot import __version__
+from radpilot.archive import Archive
+from radpilot.config import Settings
+from radpilot.pacs.dicomweb import make_dicomweb_router
+from radpilot.web.api import make_api_router
+from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
+from radpilot.web.pages import make_pages_router, static_files
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, archive: Archive) -> FastAPI:
+    """Build RadPilot's web application over ``archive``."""
+    app = FastAPI(title="RadPilot", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.settings = settings
+    app.state.archive = archive
+    app.state.ohif_dir = resolve_ohif_dir(settings)
+    app.include_router(make_dicomweb_router(archive), prefix="/dicomweb")
+
+    @app.get("/api/health")
+    def health() -> dict:
+        """Liveness: the node answers, with its version and AE title."""
+        return {"status": "ok", "version": __version__, "ae_title": settings.ae_title}
+
+    app.include_router(make_api_router(archive), prefix="/api")
+    app.mount("/ui/static", static_files(), name="ui-static")
+    app.include_router(make_pages_router(archive), prefix="/ui")
+    app.include_router(make_ohif_router(app.state.ohif_dir))
+    if app.state.ohif_dir is not None:
+        logger.info("serving the OHIF viewer", extra={"ohif_dir": str(app.state.ohif_dir)})
+    return app

@@ -1,0 +1,237 @@
+"""End to end in headless Chromium: a real CT in RadPilot, shown by OHIF and listed by /ui/.
+
+RadPilot is started with a real lung CT series (Deflated Explicit VR Little Endian)
+in its archive; Chromium opens the reading-room study list, follows its "Open in
+viewer" link to OHIF, and the test checks from a screenshot that the viewport
+shows an image (not a blank or an error page). Every failed request and browser
+console error is logged, so a failure names the DICOMweb request OHIF could not
+get. The screenshots are also written to /tmp/radpilot_viewer.png and
+/tmp/radpilot_ui.png for a person to look at.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fixtures.radpilot import RunningNode, radpilot, radpilot_factory  # noqa: F401 - fixtures
+from tests.helpers import require_or_skip
+
+pytestmark = pytest.mark.integration
+
+logger = logging.getLogger(__name__)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+CT_FOLDER = Path("ct-lung") / "LUNGCT-002" / "dicom"
+VIEWER_SCREENSHOT = Path("/tmp/radpilot_viewer.png")
+UI_SCREENSHOT = Path("/tmp/radpilot_ui.png")
+VIEWPORT_SIZE = {"width": 1400, "height": 900}
+RENDER_TIMEOUT_S = 90
+# Grey-level standard deviation (0..255) of the central viewport region. A blank
+# or black viewport is ~0, a loading spinner a few units; a CT slice is far above.
+MIN_IMAGE_STD = 25.0
+ERROR_TEXT = re.compile(r"Something went wrong|\bError\b|Failed to load|No data source", re.IGNORECASE)
+
+
+@dataclass
+class BrowserLog:
+    """What the browser reported: console messages, page errors and failed requests."""
+
+    console: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    dicomweb_requests: list[str] = field(default_factory=list)
+
+    def attach(self, page) -> None:  # noqa: ANN001 - playwright Page
+        page.on("console", lambda msg: self.console.append(f"[{msg.type}] {msg.text}"))
+        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        page.on("requestfailed", lambda req: self.failed_requests.append(
+            f"{req.method} {req.url} -> {req.failure}"))
+        page.on("response", self._on_response)
+
+    def _on_response(self, response) -> None:  # noqa: ANN001 - playwright Response
+        request = response.request
+        line = f"{request.method} {response.url} -> {response.status}"
+        if "/dicomweb" in response.url:
+            self.dicomweb_requests.append(line)
+        if response.status >= 400:
+            self.failed_requests.append(line)
+
+    def report(self) -> str:
+        errors = [c for c in self.console if c.startswith(("[error]", "[warning]"))]
+        sections = [
+            ("failed requests", self.failed_requests),
+            ("page errors", self.page_errors),
+            ("console errors/warnings (last 40)", errors[-40:]),
+            (f"dicomweb requests ({len(self.dicomweb_requests)}, first 30)", self.dicomweb_requests[:30]),
+        ]
+        return "\n".join(f"{title}:\n  " + ("\n  ".join(lines) if lines else "(none)") for title, lines in sections)
+
+    def log(self) -> None:
+        logger.info("browser log\n%s", self.report())
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require_or_skip("the playwright Python package is not installed")
+    if not CHROMIUM.exists():
+        require_or_skip(f"{CHROMIUM} is not installed (Debian package chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def ct_node(radpilot: RunningNode, shared_data_dir: Path) -> tuple[RunningNode, str]:  # noqa: F811
+    """A running RadPilot holding the real LUNGCT-002 series; returns it and the study UID."""
+    if radpilot.server.app.state.ohif_dir is None:
+        require_or_skip("the OHIF viewer is not installed (make ohif / scripts/install_ohif.sh)")
+    files = sorted((shared_data_dir / CT_FOLDER).glob("*.dcm"))
+    if not files:
+        require_or_skip(f"no CT slices in {shared_data_dir / CT_FOLDER}")
+    study_uids = set()
+    for path in files:
+        result = radpilot.archive.store_file_bytes(path.read_bytes())
+        assert result.outcome.accepted, f"{path.name}: {result.outcome} {result.message}"
+        study_uids.add(result.study_instance_uid)
+    assert len(study_uids) == 1
+    logger.info("stored %d CT slices", len(files))
+    return radpilot, study_uids.pop()
+
+
+def grey_std(png: bytes, box: dict[str, float] | None = None, central_fraction: float = 0.5) -> float:
+    """Standard deviation of the grey levels of a PNG, in the central part of ``box`` when given."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("L")
+    if box is not None:
+        margin_x = box["width"] * (1 - central_fraction) / 2
+        margin_y = box["height"] * (1 - central_fraction) / 2
+        image = image.crop((int(box["x"] + margin_x), int(box["y"] + margin_y),
+                            int(box["x"] + box["width"] - margin_x), int(box["y"] + box["height"] - margin_y)))
+    return float(np.asarray(image, dtype=np.float32).std())
+
+
+def largest_canvas_box(page) -> dict[str, float] | None:  # noqa: ANN001 - playwright Page
+    """The bounding box of the largest visible canvas (the main viewport), if any."""
+    boxes = [c.bounding_box() for c in page.locator("canvas").all() if c.is_visible()]
+    boxes = [b for b in boxes if b and b["width"] > 100 and b["height"] > 100]
+    return max(boxes, key=lambda b: b["width"] * b["height"]) if boxes else None
+
+
+def wait_for_rendered_image(page, log: BrowserLog) -> tuple[bytes, dict[str, float], float]:  # noqa: ANN001
+    """Wait until the main viewport canvas shows an image; return the screenshot, its box and std."""
+    page.wait_for_selector("canvas", state="visible", timeout=RENDER_TIMEOUT_S * 1000)
+    try:
+        page.wait_for_load_state("networkidle", timeout=RENDER_TIMEOUT_S * 1000)
+    except Exception:  # noqa: BLE001 - keep polling the pixels; the log says what is still loading
+        logger.warning("network did not go idle within %ss", RENDER_TIMEOUT_S)
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    best: tuple[bytes, dict[str, float], float] | None = None
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(1000)
+        box = largest_canvas_box(page)
+        if box is None:
+            continue
+        png = page.screenshot()
+        std = grey_std(png, box)
+        if best is None or std > best[2]:
+            best = (png, box, std)
+        if std >= MIN_IMAGE_STD:
+            page.wait_for_timeout(3000)  # let progressive loading settle, then take the final picture
+            png = page.screenshot()
+            return png, box, grey_std(png, box)
+    log.log()
+    if best is None:
+        pytest.fail(f"no viewport canvas appeared in OHIF\n{log.report()}")
+    return best
+
+
+def save_screenshot(png: bytes, *paths: Path) -> None:
+    for path in paths:
+        path.write_bytes(png)
+        logger.info("screenshot written to %s", path)
+
+
+def visible_error_text(page) -> list[str]:  # noqa: ANN001 - playwright Page
+    """Visible text on the page that reads like an OHIF error message."""
+    return [line for line in page.inner_text("body").splitlines() if ERROR_TEXT.search(line)]
+
+
+def open_page(browser, log: BrowserLog):  # noqa: ANN001, ANN201 - playwright objects
+    context = browser.new_context(viewport=VIEWPORT_SIZE)
+    page = context.new_page()
+    log.attach(page)
+    return context, page
+
+
+def test_study_list_links_to_ohif_which_renders_the_ct(browser, ct_node, tmp_path: Path) -> None:  # noqa: ANN001
+    node, study_uid = ct_node
+    log = BrowserLog()
+    context, page = open_page(browser, log)
+    try:
+        page.goto(f"{node.base_url}/ui/", wait_until="load")
+        row = page.locator("table.studies tbody tr", has_text="LUNGCT-002")
+        assert row.count() == 1, page.inner_text("body")
+        cells = row.inner_text()
+        assert "LUNGCT, 002" in cells and "Chest" in cells and "2007-04-04" in cells and "RP002" in cells
+        assert "\t1\t64\t" in cells, cells  # one series, 64 instances
+        save_screenshot(page.screenshot(full_page=True), tmp_path / "ui.png", UI_SCREENSHOT)
+
+        with page.expect_navigation():
+            row.get_by_role("link", name="Open in viewer").click()
+        assert page.url == f"{node.base_url}/viewer?StudyInstanceUIDs={study_uid}"
+
+        png, box, std = wait_for_rendered_image(page, log)
+        save_screenshot(png, tmp_path / "viewer.png", VIEWER_SCREENSHOT)
+        blank_std = grey_std(png, {"x": 0, "y": 0, "width": 40, "height": 40}, central_fraction=1.0)
+        log.log()
+        logger.info("viewport %s: grey std %.1f (a blank patch: %.1f)", box, std, blank_std)
+        assert std >= MIN_IMAGE_STD, f"the viewport looks empty (std {std:.1f})\n{log.report()}"
+        assert std > 5 * max(blank_std, 1.0)
+        assert not visible_error_text(page), f"{visible_error_text(page)}\n{log.report()}"
+        assert not log.failed_requests and not log.page_errors, log.report()
+        assert not [c for c in log.console if c.startswith("[error]")], log.report()
+    finally:
+        context.close()
+
+
+def test_ohif_study_list_queries_radpilot(browser, ct_node) -> None:  # noqa: ANN001
+    node, study_uid = ct_node
+    log = BrowserLog()
+    context, page = open_page(browser, log)
+    try:
+        page.goto(f"{node.base_url}/", wait_until="load")
+        try:
+            page.get_by_text("RP002", exact=True).first.wait_for(state="visible", timeout=RENDER_TIMEOUT_S * 1000)
+        finally:
+            log.log()
+            save_screenshot(page.screenshot(), Path("/tmp/radpilot_ohif_studylist.png"))
+        assert any("/dicomweb/studies" in r for r in log.dicomweb_requests), log.report()
+        assert page.get_by_text("LUNGCT, 002").first.is_visible()
+        assert not [r for r in log.failed_requests if "/dicomweb" in r], log.report()
+        assert not visible_error_text(page), log.report()
+    finally:
+        context.close()
