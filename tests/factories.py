@@ -45,6 +45,8 @@ def make_ct_dataset(
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[ds.StudyInstanceUID])
     ds.PatientID = patient_id
+    if not patient_name.isascii():
+        ds.SpecificCharacterSet = "ISO_IR 192"
     ds.PatientName = patient_name
     ds.PatientBirthDate = "19600101"
     ds.PatientSex = "F"

@@ -352,6 +352,24 @@ class Archive:
         with self.sessions() as session:
             return run_query(session, query)
 
+    def delete_instances(self, sop_instance_uids: list[str]) -> int:
+        """Remove instances (index rows first, then files); empty series and studies go too."""
+        if not sop_instance_uids:
+            return 0
+        with self.sessions() as session, session.begin():
+            instances = list(session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(sop_instance_uids))))
+            paths = [self.path_of(i) for i in instances]
+            series_ids = {i.series_fk for i in instances}
+            for instance in instances:
+                session.delete(instance)
+            session.flush()
+            for series_id in series_ids:
+                if not session.scalar(select(func.count(Instance.id)).where(Instance.series_fk == series_id)):
+                    session.delete(session.get(Series, series_id))
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(paths)
+
     def conflicts(self) -> list[StoreConflict]:
         with self.sessions() as session:
             return list(session.scalars(select(StoreConflict).order_by(StoreConflict.id)))

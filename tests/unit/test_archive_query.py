@@ -19,6 +19,7 @@ def archive(request, tmp_path: Path):
         dict(patient_id="P1", patient_name="DOE^JANE", study_date="20240102", study_time="101500", accession="A1", modality="CT"),
         dict(patient_id="P1", patient_name="DOE^JANE", study_date="20230615", study_time="083000", accession="A2", modality="MR"),
         dict(patient_id="P2", patient_name="SMITH^JOHN", study_date="20240301", study_time="231000", accession="A3", modality="CT"),
+        dict(patient_id="P3", patient_name="MÜLLER^JÖRG", study_date="20220101", study_time="090000", accession="A4", modality="CT"),
     ]
     store.uids = []
     for index, attrs in enumerate(studies):
@@ -41,20 +42,22 @@ def studies(archive: Archive, **keys: str) -> list[str]:
 @pytest.mark.parametrize(
     "keys, expected",
     [
-        ({}, ["A3", "A1", "A2"]),
+        ({}, ["A3", "A1", "A2", "A4"]),
         ({"PatientID": "P1"}, ["A1", "A2"]),
-        ({"PatientID": ""}, ["A3", "A1", "A2"]),
-        ({"PatientID": "*"}, ["A3", "A1", "A2"]),
+        ({"PatientID": ""}, ["A3", "A1", "A2", "A4"]),
+        ({"PatientID": "*"}, ["A3", "A1", "A2", "A4"]),
+        ({"PatientName": "müller*"}, ["A4"]),
+        ({"PatientName": "MÜLLER"}, ["A4"]),
         ({"PatientName": "DOE*"}, ["A1", "A2"]),
         ({"PatientName": "doe^jane"}, ["A1", "A2"]),
         ({"PatientName": "SMITH"}, ["A3"]),
         ({"PatientName": "?MITH*"}, ["A3"]),
         ({"PatientID": "p1"}, []),
         ({"StudyDate": "20240101-20241231"}, ["A3", "A1"]),
-        ({"StudyDate": "-20231231"}, ["A2"]),
+        ({"StudyDate": "-20231231"}, ["A2", "A4"]),
         ({"StudyDate": "20240201-"}, ["A3"]),
         ({"StudyDate": "20230615"}, ["A2"]),
-        ({"StudyTime": "0800-1100"}, ["A1", "A2"]),
+        ({"StudyTime": "0800-1100"}, ["A1", "A2", "A4"]),
         ({"AccessionNumber": "A1\\A3"}, ["A3", "A1"]),
         ({"ModalitiesInStudy": "MR"}, ["A2"]),
         ({"ModalitiesInStudy": "SR\\MR"}, ["A1", "A2"]),
@@ -97,7 +100,7 @@ def test_series_and_image_level(archive: Archive) -> None:
 def test_limit_and_offset_page_through_results(archive: Archive) -> None:
     first = archive.find(Query(QueryLevel.STUDY, {}, limit=2))
     rest = archive.find(Query(QueryLevel.STUDY, {}, limit=2, offset=2))
-    assert [r["AccessionNumber"] for r in first + rest] == ["A3", "A1", "A2"]
+    assert [r["AccessionNumber"] for r in first + rest] == ["A3", "A1", "A2", "A4"]
 
 
 @pytest.mark.parametrize(

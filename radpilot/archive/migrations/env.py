@@ -3,6 +3,8 @@
 from alembic import context
 
 from radpilot.archive.models import Base
+import radpilot.engine.jobs_models  # noqa: F401 - job tables share Base (revision 0002)
+import radpilot.engine.outbox_models  # noqa: F401 - outbox table (revision 0003)
 
 connection = context.config.attributes.get("connection")
 if connection is None:
