@@ -8,7 +8,7 @@ Nothing else in the package keeps global configuration.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, field_validator
@@ -36,6 +36,13 @@ class RemoteNode(BaseModel):
     host: str
     port: int = Field(ge=1, le=65535)
     dicomweb_url: str | None = Field(default=None, description="Base URL of its DICOMweb service, if any")
+    transport: Literal["dimse", "dicomweb"] = Field(
+        default="dimse", description="How results are sent to it: C-STORE (dimse) or STOW-RS (dicomweb)"
+    )
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.transport == "dicomweb" and not self.dicomweb_url:
+            raise ValueError(f"node {self.name!r} uses transport 'dicomweb' but has no dicomweb_url")
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
 
@@ -66,6 +73,12 @@ class Settings(BaseSettings):
         default=None, description="If set, only these calling AE titles may associate"
     )
     ohif_dir: Path | None = Field(default=None, description="Built OHIF viewer (dist/); default third_party/ohif/dist")
+    rules_file: Path | None = Field(default=None, description="Routing rules YAML; default: the rules shipped with RadPilot")
+    quiet_period_s: float = Field(default=30.0, ge=0, description="A study is complete when no instance arrived for this long")
+    analysis_enabled: bool = Field(default=True, description="Route complete studies to analyses automatically")
+    queue_backend: Literal["embedded", "celery"] = Field(default="embedded", description="Where jobs run")
+    workers: int = Field(default=1, ge=0, description="Embedded worker processes started by 'radpilot serve'")
+    broker_url: str | None = Field(default=None, description="Celery broker, e.g. redis://127.0.0.1:6379/0")
     fsync: bool = Field(default=True, description="fsync each stored file before acknowledging it")
     log_level: str = "INFO"
 

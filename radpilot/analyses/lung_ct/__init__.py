@@ -22,7 +22,10 @@ from radpilot.analyses.lung_ct.segmentation import (
     segment_lungs_slice,
 )
 
+ANALYSIS = LungCTQuant()  # discovered by radpilot.engine.catalog
+
 __all__ = [
+    "ANALYSIS",
     "LEFT_LUNG_LABEL",
     "RIGHT_LUNG_LABEL",
     "LungCTQuant",

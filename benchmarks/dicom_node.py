@@ -1,0 +1,178 @@
+"""Benchmark RadPilot's DICOM node against Orthanc, side by side in one run.
+
+1. C-STORE ingest: dcmtk's storescu sends the same number of real CT instances
+   (512x512, from ../shared/data/ct-lung, re-identified with fresh UIDs for
+   every run so each run stores new instances) into RadPilot (`radpilot serve`,
+   its own process, SQLite, fsync on) and into Orthanc (Debian package, with
+   its DICOMweb plugin).  Runs alternate between the two; instances/s, MB/s and
+   the ratio RadPilot/Orthanc are reported as medians.
+2. DICOMweb latency on the same stored data: QIDO-RS study search and WADO-RS
+   series metadata, repeated, median and p90 per peer.
+
+Every dcmtk peer and Orthanc run with TCP_NODELAY=1 (see ARCHITECTURE.md).
+Usage: .venv/bin/python benchmarks/dicom_node.py [--instances 512] [--runs 3]
+Writes benchmarks/results/dicom_node.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.orthanc import start_orthanc  # noqa: E402
+from tests.helpers import free_port, shared_data_path, subprocess_env  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def make_instances(source_files: list[Path], count: int, folder: Path, tag: str) -> int:
+    """Write ``count`` CT instances with new UIDs (one new study and series) as Explicit VR LE; return bytes."""
+    folder.mkdir(parents=True)
+    study, series = generate_uid(), generate_uid()
+    total = 0
+    for index in range(count):
+        ds = pydicom.dcmread(source_files[index % len(source_files)])
+        ds.decompress() if ds.file_meta.TransferSyntaxUID.is_compressed else None
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientID, ds.PatientName, ds.InstanceNumber = f"BENCH-{tag}", f"BENCH^{tag}", index + 1
+        path = folder / f"{index:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        total += path.stat().st_size
+    return total
+
+
+def storescu(port: int, called_ae: str, folder: Path) -> float:
+    started = time.perf_counter()
+    process = subprocess.run(
+        ["storescu", "-aet", "BENCH", "-aec", called_ae, "127.0.0.1", str(port), "+sd", "+r", str(folder)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"storescu into {called_ae} failed: {process.stderr[-2000:]}")
+    return elapsed
+
+
+def start_radpilot(workdir: Path) -> tuple[subprocess.Popen, int, int]:
+    dicom_port, http_port = free_port(), free_port()
+    env = subprocess_env(RADPILOT_ANALYSIS_ENABLED="false", RADPILOT_WORKERS="0")
+    process = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "radpilot"), "serve", "--data-dir", str(workdir), "--dicom-port", str(dicom_port),
+         "--http-port", str(http_port)],
+        env=env, stdout=open(workdir.parent / "radpilot.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/api/health", timeout=1).status_code == 200:
+                return process, dicom_port, http_port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("radpilot serve did not start; see radpilot.log")
+
+
+def latency(url: str, headers: dict[str, str], repeats: int) -> dict[str, float]:
+    samples = []
+    with httpx.Client(timeout=60) as client:
+        client.get(url, headers=headers).raise_for_status()  # warm-up
+        for _ in range(repeats):
+            started = time.perf_counter()
+            response = client.get(url, headers=headers)
+            samples.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+    samples.sort()
+    return {"median_ms": round(statistics.median(samples), 2), "p90_ms": round(samples[int(0.9 * (len(samples) - 1))], 2), "n": repeats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instances", type=int, default=512)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency-repeats", type=int, default=50)
+    args = parser.parse_args()
+    source = sorted((shared_data_path() / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))
+    if not source:
+        sys.exit(f"no CT files under {shared_data_path() / 'ct-lung'}; set RADPILOT_SHARED_DATA")
+
+    work = Path(tempfile.mkdtemp(prefix="radpilot-bench-"))
+    orthanc = start_orthanc(work / "orthanc")
+    radpilot, rp_dicom, rp_http = start_radpilot(work / "radpilot-data")
+    runs: dict[str, list[dict]] = {"radpilot": [], "orthanc": []}
+    try:
+        for run in range(args.runs):
+            for peer in (("radpilot", "orthanc") if run % 2 == 0 else ("orthanc", "radpilot")):
+                folder = work / f"set-{peer}-{run}"
+                size = make_instances(source, args.instances, folder, f"{peer}{run}")
+                port, ae = (rp_dicom, "RADPILOT") if peer == "radpilot" else (orthanc.dicom_port, orthanc.ae_title)
+                seconds = storescu(port, ae, folder)
+                runs[peer].append({"seconds": round(seconds, 3), "instances_per_s": round(args.instances / seconds, 1),
+                                   "mb_per_s": round(size / 1e6 / seconds, 1), "bytes": size})
+                print(f"run {run} {peer:8s}: {args.instances} instances in {seconds:.2f} s "
+                      f"({args.instances / seconds:.0f}/s, {size / 1e6 / seconds:.1f} MB/s)")
+                shutil.rmtree(folder)
+        rp_count = httpx.get(f"http://127.0.0.1:{rp_http}/dicomweb/studies", timeout=30).json()
+        study_uid = next(s["0020000D"]["Value"][0] for s in rp_count if s["00100020"]["Value"][0] == "BENCH-radpilot0")
+        or_studies = httpx.get(f"{orthanc.dicomweb_url}/studies", params={"PatientID": "BENCH-orthanc0"}, timeout=30).json()
+        or_study = or_studies[0]["0020000D"]["Value"][0]
+        series_of = lambda base, study: httpx.get(f"{base}/studies/{study}/series", timeout=30).json()[0]["0020000E"]["Value"][0]  # noqa: E731
+        rp_base, or_base = f"http://127.0.0.1:{rp_http}/dicomweb", orthanc.dicomweb_url
+        rp_series, or_series = series_of(rp_base, study_uid), series_of(or_base, or_study)
+        json_accept = {"Accept": "application/dicom+json"}
+        dicomweb = {
+            "qido_studies_by_patient_id": {
+                "radpilot": latency(f"{rp_base}/studies?PatientID=BENCH-radpilot0", json_accept, args.latency_repeats),
+                "orthanc": latency(f"{or_base}/studies?PatientID=BENCH-orthanc0", json_accept, args.latency_repeats),
+            },
+            "wado_series_metadata": {
+                "radpilot": latency(f"{rp_base}/studies/{study_uid}/series/{rp_series}/metadata", json_accept, max(5, args.latency_repeats // 5)),
+                "orthanc": latency(f"{or_base}/studies/{or_study}/series/{or_series}/metadata", json_accept, max(5, args.latency_repeats // 5)),
+            },
+        }
+    finally:
+        radpilot.terminate()
+        radpilot.wait(timeout=30)
+        orthanc.stop()
+    medians = {peer: statistics.median(r["instances_per_s"] for r in values) for peer, values in runs.items()}
+    summary = {
+        "benchmark": "dicom_node",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "instances_per_run": args.instances,
+        "ingest_runs": runs,
+        "ingest_median_instances_per_s": medians,
+        "ingest_median_mb_per_s": {peer: statistics.median(r["mb_per_s"] for r in values) for peer, values in runs.items()},
+        "ingest_ratio_radpilot_over_orthanc": round(medians["radpilot"] / medians["orthanc"], 3),
+        "dicomweb_latency": dicomweb,
+        "notes": "RadPilot fsyncs every file and its folder and commits the SQLite index (synchronous=FULL) before acknowledging; "
+                 "Orthanc 1.10.1 runs with its Debian defaults. Both with TCP_NODELAY=1.",
+    }
+    for name, peers in dicomweb.items():
+        print(f"{name}: radpilot {peers['radpilot']['median_ms']} ms, orthanc {peers['orthanc']['median_ms']} ms (median)")
+    print(f"ingest ratio radpilot/orthanc = {summary['ingest_ratio_radpilot_over_orthanc']}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "dicom_node.json").write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

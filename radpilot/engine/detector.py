@@ -1,0 +1,76 @@
+"""Study-complete detection: a study is ready when no instance has arrived for a quiet period.
+
+The detector keeps a watermark: every pass it routes the studies whose last
+change lies between the previous watermark and ``now - quiet period``.  Routing
+submits jobs idempotently, so routing a study twice (after a restart, or when
+results are added to it) never duplicates work, while a series that grew gets
+a new job whose results supersede the old ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from radpilot.archive import Archive
+from radpilot.archive.models import Study, utcnow
+
+logger = logging.getLogger(__name__)
+
+RESCAN_ON_START = timedelta(days=1)
+
+
+class StudyCompleteDetector:
+    """Calls ``on_complete(study_uid)`` for each study that has been quiet for ``quiet_period_s``."""
+
+    def __init__(self, archive: Archive, on_complete: Callable[[str], None], *, quiet_period_s: float, poll_s: float = 1.0) -> None:
+        self.archive = archive
+        self.on_complete = on_complete
+        self.quiet = timedelta(seconds=quiet_period_s)
+        self.poll_s = poll_s
+        self.watermark: datetime = utcnow() - RESCAN_ON_START
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def due_studies(self, now: datetime | None = None) -> tuple[list[str], datetime]:
+        """Studies last changed in (watermark, now - quiet], and the new watermark."""
+        horizon = (now or utcnow()) - self.quiet
+        with self.archive.sessions() as session:
+            uids = list(
+                session.scalars(
+                    select(Study.study_instance_uid)
+                    .where(Study.updated_at > self.watermark, Study.updated_at <= horizon)
+                    .order_by(Study.updated_at)
+                )
+            )
+        return uids, horizon
+
+    def poll_once(self, now: datetime | None = None) -> list[str]:
+        uids, horizon = self.due_studies(now)
+        for uid in uids:
+            try:
+                self.on_complete(uid)
+            except Exception:  # noqa: BLE001 - one bad study must not stop the others
+                logger.exception("routing a complete study failed", extra={"study_instance_uid": uid})
+        self.watermark = max(self.watermark, horizon)
+        return uids
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="radpilot-study-complete", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - keep detecting; the error is logged
+                logger.exception("study-complete detector error")

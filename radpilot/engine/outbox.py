@@ -1,0 +1,163 @@
+"""The outbox: results waiting to be delivered to their destinations, retried until taken.
+
+A delivery is one result set (a list of stored SOP Instance UIDs) for one
+destination node.  It is written in the same database as the archive, so a
+restart, a crash or a destination that is down for an hour loses nothing: the
+deliverer retries with capped exponential backoff until the destination takes
+every instance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from radpilot.archive import Archive
+from radpilot.archive.models import Instance, utcnow
+from radpilot.engine.outbox_models import Delivery
+
+logger = logging.getLogger(__name__)
+
+
+class DeliveryError(RuntimeError):
+    """A destination did not take every instance; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    base_s: float = 5.0
+    factor: float = 2.0
+    cap_s: float = 300.0
+
+    def delay(self, attempts: int) -> float:
+        return min(self.cap_s, self.base_s * self.factor ** max(0, attempts - 1))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# A sender takes (destination name, list of file paths) and raises DeliveryError unless all were taken.
+Sender = Callable[[str, list], None]
+
+
+class Outbox:
+    """Persisted deliveries and the loop that works them off."""
+
+    def __init__(self, archive: Archive, sender: Sender, *, backoff: BackoffPolicy | None = None) -> None:
+        self.archive = archive
+        self.sender = sender
+        self.backoff = backoff or BackoffPolicy()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def enqueue(self, destination: str, sop_instance_uids: list[str], *, job_id: int | None = None) -> int:
+        with self.archive.sessions() as session, session.begin():
+            delivery = Delivery(destination=destination, sop_instance_uids=json.dumps(sop_instance_uids), job_id=job_id)
+            session.add(delivery)
+            session.flush()
+            delivery_id = delivery.id
+        logger.info("delivery queued", extra={"delivery": delivery_id, "destination": destination, "instances": len(sop_instance_uids)})
+        self._wake.set()
+        return delivery_id
+
+    def pending(self) -> list[Delivery]:
+        with self.archive.sessions() as session:
+            return list(session.scalars(select(Delivery).where(Delivery.state == "pending").order_by(Delivery.id)))
+
+    def all(self, limit: int = 200) -> list[Delivery]:
+        with self.archive.sessions() as session:
+            return list(session.scalars(select(Delivery).order_by(Delivery.id.desc()).limit(limit)))
+
+    def run_due(self, now: datetime | None = None) -> int:
+        """Attempt every delivery that is due; return how many were completed."""
+        now = now or utcnow()
+        with self.archive.sessions() as session:
+            due = list(
+                session.scalars(
+                    select(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at <= now).order_by(Delivery.id)
+                )
+            )
+        return sum(1 for delivery in due if self._attempt(delivery))
+
+    def _files_of(self, uids: list[str]) -> list:
+        with self.archive.sessions() as session:
+            instances = list(session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(uids))))
+        missing = set(uids) - {i.sop_instance_uid for i in instances}
+        if missing:
+            raise DeliveryError(f"{len(missing)} instance(s) are no longer in the archive: {sorted(missing)[:3]}")
+        return [self.archive.path_of(i) for i in instances]
+
+    def _attempt(self, delivery: Delivery) -> bool:
+        try:
+            self.sender(delivery.destination, self._files_of(delivery.uids))
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
+            self._reschedule(delivery.id, str(exc))
+            return False
+        with self.archive.sessions() as session, session.begin():
+            row = session.get(Delivery, delivery.id)
+            row.state, row.delivered_at, row.attempts, row.last_error = "done", utcnow(), row.attempts + 1, ""
+        logger.info("delivered", extra={"delivery": delivery.id, "destination": delivery.destination})
+        return True
+
+    def _reschedule(self, delivery_id: int, error: str) -> None:
+        with self.archive.sessions() as session, session.begin():
+            row = session.get(Delivery, delivery_id)
+            row.attempts += 1
+            row.last_error = error[:2000]
+            delay = self.backoff.delay(row.attempts)
+            row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            attempts = row.attempts
+        logger.warning(
+            "delivery failed; will retry",
+            extra={"delivery": delivery_id, "attempt": attempts, "retry_in_s": round(delay, 1), "error": error[:300]},
+        )
+
+    def start(self, poll_s: float = 2.0) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(poll_s,), name="radpilot-outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self, poll_s: float) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_due()
+            except Exception:  # noqa: BLE001 - keep the deliverer alive; the error is logged
+                logger.exception("outbox loop error")
+            self._wake.wait(poll_s)
+            self._wake.clear()
+
+
+def make_sender(settings) -> Sender:  # noqa: ANN001 - radpilot.config.Settings
+    """A sender that delivers to configured nodes by C-STORE, or by STOW-RS for ``transport: dicomweb``."""
+
+    def send(destination: str, files: list) -> None:
+        from radpilot.pacs import scu
+        from radpilot.pacs.stow_client import stow
+
+        try:
+            node = settings.node(destination)
+        except KeyError as exc:
+            raise DeliveryError(str(exc)) from exc
+        if node.transport == "dicomweb":
+            stow(node.dicomweb_url, files)
+            return
+        report = scu.send(settings, node, files)
+        if not report.ok or report.skipped:
+            problems = "; ".join(f"{r.path.name}: {r.message or r.outcome}" for r in report.results if not r.ok)
+            raise DeliveryError(f"{node.name} did not take {report.failed + report.skipped} instance(s): {problems}")
+
+    return send

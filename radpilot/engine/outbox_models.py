@@ -1,0 +1,30 @@
+"""The outbox table: one row per result set waiting for (or delivered to) one destination."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from radpilot.archive.models import Base, utcnow
+
+
+class Delivery(Base):
+    __tablename__ = "delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64), index=True)
+    sop_instance_uids: Mapped[str] = mapped_column(Text)  # JSON list
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def uids(self) -> list[str]:
+        return json.loads(self.sop_instance_uids)

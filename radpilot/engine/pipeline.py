@@ -1,0 +1,248 @@
+"""From a stored study to results in the PACS: plan jobs, run analyses, store and forward results.
+
+``plan_study`` routes every series of a study and submits one job per chosen
+analysis (idempotently); ``PipelineRunner`` runs one job: series -> Volume ->
+analysis -> DICOM SEG, TID 1500 SR and key image -> archive; when the job's
+result set is recorded, the results are queued in the outbox for every
+destination of the rule.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+
+from radpilot.analyses.base import Analysis, Findings, NotApplicableError
+from radpilot.archive import Archive, StoreOutcome
+from radpilot.archive.models import Instance, Series
+from radpilot.config import Settings
+from radpilot.engine.catalog import discover_analyses
+from radpilot.engine.jobs import JobOutput, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
+from radpilot.engine.routing import RoutingDecision, RuleSet, load_rules
+from radpilot.engine.series_facts import series_facts, series_of_study
+
+logger = logging.getLogger(__name__)
+
+RESULT_SOURCE_AE = "RADPILOT-AI"  # source AE title recorded on the archive's own result objects
+SEG_SERIES_NUMBER, SR_SERIES_NUMBER, KEY_IMAGE_SERIES_NUMBER = 9901, 9902, 9903
+
+
+@dataclass
+class SeriesPlan:
+    """The routing decision for one series and the jobs submitted for it."""
+
+    series_instance_uid: str
+    decision: RoutingDecision | None
+    jobs: list[tuple[int, bool]] = field(default_factory=list)  # (job id, newly created)
+    skipped_reason: str = ""
+
+
+def _series_inputs(archive: Archive, series_uid: str) -> list[tuple[str, str]]:
+    with archive.sessions() as session:
+        rows = session.execute(
+            select(Instance.sop_instance_uid, Instance.content_sha256)
+            .join(Series, Instance.series_fk == Series.id)
+            .where(Series.series_instance_uid == series_uid)
+        ).all()
+    return [(uid, sha) for uid, sha in rows]
+
+
+def _is_own_result(archive: Archive, series_uid: str) -> bool:
+    with archive.sessions() as session:
+        source = session.scalar(
+            select(Instance.source_ae_title)
+            .join(Series, Instance.series_fk == Series.id)
+            .where(Series.series_instance_uid == series_uid)
+            .limit(1)
+        )
+    return source == RESULT_SOURCE_AE
+
+
+def plan_study(
+    archive: Archive,
+    rules: RuleSet,
+    analyses: dict[str, Analysis],
+    study_uid: str,
+    queue: Any | None = None,
+    *,
+    priority_override: Priority | None = None,
+) -> list[SeriesPlan]:
+    """Route every series of ``study_uid``; submit jobs to ``queue`` unless it is None (dry run)."""
+    plans: list[SeriesPlan] = []
+    for series_uid in series_of_study(archive, study_uid):
+        if _is_own_result(archive, series_uid):
+            plans.append(SeriesPlan(series_uid, None, skipped_reason="RadPilot's own result series"))
+            continue
+        decision = rules.route(series_facts(archive, series_uid))
+        plan = SeriesPlan(series_uid, decision)
+        if not decision.matched:
+            plan.skipped_reason = "no rule matches this series"
+        if queue is not None:
+            inputs = _series_inputs(archive, series_uid)
+            for analysis_name, rule in decision.analyses:
+                analysis = analyses.get(analysis_name)
+                if analysis is None:
+                    logger.error("rule names an unknown analysis", extra={"rule": rule.name, "analysis": analysis_name})
+                    continue
+                spec = JobSpec(
+                    analysis=analysis.name,
+                    analysis_version=analysis.version,
+                    study_instance_uid=study_uid,
+                    series_instance_uid=series_uid,
+                    instances=inputs,
+                    rule=rule.name,
+                    destinations=rule.destinations,
+                    priority=priority_override if priority_override is not None else Priority.parse(rule.priority),
+                    timeout_s=float(getattr(analysis, "timeout_s", 600.0)),
+                    supersedes_job_id=_previous_job(queue, analysis.name, series_uid),
+                )
+                result = queue.submit(spec)
+                plan.jobs.append((result.job.id, result.created))
+        plans.append(plan)
+    return plans
+
+
+def _previous_job(queue: Any, analysis: str, series_uid: str) -> int | None:
+    """The latest finished job of this analysis on this series: a new job's results supersede its results."""
+    from radpilot.engine.jobs_models import Job
+
+    with queue.store.sessions() as session:
+        return session.scalar(
+            select(Job.id)
+            .where(Job.analysis == analysis, Job.series_instance_uid == series_uid, Job.state == "done")
+            .order_by(Job.finished_at.desc(), Job.id.desc())
+            .limit(1)
+        )
+
+
+def load_series_datasets(archive: Archive, study_uid: str, series_uid: str, sop_uids: tuple[str, ...] | None = None) -> list[Dataset]:
+    instances = archive.instances_of(study_uid, series_uid)
+    if sop_uids:
+        wanted = set(sop_uids)
+        instances = [i for i in instances if i.sop_instance_uid in wanted]
+        missing = wanted - {i.sop_instance_uid for i in instances}
+        if missing:
+            raise PermanentJobError(f"{len(missing)} input instance(s) are no longer in the archive")
+    return [pydicom.dcmread(archive.path_of(i)) for i in instances]
+
+
+def encode_results(findings: Findings, volume: Any, datasets: list[Dataset], uid_seed: str) -> list[Dataset]:
+    """DICOM SEG (if there is a segmentation), TID 1500 SR and a key image, per IHE AIR."""
+    from radpilot.dicom.encoders import encode_key_image, encode_measurement_report, encode_segmentation
+
+    identity = dict(algorithm_name=findings.analysis, algorithm_version=findings.version, uid_seed=uid_seed)
+    objects: list[Dataset] = []
+    seg = None
+    if findings.segmentation is not None and findings.segmentation.labels.any():
+        seg = encode_segmentation(findings, datasets, series_number=SEG_SERIES_NUMBER, **identity)
+        objects.append(seg)
+    if findings.measurements or findings.qualitative or findings.points:
+        objects.append(encode_measurement_report(findings, datasets, seg, series_number=SR_SERIES_NUMBER, **identity))
+    objects.append(encode_key_image(findings, volume, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, **identity))
+    return objects
+
+
+def _to_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class PipelineRunner:
+    """Runs one job end to end inside a worker; see :class:`radpilot.engine.jobs.JobRunner`."""
+
+    def __init__(self, settings: Settings, archive: Archive | None = None, analyses: dict[str, Analysis] | None = None) -> None:
+        self.settings = settings
+        self.archive = archive or Archive.from_settings(settings)
+        self.analyses = analyses if analyses is not None else discover_analyses()
+
+    def __call__(self, job: JobRecord) -> JobOutput:
+        from radpilot.dicom.volume import volume_from_datasets
+
+        analysis = self.analyses.get(job.analysis)
+        if analysis is None:
+            raise PermanentJobError(f"this RadPilot has no analysis called {job.analysis!r}")
+        if analysis.version != job.analysis_version:
+            raise PermanentJobError(
+                f"{job.analysis} is now version {analysis.version}; the job asked for {job.analysis_version}"
+            )
+        datasets = load_series_datasets(self.archive, job.study_instance_uid, job.series_instance_uid, job.input_sop_uids)
+        try:
+            volume = volume_from_datasets(datasets)
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            raise PermanentJobError(f"series cannot be read as an image volume: {exc}") from exc
+        try:
+            analysis.check_input(volume)
+        except NotApplicableError as exc:
+            raise PermanentJobError(str(exc)) from exc
+        findings = analysis.run(volume)
+        objects = encode_results(findings, volume, datasets, uid_seed=job.idempotency_key)
+        stored = [self._store(ds) for ds in objects]
+        return JobOutput(
+            sop_instance_uids=stored,
+            details={
+                "measurements": [
+                    {"name": m.name.meaning, "value": round(float(m.value), 4), "unit": m.unit.value,
+                     "site": m.finding_site.meaning if m.finding_site else ""}
+                    for m in findings.measurements
+                ],
+                "notes": list(findings.notes),
+            },
+        )
+
+    def _store(self, ds: Dataset) -> str:
+        result = self.archive.store_file_bytes(_to_bytes(ds), source_ae_title=RESULT_SOURCE_AE)
+        if result.outcome is StoreOutcome.CONFLICT:
+            # Result UIDs derive from the job's inputs: the object is this job's own, written by an
+            # earlier attempt that died before recording its result set. Keep that copy.
+            return result.sop_instance_uid
+        if not result.outcome.accepted:
+            raise TransientJobError(f"could not store result object: {result.message}")
+        return result.sop_instance_uid
+
+    def on_committed(self, job: JobRecord, output: JobOutput) -> None:
+        from radpilot.engine.outbox import Outbox
+
+        outbox = Outbox(self.archive, sender=None)  # type: ignore[arg-type] - enqueue only
+        for destination in job.destinations:
+            outbox.enqueue(destination, list(output.sop_instance_uids), job_id=job.id)
+        if job.supersedes_job_id is not None:
+            self._remove_superseded(job.supersedes_job_id, keep=set(output.sop_instance_uids))
+
+    def on_discarded(self, job: JobRecord, output: JobOutput) -> None:
+        logger.info("discarding duplicate output", extra={"job": job.id, "instances": len(output.sop_instance_uids)})
+
+    def _remove_superseded(self, old_job_id: int, keep: set[str]) -> None:
+        from radpilot.engine.job_store import JobStore
+
+        old = JobStore(self.archive.engine).get(old_job_id)
+        if old is None or not old.result:
+            return
+        old_uids = [u for u in old.result.get("sop_instance_uids", []) if u not in keep]
+        removed = self.archive.delete_instances(old_uids)
+        logger.info("superseded results removed", extra={"old_job": old_job_id, "removed": removed})
+
+
+def make_runner(settings: Settings | None = None) -> PipelineRunner:
+    """Runner factory for worker processes (settings from the environment when not given)."""
+    return PipelineRunner(settings or Settings())
+
+
+@dataclass(frozen=True)
+class RunnerFactory:
+    """A picklable runner factory carrying the server's settings into spawned worker processes."""
+
+    settings_json: str
+
+    def __call__(self) -> PipelineRunner:
+        return PipelineRunner(Settings.model_validate_json(self.settings_json))
+
+
+def dry_run_rules(settings: Settings) -> RuleSet:
+    return load_rules(settings.rules_file, known_analyses=set(discover_analyses()))

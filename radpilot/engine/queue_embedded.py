@@ -1,0 +1,341 @@
+"""The embedded backend: jobs in the archive database, worker processes started by ``radpilot serve``.
+
+Workers are separate processes, forked from a clean ``forkserver`` process (no
+database connection, lock or thread of the serving process is inherited) that claim jobs straight from the ``job`` table with one
+atomic UPDATE (:meth:`~radpilot.engine.job_store.JobStore.claim_next`), renew a
+lease while they run one, and record the outcome.
+
+The pool's supervisor thread, in the serving process, restarts a worker process
+that died and re-queues its job at once (it saw the exit); the reaper it runs
+every ``reap_interval_s`` re-queues jobs whose lease expired, which covers
+workers of *other* nodes sharing the database (PostgreSQL) that died with their
+machine. A worker also stops itself at a job's time limit (see
+:mod:`radpilot.engine.worker`), and is then restarted like a crashed one.
+
+Usage::
+
+    pool = EmbeddedWorkerPool(settings.resolved_database_url, "radpilot.engine.pipeline:make_runner", processes=2)
+    pool.start()
+    queue = pool.queue()          # submit() wakes an idle worker at once
+    queue.submit(JobSpec(...))
+    ...
+    pool.stop(timeout_s=60)       # running jobs finish first (up to the timeout)
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as MpEvent
+
+from radpilot.engine.job_store import JobStore
+from radpilot.engine.jobs import JobQueue, JobRecord, RunnerFactory
+from radpilot.engine.worker import (
+    EXIT_CANCELLED,
+    EXIT_TIMEOUT,
+    WorkerConfig,
+    execute_job,
+    resolve_runner_factory,
+    worker_identity,
+)
+
+logger = logging.getLogger(__name__)
+
+RESTART_BACKOFF_MAX_S = 60.0
+QUICK_EXIT_S = 10.0  # a worker dying sooner than this after its start counts as a crash loop
+
+
+class EmbeddedJobQueue(JobQueue):
+    """The :class:`~radpilot.engine.jobs.JobQueue` of the embedded backend.
+
+    Parameters
+    ----------
+    store
+        The job store on the archive database.
+    notify
+        Called after a job was queued, to wake an idle worker (:meth:`EmbeddedWorkerPool.notify`);
+        without it, workers find the job at their next poll.
+    """
+
+    backend = "embedded"
+
+    def __init__(self, store: JobStore, notify: Callable[[], None] | None = None) -> None:
+        super().__init__(store)
+        self.notify = notify
+
+    def _dispatch(self, job: JobRecord) -> None:
+        if self.notify is not None:
+            self.notify()
+
+
+def _exit_process(code: int) -> Callable[[JobRecord], None]:
+    def _exit(job: JobRecord) -> None:
+        logging.shutdown()
+        os._exit(code)
+
+    return _exit
+
+
+def _configure_child_logging(level: str | None) -> None:
+    if level is None:
+        return
+    from radpilot.logging_setup import configure_logging
+
+    configure_logging(level)
+
+
+def worker_main(
+    database_url: str,
+    runner_factory: RunnerFactory | str,
+    config: WorkerConfig,
+    name: str,
+    stop_event: MpEvent,
+    wakeup: MpEvent,
+    log_level: str | None = None,
+) -> None:
+    """The body of one embedded worker process: claim, run, record, until ``stop_event``.
+
+    SIGINT is ignored (a Ctrl-C in the terminal reaches every process of the group;
+    the pool stops its workers itself, letting running jobs finish).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _configure_child_logging(log_level)
+    worker_id = worker_identity(name)
+    store = JobStore.from_url(database_url, retry=config.retry)
+    runner = resolve_runner_factory(runner_factory)()
+    logger.info("embedded worker ready", extra={"worker_id": worker_id})
+    try:
+        while not stop_event.is_set():
+            job = _claim(store, worker_id, config)
+            if job is None:
+                if wakeup.wait(config.poll_s):
+                    wakeup.clear()
+                continue
+            execute_job(store, job, runner, worker_id, config,
+                        on_deadline=_exit_process(EXIT_TIMEOUT), on_cancelled=_exit_process(EXIT_CANCELLED))
+    finally:
+        store.close()
+    logger.info("embedded worker stopped", extra={"worker_id": worker_id})
+
+
+def _claim(store: JobStore, worker_id: str, config: WorkerConfig) -> JobRecord | None:
+    try:
+        return store.claim_next(worker_id, config.lease_s)
+    except Exception:  # noqa: BLE001 - database unreachable for a moment: log, wait, try again
+        logger.warning("could not claim a job; retrying", exc_info=True, extra={"worker_id": worker_id})
+        time.sleep(config.poll_s)
+        return None
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` (a clean server process, with this module preloaded, forks each worker:
+    no inherited connection or thread, and a restart takes milliseconds); ``spawn`` where
+    forkserver is unavailable."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+@dataclass
+class _Slot:
+    """One worker position of the pool, and the process filling it now."""
+
+    index: int
+    process: multiprocessing.process.BaseProcess | None = None
+    worker_id: str = ""
+    started_at: float = 0.0
+    quick_exits: int = 0
+    restart_at: float = 0.0
+
+
+class EmbeddedWorkerPool:
+    """Worker processes on the archive database, for ``radpilot serve``.
+
+    Parameters
+    ----------
+    database_url
+        The archive database (each process opens its own connections).
+    runner_factory
+        Builds the job runner in each worker process: a picklable module-level
+        callable, or ``"package.module:attribute"``.
+    processes
+        Number of worker processes.
+    config
+        Lease, heartbeat, poll and retry timing.
+    name
+        Prefix of the worker names (worker ids are ``host:pid:name-N``).
+    migrate
+        Bring the database schema up to date in :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        runner_factory: RunnerFactory | str,
+        processes: int = 2,
+        *,
+        config: WorkerConfig | None = None,
+        name: str = "embedded",
+        migrate: bool = True,
+    ) -> None:
+        if processes < 1:
+            raise ValueError(f"an embedded worker pool needs at least 1 process, not {processes}")
+        self.database_url = database_url
+        self.runner_factory = runner_factory
+        self.config = config or WorkerConfig()
+        self.name = name
+        self._migrate = migrate
+        self._context = _process_context()
+        self._stop_event = self._context.Event()
+        self._wakeup = self._context.Event()
+        self._stopping = threading.Event()
+        self._slots = [_Slot(index) for index in range(processes)]
+        self._lock = threading.Lock()
+        self._store: JobStore | None = None
+        self._supervisor: threading.Thread | None = None
+
+    # ---- public ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> JobStore:
+        """The pool's own job store (in the calling process)."""
+        if self._store is None:
+            raise RuntimeError("the worker pool is not started")
+        return self._store
+
+    @property
+    def worker_ids(self) -> list[str]:
+        """Worker ids of the live worker processes."""
+        with self._lock:
+            return [s.worker_id for s in self._slots if s.process is not None and s.process.is_alive()]
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the live worker processes."""
+        with self._lock:
+            return [s.process.pid for s in self._slots if s.process is not None and s.process.is_alive()]
+
+    def queue(self) -> EmbeddedJobQueue:
+        """A job queue on the pool's store whose ``submit`` wakes an idle worker."""
+        return EmbeddedJobQueue(self.store, notify=self.notify)
+
+    def notify(self) -> None:
+        """Wake idle workers now (a job was queued)."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        """Start the worker processes and the supervisor thread."""
+        if self._supervisor is not None:
+            raise RuntimeError("the worker pool is already started")
+        self._store = JobStore.from_url(self.database_url, migrate=self._migrate, retry=self.config.retry)
+        with self._lock:
+            for slot in self._slots:
+                self._spawn(slot)
+        self._supervisor = threading.Thread(target=self._supervise, name=f"{self.name}-supervisor", daemon=True)
+        self._supervisor.start()
+        logger.info("embedded worker pool started", extra={"pool": self.name, "processes": len(self._slots)})
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop gracefully: running jobs may finish for ``timeout_s``, then workers are terminated.
+
+        Jobs still running in a terminated worker go back to the queue, their attempt
+        not counted.
+        """
+        if self._supervisor is None:
+            return
+        self._stopping.set()
+        self._stop_event.set()
+        self._wakeup.set()
+        self._supervisor.join()
+        deadline = time.monotonic() + timeout_s
+        for slot in self._slots:
+            if slot.process is not None:
+                slot.process.join(max(0.0, deadline - time.monotonic()))
+        for slot in self._slots:
+            self._terminate(slot)
+        self.store.close()
+        self._supervisor = None
+        logger.info("embedded worker pool stopped", extra={"pool": self.name})
+
+    def __enter__(self) -> EmbeddedWorkerPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _spawn(self, slot: _Slot) -> None:
+        name = f"{self.name}-{slot.index}"
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        process = self._context.Process(
+            target=worker_main,
+            args=(self.database_url, self.runner_factory, self.config, name, self._stop_event, self._wakeup, level),
+            name=f"radpilot-{name}",
+            daemon=False,
+        )
+        process.start()
+        slot.process, slot.worker_id, slot.started_at = process, worker_identity(name, process.pid), time.monotonic()
+        logger.info("worker process started", extra={"pool": self.name, "worker_id": slot.worker_id})
+
+    def _terminate(self, slot: _Slot) -> None:
+        process = slot.process
+        if process is None:
+            return
+        if process.is_alive():
+            logger.warning("worker did not stop in time; terminating", extra={"worker_id": slot.worker_id})
+            process.terminate()
+            process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+        self.store.release(slot.worker_id)
+
+    def _supervise(self) -> None:
+        next_reap = 0.0
+        tick = min(0.5, self.config.poll_s)
+        while not self._stopping.wait(tick):
+            try:
+                with self._lock:
+                    for slot in self._slots:
+                        self._check(slot)
+                if time.monotonic() >= next_reap:
+                    self.store.reap_expired()
+                    next_reap = time.monotonic() + self.config.reap_interval_s
+            except Exception:  # noqa: BLE001 - the supervisor must keep running; the next tick retries
+                logger.exception("worker pool supervision failed", extra={"pool": self.name})
+
+    def _check(self, slot: _Slot) -> None:
+        """Restart the slot's process if it died (with a growing delay if it keeps dying)."""
+        process = slot.process
+        if process is not None and process.is_alive():
+            return
+        now = time.monotonic()
+        if process is not None:
+            self._handle_exit(slot, process.exitcode, now)
+            slot.process = None
+        if now >= slot.restart_at and not self._stopping.is_set():
+            self._spawn(slot)
+
+    def _handle_exit(self, slot: _Slot, exitcode: int | None, now: float) -> None:
+        reaped = self.store.reap_dead_worker(slot.worker_id)
+        reason = {EXIT_TIMEOUT: "stopped at a job's time limit", EXIT_CANCELLED: "stopped because its job was cancelled"}
+        quick = now - slot.started_at < QUICK_EXIT_S and exitcode not in reason
+        slot.quick_exits = slot.quick_exits + 1 if quick else 0
+        delay = min(RESTART_BACKOFF_MAX_S, 2.0 ** slot.quick_exits - 1) if slot.quick_exits else 0.0
+        slot.restart_at = now + delay
+        log = logger.info if exitcode in reason else logger.error
+        log("worker process exited; restarting", extra={
+            "pool": self.name, "worker_id": slot.worker_id, "exitcode": exitcode,
+            "reason": reason.get(exitcode, "crashed or was killed"), "requeued_jobs": len(reaped.requeued),
+            "failed_jobs": len(reaped.failed), "restart_in_s": delay,
+        })

@@ -1,0 +1,91 @@
+"""The engine as a service inside ``radpilot serve``: detector, queue, workers and outbox together."""
+
+from __future__ import annotations
+
+import logging
+
+from radpilot.archive import Archive
+from radpilot.config import Settings
+from radpilot.engine.catalog import discover_analyses
+from radpilot.engine.detector import StudyCompleteDetector
+from radpilot.engine.jobs import JobQueue, Priority
+from radpilot.engine.outbox import Outbox, make_sender
+from radpilot.engine.pipeline import RunnerFactory, SeriesPlan, plan_study
+from radpilot.engine.routing import load_rules
+
+logger = logging.getLogger(__name__)
+
+
+def make_queue(settings: Settings) -> JobQueue:
+    """The job queue of the configured backend (jobs always live in the archive database)."""
+    if settings.queue_backend == "celery":
+        if not settings.broker_url:
+            raise ValueError("queue_backend 'celery' needs broker_url (RADPILOT_BROKER_URL), e.g. redis://127.0.0.1:6379/0")
+        from radpilot.engine.queue_celery import CeleryJobQueue
+
+        return CeleryJobQueue.from_urls(settings.broker_url, settings.resolved_database_url)
+    from radpilot.engine.job_store import JobStore
+    from radpilot.engine.queue_embedded import EmbeddedJobQueue
+
+    return EmbeddedJobQueue(JobStore.from_url(settings.resolved_database_url, migrate=True))
+
+
+class Engine:
+    """Routes complete studies to analyses, runs them, and forwards the results.
+
+    Raises
+    ------
+    radpilot.engine.routing.RulesError
+        At construction, when the rules file has an error (file, line and reason).
+    """
+
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.analyses = discover_analyses()
+        self.rules = load_rules(settings.rules_file, known_analyses=set(self.analyses))
+        self.pool = None
+        if settings.queue_backend == "embedded" and settings.workers > 0:
+            from radpilot.engine.queue_embedded import EmbeddedWorkerPool
+
+            self.pool = EmbeddedWorkerPool(
+                settings.resolved_database_url,
+                RunnerFactory(settings.model_dump_json()),
+                processes=settings.workers,
+            )
+        self._queue: JobQueue | None = None
+        self.detector = StudyCompleteDetector(archive, self.on_study_complete, quiet_period_s=settings.quiet_period_s)
+        self.outbox = Outbox(archive, make_sender(settings))
+
+    @property
+    def queue(self) -> JobQueue:
+        if self._queue is None:
+            self._queue = self.pool.queue() if self.pool is not None else make_queue(self.settings)
+        return self._queue
+
+    def start(self) -> None:
+        if self.pool is not None:
+            self.pool.start()
+        if self.settings.analysis_enabled:
+            self.detector.start()
+        self.outbox.start()
+        logger.info(
+            "engine started",
+            extra={"analyses": sorted(self.analyses), "rules": len(self.rules.rules), "backend": self.settings.queue_backend,
+                   "workers": self.settings.workers, "quiet_period_s": self.settings.quiet_period_s},
+        )
+
+    def stop(self) -> None:
+        self.detector.stop()
+        self.outbox.stop()
+        if self.pool is not None:
+            self.pool.stop()
+
+    def on_study_complete(self, study_uid: str) -> None:
+        plans = self.route_study(study_uid)
+        created = sum(1 for plan in plans for _, new in plan.jobs if new)
+        if created:
+            logger.info("study complete: jobs queued", extra={"study_instance_uid": study_uid, "jobs": created})
+
+    def route_study(self, study_uid: str, *, priority: Priority | None = None) -> list[SeriesPlan]:
+        return plan_study(self.archive, self.rules, self.analyses, study_uid, self.queue, priority_override=priority)

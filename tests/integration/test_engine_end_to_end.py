@@ -1,0 +1,132 @@
+"""The AI engine end to end with real peers.
+
+Orthanc (the hospital PACS) C-STOREs a real chest CT to RadPilot; with no
+further action the study is detected as complete, routed to lung_ct_quant, run
+by an embedded worker process, and a DICOM SEG, a TID 1500 SR and a key image
+arrive back in Orthanc, where dciodvfy finds no errors in them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from tests.fixtures.radpilot import orthanc_node
+from tests.helpers import require_or_skip
+
+pytestmark = pytest.mark.integration
+
+SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+RULES = """
+rules:
+  - name: chest-ct
+    match:
+      Modality: CT
+      ImageType: {contains: [ORIGINAL]}
+      NumberOfSlices: {min: 20}
+    analyses: [lung_ct_quant]
+    destinations: [orthanc]
+    priority: routine
+"""
+
+
+@pytest.fixture
+def chest_ct_in_orthanc(orthanc, clean_orthanc, shared_data_dir: Path) -> str:
+    folder = shared_data_dir / "ct-lung" / "LUNGCT-002" / "dicom"
+    files = sorted(folder.glob("*.dcm"))
+    if not files:
+        require_or_skip(f"no chest CT under {folder}")
+    for path in files:
+        orthanc.upload(path)
+    return str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+
+
+def _wait_for(predicate, timeout_s: float, what: str):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _result_sop_classes(orthanc, study_uid: str) -> dict[str, str]:  # noqa: ANN001
+    study_id = orthanc.resource_id(study_uid)
+    found = {}
+    for instance in orthanc.rest_get(f"/studies/{study_id}/instances"):
+        tags = orthanc.rest_get(f"/instances/{instance['ID']}/simplified-tags")
+        if tags.get("SOPClassUID") in (SEG, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE):
+            found[tags["SOPClassUID"]] = instance["ID"]
+    return found
+
+
+def test_study_from_pacs_comes_back_with_seg_sr_and_key_image(
+    radpilot_factory, orthanc, chest_ct_in_orthanc: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    node = radpilot_factory(
+        nodes=[orthanc_node(orthanc)], rules_file=rules, quiet_period_s=2.0, workers=1, analysis_enabled=True
+    )
+    orthanc.add_modality("radpilot", node.ae_title, node.host, node.dicom_port)
+    orthanc.store_to("radpilot", orthanc.resource_id(chest_ct_in_orthanc))
+    assert node.archive.instance_count() == 64
+
+    results = _wait_for(
+        lambda: (found := _result_sop_classes(orthanc, chest_ct_in_orthanc)) and len(found) == 3 and found,
+        timeout_s=180,
+        what="SEG, SR and key image in Orthanc",
+    )
+    jobs = node.server.engine.queue.list()
+    assert [(j.analysis, j.state.value) for j in jobs] == [("lung_ct_quant", "done")]
+    assert node.archive.instance_count() == 67
+
+    seg = pydicom.dcmread(_orthanc_file(orthanc, results[SEG]))
+    assert seg.StudyInstanceUID == chest_ct_in_orthanc
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Right lung", "Left lung"]
+    sr = pydicom.dcmread(_orthanc_file(orthanc, results[COMPREHENSIVE_3D_SR]))
+    assert "lung_ct_quant" in str(sr.ContentSequence[0].ConceptCodeSequence[0].CodeMeaning) or sr.ContentSequence
+
+    if shutil.which("dciodvfy") is None:
+        require_or_skip("dciodvfy (Debian dicom3tools) is not installed")
+    for sop_class, instance_id in results.items():
+        path = tmp_path / f"{sop_class}.dcm"
+        path.write_bytes(orthanc.instance_file(instance_id))
+        report = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, f"{sop_class}: {errors}"
+
+
+def _orthanc_file(orthanc, instance_id: str):  # noqa: ANN001, ANN202
+    import io
+
+    return io.BytesIO(orthanc.instance_file(instance_id))
+
+
+def test_series_that_is_not_a_volume_fails_with_a_clear_reason(radpilot_factory, tmp_path: Path) -> None:
+    from tests.factories import make_ct_series, to_part10_bytes
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("min: 20", "min: 1"))
+    node = radpilot_factory(rules_file=rules, workers=1)
+    other = make_ct_series(30, rows=64, columns=64)
+    for ds in other:
+        node.archive.store_file_bytes(to_part10_bytes(ds))
+    tiny = make_ct_series(3, rows=64, columns=64)
+    for ds in tiny:
+        node.archive.store_file_bytes(to_part10_bytes(ds))
+    engine = node.server.engine
+    engine.route_study(str(tiny[0].StudyInstanceUID))
+    [job] = _wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 120, "the job to finish")
+    assert job.state.value == "failed"
+    assert "series has 3 slices" in job.error and "lung_ct_quant needs" in job.error
+    assert node.archive.instance_count() == 33
