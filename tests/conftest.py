@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.dcmtk",
     "tests.fixtures.radpilot",
+    "tests.fixtures.redis",
 ]
 
 

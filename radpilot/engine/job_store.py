@@ -47,6 +47,8 @@ from radpilot.engine.jobs_models import Job, ResultSet
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+RecordHook = Callable[[Session, JobRecord, JobOutput], None]
+"""Writes more rows in the transaction that records a result set (see :meth:`JobStore.complete`)."""
 JOB = Job.__table__
 OPEN_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
 RETRYABLE_STATES = (JobState.FAILED.value, JobState.CANCELLED.value)
@@ -146,7 +148,8 @@ class JobStore:
     @classmethod
     def from_url(cls, database_url: str, *, migrate: bool = False, **kwargs: Any) -> JobStore:
         """A store on a new engine for ``database_url``; ``migrate=True`` upgrades the schema first."""
-        from radpilot.archive.database import make_engine, migrate as run_migrations
+        from radpilot.archive.database import make_engine
+        from radpilot.archive.database import migrate as run_migrations
 
         engine = make_engine(database_url)
         if migrate:
@@ -378,8 +381,23 @@ class JobStore:
         with self.engine.begin() as connection:
             return connection.execute(statement).rowcount == 1
 
-    def complete(self, job_id: int, worker_id: str, output: JobOutput) -> bool:
+    def complete(self, job_id: int, worker_id: str, output: JobOutput, *, on_record: RecordHook | None = None) -> bool:
         """Record ``output`` as the job's one result set and mark it done, in one transaction.
+
+        This is the "record the result" step of every backend. The ``result_set`` row
+        is inserted first (UNIQUE job_id and idempotency_key), then the job is marked
+        done if it is still open; either failing rolls the whole transaction back.
+
+        Parameters
+        ----------
+        job_id, worker_id
+            The job, and the worker that produced ``output``.
+        output
+            The runner's output.
+        on_record
+            Called as ``on_record(session, job, output)`` inside the same transaction,
+            after the job was marked done: rows it adds (e.g. outbox deliveries) are
+            committed together with the result set, or not at all.
 
         Returns
         -------
@@ -404,7 +422,10 @@ class JobStore:
                 # index entry, so the second of two finishing workers waits here and then fails.
                 session.add(ResultSet(job_id=job_id, idempotency_key=job.idempotency_key, worker_id=worker_id,
                                       created_at=now, sop_instance_uids=payload["sop_instance_uids"]))
-                session.flush()
+                try:
+                    session.flush()
+                except IntegrityError:
+                    raise _AlreadyRecorded() from None
                 marked = session.execute(
                     update(JOB)
                     .where(JOB.c.id == job_id, JOB.c.state.in_(OPEN_STATES))
@@ -413,7 +434,9 @@ class JobStore:
                 ).rowcount
                 if marked != 1:
                     raise _JobClosed()
-        except IntegrityError:
+                if on_record is not None:
+                    on_record(session, job, output)
+        except _AlreadyRecorded:
             logger.warning("result set already recorded by another worker; output discarded",
                            extra=_log_fields(job, worker_id=worker_id))
             return False
@@ -551,6 +574,10 @@ class JobStore:
 
 class _JobClosed(Exception):
     """Raised inside :meth:`JobStore.complete` to roll back when the job is no longer open."""
+
+
+class _AlreadyRecorded(Exception):
+    """Raised inside :meth:`JobStore.complete` when the job's result set exists already."""
 
 
 def _detail(error: str, *, sentence: bool = False) -> str:

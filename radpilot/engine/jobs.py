@@ -292,11 +292,15 @@ class JobRunner(Protocol):
     other exception counts as permanent, except ``OSError`` and ``MemoryError``,
     which count as transient.
 
-    A runner may also define two optional methods, called by the worker:
+    A runner may also define optional methods, called by the worker:
 
+    ``on_record(session, job, output)``
+        Inside the transaction that records the result set (a SQLAlchemy session):
+        rows added there, e.g. deliveries to the job's destinations, are committed
+        with the result set or not at all. Do not commit the session.
     ``on_committed(job, output)``
         After the result set was recorded: the output is the one result of this
-        job (forward it, notify).
+        job (notify; anything that may be lost if the worker dies right now).
     ``on_discarded(job, output)``
         When the output lost the race (another worker recorded the job's result
         set first, or the job was cancelled meanwhile): delete what it wrote.

@@ -206,12 +206,16 @@ class PipelineRunner:
             raise TransientJobError(f"could not store result object: {result.message}")
         return result.sop_instance_uid
 
-    def on_committed(self, job: JobRecord, output: JobOutput) -> None:
-        from radpilot.engine.outbox import Outbox
+    def on_record(self, session, job: JobRecord, output: JobOutput) -> None:  # noqa: ANN001 - SQLAlchemy Session
+        """Queue the deliveries in the very transaction that records the result set: both happen or neither."""
+        import json
 
-        outbox = Outbox(self.archive, sender=None)  # type: ignore[arg-type] - enqueue only
+        from radpilot.engine.outbox_models import Delivery
+
         for destination in job.destinations:
-            outbox.enqueue(destination, list(output.sop_instance_uids), job_id=job.id)
+            session.add(Delivery(destination=destination, sop_instance_uids=json.dumps(list(output.sop_instance_uids)), job_id=job.id))
+
+    def on_committed(self, job: JobRecord, output: JobOutput) -> None:
         if job.supersedes_job_id is not None:
             self._remove_superseded(job.supersedes_job_id, keep=set(output.sop_instance_uids))
 

@@ -303,7 +303,9 @@ class CeleryJobQueue(JobQueue):
         self.app = app
 
     @classmethod
-    def from_urls(cls, broker_url: str, database_url: str, *, migrate: bool = True, **app_options: Any) -> CeleryJobQueue:
+    def from_urls(
+        cls, broker_url: str, database_url: str, *, migrate: bool = True, **app_options: Any
+    ) -> CeleryJobQueue:
         """A queue with its own store and app (``app_options`` go to :func:`make_celery_app`)."""
         config = app_options.get("config") or WorkerConfig()
         store = JobStore.from_url(database_url, migrate=migrate, retry=config.retry)

@@ -1,9 +1,10 @@
 """The embedded backend: jobs in the archive database, worker processes started by ``radpilot serve``.
 
 Workers are separate processes, forked from a clean ``forkserver`` process (no
-database connection, lock or thread of the serving process is inherited) that claim jobs straight from the ``job`` table with one
-atomic UPDATE (:meth:`~radpilot.engine.job_store.JobStore.claim_next`), renew a
-lease while they run one, and record the outcome.
+database connection, lock or thread of the serving process is inherited). They
+claim jobs straight from the ``job`` table with one atomic UPDATE
+(:meth:`~radpilot.engine.job_store.JobStore.claim_next`), renew a lease while
+they run one, and record the outcome.
 
 The pool's supervisor thread, in the serving process, restarts a worker process
 that died and re-queues its job at once (it saw the exit); the reaper it runs
@@ -117,8 +118,13 @@ def worker_main(
                 if wakeup.wait(config.poll_s):
                     wakeup.clear()
                 continue
-            execute_job(store, job, runner, worker_id, config,
-                        on_deadline=_exit_process(EXIT_TIMEOUT), on_cancelled=_exit_process(EXIT_CANCELLED))
+            try:
+                execute_job(store, job, runner, worker_id, config,
+                            on_deadline=_exit_process(EXIT_TIMEOUT), on_cancelled=_exit_process(EXIT_CANCELLED))
+            except Exception:  # noqa: BLE001 - e.g. the database went away while recording
+                # The job stays running without heartbeats: the reaper re-queues it when its lease expires.
+                logger.exception("job outcome could not be recorded", extra={"job_id": job.id, "worker_id": worker_id})
+                time.sleep(config.poll_s)
     finally:
         store.close()
     logger.info("embedded worker stopped", extra={"worker_id": worker_id})
@@ -134,9 +140,14 @@ def _claim(store: JobStore, worker_id: str, config: WorkerConfig) -> JobRecord |
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
-    """``forkserver`` (a clean server process, with this module preloaded, forks each worker:
-    no inherited connection or thread, and a restart takes milliseconds); ``spawn`` where
-    forkserver is unavailable."""
+    """``forkserver`` where available, else ``spawn``.
+
+    The fork server is a clean process, started on the first worker start with this
+    module preloaded; it forks each worker, so no connection, lock or thread of the
+    serving process is inherited and a restart takes milliseconds. Workers see the
+    environment and ``sys.path`` of that first start: pass configuration through the
+    runner factory (picklable), not through later changes of ``os.environ``.
+    """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
@@ -328,7 +339,8 @@ class EmbeddedWorkerPool:
 
     def _handle_exit(self, slot: _Slot, exitcode: int | None, now: float) -> None:
         reaped = self.store.reap_dead_worker(slot.worker_id)
-        reason = {EXIT_TIMEOUT: "stopped at a job's time limit", EXIT_CANCELLED: "stopped because its job was cancelled"}
+        reason = {EXIT_TIMEOUT: "stopped at a job's time limit",
+                  EXIT_CANCELLED: "stopped because its job was cancelled"}
         quick = now - slot.started_at < QUICK_EXIT_S and exitcode not in reason
         slot.quick_exits = slot.quick_exits + 1 if quick else 0
         delay = min(RESTART_BACKOFF_MAX_S, 2.0 ** slot.quick_exits - 1) if slot.quick_exits else 0.0

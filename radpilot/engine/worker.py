@@ -85,7 +85,9 @@ class WorkerConfig:
         if self.reap_interval_s is None:
             object.__setattr__(self, "reap_interval_s", min(10.0, self.lease_s / 2))
         if not 0 < self.heartbeat_s < self.lease_s:
-            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be positive and shorter than lease_s ({self.lease_s})")
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s}) must be positive and shorter than lease_s ({self.lease_s})"
+            )
 
 
 def worker_identity(name: str, pid: int | None = None) -> str:
@@ -302,7 +304,7 @@ def execute_job(
                        if kind is ErrorKind.PERMANENT else None,
                        extra={**fields, "error_kind": kind.value, "error": describe(error)})
         return ExecutionResult(store.fail(job.id, worker_id, describe(error), kind), False, kind)
-    recorded = store.complete(job.id, worker_id, output)
+    recorded = store.complete(job.id, worker_id, output, on_record=getattr(runner, "on_record", None))
     _after_commit(runner, job, output, recorded)
     logger.info("job finished", extra={**fields, "recorded": recorded,
                                        "seconds": round(time.monotonic() - started, 3)})
