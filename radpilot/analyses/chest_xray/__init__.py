@@ -1,0 +1,1 @@
+"""Chest radiograph analyses (lung fields, heart, cardiothoracic ratio)."""
