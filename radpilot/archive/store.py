@@ -313,9 +313,18 @@ class Archive:
             )
         )
 
-    def _remove_stale_temporaries(self) -> None:
+    def _remove_stale_temporaries(self, max_age_s: float = 3600.0) -> None:
+        """Remove debris of writes that crashed; a temporary younger than ``max_age_s`` may be another
+        process's write in progress (workers open the archive while the server receives)."""
+        import time
+
+        cutoff = time.time() - max_age_s
         for leftover in self.tmp_dir.glob("*.part"):
-            leftover.unlink(missing_ok=True)
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+            except FileNotFoundError:
+                pass
 
     # -- reading -----------------------------------------------------------------
 

@@ -161,14 +161,45 @@ def test_reopening_archive_keeps_everything(archive: Archive, tmp_path: Path) ->
     reopened.close()
 
 
-def test_stale_temporary_files_are_removed_on_open(tmp_path: Path) -> None:
+def test_stale_temporary_files_are_removed_on_open_but_fresh_ones_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
     url = f"sqlite:///{tmp_path / 'i.db'}"
     archive = Archive(tmp_path / "dicom", url)
-    (archive.tmp_dir / "crashed-write.part").write_bytes(b"partial")
+    stale = archive.tmp_dir / "crashed-write.part"
+    stale.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    in_progress = archive.tmp_dir / "another-process-writing.part"
+    in_progress.write_bytes(b"being written")
     archive.close()
     reopened = Archive(tmp_path / "dicom", url)
-    assert not list(reopened.tmp_dir.iterdir())
+    assert [p.name for p in reopened.tmp_dir.iterdir()] == ["another-process-writing.part"]
     reopened.close()
+
+
+def test_opening_the_archive_elsewhere_does_not_break_stores_in_progress(tmp_path: Path) -> None:
+    """Worker processes open the archive while the server receives: no store may fail because of it."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    archive = Archive(tmp_path / "dicom", url)
+    stop = threading.Event()
+
+    def keep_opening() -> None:
+        while not stop.is_set():
+            Archive(tmp_path / "dicom", url).close()
+
+    opener = threading.Thread(target=keep_opening)
+    opener.start()
+    try:
+        results = [archive.store_file_bytes(to_part10_bytes(ds)) for ds in make_ct_series(30, rows=64, columns=64)]
+    finally:
+        stop.set()
+        opener.join()
+    assert [r.outcome for r in results] == [StoreOutcome.STORED] * 30
+    archive.close()
 
 
 def test_failed_index_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
