@@ -1,0 +1,1 @@
+"""Connections to other DICOM nodes: DIMSE (pynetdicom) and DICOMweb."""
