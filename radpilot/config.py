@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     queue_backend: Literal["embedded", "celery"] = Field(default="embedded", description="Where jobs run")
     workers: int = Field(default=1, ge=0, description="Embedded worker processes started by 'radpilot serve'")
     broker_url: str | None = Field(default=None, description="Celery broker, e.g. redis://127.0.0.1:6379/0")
+    dicom_acse_timeout: float = Field(default=30.0, gt=0, description="Association set-up/release timeout (s)")
+    dicom_dimse_timeout: float = Field(default=60.0, gt=0, description="Wait for a DIMSE response (s)")
+    dicom_network_timeout: float = Field(default=60.0, gt=0, description="Idle association timeout (s)")
+    dicom_connection_timeout: float = Field(default=10.0, gt=0, description="TCP connect timeout for outgoing associations (s)")
+    dicom_drain_timeout: float = Field(default=60.0, gt=0, description="On stop, wait this long for associations in progress (s)")
+    max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest STOW-RS request body accepted (bytes)")
     fsync: bool = Field(default=True, description="fsync each stored file before acknowledging it")
     log_level: str = "INFO"
 

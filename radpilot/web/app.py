@@ -29,7 +29,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.settings = settings
     app.state.archive = archive
     app.state.ohif_dir = resolve_ohif_dir(settings)
-    app.include_router(make_dicomweb_router(archive), prefix="/dicomweb")
+    app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
 
     @app.get("/api/health")
     def health() -> dict:
