@@ -72,13 +72,14 @@ def storescu(port: int, called_ae: str, folder: Path) -> float:
     return elapsed
 
 
-def start_radpilot(workdir: Path) -> tuple[subprocess.Popen, int, int]:
+def start_radpilot(workdir: Path, durability: str) -> tuple[subprocess.Popen, int, int]:
     dicom_port, http_port = free_port(), free_port()
-    env = subprocess_env(RADPILOT_ANALYSIS_ENABLED="false", RADPILOT_WORKERS="0")
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = subprocess_env(RADPILOT_ANALYSIS_ENABLED="false", RADPILOT_WORKERS="0", RADPILOT_DURABILITY=durability)
     process = subprocess.Popen(
         [str(REPO / ".venv" / "bin" / "radpilot"), "serve", "--data-dir", str(workdir), "--dicom-port", str(dicom_port),
          "--http-port", str(http_port)],
-        env=env, stdout=open(workdir.parent / "radpilot.log", "wb"), stderr=subprocess.STDOUT,
+        env=env, stdout=open(workdir / "radpilot.log", "wb"), stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -116,14 +117,18 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="radpilot-bench-"))
     orthanc = start_orthanc(work / "orthanc")
-    radpilot, rp_dicom, rp_http = start_radpilot(work / "radpilot-data")
-    runs: dict[str, list[dict]] = {"radpilot": [], "orthanc": []}
+    radpilot, rp_dicom, rp_http = start_radpilot(work / "radpilot-data", "file")
+    radpilot_full, rp_full_dicom, _ = start_radpilot(work / "radpilot-full-data", "full")
+    ports = {"radpilot": (rp_dicom, "RADPILOT"), "radpilot_full_sync": (rp_full_dicom, "RADPILOT"),
+             "orthanc": (orthanc.dicom_port, orthanc.ae_title)}
+    runs: dict[str, list[dict]] = {peer: [] for peer in ports}
     try:
         for run in range(args.runs):
-            for peer in (("radpilot", "orthanc") if run % 2 == 0 else ("orthanc", "radpilot")):
+            order = list(ports) if run % 2 == 0 else list(reversed(ports))
+            for peer in order:
                 folder = work / f"set-{peer}-{run}"
                 size = make_instances(source, args.instances, folder, f"{peer}{run}")
-                port, ae = (rp_dicom, "RADPILOT") if peer == "radpilot" else (orthanc.dicom_port, orthanc.ae_title)
+                port, ae = ports[peer]
                 seconds = storescu(port, ae, folder)
                 runs[peer].append({"seconds": round(seconds, 3), "instances_per_s": round(args.instances / seconds, 1),
                                    "mb_per_s": round(size / 1e6 / seconds, 1), "bytes": size})
@@ -149,8 +154,9 @@ def main() -> None:
             },
         }
     finally:
-        radpilot.terminate()
-        radpilot.wait(timeout=30)
+        for process in (radpilot, radpilot_full):
+            process.terminate()
+            process.wait(timeout=30)
         orthanc.stop()
     medians = {peer: statistics.median(r["instances_per_s"] for r in values) for peer, values in runs.items()}
     summary = {
@@ -162,13 +168,17 @@ def main() -> None:
         "ingest_median_instances_per_s": medians,
         "ingest_median_mb_per_s": {peer: statistics.median(r["mb_per_s"] for r in values) for peer, values in runs.items()},
         "ingest_ratio_radpilot_over_orthanc": round(medians["radpilot"] / medians["orthanc"], 3),
+        "ingest_ratio_radpilot_full_sync_over_orthanc": round(medians["radpilot_full_sync"] / medians["orthanc"], 3),
         "dicomweb_latency": dicomweb,
-        "notes": "RadPilot fsyncs every file and its folder and commits the SQLite index (synchronous=FULL) before acknowledging; "
-                 "Orthanc 1.10.1 runs with its Debian defaults. Both with TCP_NODELAY=1.",
+        "notes": "radpilot: durability=file (default; the file is fdatasync'ed before it is renamed and acknowledged, "
+                 "index WAL synchronous=NORMAL, recovery re-indexes after an unclean stop). radpilot_full_sync: "
+                 "durability=full (file, folder and index synced before each acknowledgement: three syncs). "
+                 "Orthanc 1.10.1 with its defaults (SyncStorageArea true: one fsync per file). All with TCP_NODELAY=1.",
     }
     for name, peers in dicomweb.items():
         print(f"{name}: radpilot {peers['radpilot']['median_ms']} ms, orthanc {peers['orthanc']['median_ms']} ms (median)")
-    print(f"ingest ratio radpilot/orthanc = {summary['ingest_ratio_radpilot_over_orthanc']}")
+    print(f"ingest ratio radpilot/orthanc = {summary['ingest_ratio_radpilot_over_orthanc']}, "
+          f"full sync/orthanc = {summary['ingest_ratio_radpilot_full_sync_over_orthanc']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "dicom_node.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(work, ignore_errors=True)

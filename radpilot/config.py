@@ -85,7 +85,13 @@ class Settings(BaseSettings):
     dicom_connection_timeout: float = Field(default=10.0, gt=0, description="TCP connect timeout for outgoing associations (s)")
     dicom_drain_timeout: float = Field(default=60.0, gt=0, description="On stop, wait this long for associations in progress (s)")
     max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest STOW-RS request body accepted (bytes)")
-    fsync: bool = Field(default=True, description="fsync each stored file before acknowledging it")
+    durability: Literal["full", "file", "none"] = Field(
+        default="file",
+        description=(
+            "full: fsync file, folder and index before acknowledging; file: fsync the file before acknowledging, "
+            "rename and index without waiting for the disk, and re-index after an unclean stop; none: no fsync"
+        ),
+    )
     log_level: str = "INFO"
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))

@@ -28,6 +28,7 @@ class RadPilotServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.archive = Archive.from_settings(settings)
+        self.archive.recover(full_scan=self.archive.mark_open())
         self.engine = Engine(settings, self.archive)
         self.dimse = DimseService(settings, self.archive)
         self.app = create_app(settings, self.archive)
@@ -83,6 +84,7 @@ class RadPilotServer:
         if self._http_thread is not None:
             self._http_thread.join(timeout=10)
         self.engine.stop()
+        self.archive.mark_closed()
         self.archive.close()
         logger.info("stopped")
 

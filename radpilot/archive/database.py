@@ -15,11 +15,19 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def _configure_sqlite(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+def _sqlite_configurator(synchronous: str):  # noqa: ANN202
+    def configure(dbapi_connection, record) -> None:  # noqa: ANN001 - DB-API connection
+        _configure_sqlite(dbapi_connection, record, synchronous)
+
+    return configure
+
+
+def _configure_sqlite(dbapi_connection, _record, synchronous: str = "FULL") -> None:  # noqa: ANN001 - DB-API connection
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: an acknowledged instance stays indexed even after a power loss.
-    cursor.execute("PRAGMA synchronous=FULL")
+    # FULL: a commit survives a power loss. NORMAL (WAL): it survives a process crash; after a
+    # power loss the archive's start-up recovery re-indexes files whose rows were lost.
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
     # DICOM matching is case-sensitive except for person names, which query.py lowers itself.
     cursor.execute("PRAGMA case_sensitive_like=ON")
@@ -33,7 +41,7 @@ def _unicode_lower(text: object) -> object:
     return text.lower() if isinstance(text, str) else text
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """Create an engine for ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
@@ -42,7 +50,9 @@ def make_engine(url: str) -> Engine:
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _configure_sqlite)
+        if sqlite_synchronous not in ("FULL", "NORMAL", "OFF"):
+            raise ValueError(f"sqlite_synchronous must be FULL, NORMAL or OFF, got {sqlite_synchronous!r}")
+        event.listen(engine, "connect", _sqlite_configurator(sqlite_synchronous))
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 

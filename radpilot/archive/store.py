@@ -1,8 +1,9 @@
 """The archive: atomic, idempotent storage of DICOM instances and their index.
 
-A stored instance is written to a temporary file, fsynced, linked into place
-(never over another file) and indexed in one transaction before ``store``
-returns; only then may a network service acknowledge it.
+A stored instance is written to a temporary file, fsynced, renamed into place
+and indexed in one transaction before ``store`` returns; only then may a
+network service acknowledge it.  How much is synced to disk is the
+``durability`` setting (see :class:`Archive`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +37,11 @@ STATUS_SUCCESS = 0x0000
 STATUS_CONFLICT = 0xA900  # same SOP Instance UID, different content: first copy kept
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
+
+DURABILITY_MODES = ("full", "file", "none")
+OPEN_MARKER = ".open"  # present while a server has the archive open; left behind by an unclean stop
+ID_CACHE_SIZE = 4096
+TOUCH_INTERVAL_S = 1.0
 
 
 class StoreOutcome(enum.Enum):
@@ -94,26 +101,35 @@ class Archive:
         Folder that holds the DICOM files (one per instance).
     database_url
         SQLAlchemy URL of the index (SQLite or PostgreSQL).
-    fsync
-        fsync each file and its folder before the instance is acknowledged.
+    durability
+        ``"full"``: the file, its folder and the index are synced to disk before ``store``
+        returns (three syncs per instance). ``"file"`` (default): the file is synced before
+        it is renamed into place; the rename and the index commit are not waited for, and
+        :meth:`recover` re-indexes, after an unclean stop, whatever a power loss may have
+        cut off — an acknowledged instance survives either way, at one sync per instance.
+        ``"none"``: nothing is synced (tests, scratch archives).
     """
 
-    def __init__(self, storage_dir: Path, database_url: str, *, fsync: bool = True) -> None:
+    def __init__(self, storage_dir: Path, database_url: str, *, durability: str = "file") -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
         self.storage_dir = Path(storage_dir)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = self.storage_dir / ".incoming"
         self.tmp_dir.mkdir(exist_ok=True)
-        self._remove_stale_temporaries()
-        self.fsync = fsync
-        self.engine: Engine = make_engine(database_url)
+        self.durability = durability
+        self.engine: Engine = make_engine(database_url, sqlite_synchronous="FULL" if durability == "full" else "NORMAL")
         migrate(self.engine)
         self.sessions: sessionmaker = make_session_factory(self.engine)
         self._uid_locks: dict[str, threading.Lock] = {}
+        self._study_ids: dict[str, int] = {}
+        self._series_ids: dict[str, int] = {}
+        self._touched: dict[int, datetime] = {}
         self._uid_locks_guard = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings) -> Archive:  # noqa: ANN001 - avoid import cycle with config
-        return cls(settings.storage_dir, settings.resolved_database_url, fsync=settings.fsync)
+        return cls(settings.storage_dir, settings.resolved_database_url, durability=settings.durability)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -175,10 +191,9 @@ class Archive:
         final_path = self.storage_dir / relative
         self._write_atomically(final_path, data)
         try:
-            with self.sessions() as session, session.begin():
-                self._index(session, parsed, relative, len(data), digest, source_ae_title)
+            self._index_with_retry(parsed, relative, len(data), digest, source_ae_title)
         except IntegrityError:
-            # Another process indexed the same SOP Instance UID first; judge the resend against it.
+            # Another process indexed the same SOP Instance UID first: judge this copy against that one.
             with self.sessions() as session:
                 existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
                 if existing is None:
@@ -192,6 +207,21 @@ class Archive:
             raise
         logger.debug("stored instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "source_ae": source_ae_title})
         return self._result(parsed, StoreOutcome.STORED)
+
+    def _index_with_retry(self, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str) -> None:
+        """Index in one transaction; once more with fresh ids if a cached study or series vanished meanwhile."""
+        for attempt in (1, 2):
+            try:
+                with self.sessions() as session, session.begin():
+                    self._index(session, parsed, relative, size, digest, source_ae_title)
+                return
+            except IntegrityError:
+                self._forget_ids()
+                if attempt == 2:
+                    raise
+                with self.sessions() as session:
+                    if session.scalar(select(Instance.id).where(Instance.sop_instance_uid == parsed.sop_instance_uid)):
+                        raise
 
     @staticmethod
     def _dataset_offset(data: bytes) -> int:
@@ -235,12 +265,12 @@ class Archive:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-                if self.fsync:
+                if self.durability != "none":
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    os.fdatasync(handle.fileno())
             # A file already at the final path holds this very content (the name carries its digest).
             os.replace(tmp_name, final_path)
-            if self.fsync:
+            if self.durability == "full":
                 _fsync_dir(final_path.parent)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
@@ -249,57 +279,20 @@ class Archive:
     def _index(
         self, session: Session, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str
     ) -> None:
+        """Insert the instance row, creating its patient, study and series rows on first sight.
+
+        Core statements and a cache of known study and series ids keep this to one
+        INSERT for most instances: the index write is on every C-STORE's critical path.
+        """
         ds = parsed.dataset
-        patient_id = _text(ds, "PatientID", 64)
-        patient = session.scalar(select(Patient).where(Patient.patient_id == patient_id))
-        if patient is None:
-            patient = Patient(
-                patient_id=patient_id,
-                patient_name=_text(ds, "PatientName", 324),
-                patient_birth_date=_text(ds, "PatientBirthDate", 8),
-                patient_sex=_text(ds, "PatientSex", 16),
-            )
-            session.add(patient)
-            session.flush()
-        study_uid = str(ds.StudyInstanceUID)
-        study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
-        if study is None:
-            study = Study(
-                study_instance_uid=study_uid,
-                patient_fk=patient.id,
-                study_date=_text(ds, "StudyDate", 8),
-                study_time=_text(ds, "StudyTime", 16),
-                accession_number=_text(ds, "AccessionNumber", 64),
-                study_id=_text(ds, "StudyID", 16),
-                study_description=_text(ds, "StudyDescription", 128),
-                referring_physician_name=_text(ds, "ReferringPhysicianName", 324),
-            )
-            session.add(study)
-            session.flush()
-            logger.info("new study", extra={"study_instance_uid": study_uid, "patient_id": patient_id})
-        else:
-            study.updated_at = utcnow()
-        series_uid = str(ds.SeriesInstanceUID)
-        series = session.scalar(select(Series).where(Series.series_instance_uid == series_uid))
-        if series is None:
-            series = Series(
-                series_instance_uid=series_uid,
-                study_fk=study.id,
-                modality=_text(ds, "Modality", 16),
-                series_number=_int_or_none(ds, "SeriesNumber"),
-                series_description=_text(ds, "SeriesDescription", 128),
-                body_part_examined=_text(ds, "BodyPartExamined", 64),
-                series_date=_text(ds, "SeriesDate", 8),
-                series_time=_text(ds, "SeriesTime", 16),
-            )
-            session.add(series)
-            session.flush()
-        else:
-            series.updated_at = utcnow()
-        session.add(
-            Instance(
+        study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+        study_id = self._study_id(session, ds, study_uid)
+        series_id = self._series_id(session, ds, series_uid, study_id)
+        now = utcnow()
+        session.execute(
+            insert(Instance).values(
                 sop_instance_uid=parsed.sop_instance_uid,
-                series_fk=series.id,
+                series_fk=series_id,
                 sop_class_uid=str(ds.SOPClassUID),
                 instance_number=_int_or_none(ds, "InstanceNumber"),
                 transfer_syntax_uid=parsed.transfer_syntax_uid,
@@ -310,21 +303,134 @@ class Archive:
                 file_size=size,
                 content_sha256=digest,
                 source_ae_title=source_ae_title[:16],
+                received_at=now,
             )
         )
+        self._touch(session, study_id, series_id, now)
 
-    def _remove_stale_temporaries(self, max_age_s: float = 3600.0) -> None:
-        """Remove debris of writes that crashed; a temporary younger than ``max_age_s`` may be another
-        process's write in progress (workers open the archive while the server receives)."""
-        import time
+    def _touch(self, session: Session, study_id: int, series_id: int, now) -> None:  # noqa: ANN001 - datetime
+        """Move the study's and series' updated_at (what the study-complete detector watches), at most once a second."""
+        last = self._touched.get(series_id)
+        if last is not None and (now - last).total_seconds() < TOUCH_INTERVAL_S:
+            return
+        session.execute(update(Study).where(Study.id == study_id).values(updated_at=now))
+        session.execute(update(Series).where(Series.id == series_id).values(updated_at=now))
+        self._touched[series_id] = now
 
-        cutoff = time.time() - max_age_s
-        for leftover in self.tmp_dir.glob("*.part"):
-            try:
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
-            except FileNotFoundError:
-                pass
+    def _study_id(self, session: Session, ds: Dataset, study_uid: str) -> int:
+        cached = self._study_ids.get(study_uid)
+        if cached is not None:
+            return cached
+        study_id = session.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
+        if study_id is None:
+            patient_id = self._patient_id(session, ds)
+            study_id = session.execute(
+                insert(Study).values(
+                    study_instance_uid=study_uid,
+                    patient_fk=patient_id,
+                    study_date=_text(ds, "StudyDate", 8),
+                    study_time=_text(ds, "StudyTime", 16),
+                    accession_number=_text(ds, "AccessionNumber", 64),
+                    study_id=_text(ds, "StudyID", 16),
+                    study_description=_text(ds, "StudyDescription", 128),
+                    referring_physician_name=_text(ds, "ReferringPhysicianName", 324),
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            ).inserted_primary_key[0]
+            logger.info("new study", extra={"study_instance_uid": study_uid, "patient_id": _text(ds, "PatientID", 64)})
+            # Not cached until this transaction commits: a rollback would leave a dangling id.
+            return study_id
+        self._remember(self._study_ids, study_uid, study_id)
+        return study_id
+
+    def _series_id(self, session: Session, ds: Dataset, series_uid: str, study_id: int) -> int:
+        cached = self._series_ids.get(series_uid)
+        if cached is not None:
+            return cached
+        series_id = session.scalar(select(Series.id).where(Series.series_instance_uid == series_uid))
+        if series_id is None:
+            return session.execute(
+                insert(Series).values(
+                    series_instance_uid=series_uid,
+                    study_fk=study_id,
+                    modality=_text(ds, "Modality", 16),
+                    series_number=_int_or_none(ds, "SeriesNumber"),
+                    series_description=_text(ds, "SeriesDescription", 128),
+                    body_part_examined=_text(ds, "BodyPartExamined", 64),
+                    series_date=_text(ds, "SeriesDate", 8),
+                    series_time=_text(ds, "SeriesTime", 16),
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            ).inserted_primary_key[0]
+        self._remember(self._series_ids, series_uid, series_id)
+        return series_id
+
+    def _patient_id(self, session: Session, ds: Dataset) -> int:
+        patient_key = _text(ds, "PatientID", 64)
+        row_id = session.scalar(select(Patient.id).where(Patient.patient_id == patient_key))
+        if row_id is not None:
+            return row_id
+        return session.execute(
+            insert(Patient).values(
+                patient_id=patient_key,
+                patient_name=_text(ds, "PatientName", 324),
+                patient_birth_date=_text(ds, "PatientBirthDate", 8),
+                patient_sex=_text(ds, "PatientSex", 16),
+            )
+        ).inserted_primary_key[0]
+
+    @staticmethod
+    def _remember(cache: dict, key: str, value: int) -> None:
+        if len(cache) >= ID_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
+
+    def _forget_ids(self) -> None:
+        self._study_ids.clear()
+        self._series_ids.clear()
+        self._touched.clear()
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def mark_open(self) -> bool:
+        """Note that a server has the archive open; return True if the last one did not stop cleanly."""
+        marker = self.storage_dir / OPEN_MARKER
+        unclean = marker.exists()
+        marker.write_text(str(os.getpid()))
+        return unclean
+
+    def mark_closed(self) -> None:
+        (self.storage_dir / OPEN_MARKER).unlink(missing_ok=True)
+
+    def recover(self, *, full_scan: bool) -> dict[str, int]:
+        """Repair what a crash or power loss may have left: call at server start, before any writer runs.
+
+        Complete temporaries (synced before a rename that was lost) are stored; incomplete
+        ones are removed. With ``full_scan`` (after an unclean stop), files in the storage
+        tree that have no index row (their commit was lost) are indexed again.
+        """
+        report = {"temporaries_recovered": 0, "temporaries_removed": 0, "files_reindexed": 0}
+        for leftover in sorted(self.tmp_dir.glob("*.part")):
+            result = self.store_file_bytes(leftover.read_bytes(), source_ae_title="RECOVERY")
+            leftover.unlink(missing_ok=True)
+            report["temporaries_recovered" if result.outcome.accepted else "temporaries_removed"] += 1
+        if full_scan:
+            with self.sessions() as session:
+                indexed = set(session.scalars(select(Instance.file_path)))
+            for path in self.storage_dir.rglob("*.dcm"):
+                relative = path.relative_to(self.storage_dir).as_posix()
+                if relative.startswith(".") or relative in indexed:
+                    continue
+                result = self.store_file_bytes(path.read_bytes(), source_ae_title="RECOVERY")
+                if result.outcome is StoreOutcome.STORED:
+                    report["files_reindexed"] += 1
+                elif not result.outcome.accepted:
+                    path.unlink(missing_ok=True)
+        if any(report.values()):
+            logger.warning("archive recovered after an unclean stop", extra=report)
+        return report
 
     # -- reading -----------------------------------------------------------------
 
@@ -375,6 +481,7 @@ class Archive:
             for series_id in series_ids:
                 if not session.scalar(select(func.count(Instance.id)).where(Instance.series_fk == series_id)):
                     session.delete(session.get(Series, series_id))
+        self._forget_ids()
         for path in paths:
             path.unlink(missing_ok=True)
         return len(paths)

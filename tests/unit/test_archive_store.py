@@ -161,22 +161,55 @@ def test_reopening_archive_keeps_everything(archive: Archive, tmp_path: Path) ->
     reopened.close()
 
 
-def test_stale_temporary_files_are_removed_on_open_but_fresh_ones_kept(tmp_path: Path) -> None:
-    import os
-    import time
-
+def test_recovery_stores_complete_temporaries_and_removes_torn_ones(tmp_path: Path) -> None:
+    """A power loss can cut off the rename of a synced temporary: recovery at start stores it."""
     url = f"sqlite:///{tmp_path / 'i.db'}"
     archive = Archive(tmp_path / "dicom", url)
-    stale = archive.tmp_dir / "crashed-write.part"
-    stale.write_bytes(b"partial")
-    two_hours_ago = time.time() - 7200
-    os.utime(stale, (two_hours_ago, two_hours_ago))
-    in_progress = archive.tmp_dir / "another-process-writing.part"
-    in_progress.write_bytes(b"being written")
+    complete = to_part10_bytes(make_ct_dataset())
+    (archive.tmp_dir / "synced-before-crash.part").write_bytes(complete)
+    (archive.tmp_dir / "torn-write.part").write_bytes(complete[: len(complete) // 2])
+    report = archive.recover(full_scan=False)
+    assert report == {"temporaries_recovered": 1, "temporaries_removed": 1, "files_reindexed": 0}
+    assert archive.instance_count() == 1
+    assert not list(archive.tmp_dir.iterdir())
     archive.close()
+
+
+def test_recovery_after_unclean_stop_reindexes_files_whose_rows_were_lost(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    archive = Archive(tmp_path / "dicom", url)
+    assert archive.mark_open() is False
+    results = [archive.store_file_bytes(to_part10_bytes(ds)) for ds in make_ct_series(3)]
+    lost = results[1].sop_instance_uid
+    with archive.engine.begin() as connection:  # the index commit a power loss took away
+        connection.exec_driver_sql("DELETE FROM instance WHERE sop_instance_uid = ?", (lost,))
+    archive.close()
+
     reopened = Archive(tmp_path / "dicom", url)
-    assert [p.name for p in reopened.tmp_dir.iterdir()] == ["another-process-writing.part"]
+    unclean = reopened.mark_open()
+    assert unclean is True
+    report = reopened.recover(full_scan=unclean)
+    assert report["files_reindexed"] == 1
+    assert reopened.instance_count() == 3
+    reopened.mark_closed()
+    again = Archive(tmp_path / "dicom", url)
+    assert again.mark_open() is False
+    again.close()
     reopened.close()
+
+
+@pytest.mark.parametrize("mode", ["full", "file", "none"])
+def test_every_durability_mode_stores_and_reads_back(tmp_path: Path, mode: str) -> None:
+    archive = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'i.db'}", durability=mode)
+    data = to_part10_bytes(make_ct_dataset())
+    result = archive.store_file_bytes(data)
+    assert archive.read_bytes(archive.instances_of(result.study_instance_uid)[0]) == data
+    archive.close()
+
+
+def test_unknown_durability_mode_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="durability must be one of"):
+        Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'i.db'}", durability="sometimes")
 
 
 def test_opening_the_archive_elsewhere_does_not_break_stores_in_progress(tmp_path: Path) -> None:

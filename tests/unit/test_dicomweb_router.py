@@ -34,7 +34,7 @@ DICOM_PART = 'multipart/related; type="application/dicom"'
 
 @pytest.fixture
 def archive(tmp_path: Path) -> Iterator[Archive]:
-    store = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'index.sqlite3'}", fsync=False)
+    store = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'index.sqlite3'}", durability="none")
     yield store
     store.close()
 

@@ -24,7 +24,7 @@ STUDIES = [
 
 @pytest.fixture
 def archive(tmp_path: Path) -> Iterator[Archive]:
-    store = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'index.db'}", fsync=False)
+    store = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'index.db'}", durability="none")
     store.uids = {}
     for attrs in STUDIES:
         series = make_ct_series(2, rows=8, columns=8, **attrs)

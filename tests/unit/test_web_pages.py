@@ -19,7 +19,7 @@ HOSTILE_NAME = "<script>alert(1)</script>^EVIL"
 
 @pytest.fixture
 def archive(tmp_path: Path) -> Iterator[Archive]:
-    store = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'index.db'}", fsync=False)
+    store = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'index.db'}", durability="none")
     yield store
     store.close()
 
