@@ -440,5 +440,16 @@ def _register_engine_commands() -> None:
 _register_engine_commands()
 
 
+def _register_validation_commands() -> None:
+    from radpilot.validation.cli import datasets_app, models_app, validate_app
+
+    app.add_typer(datasets_app, name="datasets")
+    app.add_typer(validate_app, name="validate")
+    app.add_typer(models_app, name="models")
+
+
+_register_validation_commands()
+
+
 if __name__ == "__main__":
     app()

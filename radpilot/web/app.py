@@ -16,6 +16,7 @@ from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.web.engine_api import router as engine_router
+from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.api import make_api_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
 from radpilot.web.pages import make_pages_router, static_files
@@ -37,6 +38,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
         return {"status": "ok", "version": __version__, "ae_title": settings.ae_title}
 
     app.include_router(engine_router)
+    app.include_router(monitoring_router)
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_pages_router(archive), prefix="/ui")
