@@ -172,6 +172,7 @@ class PipelineRunner:
             raise PermanentJobError(
                 f"{job.analysis} is now version {analysis.version}; the job asked for {job.analysis_version}"
             )
+        self._require_active_models(analysis)
         datasets = load_series_datasets(self.archive, job.study_instance_uid, job.series_instance_uid, job.input_sop_uids)
         try:
             volume = volume_from_datasets(datasets)
@@ -195,6 +196,21 @@ class PipelineRunner:
                 "notes": list(findings.notes),
             },
         )
+
+    def _require_active_models(self, analysis: Analysis) -> None:
+        """Run only model versions that passed their acceptance gate or were activated by an audited override."""
+        if not analysis.required_models:
+            return
+        from radpilot.engine.model_registry import ModelRegistry
+        from radpilot.validation.gate import ModelNotActive, require_active
+
+        registry = ModelRegistry()
+        for model_name in analysis.required_models:
+            version = registry.manifest(model_name).version
+            try:
+                require_active(self.archive, model_name, version)
+            except ModelNotActive as exc:
+                raise PermanentJobError(f"{analysis.name} cannot run: {exc}") from exc
 
     def _store(self, ds: Dataset) -> str:
         result = self.archive.store_file_bytes(_to_bytes(ds), source_ae_title=RESULT_SOURCE_AE)
