@@ -68,6 +68,20 @@ METADATA_KEYWORDS: tuple[str, ...] = (
     "ContrastBolusAgent",
     "PhotometricInterpretation",
     "ImageType",
+    # Projection radiographs (CR/DX): view, display and calibration of the single image.
+    "ViewPosition",
+    "PatientOrientation",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "PixelSpacingCalibrationType",
+    "EstimatedRadiographicMagnificationFactor",
+    "PresentationLUTShape",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+    "PixelIntensityRelationship",
+    "PixelIntensityRelationshipSign",
 )
 
 def _as_float_triplet(value: Any, name: str) -> tuple[float, float, float]:
@@ -386,6 +400,11 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
         value = ds.get(keyword)
         if value is None or value == "":
             continue
+        if keyword == "VOILUTSequence":
+            lut = _voi_lut(ds)
+            if lut is not None:
+                meta[keyword] = lut
+            continue
         if keyword == "ConvolutionKernel":
             meta[keyword] = "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)
         elif keyword == "SliceThickness" or keyword == "KVP":
@@ -413,6 +432,23 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
                     "\\".join(str(v) for v in kernel) if isinstance(kernel, MultiValue) else str(kernel)
                 )
     return meta
+
+
+def _voi_lut(ds: Dataset) -> dict[str, Any] | None:
+    """The first VOI LUT of ``ds`` as ``{"first_mapped": int, "bits": int, "data": uint16 array}``, or None."""
+    from pydicom.pixels.processing import apply_voi
+
+    try:
+        descriptor = [int(v) for v in ds.VOILUTSequence[0].LUTDescriptor]
+        entries = descriptor[0] or 2**16
+        # apply_voi decodes LUT Data (US or OW, either byte order); feeding it the mapped range tabulates the LUT.
+        data = apply_voi(np.arange(descriptor[1], descriptor[1] + entries, dtype=np.int64), ds).astype(np.uint16)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        first = descriptor[1] - 2**16 if signed and descriptor[1] >= 2**15 else descriptor[1]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, NotImplementedError) as exc:
+        logger.warning("VOI LUT Sequence ignored: %s", exc)
+        return None
+    return {"first_mapped": int(first), "bits": int(descriptor[2]), "data": data}
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
