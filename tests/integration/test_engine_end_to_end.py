@@ -130,3 +130,40 @@ def test_series_that_is_not_a_volume_fails_with_a_clear_reason(radpilot_factory,
     assert job.state.value == "failed"
     assert "series has 3 slices" in job.error and "lung_ct_quant needs" in job.error
     assert node.archive.instance_count() == 33
+
+
+def test_series_that_grows_is_analysed_again_and_the_old_results_are_superseded(
+    radpilot_factory, shared_data_dir: Path, tmp_path: Path
+) -> None:
+    files = sorted((shared_data_dir / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))
+    if len(files) < 64:
+        require_or_skip("LUNGCT-002 is missing from the shared data")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("destinations: [orthanc]", "destinations: []"))
+    node = radpilot_factory(rules_file=rules, workers=1)
+    engine = node.server.engine
+    for path in files[:40]:
+        node.archive.store_file_bytes(path.read_bytes())
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+
+    engine.route_study(study_uid)
+    [first] = _wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 180, "the first job")
+    assert first.state.value == "done", first.error
+    first_results = set(first.result["sop_instance_uids"])
+    assert node.archive.instance_count() == 40 + len(first_results)
+
+    for path in files[40:]:
+        node.archive.store_file_bytes(path.read_bytes())
+    engine.route_study(study_uid)
+    jobs = _wait_for(lambda: (js := engine.queue.list()) and len(js) == 2 and all(j.state.final for j in js) and js, 180, "the second job")
+    second = next(j for j in jobs if j.id != first.id)
+    assert second.state.value == "done", second.error
+    assert second.supersedes_job_id == first.id
+    assert len(second.input_sop_uids) == 64
+    second_results = set(second.result["sop_instance_uids"])
+    assert not first_results & second_results
+    stored = {i.sop_instance_uid for i in node.archive.instances_of(study_uid)}
+    assert second_results <= stored and not (first_results & stored), "old results must be superseded, not duplicated"
+    assert node.archive.instance_count() == 64 + len(second_results)
+    engine.route_study(study_uid)  # nothing new: no third job
+    assert len(engine.queue.list()) == 2
