@@ -101,6 +101,36 @@ class PointFinding:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class LineFinding:
+    """A straight line between two points in voxel coordinates (z, y, x) of the source volume (e.g. a width).
+
+    ``length_mm`` is the length the analysis measured (which may differ slightly from the
+    Euclidean length of the drawn segment, e.g. a width counted in whole pixels).
+    """
+
+    name: Code
+    start_zyx: tuple[float, float, float]
+    end_zyx: tuple[float, float, float]
+    length_mm: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, Code):
+            raise TypeError(f"LineFinding.name must be a Code, got {type(self.name).__name__}")
+        for attr in ("start_zyx", "end_zyx"):
+            value = getattr(self, attr)
+            try:
+                coords = tuple(float(v) for v in value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"line {self.name.meaning!r} {attr} must be three numbers (z, y, x), got {value!r}") from exc
+            if len(coords) != 3 or not all(np.isfinite(coords)):
+                raise ValueError(f"line {self.name.meaning!r} {attr} must be three finite numbers (z, y, x), got {value!r}")
+            object.__setattr__(self, attr, coords)
+        if self.length_mm is not None and not (np.isfinite(self.length_mm) and self.length_mm > 0):
+            raise ValueError(f"line {self.name.meaning!r} length_mm must be a positive finite number, got {self.length_mm!r}")
+
+
 @dataclass
 class Findings:
     """Everything an analysis returns for one input series."""
@@ -114,6 +144,7 @@ class Findings:
     key_slices: list[int] = field(default_factory=list)  # slice indices worth a key image
     confidence: float | None = None
     notes: list[str] = field(default_factory=list)  # plain-language remarks (e.g. reconstruction kernel caveats)
+    lines: list[LineFinding] = field(default_factory=list)  # e.g. the widths of a ratio, for drawing and the SR
 
 
 class NotApplicableError(ValueError):

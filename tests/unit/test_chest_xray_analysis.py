@@ -257,6 +257,33 @@ def test_dx_pa_film_masks_ctr_widths_areas_and_cardiomegaly(dx_result, big_heart
     assert 0.9 < findings.confidence <= 1.0
 
 
+def _line_crosses(line, labels: np.ndarray, value: int) -> float:  # noqa: ANN001
+    """The fraction of the line's columns whose pixel on the line's row has label ``value``."""
+    (z0, y0, x0), (z1, y1, x1) = line.start_zyx, line.end_zyx
+    row = int(round(y0))
+    columns = np.arange(int(np.ceil(x0)), int(np.floor(x1)) + 1)
+    return float((labels[row, columns] == value).mean())
+
+
+def test_dx_pa_film_yields_the_two_ctr_widths_as_lines(dx_result) -> None:
+    findings, volume, _ = dx_result
+    heart_line, thorax_line = findings.lines
+    spacing = 0.7  # ImagerPixelSpacing of radiograph_dataset's JSRT films
+    heart_mm, thorax_mm = measurement(findings, "Width", "Heart"), measurement(findings, "Width", "Thoracic cavity")
+    for line, width in ((heart_line, heart_mm), (thorax_line, thorax_mm)):
+        assert line.name.value == "103355008" and line.name.scheme == "SCT"
+        assert line.start_zyx[0] == line.end_zyx[0] == 0.0
+        assert line.length_mm == pytest.approx(width, rel=0.01)
+        drawn = np.hypot(line.end_zyx[1] - line.start_zyx[1], line.end_zyx[2] - line.start_zyx[2]) * spacing
+        assert drawn == pytest.approx(width, rel=0.01)
+    labels = labels_of(findings)
+    assert _line_crosses(heart_line, labels, 3) > 0.9  # across the heart
+    assert heart_line.start_zyx[2] > thorax_line.start_zyx[2] and heart_line.end_zyx[2] < thorax_line.end_zyx[2]
+    columns = np.nonzero(np.isin(labels, (1, 2)).any(axis=0))[0]
+    assert thorax_line.start_zyx[2] == columns[0] - 0.5 and thorax_line.end_zyx[2] == columns[-1] + 0.5
+    assert "cardiac width" in heart_line.description and "thoracic width" in thorax_line.description
+
+
 def test_ctr_below_threshold_is_absent_and_pixel_spacing_preferred(normal: JsrtCase) -> None:
     findings, _ = run_analysis(radiograph_dataset(normal.pixels, imager_spacing_mm=0.8, pixel_spacing_mm=0.7))
     assert measurement(findings, "Cardiothoracic ratio") == pytest.approx(normal.ctr, abs=0.03)
@@ -319,7 +346,7 @@ def test_a_film_cut_off_below_the_heart_has_areas_but_no_ctr(normal: JsrtCase) -
     findings, _ = run_analysis(radiograph_dataset(np.ascontiguousarray(normal.pixels[:300])))
     names = [m.name.meaning for m in findings.measurements]
     assert "Cardiothoracic ratio" not in names and "Width" not in names and "Area" in names
-    assert not findings.qualitative
+    assert not findings.qualitative and not findings.lines
     assert any(n.startswith("The cardiothoracic ratio is not reported: the heart") for n in findings.notes)
 
 
@@ -336,6 +363,12 @@ def test_mirrored_image_is_analysed_in_standard_orientation_and_mapped_back(norm
     assert np.nonzero(labels == 1)[1].mean() > 256  # the patient's right lung is now on the image right
     assert measurement(findings, "Cardiothoracic ratio") == pytest.approx(normal.ctr, abs=0.03)
     assert any("mirrored left-right" in n for n in findings.notes)
+    # the width lines are on the source (mirrored) grid: the heart line still crosses the heart there
+    heart_line, thorax_line = findings.lines
+    assert _line_crosses(heart_line, labels, 3) > 0.9
+    assert heart_line.length_mm == pytest.approx(measurement(findings, "Width", "Heart"), rel=0.01)
+    columns = np.nonzero(np.isin(labels, (1, 2)).any(axis=0))[0]
+    assert thorax_line.start_zyx[2] == columns[0] - 0.5 and thorax_line.end_zyx[2] == columns[-1] + 0.5
 
 
 # ------------------------------------------------------------------------- views and refusals
@@ -391,6 +424,7 @@ def test_without_pixel_spacing_only_the_ctr_is_reported(normal: JsrtCase) -> Non
     assert [m.name.meaning for m in findings.measurements] == ["Cardiothoracic ratio"]
     assert any("no pixel spacing" in n for n in findings.notes)
     assert not findings.points
+    assert len(findings.lines) == 2 and all(line.length_mm is None for line in findings.lines)  # drawn, not measured
 
 
 # ------------------------------------------------------------------------------ model integrity
@@ -472,6 +506,11 @@ def test_seg_sr_and_key_image_of_a_radiograph(dx_result) -> None:
     names = [str(i.ConceptNameCodeSequence[0].CodeMeaning) for i in items(sr) if "ConceptNameCodeSequence" in i]
     assert {"Cardiothoracic ratio", "Width", "Area", "Cardiomegaly"} <= set(names)
     assert any(str(item.CodingSchemeDesignator) == "99RADPILOT" for item in sr.CodingSchemeIdentificationSequence)
+    polylines = [i for i in items(sr) if i.ValueType == "SCOORD" and i.GraphicType == "POLYLINE"]
+    assert len(polylines) == 2 and all(len(p.GraphicData) == 4 for p in polylines)
+    lengths = [float(i.MeasuredValueSequence[0].NumericValue) for i in items(sr)
+               if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "410668003"]
+    assert lengths == [line.length_mm for line in findings.lines]
     assert key.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and key.BurnedInAnnotation == "YES"
     assert key.SourceImageSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
 

@@ -20,6 +20,7 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittle
 from radpilot.analyses.base import (
     Code,
     Findings,
+    LineFinding,
     Measurement,
     PointFinding,
     QualitativeFinding,
@@ -40,7 +41,7 @@ from radpilot.dicom.encoders.common import (
     patient_orientation_from_iop,
     to_coded_concept,
 )
-from radpilot.dicom.encoders.key_image import LUNG_WINDOW, SOFT_TISSUE_WINDOW, display_window
+from radpilot.dicom.encoders.key_image import LINE_COLORS_RGB, LUNG_WINDOW, SOFT_TISSUE_WINDOW, display_window
 from radpilot.dicom.volume import Volume, volume_from_datasets
 from tests.factories import IMPLEMENTATION_UID, make_ct_series
 
@@ -54,6 +55,7 @@ HEART = Code("80891009", "SCT", "Heart")
 ALTERED = Code("49755003", "SCT", "Morphologically Altered Structure")
 TISSUE = Code("85756007", "SCT", "Tissue")
 NODULE = Code("27925004", "SCT", "Nodule")
+WIDTH = Code("103355008", "SCT", "Width")
 EMPHYSEMA = Code("87433001", "SCT", "Pulmonary emphysema")
 PRESENT = Code("52101004", "SCT", "Present")
 #: A private code, as an analysis may use one (declared in the Coding Scheme Identification Sequence).
@@ -142,7 +144,7 @@ def make_dx_dataset(*, rows: int = 256, columns: int = 256, with_orientation: bo
 
 
 def build_dx_case(*, with_orientation: bool = True) -> Case:
-    """One 256x256 chest radiograph with a heart segment, a segmented and an unsegmented measurement, a point."""
+    """One 256x256 chest radiograph with a heart segment, a segmented and an unsegmented measurement, a point, a line."""
     sources = [make_dx_dataset(with_orientation=with_orientation)]
     labels = np.zeros((1, 256, 256), dtype=np.uint8)
     labels[0, 120:200, 90:180] = 1
@@ -155,6 +157,8 @@ def build_dx_case(*, with_orientation: bool = True) -> Case:
         ],
         segmentation=Segmentation(labels, [Segment(1, "Heart", TISSUE, HEART)]),
         points=[PointFinding(NODULE, (0.0, 60.0, 70.0), score=0.77)],
+        # the heart width: columns 90..179 at row 160, from the left edge of the first to the right edge of the last
+        lines=[LineFinding(WIDTH, (0.0, 160.0, 89.5), (0.0, 160.0, 179.5), length_mm=45.0, description="heart width, columns 90-179")],
     )
     return Case(sources, volume_from_datasets(sources), findings, labels)
 
@@ -346,14 +350,49 @@ def test_dx_sr_planar_segment_frame_and_point(dx: Case, dx_seg: Dataset) -> None
     assert "ReferencedSegmentNumber" not in ref  # PS3.3: not with a frame number (dciodvfy error otherwise)
     (source,) = [i for i in items if _name(i) == "Source Image for Segmentation"]
     assert source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == dx.sources[0].SOPInstanceUID
-    (point,) = [i for i in items if i.ValueType == "SCOORD"]
-    assert point.GraphicType == "POINT"
+    (point,) = [i for i in items if i.ValueType == "SCOORD" and i.GraphicType == "POINT"]
     np.testing.assert_allclose(point.GraphicData, [70.5, 60.5])
     assert point.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == dx.sources[0].SOPInstanceUID
     procedure = [i.ConceptCodeSequence[0].CodeValue for i in items if _name(i) == "Procedure reported"]
     assert procedure == ["43468-8"]  # XR unspecified body region
     values = {round(float(i.MeasuredValueSequence[0].NumericValue), 3) for i in items if i.ValueType == "NUM"}
     assert {1800.0, 0.48, 0.77} <= values
+
+
+def test_dx_sr_line_is_a_two_point_polyline_with_its_length(dx: Case, dx_seg: Dataset) -> None:
+    sr = _round_trip(encode_measurement_report(dx.findings, dx.sources, dx_seg, series_number=901))
+    items = _content_items(sr)
+    (polyline,) = [i for i in items if i.ValueType == "SCOORD" and i.GraphicType == "POLYLINE"]
+    np.testing.assert_allclose(np.reshape(polyline.GraphicData, (-1, 2)), [[90.0, 160.5], [180.0, 160.5]])  # (column, row)
+    assert polyline.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == dx.sources[0].SOPInstanceUID
+    lengths = [
+        i for i in items
+        if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "410668003"
+    ]
+    (length,) = lengths
+    assert float(length.MeasuredValueSequence[0].NumericValue) == 45.0
+    assert length.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mm"
+    trackers = [str(i.TextValue) for i in items if _name(i) == "Tracking Identifier"]
+    assert "heart width 1" in trackers
+    # without length_mm the length comes from the pixel spacing (0.5 mm): 90 px -> 45 mm
+    unmeasured = replace(dx.findings, lines=[replace(dx.findings.lines[0], length_mm=None)])
+    items = _content_items(encode_measurement_report(unmeasured, dx.sources, dx_seg, series_number=901))
+    (length,) = [i for i in items if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "410668003"]
+    assert float(length.MeasuredValueSequence[0].NumericValue) == pytest.approx(45.0)
+    across = replace(dx.findings, lines=[LineFinding(WIDTH, (0.0, 10.0, 10.0), (0.0, 10.0, 300.0))])
+    with pytest.raises(ValueError, match="outside"):
+        encode_measurement_report(across, dx.sources, dx_seg, series_number=901)
+
+
+def test_line_finding_is_validated() -> None:
+    line = LineFinding(WIDTH, (0, 1, 2), [0, 3, 4])
+    assert line.start_zyx == (0.0, 1.0, 2.0) and line.end_zyx == (0.0, 3.0, 4.0) and line.length_mm is None
+    for start in ((0.0, float("nan"), 1.0), (0.0, 1.0), (0.0, float("inf"), 1.0, 2.0), "abc"):
+        with pytest.raises(ValueError, match="start_zyx"):
+            LineFinding(WIDTH, start, (0.0, 1.0, 1.0))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="length_mm"):
+        LineFinding(WIDTH, (0.0, 1.0, 1.0), (0.0, 2.0, 2.0), length_mm=float("nan"))
+    assert Findings("x", "1").lines == []
 
 
 def test_sr_without_seg_reports_segment_measurements_without_region(ct: Case) -> None:
@@ -414,6 +453,24 @@ def test_dx_key_image_legend_and_monochrome1() -> None:
     inverted_key = render_key_image(inverted.findings, volume_from_datasets(inverted.sources))
     # top-left is the darkest pixel value: black in MONOCHROME2, white in MONOCHROME1
     assert key.rgb[0, 0].tolist() == [0, 0, 0] and inverted_key.rgb[0, 0].tolist() == [255, 255, 255]
+
+
+def test_dx_key_image_draws_the_line_on_its_slice_only(dx: Case) -> None:
+    key = render_key_image(dx.findings, dx.volume)
+    assert key.scale == 2.0
+    magenta = np.array(LINE_COLORS_RGB[0])
+    is_line = (key.rgb[: key.image_rows] == magenta).all(axis=-1)
+    # the segment: row 160 -> pixel rows 321..322 at scale 2, columns 90..179 -> 180..359
+    y = int((160 + 0.5) * 2)
+    along = is_line[y - 1 : y + 2, 182:358].any(axis=0)
+    assert along.all()
+    assert is_line[y - 6 : y + 7, 180].sum() >= 10  # the tick at the start
+    assert not is_line[: y - 10].any() and not is_line[y + 10 :].any()
+    assert "Heart width 45.0 mm (line)" in key.legend
+    other = replace(dx.findings, lines=[replace(dx.findings.lines[0], start_zyx=(1.0, 160.0, 89.5), end_zyx=(1.0, 160.0, 179.5))])
+    off = render_key_image(other, dx.volume)
+    assert not (off.rgb[: off.image_rows] == magenta).all(axis=-1).any()
+    assert not any("(line)" in line for line in off.legend)
 
 
 def test_dx_key_image(dx: Case) -> None:
@@ -527,4 +584,8 @@ def test_sr_reads_back_with_highdicom(ct: Case, ct_sr: Dataset, dx: Case, dx_seg
     buffer = io.BytesIO()
     dx_sr.save_as(buffer, enforce_file_format=True)
     planar = hd.sr.srread(io.BytesIO(buffer.getvalue())).content.get_planar_roi_measurement_groups()
-    assert [g.reference_type.value for g in planar] == ["121214", "111030"]  # segmentation frame, image region
+    assert [g.reference_type.value for g in planar] == ["121214", "111030", "111030"]  # segmentation frame, point, line
+    line_group = planar[2]
+    assert line_group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+    (length,) = line_group.get_measurements()
+    assert length.name.value == "410668003" and length.value == 45.0 and length.unit.value == "mm"

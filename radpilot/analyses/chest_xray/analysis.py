@@ -42,6 +42,10 @@ Outputs
   cut off (:func:`~radpilot.analyses.chest_xray.measurements.cut_off_structures`).
   The two widths' extreme points are on :class:`~radpilot.analyses.chest_xray.measurements.CTRGeometry`
   and in the measurements' descriptions (columns and rows), for drawing them as lines.
+* Lines (:class:`~radpilot.analyses.base.LineFinding`): the cardiac width, then the thoracic
+  width, each named SCT 103355008 "Width" like its measurement, as a horizontal line on slice 0
+  of the source grid (at the mean row of its extreme points, from the left edge of the first
+  column to the right edge of the last, so its length is the width in mm); left out with the CTR.
 * Qualitative: SCT 8186001 "Cardiomegaly" = SCT 52101004 "Present" when CTR > 0.50 or
   SCT 2667000 "Absent" otherwise, on a PA view only.  On an AP view the value is
   ``(RP-NR-AP, 99RADPILOT, "Not reliable on AP view")`` (the heart is magnified), on a
@@ -70,6 +74,7 @@ from radpilot.analyses.base import (
     Analysis,
     Code,
     Findings,
+    LineFinding,
     Measurement,
     NotApplicableError,
     PointFinding,
@@ -267,6 +272,7 @@ class ChestXray(Analysis):
             notes.append(warning)
 
         measurements = self._measurements(labels, geometry, spacing)
+        lines = self._width_lines(geometry, spacing)
         qualitative: list[QualitativeFinding] = []
         if geometry is not None:
             qualitative.append(self._cardiomegaly(geometry.ratio, prepared.header_view, notes))
@@ -300,6 +306,7 @@ class ChestXray(Analysis):
             key_slices=[0],
             confidence=round(prepared.confidence, 4),
             notes=notes,
+            lines=lines,
         )
 
     # ------------------------------------------------------------------ pieces
@@ -399,6 +406,37 @@ class ChestXray(Analysis):
                     Measurement(name=AREA, value=round(areas[HEART_LABEL], 1), unit=UNIT_CM2, finding_site=HEART,
                                 segment_number=HEART_LABEL, description="heart area (projected)")
                 )
+        return out
+
+    @staticmethod
+    def _width_lines(geometry: CTRGeometry | None, spacing: Spacing | None) -> list[LineFinding]:
+        """The cardiac and thoracic widths as horizontal lines on slice 0 of the source grid (heart first).
+
+        ``geometry`` was computed on the label map already mapped back to the source grid
+        (``display.to_source``), so its points need no further orientation mapping (mapping them
+        again with ``display.point_to_source`` would flip a mirrored film twice).  Each line is
+        drawn at the mean row of its two extreme points and spans the width's outer pixel edges
+        (columns ``start - 0.5`` .. ``end + 0.5``), so that its length is the reported width.
+        """
+        if geometry is None:
+            return []
+        out = []
+        for width, what in ((geometry.cardiac, "maximal horizontal cardiac width"),
+                            (geometry.thoracic, "maximal inner thoracic width")):
+            row = float(width.row)
+            length = round(width.width_px * spacing.column_mm, 1) if spacing is not None else None
+            out.append(
+                LineFinding(
+                    name=WIDTH,
+                    start_zyx=(0.0, row, width.start[1] - 0.5),
+                    end_zyx=(0.0, row, width.end[1] + 0.5),
+                    length_mm=length,
+                    description=(
+                        f"{what}, columns {width.start[1]}-{width.end[1]} at row {row:g} "
+                        f"(extremes at rows {width.start[0]} and {width.end[0]})"
+                    ),
+                )
+            )
         return out
 
     @staticmethod

@@ -11,10 +11,13 @@ On it are drawn:
   Recommended Display CIELab Value, see :data:`~radpilot.dicom.encoders.common.SEGMENT_COLORS_RGB`),
 * point findings on or near the slice as yellow circles (their diameter, or a
   fixed 8-pixel radius),
+* line findings on the slice (e.g. the two widths of a cardiothoracic ratio), each
+  in its own colour of :data:`LINE_COLORS_RGB` (magenta, cyan, ... in the order of
+  ``findings.lines``), 2 pixels wide with short end ticks,
 * a legend band appended below the image (so that no anatomy is hidden),
   written with Pillow's built-in bitmap font: the analysis, the main
   measurements (in their segment's colour), qualitative findings, point
-  findings, and the slice number.
+  findings, line findings with their length (in the line's colour), and the slice number.
 
 The result is stored as a single-frame Secondary Capture Image (RGB, 8 bits),
 Conversion Type WSD, Burned In Annotation YES, referencing the source slice in
@@ -36,7 +39,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
-from radpilot.analyses.base import Findings
+from radpilot.analyses.base import Findings, LineFinding
 from radpilot.dicom.encoders.common import (
     DEFAULT_MANUFACTURER,
     POINT_COLOR_RGB,
@@ -56,7 +59,7 @@ from radpilot.dicom.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KeyImage", "display_window", "render_key_image", "encode_key_image", "LUNG_WINDOW", "SOFT_TISSUE_WINDOW"]
+__all__ = ["KeyImage", "display_window", "render_key_image", "encode_key_image", "LUNG_WINDOW", "SOFT_TISSUE_WINDOW", "LINE_COLORS_RGB", "line_color"]
 
 KEY_IMAGE_KIND = "key-image"
 #: (center, width) of the CT lung window.
@@ -66,6 +69,33 @@ SOFT_TISSUE_WINDOW = (40.0, 400.0)
 TEXT_COLOR = (255, 255, 255)
 LEGEND_BACKGROUND = (0, 0, 0)
 _POINT_MIN_RADIUS_PX = 8
+#: Colours of line findings, by their index in ``findings.lines`` (chest_xray: heart width magenta,
+#: thoracic width cyan), distinct from the first three segment colours and the point colour.
+LINE_COLORS_RGB: tuple[tuple[int, int, int], ...] = ((255, 0, 255), (0, 255, 255), (255, 128, 0), (128, 255, 128))
+_LINE_WIDTH_PX = 2
+_LINE_TICK_HALF_PX = 6
+
+
+def line_color(index: int) -> tuple[int, int, int]:
+    """The colour of ``findings.lines[index]`` in the key image."""
+    return LINE_COLORS_RGB[index % len(LINE_COLORS_RGB)]
+
+
+def _line_on_slice(line: LineFinding, slice_index: int) -> bool:
+    return abs(float(line.start_zyx[0]) - slice_index) <= 0.5 and abs(float(line.end_zyx[0]) - slice_index) <= 0.5
+
+
+def _draw_line(draw: ImageDraw.ImageDraw, line: LineFinding, scale: float, color: tuple[int, int, int]) -> None:
+    """The segment between the line's end points (pixel centres at +0.5) with a perpendicular tick at each end."""
+    x0, y0 = (float(line.start_zyx[2]) + 0.5) * scale, (float(line.start_zyx[1]) + 0.5) * scale
+    x1, y1 = (float(line.end_zyx[2]) + 0.5) * scale, (float(line.end_zyx[1]) + 0.5) * scale
+    draw.line([(x0, y0), (x1, y1)], fill=color, width=_LINE_WIDTH_PX)
+    length = math.hypot(x1 - x0, y1 - y0)
+    if length == 0:
+        return
+    nx, ny = -(y1 - y0) / length * _LINE_TICK_HALF_PX, (x1 - x0) / length * _LINE_TICK_HALF_PX
+    for x, y in ((x0, y0), (x1, y1)):
+        draw.line([(x - nx, y - ny), (x + nx, y + ny)], fill=color, width=_LINE_WIDTH_PX)
 
 
 @dataclass(frozen=True)
@@ -190,6 +220,12 @@ def _legend_lines(findings: Findings, slice_index: int, num_slices: int, colors:
         if num_slices > 1:
             details.append(f"slice {int(round(p.center_zyx[0])) + 1}")
         lines.append((f"{p.name.meaning} {i + 1}" + (f": {', '.join(details)}" if details else ""), POINT_COLOR_RGB))
+    for i, line in enumerate(findings.lines):
+        if not _line_on_slice(line, slice_index):
+            continue
+        label = line.description.split(",")[0].strip() if line.description else line.name.meaning
+        length = f" {_format_value(line.length_mm, 'mm')}" if line.length_mm is not None else ""
+        lines.append((f"{label[:1].upper()}{label[1:]}{length} (line)", line_color(i)))
     if num_slices > 1:
         lines.append((f"slice {slice_index + 1}/{num_slices}", TEXT_COLOR))
     return lines
@@ -321,6 +357,11 @@ def render_key_image(
         radius = max(_POINT_MIN_RADIUS_PX, radius_mm / in_plane * scale)
         cx, cy = (x + 0.5) * scale, (y + 0.5) * scale
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=POINT_COLOR_RGB, width=max(1, thickness))
+    for i, line in enumerate(findings.lines):
+        if not isinstance(line, LineFinding):
+            raise TypeError(f"findings.lines[{i}] must be a LineFinding, got {type(line).__name__}")
+        if _line_on_slice(line, index):
+            _draw_line(draw, line, scale, line_color(i))
 
     band, legend = _legend_band(canvas.width, _legend_lines(findings, index, volume.num_slices, colors), legend_lines)
     return KeyImage(
@@ -441,7 +482,7 @@ def encode_key_image(
     image.LossyImageCompression = "00"
     copy_body_part_and_laterality(source, image)
     image.DerivationDescription = (
-        "RadPilot key image: windowed slice with segmentation outlines, point findings and measurements burned in"
+        "RadPilot key image: windowed slice with segmentation outlines, point and line findings and measurements burned in"
     )
     purpose = Dataset()
     purpose.CodeValue = "121322"

@@ -18,6 +18,11 @@ Content tree built with highdicom (:class:`highdicom.sr.MeasurementReport`):
     lies on; or SCOORD3D ``POINT`` in the patient frame of reference) and its
     detection score as DCM 111012 "Certainty of Finding" (unit UCUM ``1``, value
     0..1) and its diameter as SCT 81827009 "Diameter" (mm),
+  - every line finding: TID 1410 Planar ROI with an Image Region (SCOORD
+    ``POLYLINE`` of its two end points on the slice it lies on; or SCOORD3D
+    ``POLYLINE`` in the patient frame of reference), its name as the finding type
+    and its length (``length_mm``, else the length from the pixel spacing) as
+    SCT 410668003 "Length" in UCUM ``mm``,
   - measurements without a segment (or whose segment has no voxel in the SEG)
     and qualitative findings: TID 1501 Measurement and Qualitative Evaluation
     Group referencing the source images.
@@ -40,7 +45,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage
 
-from radpilot.analyses.base import Code, Findings, Measurement, PointFinding, Segment
+from radpilot.analyses.base import Code, Findings, LineFinding, Measurement, PointFinding, Segment
 from radpilot.dicom.encoders.common import (
     DEFAULT_MANUFACTURER,
     DeviceIdentity,
@@ -64,6 +69,7 @@ __all__ = [
     "default_procedure_code",
     "SCORE_CONCEPT",
     "DIAMETER_CONCEPT",
+    "LENGTH_CONCEPT",
 ]
 
 SR_KIND = "sr"
@@ -76,6 +82,9 @@ SCORE_UNIT = Code("1", "UCUM", "no units")
 #: Concept of a point finding's diameter: SCT 81827009 "Diameter", unit mm.
 DIAMETER_CONCEPT = Code("81827009", "SCT", "Diameter")
 MILLIMETRE = Code("mm", "UCUM", "millimeter")
+#: Concept of a line finding's length: SCT 410668003 "Length", unit mm (the line's own name, e.g. "Width",
+#: is its finding type; a separate concept keeps the analysis' width measurements from being counted twice).
+LENGTH_CONCEPT = Code("410668003", "SCT", "Length")
 
 #: CID 100 (Quantitative Diagnostic Imaging Procedures) default per modality.
 _PROCEDURES_BY_MODALITY = {
@@ -146,6 +155,27 @@ def _check_point(point: PointFinding, sources: Sequence[Dataset], index: int) ->
     if point.diameter_mm is not None and not (np.isfinite(point.diameter_mm) and point.diameter_mm > 0):
         raise ValueError(f"point finding {index} diameter_mm must be positive, got {point.diameter_mm!r}")
     return z, y, x
+
+
+def _check_line(line: LineFinding, sources: Sequence[Dataset], index: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(line, LineFinding):
+        raise TypeError(f"findings.lines[{index}] must be a LineFinding, got {type(line).__name__}")
+    rows, columns = int(sources[0].Rows), int(sources[0].Columns)
+    ends = []
+    for zyx in (line.start_zyx, line.end_zyx):
+        z, y, x = (float(v) for v in zyx)
+        # an end may lie on the outer edge of a border pixel (a width spanning whole pixels)
+        if not (-0.5 <= z <= len(sources) - 0.5 and -0.5 <= y <= rows - 0.5 and -0.5 <= x <= columns - 0.5):
+            raise ValueError(
+                f"line finding {index} ({line.name.meaning}) end (z, y, x) = {(z, y, x)} lies outside the source "
+                f"series of {len(sources)} image(s) of {rows}x{columns}"
+            )
+        ends.append(np.array([z, y, x]))
+    if round(ends[0][0]) != round(ends[1][0]):
+        raise ValueError(f"line finding {index} ({line.name.meaning}) runs across slices; a line must lie on one image")
+    if np.allclose(ends[0], ends[1]):
+        raise ValueError(f"line finding {index} ({line.name.meaning}) has the same start and end point")
+    return ends[0], ends[1]
 
 
 def _measurement(m: Measurement, identity: DeviceIdentity, index: int) -> hd.sr.Measurement:
@@ -268,9 +298,9 @@ def encode_measurement_report(
     """
     if not isinstance(findings, Findings):
         raise TypeError(f"findings must be a radpilot Findings, got {type(findings).__name__}")
-    if not (findings.measurements or findings.qualitative or findings.points):
+    if not (findings.measurements or findings.qualitative or findings.points or findings.lines):
         raise ValueError(
-            f"findings of {findings.analysis!r} are empty: no measurements, qualitative findings or point "
+            f"findings of {findings.analysis!r} are empty: no measurements, qualitative findings, point or line "
             "findings to report in a measurement report"
         )
     if point_coordinates not in ("image", "patient"):
@@ -288,7 +318,7 @@ def encode_measurement_report(
     sources = prepare_source_datasets(source_datasets)
     first = sources[0]
     volumetric = source_is_volumetric(sources)
-    if point_coordinates == "patient" and findings.points and not volumetric:
+    if point_coordinates == "patient" and (findings.points or findings.lines) and not volumetric:
         raise ValueError("point_coordinates='patient' needs sources with a frame of reference and image position")
     procedure = procedure_code or default_procedure_code(str(first.get("Modality", "")))
     uids = UidFactory(uid_seed or make_uid_seed(identity.algorithm_name, identity.algorithm_version, (str(d.SOPInstanceUID) for d in sources)))
@@ -429,6 +459,50 @@ def encode_measurement_report(
             )
         )
 
+    for index, line in enumerate(findings.lines):
+        start, end = _check_line(line, sources, index)
+        name = to_coded_concept(line.name, what=f"line finding {index} name")
+        image = sources[int(np.clip(round(start[0]), 0, len(sources) - 1))]
+        spacing = _pixel_spacing(image)
+        if point_coordinates == "patient":
+            line_region: hd.sr.ImageRegion | hd.sr.ImageRegion3D = hd.sr.ImageRegion3D(
+                graphic_type=hd.sr.GraphicTypeValues3D.POLYLINE,
+                graphic_data=np.array([_point_to_patient(sources, tuple(start)), _point_to_patient(sources, tuple(end))]),
+                frame_of_reference_uid=str(first.FrameOfReferenceUID),
+            )
+        else:
+            line_region = hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                # SCOORD: (column, row), pixel TLHC at 0,0
+                graphic_data=np.array([[start[2] + 0.5, start[1] + 0.5], [end[2] + 0.5, end[1] + 0.5]]),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(image),
+            )
+        length = line.length_mm
+        if length is None and spacing is not None:
+            length = float(np.hypot((end[1] - start[1]) * spacing[0], (end[2] - start[2]) * spacing[1]))
+        line_measurements = None
+        if length is not None:
+            line_measurements = [
+                hd.sr.Measurement(
+                    name=to_coded_concept(LENGTH_CONCEPT),
+                    value=float(length),
+                    unit=to_unit_concept(MILLIMETRE),
+                    algorithm_id=algorithm_id,
+                )
+            ]
+        label = line.description.split(",")[0].strip() if line.description else line.name.meaning
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=uids.uid(SR_KIND, "line", index), identifier=f"{label} {index + 1}"[:64]
+                ),
+                referenced_region=line_region,
+                finding_type=name,
+                algorithm_id=algorithm_id,
+                measurements=line_measurements,
+            )
+        )
+
     qualitative = []
     for index, q in enumerate(findings.qualitative):
         qualitative.append(
@@ -475,10 +549,11 @@ def encode_measurement_report(
     sr.SeriesDescription = (series_description or f"{identity.algorithm_name} measurements")[:64]
     declare_private_coding_schemes(sr)
     logger.info(
-        "encoded SR %s: %d measurement group(s) (%d segment, %d point)",
+        "encoded SR %s: %d measurement group(s) (%d segment, %d point, %d line)",
         sr.SOPInstanceUID,
         len(groups),
         len(by_segment),
         len(findings.points),
+        len(findings.lines),
     )
     return sr
