@@ -8,7 +8,7 @@ VR Little Endian with the type 1 and 2 attributes of its IOD, so it passes
 study. Only DICOM files are written into the output folder (storescu +sd stops at
 the first non-DICOM file), one per slice: ``CT000001.dcm`` ...
 
-Usage: make_sample_study.py OUT_DIR [--slices 20] [--size 128] [--seed radpilot-sample]
+Usage: make_sample_study.py OUT_DIR [--slices 40] [--size 128] [--seed radpilot-sample]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ STUDY_DATE = dt.date(2024, 1, 15)
 class StudySpec:
     """What to generate."""
 
-    slices: int = 20
+    slices: int = 40  # 200 mm at 5 mm: enough coverage for lung_ct_quant
     size: int = 128
     seed: str = "radpilot-sample"
     patient_name: str = "Phantom^Lung"

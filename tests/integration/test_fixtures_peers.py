@@ -89,7 +89,7 @@ def test_sample_study_is_valid_and_storescu_sends_it(
         [sys.executable, str(REPO_ROOT / "scripts" / "make_sample_study.py"), str(sample)], check=True, timeout=120
     )
     files = sorted(sample.iterdir())
-    assert len(files) == 20
+    assert len(files) == 40
     if Path("/usr/bin/dciodvfy").exists():
         check = subprocess.run(["dciodvfy", "-new", str(files[0])], capture_output=True, text=True, timeout=60)
         assert "Error" not in check.stderr + check.stdout, check.stderr
@@ -98,7 +98,7 @@ def test_sample_study_is_valid_and_storescu_sends_it(
                        clean_orthanc.host, str(clean_orthanc.dicom_port), sample, timeout=120)
 
     assert result.returncode == 0, result.stderr
-    assert clean_orthanc.instance_count() == 20
+    assert clean_orthanc.instance_count() == 40
 
 
 def test_orthanc_store_to_a_declared_modality(
