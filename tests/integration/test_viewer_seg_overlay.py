@@ -46,25 +46,19 @@ from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is 
     visible_error_text,
 )
 
+from tests.integration.test_engine_end_to_end import (  # noqa: E402
+    COMPREHENSIVE_3D_SR,
+    SECONDARY_CAPTURE,
+    SEG,
+)
+from tests.integration.test_engine_end_to_end import RULES as ENGINE_RULES  # noqa: E402
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 logger = logging.getLogger(__name__)
 
-SEG = "1.2.840.10008.5.1.4.1.1.66.4"
-COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-
-RULES = """
-rules:
-  - name: chest-ct
-    match:
-      Modality: CT
-      ImageType: {contains: [ORIGINAL]}
-      NumberOfSlices: {min: 20}
-    analyses: [lung_ct_quant]
-    destinations: []
-    priority: routine
-"""
+# The same rule as the engine's end-to-end test, keeping the results in RadPilot's archive.
+RULES = ENGINE_RULES.replace("destinations: [orthanc]", "destinations: []")
 
 OVERLAY_SCREENSHOT = Path("/tmp/radpilot_seg_overlay.png")
 HIDDEN_SCREENSHOT = Path("/tmp/radpilot_seg_overlay_hidden.png")
