@@ -35,3 +35,12 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         require_or_skip(f"shared data folder {path} is absent (set RADPILOT_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def jsrt_dir(shared_data_dir: Path) -> Path:
+    """The JSRT/SCR chest radiograph set (research use only)."""
+    path = shared_data_dir / "cxr-jsrt"
+    if not (path / "metadata.csv").is_file():
+        require_or_skip(f"JSRT data {path} is absent")
+    return path

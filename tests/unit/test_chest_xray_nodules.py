@@ -40,14 +40,6 @@ def registry() -> ModelRegistry:
     return ModelRegistry(intra_op_threads=1, providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="module")
-def jsrt_dir(shared_data_dir: Path) -> Path:
-    path = shared_data_dir / "cxr-jsrt"
-    if not (path / "metadata.csv").is_file():
-        require_or_skip(f"JSRT data {path} is absent")
-    return path
-
-
 # --- the committed model and its manifest -----------------------------------------------------
 
 

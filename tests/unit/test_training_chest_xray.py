@@ -51,14 +51,6 @@ def session(manifest: dict):
                                         providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="module")
-def jsrt_dir(shared_data_dir: Path) -> Path:
-    path = shared_data_dir / "cxr-jsrt"
-    if not (path / "metadata.csv").is_file():
-        require_or_skip(f"JSRT data {path} is absent")
-    return path
-
-
 # --- the committed model and its manifest -----------------------------------------------------
 
 

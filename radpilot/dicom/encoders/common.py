@@ -32,6 +32,8 @@ Conformance notes (``dciodvfy -new``, dicom3tools 2022-06)
 
 from __future__ import annotations
 
+from typing import Any
+
 import datetime as _dt
 import hashlib
 import logging
@@ -235,6 +237,23 @@ class DeviceIdentity:
     algorithm_version: str
     manufacturer: str = DEFAULT_MANUFACTURER
     device_serial_number: str = "1"
+
+    @classmethod
+    def for_findings(
+        cls,
+        findings: Any,
+        algorithm_name: str | None,
+        algorithm_version: str | None,
+        manufacturer: str,
+        device_serial_number: str,
+    ) -> DeviceIdentity:
+        """The identity given by the caller, defaulting to the analysis name and version of ``findings``."""
+        return cls(
+            algorithm_name=algorithm_name or findings.analysis,
+            algorithm_version=algorithm_version or findings.version,
+            manufacturer=manufacturer,
+            device_serial_number=device_serial_number,
+        )
 
     def __post_init__(self) -> None:
         check_text(self.algorithm_name, "algorithm_name")

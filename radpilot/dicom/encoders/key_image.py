@@ -436,12 +436,7 @@ def encode_key_image(
     instance_number = check_positive_int(instance_number, "instance_number")
     if not isinstance(findings, Findings):
         raise TypeError(f"findings must be a radpilot Findings, got {type(findings).__name__}")
-    identity = DeviceIdentity(
-        algorithm_name=algorithm_name or findings.analysis,
-        algorithm_version=algorithm_version or findings.version,
-        manufacturer=manufacturer,
-        device_serial_number=device_serial_number,
-    )
+    identity = DeviceIdentity.for_findings(findings, algorithm_name, algorithm_version, manufacturer, device_serial_number)
     sources = prepare_source_datasets(source_datasets)
     if not isinstance(volume, Volume):
         raise TypeError(f"volume must be a radpilot Volume, got {type(volume).__name__}")

@@ -168,12 +168,7 @@ def encode_segmentation(
         raise ValueError("the segmentation describes no segment")
     series_number = check_positive_int(series_number, "series_number")
     instance_number = check_positive_int(instance_number, "instance_number")
-    identity = DeviceIdentity(
-        algorithm_name=algorithm_name or findings.analysis,
-        algorithm_version=algorithm_version or findings.version,
-        manufacturer=manufacturer,
-        device_serial_number=device_serial_number,
-    )
+    identity = DeviceIdentity.for_findings(findings, algorithm_name, algorithm_version, manufacturer, device_serial_number)
     sources = prepare_source_datasets(source_datasets)
     labels = labels_on_source_grid(segmentation, sources)
     if not labels.any():
