@@ -48,6 +48,7 @@ sys.path.insert(1, str(HERE.parent))
 
 import data  # noqa: E402
 import nodule_data  # noqa: E402
+from evaluate import _rounded, to_json  # noqa: E402 - the segmentation evaluation's compact JSON layout
 
 from radpilot.analyses.chest_xray import nodules as runtime  # noqa: E402
 from radpilot.analyses.chest_xray.preprocess import labels_from_logits, preprocess  # noqa: E402
@@ -161,22 +162,6 @@ def summarise(case_ids: list[str], results: list, cands: dict, nodules: dict, fo
     return out
 
 
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 5)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
-
-
-def to_json(result: dict) -> str:
-    result = _rounded(result)
-    rows = result.pop("per_case")
-    text = json.dumps(result, indent=1)
-    lines = ",\n".join("  " + json.dumps(row) for row in rows)
-    return text[:-2] + ',\n "per_case": [\n' + lines + "\n ]\n}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
