@@ -108,10 +108,10 @@ def cross_validated() -> dict[str, Any]:
 
 def runtime_path(limit: int | None) -> dict[str, Any]:
     """The shipped model through DICOM -> Volume -> ChestXray on every dev film (training data: not independent)."""
-    from radpilot.analyses.base import NotApplicableError
+    from radpilot.contract import NotApplicableError
     from radpilot.analyses.chest_xray import ChestXray
     from radpilot.dicom.volume import volume_from_datasets
-    from radpilot.engine.model_registry import ModelRegistry
+    from radpilot.modelhub.registry import ModelRegistry
     from radpilot.validation.metrics import dice
     from tests.helpers import shared_data_path
     from tests.unit.test_chest_xray_analysis import jsrt_case, radiograph_dataset

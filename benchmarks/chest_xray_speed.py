@@ -84,7 +84,7 @@ def child(path: Path, repeats: int) -> dict[str, Any]:
 
     from radpilot.analyses.chest_xray import ChestXray
     from radpilot.dicom.volume import volume_from_datasets
-    from radpilot.engine.model_registry import ModelRegistry
+    from radpilot.modelhub.registry import ModelRegistry
     from radpilot.engine.pipeline import encode_results
 
     load: dict[str, float] = {}
@@ -121,7 +121,7 @@ def child(path: Path, repeats: int) -> dict[str, Any]:
         t_full = time.perf_counter() - started
 
         started = time.perf_counter()
-        encode_results(findings, volume, [ds], uid_seed=f"bench-{attempt}")
+        encode_results(full, findings, volume, [ds], uid_seed=f"bench-{attempt}")
         t_encode = time.perf_counter() - started
         if attempt:
             for key, value in (("read_volume", t_read), ("segmentation_ctr", t_seg), ("full_analysis", t_full),
@@ -151,7 +151,7 @@ def main() -> int:
         print(json.dumps(child(args.child, args.repeats)))
         return 0
 
-    from radpilot.engine.model_registry import ModelRegistry
+    from radpilot.modelhub.registry import ModelRegistry
 
     sizes = {m.name: {"file": m.file.name, "bytes": m.file.stat().st_size, "mb": round(m.file.stat().st_size / 1e6, 2),
                       "version": m.version}

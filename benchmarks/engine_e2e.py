@@ -39,16 +39,17 @@ import json, resource, sys, time
 from pathlib import Path
 import pydicom
 from radpilot.dicom.volume import volume_from_datasets
-from radpilot.engine.catalog import discover_analyses
+from radpilot.analyses import discover_analyses
 from radpilot.engine.pipeline import encode_results
 files = sorted(Path(sys.argv[1]).glob("*.dcm"))
 t0 = time.perf_counter()
 datasets = [pydicom.dcmread(f) for f in files]
 volume = volume_from_datasets(datasets)
 t1 = time.perf_counter()
-findings = discover_analyses()["lung_ct_quant"].run(volume)
+analysis = discover_analyses()["lung_ct_quant"]
+findings = analysis.run(volume)
 t2 = time.perf_counter()
-objects = encode_results(findings, volume, datasets, uid_seed="bench")
+objects = encode_results(analysis, findings, volume, datasets, uid_seed="bench")
 t3 = time.perf_counter()
 print(json.dumps({"load_s": t1 - t0, "analysis_s": t2 - t1, "encode_s": t3 - t2, "total_s": t3 - t0,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

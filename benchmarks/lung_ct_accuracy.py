@@ -39,7 +39,8 @@ if str(REPO) not in sys.path:
 from radpilot.analyses.lung_ct import LungCTQuant  # noqa: E402
 from radpilot.analyses.lung_ct.segmentation import DEFAULT_PARAMS  # noqa: E402
 from radpilot.validation.datasets import DatasetRegistry  # noqa: E402
-from radpilot.validation.runner import ValidationOutcome, resolve_subject, run_validation  # noqa: E402
+from radpilot.validation.runner import ValidationOutcome, run_validation  # noqa: E402
+from radpilot.validation.subject import resolve_subject  # noqa: E402
 from tests.helpers import shared_data_path  # noqa: E402
 
 

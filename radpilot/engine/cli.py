@@ -35,12 +35,12 @@ def _settings(**overrides: object) -> Settings:
 
 def _context(settings: Settings):  # noqa: ANN202
     from radpilot.archive import Archive
-    from radpilot.engine.catalog import discover_analyses
+    from radpilot.analyses import discover_analyses
     from radpilot.engine.routing import RulesError, load_rules
 
     analyses = discover_analyses()
     try:
-        rules = load_rules(settings.rules_file, known_analyses=set(analyses))
+        rules = load_rules(settings.rules_file, analyses)
     except RulesError as exc:
         errors.print(f"[red]rules file rejected:[/red] {exc}")
         raise typer.Exit(2) from exc

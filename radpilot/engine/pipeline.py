@@ -18,14 +18,17 @@ import pydicom
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from radpilot.analyses.base import Analysis, Findings, NotApplicableError
+from radpilot.contract import Analysis, Findings, NotApplicableError
+from radpilot.dicom.encoders import encode_key_image, encode_measurement_report, encode_segmentation
+from radpilot.dicom.volume import Volume, volume_from_datasets
 from radpilot.archive import Archive, StoreOutcome
 from radpilot.archive.models import Instance, Series
 from radpilot.config import Settings
-from radpilot.engine.catalog import discover_analyses
+from radpilot.analyses import discover_analyses, model_registry
 from radpilot.engine.jobs import JobOutput, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
-from radpilot.engine.routing import RoutingDecision, RuleSet, load_rules
+from radpilot.engine.routing import RoutingDecision, RuleSet
 from radpilot.engine.series_facts import series_facts, series_of_study
+from radpilot.modelhub.activation import ModelNotActive, require_active
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +135,8 @@ def load_series_datasets(archive: Archive, study_uid: str, series_uid: str, sop_
     return [pydicom.dcmread(archive.path_of(i)) for i in instances]
 
 
-def encode_results(findings: Findings, volume: Any, datasets: list[Dataset], uid_seed: str) -> list[Dataset]:
-    """DICOM SEG (if there is a segmentation), TID 1500 SR and a key image, per IHE AIR."""
-    from radpilot.dicom.encoders import encode_key_image, encode_measurement_report, encode_segmentation
-
+def encode_results(analysis: Analysis, findings: Findings, volume: Volume, datasets: list[Dataset], uid_seed: str) -> list[Dataset]:
+    """DICOM SEG (if there is a segmentation), TID 1500 SR and a key image in the analysis' display window, per IHE AIR."""
     identity = dict(algorithm_name=findings.analysis, algorithm_version=findings.version, uid_seed=uid_seed)
     objects: list[Dataset] = []
     seg = None
@@ -144,7 +145,8 @@ def encode_results(findings: Findings, volume: Any, datasets: list[Dataset], uid
         objects.append(seg)
     if findings.measurements or findings.qualitative or findings.points:
         objects.append(encode_measurement_report(findings, datasets, seg, series_number=SR_SERIES_NUMBER, **identity))
-    objects.append(encode_key_image(findings, volume, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, **identity))
+    objects.append(encode_key_image(findings, volume, datasets, series_number=KEY_IMAGE_SERIES_NUMBER,
+                                    window=analysis.display_window(volume.modality), **identity))
     return objects
 
 
@@ -161,10 +163,9 @@ class PipelineRunner:
         self.settings = settings
         self.archive = archive or Archive.from_settings(settings)
         self.analyses = analyses if analyses is not None else discover_analyses()
+        self.models = model_registry(self.analyses)
 
     def __call__(self, job: JobRecord) -> JobOutput:
-        from radpilot.dicom.volume import volume_from_datasets
-
         analysis = self.analyses.get(job.analysis)
         if analysis is None:
             raise PermanentJobError(f"this RadPilot has no analysis called {job.analysis!r}")
@@ -183,7 +184,7 @@ class PipelineRunner:
         except NotApplicableError as exc:
             raise PermanentJobError(str(exc)) from exc
         findings = analysis.run(volume)
-        objects = encode_results(findings, volume, datasets, uid_seed=job.idempotency_key)
+        objects = encode_results(analysis, findings, volume, datasets, uid_seed=job.idempotency_key)
         stored = [self._store(ds) for ds in objects]
         return JobOutput(
             sop_instance_uids=stored,
@@ -199,16 +200,10 @@ class PipelineRunner:
 
     def _require_active_models(self, analysis: Analysis) -> None:
         """Run only model versions that passed their acceptance gate or were activated by an audited override."""
-        if not analysis.required_models:
-            return
-        from radpilot.engine.model_registry import ModelRegistry
-        from radpilot.validation.gate import ModelNotActive, require_active
-
-        registry = ModelRegistry()
         for model_name in analysis.required_models:
-            version = registry.manifest(model_name).version
+            version = self.models.manifest(model_name).version
             try:
-                require_active(self.archive, model_name, version)
+                require_active(self.archive.engine, model_name, version)
             except ModelNotActive as exc:
                 raise PermanentJobError(f"{analysis.name} cannot run: {exc}") from exc
 
@@ -262,7 +257,3 @@ class RunnerFactory:
 
     def __call__(self) -> PipelineRunner:
         return PipelineRunner(Settings.model_validate_json(self.settings_json))
-
-
-def dry_run_rules(settings: Settings) -> RuleSet:
-    return load_rules(settings.rules_file, known_analyses=set(discover_analyses()))

@@ -21,18 +21,24 @@ A rules file looks like::
 
 Every rule that matches a series contributes its analyses; ``route --dry-run``
 explains, per rule and condition, why a series matched or not.
+
+Without a site rules file, the rules are the analyses' own defaults: each analysis
+folder's ``routing.yaml`` (which may route only to that analysis), in analysis-name
+order.  ``radpilot route --print-default-rules`` writes them as one file to start from.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
+from radpilot.analyses import discover_analyses
+from radpilot.contract import Analysis
 
 MATCHABLE_ATTRIBUTES = {
     "Modality",
@@ -303,9 +309,48 @@ def _parse_rule(source: str, entry: dict, names: set[str], known_analyses: set[s
     return Rule(name, tuple(conditions), tuple(analyses), tuple(destinations), priority, stop, line)
 
 
-def load_rules(path: Path | None = None, *, known_analyses: set[str] | None = None) -> RuleSet:
-    """Load a rules file (default: the rules shipped with RadPilot)."""
-    path = Path(path) if path else DEFAULT_RULES_FILE
+def default_rules(analyses: Mapping[str, Analysis]) -> RuleSet:
+    """The analyses' own default rules (each folder's ``routing.yaml``), in analysis-name order.
+
+    Raises
+    ------
+    RulesError
+        When a default rule names another analysis, or two analyses' rules share a name.
+    """
+    rules: list[Rule] = []
+    sources: list[str] = []
+    for name, analysis in sorted(analyses.items()):
+        path = analysis.routing_file()
+        if not path.is_file():
+            continue  # no default rule: the analysis runs only where a site rule names it
+        for rule in parse_rules(path.read_text(), source=str(path), known_analyses={name}).rules:
+            if any(r.name == rule.name for r in rules):
+                raise RulesError(f"{path}: line {rule.line}: rule name {rule.name!r} is already used by another analysis' default rules")
+            rules.append(rule)
+        sources.append(str(path))
+    return RuleSet(tuple(rules), "default rules of the analyses (" + ", ".join(sources) + ")")
+
+
+def default_rules_text(analyses: Mapping[str, Analysis]) -> str:
+    """The analyses' default rules as one rules file, to copy and edit for a site."""
+    parts = ["# RadPilot's default routing rules: each analysis' own routing.yaml. Edit a copy and point",
+             "# RADPILOT_RULES_FILE (or --rules-file) at it.", "rules:"]
+    for name, analysis in sorted(analyses.items()):
+        path = analysis.routing_file()
+        if path.is_file():
+            document = yaml.safe_load(path.read_text()) or {}
+            parts.append(f"  # from {name} ({path.name})")
+            body = yaml.safe_dump(document.get("rules") or [], sort_keys=False, default_flow_style=None, width=120)
+            parts.extend("  " + line for line in body.splitlines())
+    return "\n".join(parts) + "\n"
+
+
+def load_rules(path: Path | None = None, analyses: Mapping[str, Analysis] | None = None) -> RuleSet:
+    """The site's rules file checked against the known analyses (default: all installed), or without one their defaults."""
+    analyses = analyses if analyses is not None else discover_analyses()
+    if not path:
+        return default_rules(analyses)
+    path = Path(path)
     if not path.is_file():
         raise RulesError(f"{path}: rules file does not exist")
-    return parse_rules(path.read_text(), source=str(path), known_analyses=known_analyses)
+    return parse_rules(path.read_text(), source=str(path), known_analyses=set(analyses))

@@ -6,7 +6,7 @@ import logging
 
 from radpilot.archive import Archive
 from radpilot.config import Settings
-from radpilot.engine.catalog import discover_analyses
+from radpilot.analyses import discover_analyses
 from radpilot.engine.detector import StudyCompleteDetector
 from radpilot.engine.jobs import JobQueue, Priority
 from radpilot.engine.outbox import Outbox, make_sender
@@ -43,7 +43,7 @@ class Engine:
         self.settings = settings
         self.archive = archive
         self.analyses = discover_analyses()
-        self.rules = load_rules(settings.rules_file, known_analyses=set(self.analyses))
+        self.rules = load_rules(settings.rules_file, self.analyses)
         self.pool = None
         if settings.queue_backend == "embedded" and settings.workers > 0:
             from radpilot.engine.queue_embedded import EmbeddedWorkerPool

@@ -373,8 +373,8 @@ models_app = typer.Typer(help="Models and analyses: acceptance gate, activation 
 
 def _subjects(models_dir: Path | None) -> list[tuple[str, str, str]]:
     """(kind, name, version) of every model manifest and installed analysis."""
-    from radpilot.engine.catalog import discover_analyses
-    from radpilot.engine.model_registry import DEFAULT_MODELS_DIR, ModelRegistry
+    from radpilot.analyses import discover_analyses
+    from radpilot.modelhub.registry import DEFAULT_MODELS_DIR, ModelRegistry
 
     registry = ModelRegistry(models_dir or DEFAULT_MODELS_DIR)
     items = [("model", m.name, m.version) for m in registry.manifests()]

@@ -24,9 +24,9 @@ threshold, and optionally the ``dataset`` whose validation it applies to::
 
 Where criteria come from: a model's ``manifest.json`` ``acceptance_criteria`` (plus an
 optional ``"allow_development_data": true`` and ``"development_data_reason"``); an
-analysis: ``radpilot/validation/acceptance/<name>.yaml``, or, when it has none and is
-built on models, the criteria of its first required model (evaluated on the analysis'
-own validation runs).
+analysis: ``acceptance.yaml`` in its own folder, or, when it has none and is built on
+models, the criteria of its first required model (evaluated on the analysis' own
+validation runs).
 
 Which runs count
 ----------------
@@ -40,27 +40,16 @@ finding to look at, not something to average away).
 
 For the engine
 --------------
-The model registry has no database; the check belongs where a job is run. In
-:class:`radpilot.engine.pipeline.PipelineRunner.__call__`, before ``analysis.run``::
-
-    from radpilot.validation.gate import ModelNotActive, require_active
-
-    for model in analysis.required_models:
-        manifest = registry.manifest(model)            # the version the analysis will load
-        try:
-            require_active(self.archive, manifest.name, manifest.version)
-        except ModelNotActive as exc:
-            raise PermanentJobError(str(exc)) from exc
-
-(and, if the site wants classical analyses gated too, ``require_active(self.archive,
-analysis.name, analysis.version)``). ``require_active`` is one indexed query and raises
-:class:`ModelNotActive` with a plain message unless the version was activated with
-``radpilot models activate`` (:func:`activate`), which runs the gate
-(:func:`check_activation`) and refuses a failing version unless an administrator
-overrides it with a reason. Activations, refusals and overrides are written to the
-audit trail (``audit_event``); activating a version deactivates the subject's others.
-:func:`check_activation` and :func:`is_active` accept a Settings, an Archive, an Engine,
-a ValidationStore or an object with ``.archive``/``.settings``.
+The activation rows live in :mod:`radpilot.modelhub.activation`, below both the
+engine and this workbench: the engine calls
+:func:`radpilot.modelhub.activation.require_active` before it runs a model, one indexed query
+that raises :class:`~radpilot.modelhub.activation.ModelNotActive` with a plain message unless
+the version was activated with ``radpilot models activate`` (:func:`activate`), which
+runs the gate (:func:`check_activation`) and refuses a failing version unless an
+administrator overrides it with a reason. Activations, refusals and overrides are
+written to the audit trail (``audit_event``); activating a version deactivates the
+subject's others. :func:`check_activation` and :func:`is_active` accept a Settings,
+an Archive, an Engine, a ValidationStore or an object with ``.archive``/``.settings``.
 """
 
 from __future__ import annotations
@@ -76,9 +65,11 @@ from typing import Any, Literal
 
 import yaml
 
-from radpilot.validation.store import ModelActivation, ValidationRun, ValidationStore
+from radpilot.analyses import discover_analyses, model_registry
+from radpilot.modelhub.activation import ModelActivation
+from radpilot.modelhub.registry import ModelManifest
+from radpilot.validation.store import ValidationRun, ValidationStore
 
-ACCEPTANCE_DIR = Path(__file__).resolve().parent / "acceptance"
 OPERATORS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 IGNORED_KEYS = {"value", "met", "note", "notes", "comment", "description"}
 
@@ -93,10 +84,6 @@ class GateRefused(RuntimeError):
     def __init__(self, decision: GateDecision) -> None:
         super().__init__(decision.message)
         self.decision = decision
-
-
-class ModelNotActive(RuntimeError):
-    """The engine may not use this model version: it was never activated, or another version is active."""
 
 
 # ------------------------------------------------------------------------------------------ criteria
@@ -167,7 +154,6 @@ def criteria_for(
     version: str | None = None,
     *,
     models_dir: Path | None = None,
-    acceptance_dir: Path = ACCEPTANCE_DIR,
     analyses: dict[str, Any] | None = None,
 ) -> Criteria:
     """The declared criteria of ``subject`` at ``version`` (default: the newest model manifest / the installed analysis).
@@ -179,46 +165,27 @@ def criteria_for(
     CriteriaError
         When the declared criteria are malformed.
     """
-    from radpilot.engine.model_registry import DEFAULT_MODELS_DIR, ModelRegistry
-
-    registry = ModelRegistry(Path(models_dir) if models_dir else DEFAULT_MODELS_DIR)
+    analyses = analyses if analyses is not None else discover_analyses()
+    registry = model_registry(analyses, models_dir)
     if any(m.name == subject for m in registry.manifests()):
-        manifest = registry.manifest(subject, version)  # KeyError lists the known versions
-        raw = manifest.raw
-        return Criteria(
-            subject, "model", manifest.version,
-            tuple(parse_criteria(raw.get("acceptance_criteria"), f"{manifest.file.parent / 'manifest.json'} acceptance_criteria")),
-            str(manifest.file.parent / "manifest.json"),
-            bool(raw.get("allow_development_data", False)),
-            str(raw.get("development_data_reason", "")),
-        )
-    if analyses is None:
-        from radpilot.engine.catalog import discover_analyses
-
-        analyses = discover_analyses()
-    versions = {name: str(a.version) for name, a in analyses.items()}
-    path = Path(acceptance_dir) / f"{subject}.yaml"
-    if subject not in versions and not path.is_file():
+        return _model_criteria(subject, "model", registry.manifest(subject, version))  # KeyError lists the known versions
+    if subject not in analyses:
         raise KeyError(f"no model or analysis called {subject!r}")
-    version = version or versions.get(subject)
-    if version is None:
-        raise KeyError(f"analysis {subject!r} is not installed; give --version")
+    analysis = analyses[subject]
+    version = version or str(analysis.version)
+    path = analysis.acceptance_file()
     if not path.is_file():
         # An analysis built on models, without its own criteria file, inherits its first model's criteria,
         # evaluated on the analysis' own validation runs.
-        known = {m.name: m for m in registry.manifests()}
-        for model_name in getattr(analyses.get(subject), "required_models", ()) or ():
+        known = {m.name for m in registry.manifests()}
+        for model_name in analysis.required_models:
             if model_name in known:
                 manifest = registry.manifest(model_name)
-                raw = manifest.raw
-                return Criteria(
-                    subject, "analysis", version,
-                    tuple(parse_criteria(raw.get("acceptance_criteria"), f"{manifest.file.parent / 'manifest.json'} acceptance_criteria")),
-                    f"inherited from model {manifest.name} {manifest.version} ({manifest.file.parent / 'manifest.json'}); "
-                    f"no {path.name} in {path.parent}",
-                    bool(raw.get("allow_development_data", False)),
-                    str(raw.get("development_data_reason", "")),
-                )
+                inherited = _model_criteria(subject, "analysis", manifest, version=version)
+                return Criteria(inherited.subject, inherited.kind, inherited.version, inherited.criteria,
+                                f"inherited from model {manifest.name} {manifest.version} ({inherited.source}); "
+                                f"no {path.name} in {path.parent}",
+                                inherited.allow_development_data, inherited.development_data_reason)
         return Criteria(subject, "analysis", version, (), f"{path} (absent)")
     try:
         content = yaml.safe_load(path.read_text()) or {}
@@ -232,6 +199,19 @@ def criteria_for(
     source = str(path) if applies else f"{path} (declares versions {declared}, not {version})"
     return Criteria(subject, "analysis", version, criteria, source,
                     bool(content.get("allow_development_data", False)), str(content.get("development_data_reason", "")).strip())
+
+
+def _model_criteria(subject: str, kind: Literal["model", "analysis"], manifest: ModelManifest, *, version: str | None = None) -> Criteria:
+    """The criteria a model manifest declares, for the model itself or for an analysis that inherits them."""
+    raw = manifest.raw
+    where = manifest.file.parent / "manifest.json"
+    return Criteria(
+        subject, kind, version or manifest.version,
+        tuple(parse_criteria(raw.get("acceptance_criteria"), f"{where} acceptance_criteria")),
+        str(where),
+        bool(raw.get("allow_development_data", False)),
+        str(raw.get("development_data_reason", "")),
+    )
 
 
 # ------------------------------------------------------------------------------------------ decisions
@@ -475,18 +455,3 @@ def is_active(where: Any, model_name: str, version: str) -> bool:
     """True when ``version`` of ``model_name`` is the active version (activated through the gate or an audited override)."""
     store = where if isinstance(where, ValidationStore) else ValidationStore.open(where)
     return store.active(model_name, version) is not None
-
-
-def require_active(where: Any, model_name: str, version: str) -> ModelActivation:
-    """The activation of ``model_name`` ``version``; raises :class:`ModelNotActive` with a plain message otherwise."""
-    store = where if isinstance(where, ValidationStore) else ValidationStore.open(where)
-    row = store.active(model_name, version)
-    if row is not None:
-        return row
-    other = store.active(model_name)
-    if other is not None:
-        raise ModelNotActive(f"{model_name} {version} is not active: version {other.version} is (activated by {other.activated_by})")
-    raise ModelNotActive(
-        f"{model_name} {version} has not been activated: run `radpilot models check {model_name} --version {version}` and "
-        f"`radpilot models activate {model_name} --version {version}`"
-    )

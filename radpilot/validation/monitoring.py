@@ -3,8 +3,9 @@ and whether its key outputs drift away from what its validation saw.
 
 Source: the engine's ``job`` table (analysis, analysis_version, state, created_at,
 started_at, finished_at, result with ``details.measurements`` = ``[{name, value, unit,
-site}]``). Key outputs are the :data:`radpilot.validation.runner.OUTPUTS` marked ``key``
-(total lung volume, LAA-950, Agatston, CTR), matched by measurement name and site.
+site}]``). Key outputs are the outputs each analysis declares with ``key=True``
+(:class:`~radpilot.contract.OutputSpec`, e.g. total lung volume, LAA-950, CTR), matched by
+measurement name and site among that analysis' declarations.
 
 Drift: the production values of a key output in the window are compared with the
 values the newest complete validation run of the same analysis version produced
@@ -35,7 +36,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, inspect, select, text
 
-from radpilot.validation.runner import OUTPUTS, OUTPUTS_BY_NAME, output_for
+from radpilot.engine.jobs_models import Job
+from radpilot.validation.outputs import OutputCatalog
 
 MIN_REFERENCE = 20
 MIN_PRODUCTION = 20
@@ -63,8 +65,6 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def job_rows(engine: Engine, since: datetime, analysis: str | None = None, version: str | None = None) -> list[JobRow]:
-    from radpilot.engine.jobs_models import Job
-
     query = select(Job.id, Job.analysis, Job.analysis_version, Job.state, Job.created_at, Job.started_at, Job.finished_at, Job.result).where(
         Job.created_at >= since
     )
@@ -82,8 +82,10 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def measurement_outputs(result: dict[str, Any] | None) -> dict[str, float]:
-    """Key outputs from a job's stored result (``details.measurements``), by output name."""
+def measurement_outputs(result: dict[str, Any] | None, catalog: OutputCatalog | None = None,
+                        analysis: str | None = None) -> dict[str, float]:
+    """Key outputs from a job's stored result (``details.measurements``), by output name, as ``analysis`` declares them."""
+    catalog = catalog or OutputCatalog.discover()
     out: dict[str, float] = {}
     details = (result or {}).get("details") or {}
     for m in details.get("measurements") or []:
@@ -91,7 +93,7 @@ def measurement_outputs(result: dict[str, Any] | None) -> dict[str, float]:
             value = float(m.get("value"))
         except (TypeError, ValueError):
             continue
-        spec = output_for("", str(m.get("name", "")), None, str(m.get("site", "")) or None)
+        spec = catalog.match("", str(m.get("name", "")), None, str(m.get("site", "")) or None, analysis=analysis)
         if spec is not None and spec.key and math.isfinite(value) and spec.name not in out:
             out[spec.name] = value
     return out
@@ -186,6 +188,7 @@ def monitoring_report(engine: Engine, *, days: int = 30, analysis: str | None = 
         raise ValueError("days must be at least 1")
     now = now or datetime.now(timezone.utc)
     since = now - timedelta(days=days)
+    catalog = OutputCatalog.discover()
     groups: dict[tuple[str, str], list[JobRow]] = defaultdict(list)
     for row in job_rows(engine, since, analysis, version):
         groups[(row.analysis, row.version)].append(row)
@@ -205,7 +208,7 @@ def monitoring_report(engine: Engine, *, days: int = 30, analysis: str | None = 
                 durations.append(seconds)
                 d["durations"].append(seconds)
             if row.state == "done":
-                for output, value in measurement_outputs(row.result).items():
+                for output, value in measurement_outputs(row.result, catalog, name).items():
                     values[output].append(value)
         daily_list = []
         for day in sorted(daily):
@@ -220,10 +223,9 @@ def monitoring_report(engine: Engine, *, days: int = 30, analysis: str | None = 
         outputs = {}
         for output in sorted(set(values) | set(reference)):
             v = values.get(output, [])
-            spec = OUTPUTS_BY_NAME.get(output)
             outputs[output] = {
-                "label": spec.label if spec else output,
-                "unit": spec.unit if spec else "",
+                "label": catalog.label(output),
+                "unit": catalog.unit(output),
                 "n": len(v),
                 "median": _percentile(v, 50),
                 "p05": _percentile(v, 5),
@@ -248,7 +250,7 @@ def monitoring_report(engine: Engine, *, days: int = 30, analysis: str | None = 
         "generated_at": now.isoformat(),
         "window_days": days,
         "since": since.isoformat(),
-        "key_outputs": [o.name for o in OUTPUTS if o.key],
+        "key_outputs": [o.name for o in catalog.key_outputs],
         "drift_rule": f"PSI >= {PSI_THRESHOLD} and KS p < {KS_ALPHA}; needs >= {MIN_REFERENCE} validation and >= {MIN_PRODUCTION} production values",
         "analyses": out,
     }

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from radpilot.validation.runner import OUTPUTS_BY_NAME, Overlay
+from radpilot.validation.evaluators import Overlay
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',Arial,sans-serif;margin:0;color:#1d2433;background:#f4f6f9}
@@ -173,7 +173,7 @@ def bland_altman_plot(output: str, entry: dict[str, Any]) -> str | None:
     p, r = np.asarray(entry["predicted"]), np.asarray(entry["reference"])
     ba = entry["bland_altman"]
     unit = entry.get("unit") or ""
-    label = OUTPUTS_BY_NAME[output].label if output in OUTPUTS_BY_NAME else output
+    label = entry.get("label") or output
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.6, 3.8))
     mean, diff = (p + r) / 2, p - r
     ax1.scatter(mean, diff, s=14, color="#2b6cb0", alpha=0.75)
@@ -293,7 +293,7 @@ def _agreement_table(result: dict[str, Any]) -> str:
     head = f"<tr><th>output</th><th>unit</th><th>n</th><th>bias (RadPilot - reference)</th><th>SD of differences</th><th>limits of agreement</th><th>MAE</th><th>{pct} % CI of MAE</th><th>ICC(2,1)</th></tr>"
     rows = []
     for name, e in entries.items():
-        label = OUTPUTS_BY_NAME[name].label if name in OUTPUTS_BY_NAME else name
+        label = e.get("label") or name
         ba = e.get("bland_altman") or {}
         ci = e.get("mae_ci") or {}
         bias = ba.get("bias") if ba else (float(np.mean(np.subtract(e["predicted"], e["reference"]))) if e.get("predicted") else None)

@@ -9,12 +9,8 @@ Tables (migration 0004, the archive's :class:`~radpilot.archive.models.Base`):
     the subject's training data, the flat metrics the gate reads, the summary, the
     distribution of key outputs (for drift monitoring) and where its JSON and HTML
     report are (``<data_dir>/validation/runs/<subject>/<version>/<id>-<dataset>/``).
-``model_activation``
-    Which version of a model (or analysis) is active, who activated it, whether the
-    gate passed or was overridden (with the audit event that records it).
-
-The engine reads the gate from here (:mod:`radpilot.validation.gate`), so validation
-results live in the database, not only in files.
+The activations the gate writes live in :mod:`radpilot.modelhub.activation` (the engine
+reads them there), so validation results live in the database, not only in files.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, Index, Integer, S
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from radpilot.archive.models import Base, utcnow
-from radpilot.security.audit import AuditEvent  # noqa: F401 - the audit table shares Base (revision 0004)
+from radpilot.modelhub.activation import ModelActivation, active_activation, activation_history
 
 
 class ValidationRun(Base):
@@ -108,45 +104,6 @@ class ValidationRun(Base):
             "metrics": dict(self.metrics or {}),
             "result_path": self.result_path,
             "report_path": self.report_path,
-        }
-
-
-class ModelActivation(Base):
-    """The activation state of one version of a model or analysis (one row per activation)."""
-
-    __tablename__ = "model_activation"
-    __table_args__ = (Index("ix_model_activation_subject", "subject", "version", "active"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    subject: Mapped[str] = mapped_column(String(64))
-    subject_kind: Mapped[str] = mapped_column(String(16), default="model")
-    version: Mapped[str] = mapped_column(String(32))
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-    activated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    activated_by: Mapped[str] = mapped_column(String(128))
-    gate_passed: Mapped[bool] = mapped_column(Boolean, default=False)
-    override: Mapped[bool] = mapped_column(Boolean, default=False)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    audit_event_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    deactivated_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "subject": self.subject,
-            "subject_kind": self.subject_kind,
-            "version": self.version,
-            "active": self.active,
-            "activated_at": self.activated_at.isoformat() if self.activated_at else None,
-            "activated_by": self.activated_by,
-            "gate_passed": self.gate_passed,
-            "override": self.override,
-            "reason": self.reason,
-            "audit_event_id": self.audit_event_id,
-            "deactivated_at": self.deactivated_at.isoformat() if self.deactivated_at else None,
-            "deactivated_by": self.deactivated_by,
         }
 
 
@@ -347,19 +304,7 @@ class ValidationStore:
     # -- activation ----------------------------------------------------------------------------------
     def active(self, subject: str, version: str | None = None) -> ModelActivation | None:
         """The current activation row of ``subject`` (of that version when given), or None."""
-        query = (
-            select(ModelActivation)
-            .where(ModelActivation.subject == subject, ModelActivation.active.is_(True))
-            .order_by(ModelActivation.activated_at.desc(), ModelActivation.id.desc())
-        )
-        if version is not None:
-            query = query.where(ModelActivation.version == version)
-        with self.sessions() as session:
-            return session.scalars(query.limit(1)).first()
+        return active_activation(self.engine, subject, version)
 
     def activations(self, subject: str | None = None) -> list[ModelActivation]:
-        query = select(ModelActivation).order_by(ModelActivation.activated_at.desc(), ModelActivation.id.desc())
-        if subject is not None:
-            query = query.where(ModelActivation.subject == subject)
-        with self.sessions() as session:
-            return list(session.scalars(query))
+        return activation_history(self.engine, subject)

@@ -30,8 +30,9 @@ import yaml
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
 
-from radpilot.engine.model_registry import DEFAULT_MODELS_DIR
-from radpilot.engine.routing import DEFAULT_RULES_FILE
+from radpilot.modelhub.registry import DEFAULT_MODELS_DIR
+from radpilot.analyses import discover_analyses
+from radpilot.engine.routing import default_rules_text
 from radpilot.validation.metrics import dice
 from tests.factories import to_part10_bytes
 from tests.fixtures.radpilot import orthanc_node
@@ -60,7 +61,7 @@ ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 
 def default_rules_to(tmp_path: Path, destination: str) -> Path:
     """The default rules file unchanged except that every rule forwards its results to ``destination``."""
-    content = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
+    content = yaml.safe_load(default_rules_text(discover_analyses()))
     for rule in content["rules"]:
         rule["destinations"] = [destination]
     path = tmp_path / "rules.yaml"
@@ -77,7 +78,7 @@ def activate_models(node) -> None:  # noqa: ANN001 - tests.fixtures.radpilot.Run
     except ImportError:
         return
     from radpilot.analyses.chest_xray import ChestXray
-    from radpilot.engine.model_registry import ModelRegistry
+    from radpilot.modelhub.registry import ModelRegistry
 
     registry = ModelRegistry()
     for model in ChestXray.required_models:
@@ -252,7 +253,7 @@ def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(
 
 def test_a_model_file_with_a_changed_byte_fails_the_job_with_the_registry_error(radpilot_factory, tmp_path: Path) -> None:
     from radpilot.analyses.chest_xray import ChestXray
-    from radpilot.engine.model_registry import ModelRegistry
+    from radpilot.modelhub.registry import ModelRegistry
     from radpilot.engine.pipeline import PipelineRunner, plan_study
     from radpilot.engine.routing import load_rules
     from radpilot.engine.service import make_queue

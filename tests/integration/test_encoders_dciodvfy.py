@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from radpilot.analyses.base import Code
+from radpilot.contract import Code
 from radpilot.dicom.encoders import encode_key_image, encode_measurement_report, encode_segmentation
 from tests.helpers import require_or_skip
 from tests.unit.test_encoders import Case, build_ct_case, build_dx_case

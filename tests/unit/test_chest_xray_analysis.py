@@ -20,7 +20,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, generate_uid
 
-from radpilot.analyses.base import Findings, NotApplicableError
+from radpilot.contract import Findings, NotApplicableError
 from radpilot.analyses.chest_xray import ANALYSIS, ChestXray
 from radpilot.analyses.chest_xray import analysis as cxr
 from radpilot.analyses.chest_xray.image import (
@@ -36,7 +36,7 @@ from radpilot.analyses.chest_xray.measurements import ctr_geometry, cut_off_stru
 from radpilot.analyses.chest_xray.preprocess import cardiothoracic_ratio
 from radpilot.analyses.chest_xray.view import View, frontal_plausibility, view_from_header
 from radpilot.dicom.volume import volume_from_datasets
-from radpilot.engine.model_registry import DEFAULT_MODELS_DIR, ModelIntegrityError, ModelRegistry
+from radpilot.modelhub.registry import DEFAULT_MODELS_DIR, ModelIntegrityError, ModelRegistry
 from radpilot.engine.routing import SeriesFacts, load_rules
 from radpilot.validation.metrics import dice
 from tests.helpers import require_or_skip, shared_data_path
@@ -217,7 +217,7 @@ def dx_result(big_heart: JsrtCase) -> tuple[Findings, object, Dataset]:
 
 # ------------------------------------------------------------------------------ routing, catalog
 def test_discovered_and_routed_by_the_default_rules() -> None:
-    from radpilot.engine.catalog import discover_analyses
+    from radpilot.analyses import discover_analyses
 
     assert isinstance(discover_analyses()["chest_xray"], ChestXray)
     rules = load_rules()
@@ -489,7 +489,7 @@ def test_seg_sr_and_key_image_of_a_radiograph(dx_result) -> None:
     from radpilot.engine.pipeline import encode_results
 
     findings, volume, ds = dx_result
-    seg, sr, key = encode_results(findings, volume, [ds], uid_seed="chest-xray-unit")
+    seg, sr, key = encode_results(ANALYSIS, findings, volume, [ds], uid_seed="chest-xray-unit")
     buffer = io.BytesIO()
     seg.save_as(buffer, enforce_file_format=True)
     seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(buffer.getvalue())))

@@ -22,7 +22,7 @@ from radpilot.analyses.chest_xray.nodules import (
     candidates_from_outputs,
     detect_nodules,
 )
-from radpilot.engine.model_registry import ModelRegistry
+from radpilot.modelhub.registry import ModelRegistry
 from tests.helpers import REPO_ROOT, require_or_skip
 
 MODEL_DIR = REPO_ROOT / "models" / MODEL_NAME

@@ -17,7 +17,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
-from radpilot.analyses.base import (
+from radpilot.contract import (
     Code,
     Findings,
     LineFinding,
@@ -41,7 +41,10 @@ from radpilot.dicom.encoders.common import (
     patient_orientation_from_iop,
     to_coded_concept,
 )
-from radpilot.dicom.encoders.key_image import LINE_COLORS_RGB, LUNG_WINDOW, SOFT_TISSUE_WINDOW, display_window
+from radpilot.analyses.lung_ct import LungCTQuant
+from radpilot.dicom.encoders.key_image import LINE_COLORS_RGB, SOFT_TISSUE_WINDOW, default_display_window
+
+LUNG_WINDOW = LungCTQuant.display_windows["CT"]
 from radpilot.dicom.volume import Volume, volume_from_datasets
 from tests.factories import IMPLEMENTATION_UID, make_ct_series
 
@@ -428,7 +431,7 @@ def test_key_image_legend_and_native_size(ct: Case) -> None:
     key = render_key_image(ct.findings, ct.volume, min_size=0)
     assert key.slice_index == 3 and key.scale == 1.0 and key.image_rows == 64
     assert key.rgb.shape[1] == 64 and key.rgb.dtype == np.uint8
-    full = render_key_image(ct.findings, ct.volume)
+    full = render_key_image(ct.findings, ct.volume, window=LUNG_WINDOW)
     assert any("Volume 0.147 mL" in line for line in full.legend)
     assert any("Nodule 1: score 0.91" in line for line in full.legend)
     assert full.window == LUNG_WINDOW
@@ -436,10 +439,12 @@ def test_key_image_legend_and_native_size(ct: Case) -> None:
     assert middle.slice_index == 4
 
 
-def test_display_window_by_analysis(ct: Case, dx: Case) -> None:
-    assert display_window(ct.findings, ct.volume) == LUNG_WINDOW
-    assert display_window(replace(ct.findings, analysis="liver_ct"), ct.volume) == SOFT_TISSUE_WINDOW
-    assert display_window(dx.findings, dx.volume) is None
+def test_display_window_is_the_analysis_declaration_else_a_modality_default(ct: Case, dx: Case) -> None:
+    assert LUNG_WINDOW == (-600.0, 1500.0)
+    assert render_key_image(ct.findings, ct.volume).window == SOFT_TISSUE_WINDOW  # no declared window: soft tissue
+    assert default_display_window(ct.volume) == SOFT_TISSUE_WINDOW
+    assert default_display_window(dx.volume) is None
+    assert render_key_image(dx.findings, dx.volume).window is None
 
 
 def test_dx_key_image_legend_and_monochrome1() -> None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from radpilot.analyses.base import Analysis, Findings
+from radpilot.contract import Analysis, Findings
 from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.engine.jobs import PermanentJobError

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from radpilot.analyses.base import NotApplicableError
+from radpilot.contract import NotApplicableError
 from radpilot.analyses.lung_ct import (
     LEFT_LUNG_LABEL,
     RIGHT_LUNG_LABEL,

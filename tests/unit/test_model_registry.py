@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 from radpilot.engine.inference import sliding_window_inference  # noqa: E402
-from radpilot.engine.model_registry import (  # noqa: E402
+from radpilot.modelhub.registry import (  # noqa: E402
     ManifestError,
     ModelIntegrityError,
     ModelRegistry,

@@ -28,7 +28,7 @@ from radpilot.analyses.chest_xray.preprocess import (
     preprocess,
     resize_logits,
 )
-from radpilot.engine.model_registry import ModelRegistry
+from radpilot.modelhub.registry import ModelRegistry
 from tests.helpers import REPO_ROOT, require_or_skip
 
 MODELS = REPO_ROOT / "models"

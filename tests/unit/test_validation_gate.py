@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 from radpilot.config import Settings
 from radpilot.security.audit import events
+from radpilot.modelhub.activation import ModelNotActive, require_active
 from radpilot.validation.cli import app
 from radpilot.validation.gate import (
     Criteria,
     CriteriaError,
     Criterion,
     GateRefused,
-    ModelNotActive,
     activate,
     check_activation,
     criteria_for,
@@ -25,7 +25,6 @@ from radpilot.validation.gate import (
     evaluate_gate,
     is_active,
     parse_criteria,
-    require_active,
 )
 from radpilot.validation.store import ValidationStore
 
@@ -102,7 +101,7 @@ def test_criteria_come_from_the_model_manifest_and_the_analysis_file(models_dir:
     model = criteria_for("seg", models_dir=models_dir)
     assert model.kind == "model" and model.version == "1.1.0" and len(model.criteria) == 3
     assert criteria_for("seg", "1.0.0", models_dir=models_dir).version == "1.0.0"
-    analysis = criteria_for("lung_ct_quant", models_dir=models_dir)  # shipped radpilot/validation/acceptance/lung_ct_quant.yaml
+    analysis = criteria_for("lung_ct_quant", models_dir=models_dir)  # shipped radpilot/analyses/lung_ct/acceptance.yaml
     assert analysis.kind == "analysis" and analysis.version == "1.0.0" and analysis.allow_development_data
     assert {c.dataset for c in analysis.criteria} == {"ct-lung-slices", "ct-lung"}
     assert any(c.metric == "dice_lungs_mean" and c.op == ">=" and c.threshold == 0.95 for c in analysis.criteria)
@@ -168,9 +167,18 @@ def test_development_data_counts_only_when_the_criteria_allow_it(store: Validati
 
 
 def test_an_analysis_on_a_model_inherits_the_model_criteria(store: ValidationStore, models_dir: Path) -> None:
-    from types import SimpleNamespace
+    from radpilot.contract import Analysis
 
-    analyses = {"cxr": SimpleNamespace(version="2.0", required_models=("seg",))}
+    class OnModel(Analysis):  # no acceptance.yaml beside this test module: it inherits its model's criteria
+        name, version, required_models = "cxr", "2.0", ("seg",)
+
+        def check_input(self, volume):  # noqa: ANN001, ANN201
+            pass
+
+        def run(self, volume):  # noqa: ANN001, ANN201
+            raise NotImplementedError
+
+    analyses = {"cxr": OnModel()}
     criteria = criteria_for("cxr", models_dir=models_dir, analyses=analyses)
     assert criteria.version == "2.0" and len(criteria.criteria) == 3 and criteria.source.startswith("inherited from model seg 1.1.0")
     store.save(fake_result("cxr", "2.0", "ext-cxr", BAD, kind="analysis", model="seg", model_version="1.1.0"))
@@ -201,7 +209,7 @@ def test_activation_is_gated_and_the_override_is_audited(store: ValidationStore,
         activate(store, "seg", "1.0.0", user="alice", override=True, models_dir=models_dir)
     result = activate(store, "seg", "1.0.0", user="admin", override=True, reason="local validation pending, research use", models_dir=models_dir)
     assert result.activation["override"] and not result.decision.passed
-    assert is_active(store, "seg", "1.0.0") and require_active(store, "seg", "1.0.0").activated_by == "admin"
+    assert is_active(store, "seg", "1.0.0") and require_active(store.engine, "seg", "1.0.0").activated_by == "admin"
     audit = events(store.engine, target="seg@1.0.0")
     assert [e.action for e in audit] == ["model.activate.override", "model.activate.refused"]
     assert audit[0].who == "admin" and audit[0].reason == "local validation pending, research use"
@@ -212,10 +220,10 @@ def test_activation_is_gated_and_the_override_is_audited(store: ValidationStore,
     assert second.decision.passed and second.deactivated == ("seg@1.0.0",)
     assert is_active(store, "seg", "1.1.0") and not is_active(store, "seg", "1.0.0")
     with pytest.raises(ModelNotActive, match="version 1.1.0 is"):
-        require_active(store, "seg", "1.0.0")
+        require_active(store.engine, "seg", "1.0.0")
     assert deactivate(store, "seg", user="bob", reason="recall") == ["seg@1.1.0"]
     with pytest.raises(ModelNotActive, match="has not been activated"):
-        require_active(store, "seg", "1.1.0")
+        require_active(store.engine, "seg", "1.1.0")
     assert events(store.engine, target="seg")[0].action == "model.deactivate"
 
 

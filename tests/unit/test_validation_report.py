@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 from radpilot.validation import metrics as M
 from radpilot.validation.cli import app
 from radpilot.validation.report import compare_results, froc_plot, overlay_png, render_comparison, render_report
-from radpilot.validation.runner import detection_summary, resolve_subject, run_validation
+from radpilot.validation.aggregate import detection_summary
+from radpilot.validation.runner import run_validation
+from radpilot.validation.subject import resolve_subject
 from tests.unit.test_validation_runner import registry_with
 from tests.unit.validation_support import SLICE_MANIFEST_OPTIONS, make_slice_dataset, manifest_dict
 

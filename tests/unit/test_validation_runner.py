@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 import yaml
 
-from radpilot.analyses.base import Analysis, Code, Findings, Measurement, Segment, Segmentation
+from radpilot.contract import Analysis, Code, Findings, Measurement, Segment, Segmentation
 from radpilot.validation import metrics as M
 from radpilot.validation.datasets import DatasetRegistry, compute_content_hash
-from radpilot.validation.runner import (
-    CaseResult,
-    Evaluator,
-    Subject,
-    ValidationError,
-    aggregate,
-    detection_summary,
-    findings_outputs,
-    output_for,
-    resolve_subject,
-    run_validation,
-    surface_metrics,
-)
+from radpilot.contract import Classification, OutputSpec, StructureSpec
+from radpilot.validation.aggregate import aggregate, detection_summary
+from radpilot.validation.evaluators import CaseResult, Evaluator, surface_metrics
+from radpilot.validation.outputs import OutputCatalog
+from radpilot.validation.runner import run_validation
+from radpilot.validation.subject import Subject, ValidationError, resolve_subject
 from tests.unit.validation_support import (
     SERIES_MANIFEST_OPTIONS,
     SLICE_MANIFEST_OPTIONS,
@@ -74,6 +67,7 @@ def test_surface_metrics_equal_the_metrics_module(ndim: int) -> None:
 
 
 def test_outputs_match_measurements_by_code_and_by_stored_meaning() -> None:
+    output_for = OutputCatalog.discover().match
     assert output_for("118565006", "Volume", "74101002", "Both lungs").name == "total_lung_volume_ml"
     assert output_for("118565006", "Volume", "3341006", "Right lung").name == "right_lung_volume_ml"
     # job results store meanings only: {"name": "Volume", "site": "Both lungs"}
@@ -171,12 +165,14 @@ class _Refuses(Analysis):
 
     name = "refuses"
     version = "0.1"
+    structures = (StructureSpec("right_lung", ("3341006",)), StructureSpec("left_lung", ("44029006",)))
+    outputs = (OutputSpec("right_lung_volume_ml", "Right lung volume", "mL", "118565006", "Volume", "3341006", "Right lung"),)
 
     def __init__(self) -> None:
         self.calls = 0
 
     def check_input(self, volume):  # noqa: ANN001, ANN201
-        from radpilot.analyses.base import NotApplicableError
+        from radpilot.contract import NotApplicableError
 
         self.calls += 1
         if self.calls % 2 == 0:
@@ -214,9 +210,7 @@ def test_resolve_subject_errors() -> None:
 # --------------------------------------------------------------------------------------------- aggregation
 def test_aggregate_agreement_and_classification_against_known_values() -> None:
     class Stub(Evaluator):
-        outputs = ("ctr",)
-        from radpilot.validation.runner import Classification
-
+        outputs = (OutputSpec("ctr", "Cardiothoracic ratio", "", "RP-CTR", "Cardiothoracic ratio"),)
         classifications = (Classification("cardiomegaly", "CTR > 0.5", "ctr", 0.5, 0.5),)
 
         def __init__(self) -> None:
@@ -267,4 +261,4 @@ def test_findings_outputs_of_the_lung_analysis() -> None:
         Measurement(Code("118565006", "SCT", "Volume"), 5000.0, Code("mL", "UCUM", "mL"), site),
         Measurement(Code("LAA950", "99RADPILOT", "Lung low attenuation area below -950 HU"), 3.5, Code("%", "UCUM", "%"), site),
     ])
-    assert findings_outputs(findings) == {"total_lung_volume_ml": 5000.0, "laa950_percent": 3.5}
+    assert OutputCatalog.discover().findings_outputs(findings) == {"total_lung_volume_ml": 5000.0, "laa950_percent": 3.5}

@@ -6,7 +6,7 @@ See :mod:`radpilot.analyses.chest_xray.analysis` for the outputs and their codes
 :mod:`~radpilot.analyses.chest_xray.measurements` for the CTR and areas and
 :mod:`~radpilot.analyses.chest_xray.preprocess` for the models' pre/post-processing.
 
-``ANALYSIS`` (discovered by :mod:`radpilot.engine.catalog`) and ``ChestXray`` are loaded on first
+``ANALYSIS`` (discovered by :mod:`radpilot.analyses`) and ``ChestXray`` are loaded on first
 access, so that the training scripts can import ``preprocess`` and ``nodules`` (numpy only)
 without pulling in pydicom and the rest of the runtime.
 """

@@ -11,7 +11,7 @@ lateral and oblique views (View Position) are refused, and so is an image whose 
 does not look like a frontal chest film (:mod:`radpilot.analyses.chest_xray.view`), each with a
 plain-language reason.
 
-Models (from the :class:`~radpilot.engine.model_registry.ModelRegistry`, sha256-verified)
+Models (from the :class:`~radpilot.modelhub.registry.ModelRegistry`, sha256-verified)
 -----------------------------------------------------------------------------------------
 * ``cxr_lung_heart_seg``: right lung, left lung and heart (pre- and postprocessing of
   :mod:`radpilot.analyses.chest_xray.preprocess`);
@@ -42,7 +42,7 @@ Outputs
   cut off (:func:`~radpilot.analyses.chest_xray.measurements.cut_off_structures`).
   The two widths' extreme points are on :class:`~radpilot.analyses.chest_xray.measurements.CTRGeometry`
   and in the measurements' descriptions (columns and rows), for drawing them as lines.
-* Lines (:class:`~radpilot.analyses.base.LineFinding`): the cardiac width, then the thoracic
+* Lines (:class:`~radpilot.contract.LineFinding`): the cardiac width, then the thoracic
   width, each named SCT 103355008 "Width" like its measurement, as a horizontal line on slice 0
   of the source grid (at the mean row of its extreme points, from the left edge of the first
   column to the right edge of the last, so its length is the width in mm); left out with the CTR.
@@ -70,17 +70,22 @@ from typing import Any
 
 import numpy as np
 
-from radpilot.analyses.base import (
+from radpilot.contract import (
     Analysis,
+    Classification,
     Code,
     Findings,
+    InputRequirements,
     LineFinding,
     Measurement,
+    ModelPrediction,
     NotApplicableError,
+    OutputSpec,
     PointFinding,
     QualitativeFinding,
     Segment,
     Segmentation,
+    StructureSpec,
 )
 from radpilot.analyses.chest_xray.image import DisplayImage, NotDisplayableError, display_image
 from radpilot.analyses.chest_xray.measurements import (
@@ -94,7 +99,7 @@ from radpilot.analyses.chest_xray.measurements import (
     cut_off_structures,
     pixel_spacing,
 )
-from radpilot.analyses.chest_xray.preprocess import labels_from_logits, preprocess
+from radpilot.analyses.chest_xray.preprocess import cardiothoracic_ratio, labels_from_logits, preprocess
 from radpilot.analyses.chest_xray.view import HeaderView, View, frontal_plausibility, heart_side_warning, view_from_header
 from radpilot.dicom.volume import Volume
 
@@ -160,7 +165,7 @@ class ChestXray(Analysis):
     ----------
     registry
         Model registry to load the models from; default a
-        :class:`~radpilot.engine.model_registry.ModelRegistry` of the repository's ``models/``
+        :class:`~radpilot.modelhub.registry.ModelRegistry` of the repository's ``models/``
         with one intra-op thread per session (deterministic, and what the speed benchmark measures).
     detect_nodules
         Run the nodule detector (default True).
@@ -173,6 +178,18 @@ class ChestXray(Analysis):
         "cardiothoracic ratio with both widths, lung areas and nodule candidates."
     )
     required_models = (SEGMENTATION_MODEL, NODULE_MODEL)
+    inputs = InputRequirements(
+        RADIOGRAPH_MODALITIES,
+        f"one frontal (PA or AP) chest radiograph, CR or DX, at least {MIN_IMAGE_SIZE} pixels on its shorter side; "
+        "lateral and oblique views are refused",
+    )
+    outputs = (OutputSpec.of("ctr", "Cardiothoracic ratio", "", CTR, key=True),)
+    structures = (
+        StructureSpec("right_lung", (RIGHT_LUNG.value,)),
+        StructureSpec("left_lung", (LEFT_LUNG.value,)),
+        StructureSpec("heart", (HEART.value,)),
+    )
+    classifications = (Classification("cardiomegaly", "Cardiomegaly (reference CTR > 0.5)", "ctr", CTR_THRESHOLD, CTR_THRESHOLD),)
 
     def __init__(self, registry: Any | None = None, *, detect_nodules: bool = True) -> None:
         self._registry = registry
@@ -183,10 +200,28 @@ class ChestXray(Analysis):
     @property
     def registry(self) -> Any:
         if self._registry is None:
-            from radpilot.engine.model_registry import ModelRegistry
+            from radpilot.modelhub.registry import ModelRegistry
 
             self._registry = ModelRegistry(intra_op_threads=1)
         return self._registry
+
+    # ------------------------------------------------------------------ validation entry point
+    def predict_with_model(self, model: str, session: Any, image: np.ndarray) -> ModelPrediction:
+        """The lung/heart model alone on a reference radiograph (display convention, standard orientation).
+
+        Uses the runtime pre/post-processing of :mod:`radpilot.analyses.chest_xray.preprocess`
+        and its CTR; the DICOM image handling, input checks and measurements of :meth:`run` are
+        not part of this path (validate the analysis for those).
+        """
+        if model != SEGMENTATION_MODEL:
+            raise NotImplementedError(f"{self.name} offers a model-only evaluation of {SEGMENTATION_MODEL} only, not {model}")
+        input_name = session.get_inputs()[0].name
+        logits = session.run(None, {input_name: preprocess(image)})[0][0]
+        labels = labels_from_logits(logits, image.shape)
+        masks = {"right_lung": labels == RIGHT_LUNG_LABEL, "left_lung": labels == LEFT_LUNG_LABEL, "heart": labels == HEART_LABEL}
+        ratio = cardiothoracic_ratio(labels)
+        notes = [] if ratio is not None else ["no CTR: a lung or the heart is missing from the prediction"]
+        return ModelPrediction(masks, {"ctr": float(ratio.ratio) if ratio is not None else None}, notes)
 
     # ------------------------------------------------------------------ input
     def check_input(self, volume: Volume) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from radpilot.analyses.chest_xray.preprocess import MODEL_SIZE, preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
-    from radpilot.engine.model_registry import ModelRegistry
+    from radpilot.modelhub.registry import ModelRegistry
 
 MODEL_NAME = "cxr_nodule_det"
 SEGMENTATION_MODEL_NAME = "cxr_lung_heart_seg"
@@ -205,7 +205,7 @@ def detect_nodules(
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {image.shape}")
     if registry is None:
-        from radpilot.engine.model_registry import ModelRegistry
+        from radpilot.modelhub.registry import ModelRegistry
 
         registry = ModelRegistry()
     manifest = registry.manifest(MODEL_NAME)

@@ -22,7 +22,7 @@ from radpilot.analyses.lung_ct.segmentation import (
     segment_lungs_slice,
 )
 
-ANALYSIS = LungCTQuant()  # discovered by radpilot.engine.catalog
+ANALYSIS = LungCTQuant()  # discovered by radpilot.analyses
 
 __all__ = [
     "ANALYSIS",

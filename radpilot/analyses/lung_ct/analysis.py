@@ -32,14 +32,19 @@ import math
 
 import numpy as np
 
-from radpilot.analyses.base import (
+from collections.abc import Mapping
+
+from radpilot.contract import (
     Analysis,
     Code,
     Findings,
+    InputRequirements,
     Measurement,
     NotApplicableError,
+    OutputSpec,
     Segment,
     Segmentation,
+    StructureSpec,
 )
 from radpilot.analyses.lung_ct.quantification import LungDensityStats, kernel_note, lung_density_stats
 from radpilot.analyses.lung_ct.segmentation import (
@@ -48,6 +53,7 @@ from radpilot.analyses.lung_ct.segmentation import (
     RIGHT_LUNG_LABEL,
     SegmentationParams,
     segment_lungs,
+    segment_lungs_slice,
 )
 from radpilot.dicom.volume import Volume
 
@@ -70,6 +76,8 @@ MIN_SLICES = 20
 MIN_COVERAGE_MM = 150.0
 MIN_FIELD_OF_VIEW_MM = 200.0
 MAX_TILT_DEG = 10.0
+LUNG_CODES = (RIGHT_LUNG.value, LEFT_LUNG.value, "39607008")  # right, left, lung structure (both as one label)
+ASSUMED_SLICE_SPACING_MM = (0.7, 0.7)  # the size rules of the 2-D core when a reference set gives no spacing
 
 
 class LungCTQuant(Analysis):
@@ -88,6 +96,33 @@ class LungCTQuant(Analysis):
         "lung volumes, LAA-950, Perc15 and mean lung attenuation per lung."
     )
     required_models = ()
+    inputs = InputRequirements(
+        ("CT",),
+        f"axial chest CT in HU: at least {MIN_SLICES} slices covering at least {MIN_COVERAGE_MM:.0f} mm, "
+        f"field of view at least {MIN_FIELD_OF_VIEW_MM:.0f} mm, tilt at most {MAX_TILT_DEG:.0f} degrees",
+    )
+    outputs = (
+        OutputSpec.of("total_lung_volume_ml", "Total lung volume", "mL", VOLUME, BOTH_LUNGS, key=True, relative=True),
+        OutputSpec.of("right_lung_volume_ml", "Right lung volume", "mL", VOLUME, RIGHT_LUNG, relative=True),
+        OutputSpec.of("left_lung_volume_ml", "Left lung volume", "mL", VOLUME, LEFT_LUNG, relative=True),
+        OutputSpec.of("laa950_percent", "LAA-950 (both lungs)", "%", LAA950, BOTH_LUNGS, key=True),
+        OutputSpec.of("right_laa950_percent", "LAA-950 (right lung)", "%", LAA950, RIGHT_LUNG),
+        OutputSpec.of("left_laa950_percent", "LAA-950 (left lung)", "%", LAA950, LEFT_LUNG),
+        OutputSpec.of("perc15_hu", "Perc15 (both lungs)", "HU", PERC15, BOTH_LUNGS),
+        OutputSpec.of("mean_lung_hu", "Mean lung attenuation (both lungs)", "HU", ATTENUATION, BOTH_LUNGS),
+    )
+    structures = (
+        StructureSpec("right_lung", (RIGHT_LUNG.value,)),
+        StructureSpec("left_lung", (LEFT_LUNG.value,)),
+        StructureSpec("lungs", LUNG_CODES),
+        StructureSpec("both_lungs", LUNG_CODES, parts=("right_lung", "left_lung"), surface=False),
+    )
+    display_windows = {"CT": (-600.0, 1500.0)}  # the lung window
+    slice_entry_description = (
+        "radpilot.analyses.lung_ct.segment_lungs_slice - the 2-D core of LungCTQuant with the analysis' own "
+        "SegmentationParams, adaptive thresholds estimated per slice; LungCTQuant.check_input/run are NOT used: they "
+        "need a 3-D chest CT, and the 3-D steps (3-D connected components, right/left split) are not checked on single slices"
+    )
 
     def __init__(self, params: SegmentationParams = DEFAULT_PARAMS) -> None:
         if not isinstance(params, SegmentationParams):
@@ -188,6 +223,20 @@ class LungCTQuant(Analysis):
             key_slices=[key_slice],
             notes=notes,
         )
+
+    # ------------------------------------------------------------------ validation entry points
+    def run_slice(self, image: np.ndarray, pixel_spacing_mm: tuple[float, float] | None) -> np.ndarray:
+        """The 2-D core on one axial slice in HU: a boolean mask of both lungs."""
+        return segment_lungs_slice(image, pixel_spacing_mm=pixel_spacing_mm or ASSUMED_SLICE_SPACING_MM, params=self.params)
+
+    def reference_outputs(self, volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Volume, LAA-950, Perc15 and mean HU inside the reference mask of both lungs (CT only)."""
+        mask = masks.get("both_lungs")
+        if mask is None or volume.modality.upper() != "CT" or not mask.any():
+            return {}
+        stats = lung_density_stats(volume.voxels, mask, volume.ml_per_voxel)
+        return {"total_lung_volume_ml": stats.volume_ml, "laa950_percent": stats.laa950_percent,
+                "perc15_hu": stats.perc15_hu, "mean_lung_hu": stats.mean_hu}
 
     @staticmethod
     def _measurements(stats: LungDensityStats, site: Code, segment: int | None) -> list[Measurement]:

@@ -23,7 +23,7 @@ from radpilot.dicom.encoders.common import (
     to_coded_concept,
     to_unit_concept,
 )
-from radpilot.dicom.encoders.key_image import KeyImage, display_window, encode_key_image, render_key_image
+from radpilot.dicom.encoders.key_image import KeyImage, default_display_window, encode_key_image, render_key_image
 from radpilot.dicom.encoders.seg import encode_segmentation
 from radpilot.dicom.encoders.sr import (
     DIAMETER_CONCEPT,
@@ -42,7 +42,7 @@ __all__ = [
     "KeyImage",
     "UidFactory",
     "default_procedure_code",
-    "display_window",
+    "default_display_window",
     "encode_key_image",
     "encode_measurement_report",
     "encode_segmentation",

@@ -6,7 +6,7 @@ Everything the SEG, SR and key-image encoders have in common lives here:
 * deterministic UIDs derived from a seed string (:class:`UidFactory`), so that
   re-running the same job on the same input produces the same SOP Instance and
   Series Instance UIDs (idempotent storage and forwarding),
-* mapping :class:`radpilot.analyses.base.Code` to highdicom's
+* mapping :class:`radpilot.contract.Code` to highdicom's
   :class:`highdicom.sr.CodedConcept`,
 * validation and ordering of the source images,
 * copying patient and study attributes from the source,
@@ -48,7 +48,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from radpilot import __version__ as RADPILOT_VERSION
-from radpilot.analyses.base import Code
+from radpilot.contract import Code
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def _scheme(scheme: str) -> str:
 
 
 def to_coded_concept(code: Code, *, what: str = "code") -> hd.sr.CodedConcept:
-    """Map a RadPilot :class:`~radpilot.analyses.base.Code` to :class:`highdicom.sr.CodedConcept`.
+    """Map a RadPilot :class:`~radpilot.contract.Code` to :class:`highdicom.sr.CodedConcept`.
 
     Scheme aliases (``SNOMED`` -> ``SCT``, ``LOINC`` -> ``LN``) are normalised.
 

@@ -1,8 +1,8 @@
 """Annotated key image: a Secondary Capture of the key slice with findings burned in (IHE AI Results).
 
 The key slice (``findings.key_slices[0]``, else the middle slice) is windowed
-for display (CT: lung window W1500/L-600 for a lung analysis, soft tissue
-W400/L40 otherwise; other modalities and radiographs: 1st-99th percentile),
+for display (the window the analysis declares for the modality; without one, CT
+soft tissue W400/L40 and other modalities 1st-99th percentile),
 scaled so that its short side is at least ``min_size`` pixels (integer factor,
 nearest neighbour) and its long side at most ``max_size``, and converted to RGB.
 On it are drawn:
@@ -39,7 +39,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
-from radpilot.analyses.base import Findings, LineFinding
+from radpilot.contract import Findings, LineFinding
 from radpilot.dicom.encoders.common import (
     DEFAULT_MANUFACTURER,
     POINT_COLOR_RGB,
@@ -59,12 +59,10 @@ from radpilot.dicom.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KeyImage", "display_window", "render_key_image", "encode_key_image", "LUNG_WINDOW", "SOFT_TISSUE_WINDOW", "LINE_COLORS_RGB", "line_color"]
+__all__ = ["KeyImage", "default_display_window", "render_key_image", "encode_key_image", "SOFT_TISSUE_WINDOW", "LINE_COLORS_RGB", "line_color"]
 
 KEY_IMAGE_KIND = "key-image"
-#: (center, width) of the CT lung window.
-LUNG_WINDOW = (-600.0, 1500.0)
-#: (center, width) of the CT soft-tissue window.
+#: (center, width) of the CT soft-tissue window, for a CT whose analysis declares no window.
 SOFT_TISSUE_WINDOW = (40.0, 400.0)
 TEXT_COLOR = (255, 255, 255)
 LEGEND_BACKGROUND = (0, 0, 0)
@@ -126,15 +124,13 @@ class KeyImage:
     image_rows: int
 
 
-def display_window(findings: Findings, volume: Volume) -> tuple[float, float] | None:
-    """The display window (center, width) for the key image, or ``None`` for a percentile stretch.
+def default_display_window(volume: Volume) -> tuple[float, float] | None:
+    """The display window (center, width) when the caller gives none: soft tissue for CT, else ``None`` (a percentile stretch).
 
-    CT: the lung window when the analysis is a lung analysis (its name contains
-    ``"lung"``), else soft tissue.  Any other modality: ``None``.
+    An analysis declares its own window (:meth:`radpilot.contract.Analysis.display_window`);
+    the engine passes it as ``window``.
     """
-    if volume.modality.upper() != "CT":
-        return None
-    return LUNG_WINDOW if "lung" in findings.analysis.lower() else SOFT_TISSUE_WINDOW
+    return SOFT_TISSUE_WINDOW if volume.modality.upper() == "CT" else None
 
 
 def _to_grey(image: np.ndarray, window: tuple[float, float] | None, invert: bool) -> np.ndarray:
@@ -283,7 +279,7 @@ def render_key_image(
     slice_index
         Slice to render; default ``findings.key_slices[0]`` or the middle slice.
     window
-        ``(center, width)`` display window; default :func:`display_window`.
+        ``(center, width)`` display window (the analysis' declared window); default :func:`default_display_window`.
     min_size, max_size
         Bounds of the output size in pixels (short side at least ``min_size`` by an
         integer upscaling, long side at most ``max_size``); ``min_size=0`` keeps
@@ -313,7 +309,7 @@ def render_key_image(
             raise ValueError(f"window must be (center, width) with a positive width, got {window!r}")
         window = (float(window[0]), float(window[1]))
     else:
-        window = display_window(findings, volume)
+        window = default_display_window(volume)
     index = _key_slice(findings, volume.num_slices, slice_index)
 
     labels = np.zeros(volume.shape[1:], dtype=np.int32)

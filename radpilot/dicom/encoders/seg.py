@@ -1,7 +1,7 @@
 """DICOM Segmentation (SEG) encoder for an analysis' label volume (IHE AI Results).
 
 One BINARY Segmentation instance per analysis run: one segment per
-:class:`radpilot.analyses.base.Segment`, each with its coded category, type and
+:class:`radpilot.contract.Segment`, each with its coded category, type and
 anatomic region, algorithm type AUTOMATIC and the algorithm's identification.
 Frames that hold no voxel of a segment are omitted.  The object belongs to the
 study of its source series and opens a new series.
@@ -21,7 +21,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
-from radpilot.analyses.base import Findings, Segmentation
+from radpilot.contract import Findings, Segmentation
 from radpilot.dicom.encoders.common import (
     DEFAULT_MANUFACTURER,
     DeviceIdentity,

@@ -11,7 +11,7 @@ Content tree built with highdicom (:class:`highdicom.sr.MeasurementReport`):
     slices; the group references the SEG segment and the source series) or
     TID 1410 Planar ROI (a single 2-D image; the group references the SEG frame
     and its source image), with one TID 300 Measurement per
-    :class:`~radpilot.analyses.base.Measurement` (name, value, UCUM unit,
+    :class:`~radpilot.contract.Measurement` (name, value, UCUM unit,
     finding site, derivation, algorithm identification),
   - every point finding: TID 1410 Planar ROI with an Image Region (SCOORD
     ``POINT``, or ``CIRCLE`` when the diameter is known, on the slice the point
@@ -45,7 +45,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage
 
-from radpilot.analyses.base import Code, Findings, LineFinding, Measurement, PointFinding, Segment
+from radpilot.contract import Code, Findings, LineFinding, Measurement, PointFinding, Segment
 from radpilot.dicom.encoders.common import (
     DEFAULT_MANUFACTURER,
     DeviceIdentity,

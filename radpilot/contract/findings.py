@@ -1,20 +1,14 @@
-"""The contract of an analysis.
+"""Typed findings: what an analysis returns for one input series.
 
-An analysis is a pure, deterministic function of its input series: no database,
-no network, no global state.  It declares its name, version, the series it
-applies to and the model files it needs, and returns typed findings.  Encoding
-into DICOM, storage, forwarding and display are the engine's job.
+Pure data (numpy only), so every layer can read them: the encoders turn them into DICOM,
+the engine stores their summary, the validation workbench compares them with references.
 """
 
 from __future__ import annotations
 
-import abc
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
-
-from radpilot.dicom.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -149,20 +143,3 @@ class Findings:
 
 class NotApplicableError(ValueError):
     """The input is not something this analysis can analyse; the message says why, in plain words."""
-
-
-class Analysis(abc.ABC):
-    """Base class of every analysis; subclasses set the class attributes and implement ``run``."""
-
-    name: ClassVar[str]
-    version: ClassVar[str]
-    description: ClassVar[str] = ""
-    required_models: ClassVar[tuple[str, ...]] = ()
-
-    @abc.abstractmethod
-    def check_input(self, volume: Volume) -> None:
-        """Raise NotApplicableError (plain-language reason) when ``volume`` cannot be analysed."""
-
-    @abc.abstractmethod
-    def run(self, volume: Volume) -> Findings:
-        """Analyse one volume; pure and deterministic."""

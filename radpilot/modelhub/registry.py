@@ -1,9 +1,12 @@
 """Model registry: manifests, sha256 verification, cached ONNX Runtime sessions.
 
-Every model lives in ``models/<name>/`` with a ``manifest.json`` that names the
+Every model lives in a folder ``<name>/`` with a ``manifest.json`` that names the
 ONNX file and its sha256, the input geometry and normalisation, the labels
 with their codes, the training data and metrics, and the intended use.  A file
 whose hash differs from its manifest is refused, never run.
+
+Model folders are searched in the repository's ``models/`` and in any further
+folders given (an analysis may ship its models in its own folder's ``models/``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,36 +99,48 @@ def available_providers(prefer_gpu: bool = True) -> list[str]:
 
 
 class ModelRegistry:
-    """Finds manifests under ``models_dir`` and hands out verified, cached ONNX Runtime sessions.
+    """Finds manifests under its model folders and hands out verified, cached ONNX Runtime sessions.
 
     Parameters
     ----------
     models_dir
-        Folder with one sub-folder per model, each holding ``manifest.json``.
+        Folder (or folders, searched in order) with one sub-folder per model, each holding ``manifest.json``.
     providers
         ONNX Runtime execution providers; default CUDA if available, then CPU.
     intra_op_threads
         Threads per session (0: ONNX Runtime's default).
     """
 
-    def __init__(self, models_dir: Path = DEFAULT_MODELS_DIR, *, providers: list[str] | None = None, intra_op_threads: int = 0) -> None:
-        self.models_dir = Path(models_dir)
+    def __init__(self, models_dir: Path | Sequence[Path] = DEFAULT_MODELS_DIR, *, providers: list[str] | None = None,
+                 intra_op_threads: int = 0) -> None:
+        dirs = [models_dir] if isinstance(models_dir, (str, Path)) else list(models_dir)
+        if not dirs:
+            raise ValueError("ModelRegistry needs at least one models folder")
+        self.models_dirs: tuple[Path, ...] = tuple(dict.fromkeys(Path(d) for d in dirs))
         self.providers = providers
         self.intra_op_threads = intra_op_threads
         self._sessions: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
+    @property
+    def models_dir(self) -> Path:
+        """The first (primary) models folder."""
+        return self.models_dirs[0]
+
     def manifests(self) -> list[ModelManifest]:
-        if not self.models_dir.is_dir():
-            return []
-        return [ModelManifest.load(p) for p in sorted(self.models_dir.glob("*/manifest.json"))]
+        found: list[ModelManifest] = []
+        for folder in self.models_dirs:
+            if folder.is_dir():
+                found.extend(ModelManifest.load(p) for p in sorted(folder.glob("*/manifest.json")))
+        return found
 
     def manifest(self, name: str, version: str | None = None) -> ModelManifest:
         candidates = [m for m in self.manifests() if m.name == name and (version is None or m.version == version)]
         if not candidates:
             known = ", ".join(f"{m.name} {m.version}" for m in self.manifests()) or "none"
             wanted = f"{name} {version}" if version else name
-            raise KeyError(f"no model {wanted!r} in {self.models_dir}; available: {known}")
+            folders = ", ".join(str(d) for d in self.models_dirs)
+            raise KeyError(f"no model {wanted!r} in {folders}; available: {known}")
         return sorted(candidates, key=lambda m: _version_key(m.version))[-1]
 
     def verify(self, manifest: ModelManifest) -> None:

@@ -1,0 +1,107 @@
+"""What an analysis declares about itself, beyond its findings.
+
+The engine, the encoders, the validation workbench and the web read these
+declarations; none of them names an analysis.  Each type validates at
+construction and says what it expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from radpilot.contract.findings import Code
+
+
+@dataclass(frozen=True)
+class InputRequirements:
+    """The series an analysis accepts, in words and in the modalities it reads (its ``check_input`` decides)."""
+
+    modalities: tuple[str, ...]
+    summary: str
+
+    def __post_init__(self) -> None:
+        if not self.modalities or not all(isinstance(m, str) and m for m in self.modalities):
+            raise ValueError(f"InputRequirements.modalities must be non-empty modality codes, got {self.modalities!r}")
+        if not self.summary:
+            raise ValueError("InputRequirements.summary must say in words which series the analysis accepts")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """A named, comparable output of an analysis, matched to its Measurement by concept and finding site.
+
+    The workbench compares outputs with reference values by ``name``; production
+    monitoring watches the distribution of ``key`` outputs for drift.
+    """
+
+    name: str
+    label: str
+    unit: str
+    concept: str | None = None
+    concept_meaning: str | None = None
+    site: str | None = None
+    site_meaning: str | None = None
+    key: bool = False  # a key output: its distribution is monitored for drift
+    relative: bool = False  # also report the error in percent of the reference
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"OutputSpec.name must be an identifier (it names metrics), got {self.name!r}")
+        if self.concept is None and self.concept_meaning is None:
+            raise ValueError(f"output {self.name!r} needs the concept (code or meaning) of the measurement it reads")
+
+    @classmethod
+    def of(cls, name: str, label: str, unit: str, concept: Code, site: Code | None = None, *,
+           key: bool = False, relative: bool = False) -> OutputSpec:
+        """The output read from the measurement ``concept`` at finding site ``site``."""
+        return cls(name, label, unit, concept.value, concept.meaning,
+                   site.value if site else None, site.meaning if site else None, key=key, relative=relative)
+
+    def matches(self, concept: str, concept_meaning: str, site: str | None, site_meaning: str | None) -> bool:
+        same_concept = concept == self.concept if concept else concept_meaning == self.concept_meaning
+        same_site = (site == self.site) if site else (site_meaning == self.site_meaning)
+        return same_concept and same_site
+
+
+@dataclass(frozen=True)
+class StructureSpec:
+    """A structure the analysis segments, as reference datasets name it, matched by segment type (SNOMED CT).
+
+    ``parts``: a structure made of others (e.g. both lungs = right + left); its
+    reference is the union of the parts' references.  ``surface=False`` skips
+    surface distances (a union's surface is its parts' surfaces, measured already).
+    """
+
+    name: str
+    codes: tuple[str, ...]
+    parts: tuple[str, ...] = ()
+    surface: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"StructureSpec.name must be an identifier (it names metrics), got {self.name!r}")
+        if not self.codes:
+            raise ValueError(f"structure {self.name!r} needs the segment type codes (SNOMED CT) it is matched by")
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A binary question answered from a continuous output: reference positive when ref > threshold, scored by the prediction."""
+
+    name: str
+    label: str
+    output: str
+    reference_threshold: float
+    operating_threshold: float
+
+
+@dataclass
+class ModelPrediction:
+    """What one model predicts for one reference image, through the analysis' own pre/post-processing."""
+
+    masks: Mapping[str, np.ndarray]  # structure name -> bool mask on the image grid
+    outputs: Mapping[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
