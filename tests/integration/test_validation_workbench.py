@@ -1,7 +1,7 @@
 """The validation workbench on the real shared data, end to end, and its HTML report in headless Chromium.
 
 * ``validate lung_ct_quant --dataset ct-lung-slices`` on a subset, through ``python -m
-  radpilot.validation.cli`` (the standalone entry point), against the MANUAL masks;
+  radpilot.cli.validation`` (the standalone entry point), against the MANUAL masks;
 * ``validate lung_ct_quant --dataset ct-lung`` (both real DICOM series, the production
   path) against the AUTOMATIC reference masks and cases.csv;
 * ``models check lung_ct_quant``: a partial run does not count for the gate;
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radpilot.validation.cli import app
+from radpilot.cli.validation import app
 from tests.helpers import REPO_ROOT, require_or_skip
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -41,7 +41,7 @@ def workbench(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     data_dir = tmp_path_factory.mktemp("workbench") / "data"
     common = ["--data-dir", str(data_dir), "--data-root", str(shared_data_dir)]
     slices = subprocess.run(
-        [sys.executable, "-m", "radpilot.validation.cli", "validate", "lung_ct_quant", "--dataset", "ct-lung-slices",
+        [sys.executable, "-m", "radpilot.cli.validation", "validate", "lung_ct_quant", "--dataset", "ct-lung-slices",
          "--limit", str(SUBSET), "--resamples", "500", "--json", *common],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=240,
     )

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from radpilot.config import Settings
 from radpilot.security.audit import events
 from radpilot.modelhub.activation import ModelNotActive, require_active
-from radpilot.validation.cli import app
+from radpilot.cli.validation import app
 from radpilot.validation.gate import (
     Criteria,
     CriteriaError,

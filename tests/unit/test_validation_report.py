@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radpilot.validation import metrics as M
-from radpilot.validation.cli import app
+from radpilot.cli.validation import app
 from radpilot.validation.report import compare_results, froc_plot, overlay_png, render_comparison, render_report
 from radpilot.validation.aggregate import detection_summary
 from radpilot.validation.runner import run_validation

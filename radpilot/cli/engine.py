@@ -142,3 +142,49 @@ def jobs(
             "" if row["duration_s"] is None else f"{row['duration_s']:.1f}", row["error"] or "",
         )
     console.print(table)
+
+
+def analyses(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """The installed analyses and what each declares: inputs, outputs, structures, models and its folder."""
+    from radpilot.analyses import discover_analyses
+
+    rows = [
+        {
+            "name": name,
+            "version": a.version,
+            "description": a.description,
+            "inputs": {"modalities": list(a.inputs.modalities), "summary": a.inputs.summary} if a.inputs else None,
+            "outputs": [{"name": o.name, "label": o.label, "unit": o.unit, "key": o.key} for o in a.outputs],
+            "structures": [{"name": s.name, "codes": list(s.codes)} for s in a.structures],
+            "models": list(a.required_models),
+            "default_routing": a.routing_file().is_file(),
+            "acceptance_criteria": a.acceptance_file().is_file(),
+            "folder": str(a.folder()),
+        }
+        for name, a in sorted(discover_analyses().items())
+    ]
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("analysis", "version", "inputs", "outputs", "models", "folder")
+    for row in rows:
+        inputs = ", ".join(row["inputs"]["modalities"]) if row["inputs"] else "-"
+        table.add_row(row["name"], row["version"], inputs, ", ".join(o["name"] for o in row["outputs"]) or "-",
+                      ", ".join(row["models"]) or "-", row["folder"])
+    console.print(table)
+
+
+def rules(rules_file: RulesFile = None) -> None:
+    """Print the routing rules in force: the site's rules file, or the analyses' default rules as one file to start from."""
+    from radpilot.analyses import discover_analyses
+    from radpilot.engine.routing import RulesError, default_rules_text, load_rules
+
+    settings = _settings(rules_file=rules_file)
+    found = discover_analyses()
+    try:
+        load_rules(settings.rules_file, found)
+    except RulesError as exc:
+        errors.print(f"[red]rules file rejected:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    text = settings.rules_file.read_text() if settings.rules_file else default_rules_text(found)
+    typer.echo(text, nl=False)

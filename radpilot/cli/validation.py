@@ -2,12 +2,12 @@
 
 Register in RadPilot's CLI with::
 
-    from radpilot.validation.cli import datasets_app, models_app, validate_app
+    from radpilot.cli.validation import datasets_app, models_app, validate_app
     app.add_typer(datasets_app, name="datasets")
     app.add_typer(validate_app, name="validate")
     app.add_typer(models_app, name="models")
 
-or run standalone: ``python -m radpilot.validation.cli validate lung_ct_quant --dataset ct-lung-slices``.
+or run standalone: ``python -m radpilot.cli.validation validate lung_ct_quant --dataset ct-lung-slices``.
 
 Exit status: 0 done; 1 a check failed (dataset changed, gate not met, activation refused);
 2 a usage error (unknown dataset, analysis or run, bad option).
@@ -373,12 +373,11 @@ models_app = typer.Typer(help="Models and analyses: acceptance gate, activation 
 
 def _subjects(models_dir: Path | None) -> list[tuple[str, str, str]]:
     """(kind, name, version) of every model manifest and installed analysis."""
-    from radpilot.analyses import discover_analyses
-    from radpilot.modelhub.registry import DEFAULT_MODELS_DIR, ModelRegistry
+    from radpilot.analyses import discover_analyses, model_registry
 
-    registry = ModelRegistry(models_dir or DEFAULT_MODELS_DIR)
-    items = [("model", m.name, m.version) for m in registry.manifests()]
-    items += [("analysis", name, str(a.version)) for name, a in sorted(discover_analyses().items())]
+    analyses = discover_analyses()
+    items = [("model", m.name, m.version) for m in model_registry(analyses, models_dir).manifests()]
+    items += [("analysis", name, str(a.version)) for name, a in sorted(analyses.items())]
     return items
 
 

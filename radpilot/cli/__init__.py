@@ -1,4 +1,8 @@
-"""RadPilot's command line (Typer)."""
+"""RadPilot's command line (Typer): the top layer, which may call every package below it.
+
+``radpilot.cli.engine`` holds the engine's commands (analyze, route, jobs) and
+``radpilot.cli.validation`` the workbench's (datasets, validate, models).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from radpilot.cli import engine as engine_commands
+from radpilot.cli import validation as validation_commands
 from radpilot.config import Settings
 from radpilot.logging_setup import configure_logging
 
@@ -429,26 +435,14 @@ def worker(
     run_worker(celery_app, concurrency=concurrency, node_name=name, loglevel=settings.log_level)
 
 
-def _register_engine_commands() -> None:
-    from radpilot.engine import cli as engine_cli
-
-    app.command("analyze")(engine_cli.analyze)
-    app.command("route")(engine_cli.route)
-    app.command("jobs")(engine_cli.jobs)
-
-
-_register_engine_commands()
-
-
-def _register_validation_commands() -> None:
-    from radpilot.validation.cli import datasets_app, models_app, validate_app
-
-    app.add_typer(datasets_app, name="datasets")
-    app.add_typer(validate_app, name="validate")
-    app.add_typer(models_app, name="models")
-
-
-_register_validation_commands()
+app.command("analyze")(engine_commands.analyze)
+app.command("route")(engine_commands.route)
+app.command("jobs")(engine_commands.jobs)
+app.command("analyses")(engine_commands.analyses)
+app.command("rules")(engine_commands.rules)
+app.add_typer(validation_commands.datasets_app, name="datasets")
+app.add_typer(validation_commands.validate_app, name="validate")
+app.add_typer(validation_commands.models_app, name="models")
 
 
 if __name__ == "__main__":
