@@ -223,7 +223,10 @@ class SliceEvaluator(Evaluator):
             raise ValidationError(
                 f"{subject.name} has no 2-D entry point (run_slice): it cannot be validated on the 2-D slices of {manifest.name}"
             )
-        self.structure = str(manifest.options.get("structure", "lungs"))
+        structure = manifest.options.get("structure")
+        if not structure:
+            raise ValidationError(f"dataset {manifest.name}: a png-slices manifest names its masks' structure in options.structure")
+        self.structure = str(structure)
         self.primary_metric = f"dice_{self.structure}"
         spacing_note = ("pixel spacing unknown: the analysis' assumed spacing is used for its size rules"
                         if manifest.options.get("pixel_spacing_mm") is None else "pixel spacing from the dataset")
@@ -249,7 +252,10 @@ class VolumeEvaluator(Evaluator):
         if subject.analysis is None:
             raise ValidationError(f"{subject.name} is a model; 3-D datasets are validated through the analysis that uses it")
         analysis = subject.analysis
-        names = [str(s) for s in (manifest.options.get("mask_labels") or {1: "lungs"}).values()]
+        mask_labels = manifest.options.get("mask_labels")
+        if not mask_labels:
+            raise ValidationError(f"dataset {manifest.name}: a 3-D manifest names its mask labels in options.mask_labels")
+        names = [str(s) for s in mask_labels.values()]
         self.structures = declared_structures(analysis, names, with_unions=True)
         if not self.structures:
             raise ValidationError(f"{analysis.name} declares none of the structures {names} of {manifest.name}")
