@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import pytest
 import yaml
@@ -207,7 +208,6 @@ def _phantom_volume(direction: np.ndarray | None = None, origin: tuple = (0.0, 0
 
 @pytest.mark.parametrize("flip_k", [False, True])
 def test_nifti_reader_matches_nibabel_and_aligns(tmp_path: Path, flip_k: bool) -> None:
-    nibabel = pytest.importorskip("nibabel")
     _, labels = phantom_hu()
     path = tmp_path / "mask.nii.gz"
     write_nifti_labels(path, labels, flip_k=flip_k)
@@ -219,7 +219,6 @@ def test_nifti_reader_matches_nibabel_and_aligns(tmp_path: Path, flip_k: bool) -
 
 
 def test_nifti_qform_only_and_uncompressed(tmp_path: Path) -> None:
-    nibabel = pytest.importorskip("nibabel")
     array = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
     affine = np.array([[0, 0, 2.0, 5], [-1.5, 0, 0, 7], [0, 1.0, 0, -3], [0, 0, 0, 1]])
     image = nibabel.Nifti1Image(array, affine)
@@ -233,7 +232,6 @@ def test_nifti_qform_only_and_uncompressed(tmp_path: Path) -> None:
 
 def test_nifti_without_sform_or_qform_uses_the_voxel_sizes_alone(tmp_path: Path) -> None:
     """NIfTI method 1 (as the cmr-acdc files are written): no offset, no flip; not nibabel's Analyze fallback."""
-    nibabel = pytest.importorskip("nibabel")
     array = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
     image = nibabel.Nifti1Image(array, np.diag([1.5, 1.25, 10.0, 1.0]))
     image.set_sform(None, code=0)
@@ -246,7 +244,6 @@ def test_nifti_without_sform_or_qform_uses_the_voxel_sizes_alone(tmp_path: Path)
 
 
 def test_nifti_scaling_is_applied_in_float64_and_nifti2_is_read(tmp_path: Path) -> None:
-    nibabel = pytest.importorskip("nibabel")
     array = np.array([[[0, 1], [2, -3]], [[400, 5], [6, 7]]], dtype=np.int16)
     affine = np.diag([2.0, 2.0, 3.0, 1.0])
     scaled = nibabel.Nifti1Image(array, affine)
@@ -263,7 +260,6 @@ def test_nifti_scaling_is_applied_in_float64_and_nifti2_is_read(tmp_path: Path) 
 
 
 def test_nifti_errors_name_the_file(tmp_path: Path) -> None:
-    nibabel = pytest.importorskip("nibabel")
     (tmp_path / "junk.nii").write_bytes(b"not a nifti file" * 40)
     with pytest.raises(DatasetError, match=r"junk\.nii: cannot read NIfTI file"):
         read_nifti(tmp_path / "junk.nii")
