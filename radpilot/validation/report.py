@@ -3,7 +3,9 @@
 Everything is inline: CSS in a ``<style>`` element, plots as base64 PNG rendered with
 matplotlib's Agg backend, case overlays as base64 PNG drawn with numpy and Pillow.
 No script, no font, no CDN: the file opens the same on a hospital workstation without
-network access, and can be archived as it is.
+network access, and can be archived as it is. The HTML comes from the Jinja2
+templates in ``radpilot/validation/templates`` with autoescaping (:mod:`radpilot.html`);
+this module computes what they show.
 
 Sections: identity (subject, code path, dataset name, version and content hash,
 licence and citation, date, machine), warnings, the dataset's stated limitations, the
@@ -15,44 +17,26 @@ cases with outlines of prediction and reference, and the per-case table.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from radpilot.html import template_environment
 from radpilot.validation.evaluators import Overlay
-
-CSS = """
-body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',Arial,sans-serif;margin:0;color:#1d2433;background:#f4f6f9}
-main{max-width:1280px;margin:0 auto;padding:24px 28px 60px;background:#fff}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 10px;border-bottom:2px solid #dfe4ec;padding-bottom:4px}
-h3{font-size:15px;margin:18px 0 6px}.sub{color:#5a6478;margin:0 0 16px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0 10px}th,td{border:1px solid #dfe4ec;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#eef2f7;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-table.kv th{width:210px}.wide{overflow-x:auto;max-width:100%}
-.warn{background:#fff6e0;border:1px solid #f0c36d;border-left:6px solid #e0a21b;padding:8px 14px;margin:10px 0}
-.ok{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}.muted{color:#6b7486}
-tr.failed td{background:#fde8e7}tr.excluded td{background:#f3f3f3;color:#555}
-.grid{display:flex;flex-wrap:wrap;gap:14px}.fig{margin:0}.fig img{border:1px solid #dfe4ec;max-width:100%}
-.fig figcaption{font-size:12px;color:#4a5366;max-width:420px}.legend span{display:inline-block;margin-right:16px}
-.sw{display:inline-block;width:14px;height:4px;vertical-align:middle;margin-right:4px}
-code{font-size:12px;background:#f1f3f7;padding:1px 4px;border-radius:3px;word-break:break-all}
-footer{margin-top:40px;font-size:12px;color:#6b7486}
-"""
 
 PREDICTED_COLOURS = [(230, 40, 40), (255, 140, 0), (200, 60, 220)]
 REFERENCE_COLOURS = [(30, 200, 70), (40, 170, 255), (250, 230, 40)]
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
 def fmt(value: Any, digits: int | None = None) -> str:
-    """A number for a table: 4 decimals below 10, 2 below 1000, else 1; '' for None; 'inf' kept."""
+    """A number for a table: 4 decimals below 10, 2 below 1000, else 1; '' for None; 'inf' kept.
+
+    Plain text: the templates escape it (``|fmt``), and plot titles use it as it is.
+    """
     if value is None:
         return ""
     if isinstance(value, str):
@@ -62,7 +46,7 @@ def fmt(value: Any, digits: int | None = None) -> str:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        return _e(value)
+        return str(value)
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
@@ -70,6 +54,11 @@ def fmt(value: Any, digits: int | None = None) -> str:
     if digits is None:
         digits = 4 if abs(v) < 10 else 2 if abs(v) < 1000 else 1
     return f"{v:.{digits}f}"
+
+
+def _output_label(name: str, entry: dict[str, Any]) -> str:
+    """How the report names an output: the label its analysis declares (runs stored before labels were kept: the name)."""
+    return entry.get("label") or name
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -173,7 +162,7 @@ def bland_altman_plot(output: str, entry: dict[str, Any]) -> str | None:
     p, r = np.asarray(entry["predicted"]), np.asarray(entry["reference"])
     ba = entry["bland_altman"]
     unit = entry.get("unit") or ""
-    label = entry.get("label") or output
+    label = _output_label(output, entry)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.6, 3.8))
     mean, diff = (p + r) / 2, p - r
     ax1.scatter(mean, diff, s=14, color="#2b6cb0", alpha=0.75)
@@ -234,227 +223,143 @@ def froc_plot(entry: dict[str, Any]) -> str | None:
     return _figure_png(fig)
 
 
-# --------------------------------------------------------------------------------------------- html parts
-def _kv_table(rows: Sequence[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="kv">{body}</table>'
-
-
-def _identity(result: dict[str, Any]) -> str:
-    s, d, m = result["subject"], result["dataset"], result["machine"]
-    verified = '<span class="ok">matches the manifest</span>' if d.get("verified") else f'<span class="bad">{_e(d.get("verification"))}: {_e(d.get("verification_message"))}</span>'
-    gate = result["gate_view"]
-    model = f"{_e(s.get('model'))} {_e(s.get('model_version'))} (sha256 <code>{_e(s.get('model_sha256'))}</code>)" if s.get("model") else "none (no model file)"
-    rows = [
-        ("Run", f"{_e(result.get('run_id', 'not stored'))} - {_e(result['created_at'])} - {fmt(result['seconds'], 1)} s"),
-        ("Subject", f"{_e(s['kind'])} <b>{_e(s['name'])}</b> version <b>{_e(s['version'])}</b>"),
-        ("Model", model),
-        ("Code path", _e(s["code_path"])),
-        ("Dataset", f"<b>{_e(d['name'])}</b> version {_e(d['version'])} - {_e(d.get('title'))}"),
-        ("Content hash", f"<code>{_e(d.get('content_hash'))}</code> {verified}"),
-        ("Reference", f"{_e(d['reference'].get('kind'))}: {_e(d['reference'].get('description'))}"),
-        ("Cases", f"{gate['n_evaluated']} evaluated of {gate['n_cases']} in the dataset; {gate['n_included']} in the statistics, "
-                  f"{gate['n_excluded']} excluded, {gate['n_failed']} failed"),
-        ("Independent of development", "yes" if gate["independent"] else f'<span class="bad">no</span> - {_e(gate.get("dependence"))}'),
-        ("Licence", _e(d.get("licence"))),
-        ("Terms", _e(d.get("terms"))),
-        ("Citation", "<br>".join(_e(c) for c in d.get("citation", []))),
-        ("Statistics", f"percentile bootstrap over cases, {result['summary']['n_resamples']} resamples, seed {result['summary']['seed']}, "
-                       f"{int(round(result['summary']['confidence'] * 100))} % intervals"),
-        ("Machine", _e(", ".join(f"{k} {v}" for k, v in m.items()))),
-    ]
-    return _kv_table(rows)
-
-
-def _summary_table(result: dict[str, Any]) -> str:
-    pct = int(round(result["summary"]["confidence"] * 100))
-    head = f"<tr><th>metric</th><th>n</th><th>mean</th><th>{pct} % CI of the mean</th><th>median</th><th>SD</th><th>min</th><th>max</th></tr>"
-    rows = []
-    for name, s in result["summary"]["per_metric"].items():
-        if not s.get("n"):
-            rows.append(f"<tr><td>{_e(name)}</td><td class='num'>0</td><td colspan='6' class='muted'>no finite value ({s.get('n_nonfinite', 0)} non-finite)</td></tr>")
-            continue
-        ci = s["mean_ci"]
-        ci_text = ("single case: no interval" if ci["single_case"] else f"n &lt; 5: no interval" if ci.get("too_few_cases")
-                   else f"{fmt(ci['lower'])} - {fmt(ci['upper'])}")
-        extra = f" <span class='bad'>(+{s['n_nonfinite']} inf)</span>" if s.get("n_nonfinite") else ""
-        rows.append(
-            f"<tr><td>{_e(name)}</td><td class='num'>{s['n']}{extra}</td><td class='num'><b>{fmt(s['mean'])}</b></td><td class='num'>{ci_text}</td>"
-            f"<td class='num'>{fmt(s['median'])}</td><td class='num'>{fmt(s['sd'])}</td><td class='num'>{fmt(s['min'])}</td><td class='num'>{fmt(s['max'])}</td></tr>"
-        )
-    return f"<div class='wide'><table>{head}{''.join(rows)}</table></div>"
-
-
-def _agreement_table(result: dict[str, Any]) -> str:
-    entries = result["summary"].get("agreement") or {}
-    if not entries:
-        return ""
-    pct = int(round(result["summary"]["confidence"] * 100))
-    head = f"<tr><th>output</th><th>unit</th><th>n</th><th>bias (RadPilot - reference)</th><th>SD of differences</th><th>limits of agreement</th><th>MAE</th><th>{pct} % CI of MAE</th><th>ICC(2,1)</th></tr>"
-    rows = []
-    for name, e in entries.items():
-        label = e.get("label") or name
-        ba = e.get("bland_altman") or {}
-        ci = e.get("mae_ci") or {}
-        bias = ba.get("bias") if ba else (float(np.mean(np.subtract(e["predicted"], e["reference"]))) if e.get("predicted") else None)
-        rows.append(
-            f"<tr><td>{_e(label)}</td><td>{_e(e.get('unit'))}</td><td class='num'>{e['n']}</td><td class='num'>{fmt(bias)}</td>"
-            f"<td class='num'>{fmt(ba.get('sd'))}</td><td class='num'>{fmt(ba.get('lower'))} to {fmt(ba.get('upper'))}</td>"
-            f"<td class='num'>{fmt(e.get('mae'))}</td><td class='num'>{fmt(ci.get('lower'))} - {fmt(ci.get('upper'))}</td>"
-            f"<td class='num'>{fmt(e.get('icc_2_1'))}</td></tr>"
-        )
-    return f"<h2>Measurement agreement</h2><div class='wide'><table>{head}{''.join(rows)}</table></div>"
-
-
-def _classification_table(result: dict[str, Any]) -> str:
-    entries = result["summary"].get("classification") or {}
-    if not entries:
-        return ""
-    rows = []
-    for name, e in entries.items():
-        ci = e.get("auc_ci") or {}
-        rows.append(
-            f"<tr><td>{_e(e['label'])}</td><td class='num'>{e['n']}</td><td class='num'>{e.get('n_positive', '')}</td>"
-            f"<td class='num'>{fmt(e.get('auc'), 3)}</td><td class='num'>{fmt(ci.get('lower'), 3)} - {fmt(ci.get('upper'), 3)}</td>"
-            f"<td class='num'>{fmt(e.get('operating_threshold'))}</td><td class='num'>{fmt(e.get('sensitivity'), 3)}</td>"
-            f"<td class='num'>{fmt(e.get('specificity'), 3)}</td><td class='num'>{e.get('tp', '')}/{e.get('fp', '')}/{e.get('tn', '')}/{e.get('fn', '')}</td>"
-            f"<td>{_e(e.get('note', ''))}</td></tr>"
-        )
-    head = "<tr><th>question</th><th>n</th><th>positives</th><th>AUC</th><th>95 % CI</th><th>threshold</th><th>sensitivity</th><th>specificity</th><th>TP/FP/TN/FN</th><th></th></tr>"
-    return f"<h2>Classification</h2><table>{head}{''.join(rows)}</table>"
-
-
+# --------------------------------------------------------------------------------------------- what the templates show
+TEMPLATES = template_environment("radpilot.validation", filters={"fmt": fmt})
 TABLE_SKIP_PREFIXES = ("jaccard_", "abs_", "area_reference_px_", "area_predicted_px_")
 
 
-def _case_table(result: dict[str, Any]) -> str:
-    cases = result["cases"]
-    metric_names: list[str] = []
-    for c in cases:
-        for n in c["metrics"]:
-            if n not in metric_names and not n.startswith(TABLE_SKIP_PREFIXES) and not n.endswith("_abs_error") and not n.endswith("_abs_error_percent"):
-                metric_names.append(n)
-    value_names: list[str] = []
-    for c in cases:
-        for n in c["values"]:
-            if n not in value_names:
-                value_names.append(n)
-    attr_names: list[str] = []
-    for c in cases:
-        for n in c["attributes"]:
-            if n not in attr_names:
-                attr_names.append(n)
-    mask_names = {n for c in cases for n, v in c["values"].items() if v.get("reference_mask") is not None}
-    head = (
-        "<tr><th>case</th><th>status</th>" + "".join(f"<th>{_e(a)}</th>" for a in attr_names)
-        + "".join(f"<th>{_e(m)}</th>" for m in metric_names)
-        + "".join(f"<th>{_e(v)} RadPilot</th><th>{_e(v)} reference</th>"
-                  + (f"<th>{_e(v)} on the reference mask</th>" if v in mask_names else "") for v in value_names)
-        + "<th>s</th><th>remarks</th></tr>"
-    )
+@dataclass(frozen=True)
+class Plot:
+    """One entry of a report's plot grid: an inline PNG (``src``, a data: URI) or, without one, a note."""
+
+    alt: str = ""
+    src: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    """One output's agreement with the reference, as the agreement table shows it."""
+
+    label: str
+    unit: str | None
+    n: int
+    bias: float | None
+    sd: float | None
+    lower: float | None
+    upper: float | None
+    mae: float | None
+    mae_lower: float | None
+    mae_upper: float | None
+    icc: float | None
+
+
+@dataclass(frozen=True)
+class OverlayFigure:
+    case_id: str
+    excluded: str | None
+    caption: str
+    src: str
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    name: str
+    reference_colour: str
+    predicted_colour: str
+
+
+@dataclass(frozen=True)
+class CaseColumns:
+    """The columns of the per-case table, in the order the cases first name them."""
+
+    attributes: list[str]
+    metrics: list[str]
+    values: list[str]
+    masks: set[str]  # values that also have a measurement on the reference mask
+
+
+def _confidence_percent(result: dict[str, Any]) -> int:
+    return int(round(result["summary"]["confidence"] * 100))
+
+
+def _agreement_rows(result: dict[str, Any]) -> list[AgreementRow]:
     rows = []
-    for c in cases:
-        cls = "failed" if c["status"] == "failed" else "excluded" if c["excluded"] else ""
-        status = "failed" if c["status"] == "failed" else f"excluded: {c['excluded']}" if c["excluded"] else "ok"
-        remarks = c["error"] or ""
-        cells = [f"<td>{_e(c['case_id'])}</td><td>{_e(status)}</td>"]
-        cells += [f"<td>{_e(c['attributes'].get(a, ''))}</td>" for a in attr_names]
-        cells += [f"<td class='num'>{fmt(c['metrics'].get(m))}</td>" for m in metric_names]
-        for v in value_names:
-            pair = c["values"].get(v, {})
-            cells.append(f"<td class='num'>{fmt(pair.get('predicted'))}</td><td class='num'>{fmt(pair.get('reference'))}</td>")
-            if v in mask_names:
-                cells.append(f"<td class='num'>{fmt(pair.get('reference_mask'))}</td>")
-        cells.append(f"<td class='num'>{fmt(c['seconds'], 2)}</td><td>{_e(remarks)}</td>")
-        rows.append(f"<tr class='{cls}'>{''.join(cells)}</tr>")
-    return f"<div class='wide'><table>{head}{''.join(rows)}</table></div>"
+    for name, e in (result["summary"].get("agreement") or {}).items():
+        ba = e.get("bland_altman") or {}
+        ci = e.get("mae_ci") or {}
+        bias = ba.get("bias") if ba else (float(np.mean(np.subtract(e["predicted"], e["reference"]))) if e.get("predicted") else None)
+        rows.append(AgreementRow(
+            label=_output_label(name, e), unit=e.get("unit"), n=e["n"], bias=bias, sd=ba.get("sd"), lower=ba.get("lower"),
+            upper=ba.get("upper"), mae=e.get("mae"), mae_lower=ci.get("lower"), mae_upper=ci.get("upper"), icc=e.get("icc_2_1"),
+        ))
+    return rows
 
 
-def _overlay_section(overlays: Sequence[Overlay]) -> str:
-    if not overlays:
-        return ""
-    figures = []
-    names: list[str] = []
-    for o in overlays:
-        for s in list(o.reference) + list(o.predicted):
-            if s not in names:
-                names.append(s)
-        tag = f" <span class='muted'>(excluded: {_e(o.excluded)})</span>" if o.excluded else ""
-        figures.append(
-            f"<figure class='fig'><img alt='case {_e(o.case_id)}' src='{_png_data_uri(overlay_png(o))}'>"
-            f"<figcaption><b>{_e(o.case_id)}</b>{tag} {_e(o.caption)}</figcaption></figure>"
-        )
-    structures = names
-    legend = "".join(
-        f"<span><i class='sw' style='background:rgb{REFERENCE_COLOURS[i % 3]}'></i>{_e(s)} reference "
-        f"<i class='sw' style='background:rgb{PREDICTED_COLOURS[i % 3]}'></i>{_e(s)} RadPilot</span>"
-        for i, s in enumerate(structures)
+def _case_columns(cases: Sequence[dict[str, Any]]) -> CaseColumns:
+    def first_seen(names: Any) -> list[str]:
+        return list(dict.fromkeys(names))
+
+    return CaseColumns(
+        attributes=first_seen(n for c in cases for n in c["attributes"]),
+        metrics=first_seen(
+            n for c in cases for n in c["metrics"]
+            if not n.startswith(TABLE_SKIP_PREFIXES) and not n.endswith("_abs_error") and not n.endswith("_abs_error_percent")
+        ),
+        values=first_seen(n for c in cases for n in c["values"]),
+        masks={n for c in cases for n, v in c["values"].items() if v.get("reference_mask") is not None},
     )
-    return (
-        "<h2>Worst cases</h2><p class='legend'>" + legend + "</p>"
-        "<p class='muted'>The cases with the lowest value of the primary metric among those in the statistics, "
-        "then the cases excluded from them (reference defects).</p>"
-        f"<div class='grid'>{''.join(figures)}</div>"
-    )
+
+
+def _plots(result: dict[str, Any]) -> list[Plot]:
+    plots = []
+    for prefix, plot_title, ylabel in (("dice_", "Dice per case", "Dice"), ("hd95_", "HD95 per case", "distance"), ("assd_", "ASSD per case", "distance")):
+        png = box_plot(result, prefix, plot_title, ylabel)
+        if png:
+            plots.append(Plot(alt=plot_title, src=png))
+    for output, entry in (result["summary"].get("agreement") or {}).items():
+        png = bland_altman_plot(output, entry)
+        if png:
+            plots.append(Plot(alt=f"Bland-Altman {output}", src=png))
+        elif entry.get("n"):
+            plots.append(Plot(note=f"{output}: a Bland-Altman plot needs at least 2 cases."))
+    for name, entry in (result["summary"].get("classification") or {}).items():
+        png = roc_plot(name, entry)
+        if png:
+            plots.append(Plot(alt=f"ROC {name}", src=png))
+    detection = result["summary"].get("detection")
+    if detection:
+        png = froc_plot(detection)
+        if png:
+            plots.append(Plot(alt="FROC", src=png))
+    return plots
+
+
+def _overlay_figures(overlays: Sequence[Overlay]) -> tuple[list[OverlayFigure], list[LegendEntry]]:
+    figures = [OverlayFigure(o.case_id, o.excluded, o.caption, _png_data_uri(overlay_png(o))) for o in overlays]
+    structures = list(dict.fromkeys(s for o in overlays for s in [*o.reference, *o.predicted]))
+    legend = [
+        LegendEntry(name, f"rgb{REFERENCE_COLOURS[i % len(REFERENCE_COLOURS)]}", f"rgb{PREDICTED_COLOURS[i % len(PREDICTED_COLOURS)]}")
+        for i, name in enumerate(structures)
+    ]
+    return figures, legend
 
 
 def render_report(result: dict[str, Any], overlays: Sequence[Overlay] = ()) -> str:
     """The self-contained HTML report of one validation run (``result`` as returned by the runner)."""
     s, d = result["subject"], result["dataset"]
-    title = f"Validation of {s['name']} {s['version']} on {d['name']} {d['version']}"
-    warnings = "".join(f"<div class='warn'>{_e(w)}</div>" for w in result.get("warnings", []))
-    limitations = "".join(f"<li>{_e(x)}</li>" for x in d.get("limitations", []))
-    plots = []
-    for prefix, plot_title, ylabel in (("dice_", "Dice per case", "Dice"), ("hd95_", "HD95 per case", "distance"), ("assd_", "ASSD per case", "distance")):
-        png = box_plot(result, prefix, plot_title, ylabel)
-        if png:
-            plots.append(f"<figure class='fig'><img alt='{_e(plot_title)}' src='{png}'></figure>")
-    for output, entry in (result["summary"].get("agreement") or {}).items():
-        png = bland_altman_plot(output, entry)
-        if png:
-            plots.append(f"<figure class='fig'><img alt='Bland-Altman {_e(output)}' src='{png}'></figure>")
-        elif entry.get("n"):
-            plots.append(f"<p class='muted'>{_e(output)}: a Bland-Altman plot needs at least 2 cases.</p>")
-    for name, entry in (result["summary"].get("classification") or {}).items():
-        png = roc_plot(name, entry)
-        if png:
-            plots.append(f"<figure class='fig'><img alt='ROC {_e(name)}' src='{png}'></figure>")
-    detection = result["summary"].get("detection")
-    if detection:
-        png = froc_plot(detection)
-        if png:
-            plots.append(f"<figure class='fig'><img alt='FROC' src='{png}'></figure>")
-    primary = result.get("primary_metric", "")
-    primary_summary = result["summary"]["per_metric"].get(primary) or {}
-    headline = ""
-    if primary_summary.get("n"):
-        ci = primary_summary["mean_ci"]
-        ci_text = "" if ci["single_case"] or ci.get("too_few_cases") else f" (95 % CI {fmt(ci['lower'])} - {fmt(ci['upper'])})"
-        headline = f"<p><b>{_e(primary)}</b>: mean {fmt(primary_summary['mean'])}{ci_text}, median {fmt(primary_summary['median'])}, min {fmt(primary_summary['min'])} over {primary_summary['n']} cases.</p>"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
-<meta name="generator" content="RadPilot validation workbench"><style>{CSS}</style></head>
-<body><main>
-<h1>{_e(title)}</h1>
-<p class="sub">RadPilot validation workbench - every accuracy figure RadPilot shows comes from a report like this one.</p>
-{warnings}
-{headline}
-<h2>What was measured</h2>
-{_identity(result)}
-<h2>Limitations of this dataset (from its README)</h2>
-<ul>{limitations or '<li>none stated</li>'}</ul>
-<h2>Summary</h2>
-{_summary_table(result)}
-{_agreement_table(result)}
-{_classification_table(result)}
-<h2>Plots</h2>
-<div class="grid">{''.join(plots) or '<p class="muted">no plot for this run</p>'}</div>
-{_overlay_section(overlays)}
-<h2>Per-case results</h2>
-{_case_table(result)}
-<footer>Result format {_e(result.get('format'))}. The JSON beside this report holds every number shown here.</footer>
-</main></body></html>
-"""
+    figures, legend = _overlay_figures(overlays)
+    return TEMPLATES.get_template("report.html").render(
+        result=result,
+        title=f"Validation of {s['name']} {s['version']} on {d['name']} {d['version']}",
+        confidence_percent=_confidence_percent(result),
+        machine=", ".join(f"{k} {v}" for k, v in result["machine"].items()),
+        agreement=_agreement_rows(result),
+        plots=_plots(result),
+        overlays=figures,
+        legend=legend,
+        columns=_case_columns(result["cases"]),
+    )
 
 
 # --------------------------------------------------------------------------------------------- comparison
@@ -495,35 +400,15 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], *, seed: int = 0, n_re
 
 def render_comparison(comparison: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> str:
     """Self-contained HTML of :func:`compare_results`, with Dice box plots of both runs."""
-    la = f"A: {a['subject']['name']} {a['subject']['version']} on {a['dataset']['name']} (run {a.get('run_id')})"
-    lb = f"B: {b['subject']['name']} {b['subject']['version']} on {b['dataset']['name']} (run {b.get('run_id')})"
-    rows = "".join(
-        f"<tr><td>{_e(r['metric'])}</td><td class='num'>{fmt(r['a'])}</td><td class='num'>{fmt(r['b'])}</td><td class='num'>{fmt(r['difference'])}</td></tr>"
-        for r in comparison["metrics"]
-    )
-    paired_rows = "".join(
-        f"<tr><td>{_e(m)}</td><td class='num'>{p['n']}</td><td class='num'>{fmt(p['mean_difference'])}</td>"
-        f"<td class='num'>{'' if p['single_case'] else fmt(p['ci_lower']) + ' - ' + fmt(p['ci_upper'])}</td>"
-        f"<td class='num'>{p['n_b_better']}</td><td class='num'>{p['n_a_better']}</td></tr>"
-        for m, p in comparison["paired"].items() if not m.startswith("_")
-    )
-    warning = f"<div class='warn'>{_e(comparison['paired']['_warning'])}</div>" if "_warning" in comparison["paired"] else ""
     plots = []
     for label, doc in (("A", a), ("B", b)):
         png = box_plot(doc, "dice_", f"Dice per case, run {label}", "Dice")
         if png:
-            plots.append(f"<figure class='fig'><img alt='Dice {label}' src='{png}'></figure>")
-    paired_html = (
-        "<h2>Paired comparison on shared cases (B - A)</h2><p class='muted'>Mean per-case difference with a bootstrap 95 % CI; "
-        "'B higher' counts cases where B's value is higher (better for Dice, worse for distances and errors).</p>"
-        f"<table><tr><th>metric</th><th>n</th><th>mean difference</th><th>95 % CI</th><th>B higher</th><th>A higher</th></tr>{paired_rows}</table>"
-        if paired_rows else "<p class='muted'>No paired comparison: the runs are on different datasets.</p>"
+            plots.append(Plot(alt=f"Dice {label}", src=png))
+    return TEMPLATES.get_template("comparison.html").render(
+        comparison=comparison,
+        label_a=f"A: {a['subject']['name']} {a['subject']['version']} on {a['dataset']['name']} (run {a.get('run_id')})",
+        label_b=f"B: {b['subject']['name']} {b['subject']['version']} on {b['dataset']['name']} (run {b.get('run_id')})",
+        paired={m: p for m, p in comparison["paired"].items() if not m.startswith("_")},
+        plots=plots,
     )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Validation comparison</title><style>{CSS}</style></head>
-<body><main><h1>Validation comparison</h1><p class="sub">{_e(la)}<br>{_e(lb)}</p>{warning}
-<h2>Metrics side by side</h2><div class="wide"><table><tr><th>metric</th><th>A</th><th>B</th><th>B - A</th></tr>{rows}</table></div>
-{paired_html}
-<h2>Plots</h2><div class="grid">{''.join(plots)}</div>
-</main></body></html>
-"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import pytest
 import yaml
@@ -207,7 +208,6 @@ def _phantom_volume(direction: np.ndarray | None = None, origin: tuple = (0.0, 0
 
 @pytest.mark.parametrize("flip_k", [False, True])
 def test_nifti_reader_matches_nibabel_and_aligns(tmp_path: Path, flip_k: bool) -> None:
-    nibabel = pytest.importorskip("nibabel")
     _, labels = phantom_hu()
     path = tmp_path / "mask.nii.gz"
     write_nifti_labels(path, labels, flip_k=flip_k)
@@ -219,7 +219,6 @@ def test_nifti_reader_matches_nibabel_and_aligns(tmp_path: Path, flip_k: bool) -
 
 
 def test_nifti_qform_only_and_uncompressed(tmp_path: Path) -> None:
-    nibabel = pytest.importorskip("nibabel")
     array = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
     affine = np.array([[0, 0, 2.0, 5], [-1.5, 0, 0, 7], [0, 1.0, 0, -3], [0, 0, 0, 1]])
     image = nibabel.Nifti1Image(array, affine)
@@ -229,6 +228,48 @@ def test_nifti_qform_only_and_uncompressed(tmp_path: Path) -> None:
     read = read_label_image(tmp_path / "q.nii")
     np.testing.assert_array_equal(read.array, array)
     np.testing.assert_allclose(read.affine_lps, np.diag([-1, -1, 1, 1]) @ nibabel.load(str(tmp_path / "q.nii")).get_qform(), atol=1e-5)
+
+
+def test_nifti_without_sform_or_qform_uses_the_voxel_sizes_alone(tmp_path: Path) -> None:
+    """NIfTI method 1 (as the cmr-acdc files are written): no offset, no flip; not nibabel's Analyze fallback."""
+    array = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    image = nibabel.Nifti1Image(array, np.diag([1.5, 1.25, 10.0, 1.0]))
+    image.set_sform(None, code=0)
+    image.set_qform(None, code=0)
+    nibabel.save(image, str(tmp_path / "m1.nii.gz"))
+    read = read_nifti(tmp_path / "m1.nii.gz")
+    assert read.array.dtype == np.uint8 and read.array.flags.c_contiguous
+    np.testing.assert_array_equal(read.array, array)
+    np.testing.assert_array_equal(read.affine_lps, np.diag([-1.5, -1.25, 10.0, 1.0]))
+
+
+def test_nifti_scaling_is_applied_in_float64_and_nifti2_is_read(tmp_path: Path) -> None:
+    array = np.array([[[0, 1], [2, -3]], [[400, 5], [6, 7]]], dtype=np.int16)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    scaled = nibabel.Nifti1Image(array, affine)
+    scaled.header.set_slope_inter(2.5, -1024.0)
+    nibabel.save(scaled, str(tmp_path / "scaled.nii.gz"))
+    read = read_nifti(tmp_path / "scaled.nii.gz")
+    assert read.array.dtype == np.float64
+    np.testing.assert_array_equal(read.array, array * 2.5 - 1024.0)
+    nibabel.save(nibabel.Nifti2Image(array, affine), str(tmp_path / "two.nii"))
+    two = read_label_image(tmp_path / "two.nii")
+    assert two.array.dtype == np.int16
+    np.testing.assert_array_equal(two.array, array)
+    np.testing.assert_array_equal(two.affine_lps, np.diag([-1, -1, 1, 1]) @ affine)
+
+
+def test_nifti_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "junk.nii").write_bytes(b"not a nifti file" * 40)
+    with pytest.raises(DatasetError, match=r"junk\.nii: cannot read NIfTI file"):
+        read_nifti(tmp_path / "junk.nii")
+    nibabel.save(nibabel.Nifti1Image(np.ones((20, 20, 20), np.int16), np.eye(4)), str(tmp_path / "cut.nii"))
+    (tmp_path / "cut.nii").write_bytes((tmp_path / "cut.nii").read_bytes()[:2000])
+    with pytest.raises(DatasetError, match=r"cut\.nii: cannot read the NIfTI voxel data"):
+        read_nifti(tmp_path / "cut.nii")
+    nibabel.save(nibabel.Nifti1Image(np.ones((2, 3, 4, 2), np.uint8), np.eye(4)), str(tmp_path / "series.nii.gz"))
+    with pytest.raises(DatasetError, match=r"expected one 3-D volume, got dimensions \(2, 3, 4, 2\)"):
+        read_nifti(tmp_path / "series.nii.gz")
 
 
 @pytest.mark.parametrize("compressed", [True, False])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -50,6 +51,34 @@ def test_report_is_self_contained_and_complete(outcome) -> None:  # noqa: ANN001
         assert text in html, text
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
     assert len(images) >= 3 + len(outcome.overlays)  # box plots and every overlay
+
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_report_escapes_every_value_it_shows(outcome) -> None:  # noqa: ANN001
+    result = json.loads(json.dumps(outcome.result))
+    result["cases"][0]["case_id"] = HOSTILE
+    result["cases"][1]["error"] = "<img src=x onerror=alert(2)>"
+    result["dataset"]["title"] = HOSTILE
+    result["dataset"]["citation"] = [HOSTILE, "Second & 'third'"]
+    result["warnings"] = [HOSTILE]
+    overlays = [dataclasses.replace(outcome.overlays[0], case_id=HOSTILE, caption=HOSTILE, excluded=HOSTILE)]
+    html = render_report(result, overlays)
+    assert "<script" not in html and "<img src=x" not in html
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<tr class=''><td>{escaped}</td>" in html  # the per-case table
+    assert f"<figcaption><b>{escaped}</b> <span class='muted'>(excluded: {escaped})</span> {escaped}</figcaption>" in html
+    assert f"<img alt='case {escaped}' src='data:image/png;base64," in html
+    assert f"<div class='warn'>{escaped}</div>" in html
+    assert f"<td>{escaped}<br>Second &amp; &#39;third&#39;</td>" in html  # the citation lines, joined by real <br>
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+
+    b = json.loads(json.dumps(result))
+    b["subject"]["name"] = HOSTILE
+    comparison = compare_results(result, b, n_resamples=50)
+    page = render_comparison(comparison, result, b)
+    assert "<script" not in page and f"B: {escaped} 1.0.0 on tiny-slices" in page
 
 
 def test_overlay_and_froc_images_are_png(outcome) -> None:  # noqa: ANN001

@@ -64,14 +64,24 @@ def test_patient_name_is_escaped(client: TestClient, archive: Archive) -> None:
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;, EVIL" in html
     assert "<img src=x" not in html
-    assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in html  # MarkupSafe (Jinja2 autoescape) writes " as &#34;
     assert "<script" not in html.lower()
+
+
+def test_study_description_and_accession_are_escaped(client: TestClient, archive: Archive) -> None:
+    series = make_ct_series(1, rows=8, columns=8, accession="A<b>1</b>")
+    for ds in series:
+        ds.StudyDescription = "<script>alert(1)</script>"
+        assert archive.store_file_bytes(to_part10_bytes(ds)).outcome.accepted
+    html = client.get("/ui/").text
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;<span class=\"uid\">Accession A&lt;b&gt;1&lt;/b&gt;</span>" in html
+    assert "<script" not in html.lower() and "<b>1" not in html
 
 
 def test_search_values_are_escaped_back_into_the_form(client: TestClient) -> None:
     html = client.get("/ui/", params={"patient_name": '"><script>x</script>'}).text
     assert "<script>x" not in html
-    assert 'value="&quot;&gt;&lt;script&gt;x&lt;/script&gt;"' in html
+    assert 'value="&#34;&gt;&lt;script&gt;x&lt;/script&gt;"' in html
 
 
 def test_search_filters_the_list(client: TestClient, archive: Archive) -> None:

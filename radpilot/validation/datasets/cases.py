@@ -1,0 +1,41 @@
+"""One case of a reference dataset: where its files are, and its image and reference once read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from radpilot.validation.datasets.readers import LabelImage
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    """One case of a dataset, before its files are read."""
+
+    case_id: str
+    files: dict[str, str]
+    reference_values: dict[str, float] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+    excluded: str | None = None  # evaluated and shown, but left out of the statistics, because ...
+
+
+@dataclass
+class CaseData:
+    """A case's image and reference, read from disk.
+
+    ``kind`` says which of the image fields is set: ``image2d`` (a 2-D array of
+    stored values, offsets removed), ``dicom`` (the series' pydicom datasets, for
+    the production reader) or ``volume`` (a Volume built from a NIfTI/MetaImage).
+    """
+
+    ref: CaseRef
+    kind: Literal["image2d", "dicom", "volume"]
+    image: np.ndarray | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    datasets: list[Any] | None = None
+    volume: Any | None = None
+    reference_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    reference_labels: LabelImage | None = None
+    structure_labels: dict[str, int] = field(default_factory=dict)
