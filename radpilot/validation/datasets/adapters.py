@@ -176,7 +176,7 @@ class PngSlicesAdapter(Adapter):
             kind="image2d",
             image=image,
             pixel_spacing_mm=(float(spacing), float(spacing)) if isinstance(spacing, (int, float)) else (tuple(spacing) if spacing else None),  # type: ignore[arg-type]
-            reference_masks={str(options.get("structure", "lungs")): mask},
+            reference_masks={_required(options, "structure"): mask},
         )
 
 
@@ -270,8 +270,17 @@ class _VolumeCasesMixin:
 
     @staticmethod
     def _structure_labels(options: dict[str, Any]) -> dict[str, int]:
-        labels = options.get("mask_labels") or {1: "lungs"}
+        labels = options.get("mask_labels")
+        if not isinstance(labels, dict) or not labels:
+            raise DatasetError("options.mask_labels must map each label value of the masks to a structure name, e.g. {1: liver}")
         return {str(name): int(value) for value, name in labels.items()}
+
+
+def _required(options: dict[str, Any], key: str) -> str:
+    value = options.get(key)
+    if not value:
+        raise DatasetError(f"options.{key} is required: the structure name the reference masks hold (e.g. lungs, liver)")
+    return str(value)
 
 
 class DicomSeriesAdapter(_VolumeCasesMixin, Adapter):
