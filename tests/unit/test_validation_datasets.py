@@ -180,7 +180,7 @@ def test_png_slices_without_csv_pairs_by_name(tmp_path: Path) -> None:
     (root / "cases.csv").unlink()
     cases = ADAPTERS["png-slices"].cases(root, {"value_offset": SLICE_OFFSET})
     assert [c.case_id for c in cases] == ["ID_0000_Z_0010", "ID_0001_Z_0011"]
-    data = ADAPTERS["png-slices"].load(root, cases[1], {"value_offset": SLICE_OFFSET})
+    data = ADAPTERS["png-slices"].load(root, cases[1], {"value_offset": SLICE_OFFSET, "structure": "lungs"})
     np.testing.assert_array_equal(data.image, synthetic_slice(1)[0])
 
 
@@ -316,3 +316,10 @@ def test_volume_from_label_image_keeps_geometry(tmp_path: Path) -> None:
     assert volume.shape == hu.shape
     assert volume.origin == (-10.0, 20.0, -300.0)
     np.testing.assert_allclose(volume.index_to_patient((2, 3, 4)), affine[:3, :3] @ np.array([4, 3, 2]) + affine[:3, 3])
+
+
+def test_a_manifest_that_does_not_name_its_mask_structure_is_refused(tmp_path: Path) -> None:
+    root = make_slice_dataset(tmp_path / "s", n=1)
+    cases = ADAPTERS["png-slices"].cases(root, {"value_offset": SLICE_OFFSET})
+    with pytest.raises(DatasetError, match="options.structure is required"):
+        ADAPTERS["png-slices"].load(root, cases[0], {"value_offset": SLICE_OFFSET})
