@@ -91,7 +91,7 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
 
 def available_providers(prefer_gpu: bool = True) -> list[str]:
     """CUDA when onnxruntime-gpu is installed and a GPU is present, else the CPU."""
-    import onnxruntime
+    import onnxruntime  # noqa: PLC0415 - ONNX Runtime loads lazily: training scripts import the registry without it
 
     present = onnxruntime.get_available_providers()
     providers = ["CUDAExecutionProvider"] if prefer_gpu and "CUDAExecutionProvider" in present else []
@@ -161,7 +161,7 @@ class ModelRegistry:
         with self._lock:
             if key not in self._sessions:
                 self.verify(manifest)
-                import onnxruntime
+                import onnxruntime  # noqa: PLC0415 - ONNX Runtime loads lazily: training scripts import the registry without it
 
                 options = onnxruntime.SessionOptions()
                 if self.intra_op_threads:

@@ -64,10 +64,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from sqlalchemy import or_, select
 
 from radpilot.analyses import discover_analyses, model_registry
 from radpilot.modelhub.activation import ModelActivation
 from radpilot.modelhub.registry import ModelManifest
+from radpilot.security.audit import record
 from radpilot.validation.store import ValidationRun, ValidationStore
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -284,8 +286,6 @@ class GateDecision:
 
 def _runs_of(store: ValidationStore, subject: str, version: str) -> list[ValidationRun]:
     """Runs of the subject itself, and runs of analyses that used this model version; newest first."""
-    from sqlalchemy import or_, select
-
     query = (
         select(ValidationRun)
         .where(or_((ValidationRun.subject == subject) & (ValidationRun.version == version),
@@ -398,8 +398,6 @@ def activate(
     (``model.activate.refused``). Other active versions of the model are deactivated in
     the same transaction.
     """
-    from radpilot.security.audit import record
-
     if not isinstance(user, str) or not user.strip():
         raise ValueError("activation needs the name of the user who activates")
     store = where if isinstance(where, ValidationStore) else ValidationStore.open(where)
@@ -435,8 +433,6 @@ def activate(
 
 def deactivate(where: Any, model_name: str, *, user: str, reason: str = "") -> list[str]:
     """Deactivate every active version of ``model_name`` (audited as ``model.deactivate``); returns them."""
-    from radpilot.security.audit import record
-
     if not isinstance(user, str) or not user.strip():
         raise ValueError("deactivation needs the name of the user")
     store = where if isinstance(where, ValidationStore) else ValidationStore.open(where)

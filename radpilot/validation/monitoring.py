@@ -34,10 +34,13 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
+from scipy.stats import ks_2samp
 from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.orm import Session
 
 from radpilot.engine.jobs_models import Job
 from radpilot.validation.outputs import OutputCatalog
+from radpilot.validation.store import ValidationRun
 
 MIN_REFERENCE = 20
 MIN_PRODUCTION = 20
@@ -125,7 +128,6 @@ def drift(reference: list[float] | None, production: list[float]) -> dict[str, A
                     message=f"drift needs >= {MIN_REFERENCE} validation values and >= {MIN_PRODUCTION} production values "
                             f"(have {ref.size} and {prod.size})")
         return info
-    from scipy.stats import ks_2samp
 
     psi = population_stability_index(ref, prod)
     ks = ks_2samp(ref, prod)
@@ -138,15 +140,12 @@ def drift(reference: list[float] | None, production: list[float]) -> dict[str, A
 
 
 def _reference_outputs(engine: Engine, analysis: str, version: str) -> tuple[dict[str, list[float]], int | None, str | None]:
-    from radpilot.validation.store import ValidationRun
-
     query = (
         select(ValidationRun)
         .where(ValidationRun.subject == analysis, ValidationRun.version == version, ValidationRun.status == "ok",
                ValidationRun.complete.is_(True))
         .order_by(ValidationRun.created_at.desc(), ValidationRun.id.desc())
     )
-    from sqlalchemy.orm import Session
 
     with Session(engine) as session:
         merged: dict[str, list[float]] = {}

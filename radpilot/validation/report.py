@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from scipy import ndimage
 
 from radpilot.html import template_environment
+from radpilot.validation import metrics as M
 from radpilot.validation.evaluators import Overlay
 
 PREDICTED_COLOURS = [(230, 40, 40), (255, 140, 0), (200, 60, 220)]
@@ -67,7 +70,7 @@ def _png_data_uri(data: bytes) -> str:
 
 
 def _figure_png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib loads lazily (about 1 s), only when a report is drawn
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
@@ -76,17 +79,15 @@ def _figure_png(fig: Any) -> str:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib loads lazily (about 1 s), only when a report is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after the Agg backend is chosen, as matplotlib requires
 
     return plt
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
     mask = np.asarray(mask, dtype=bool)
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
@@ -97,8 +98,6 @@ def _downsample_factor(shape: Sequence[int], target: int = 384) -> int:
 
 def overlay_png(overlay: Overlay, target: int = 384) -> bytes:
     """A grey image (1st-99th percentile window) with reference outlines (green) and predicted outlines (red)."""
-    from PIL import Image
-
     image = np.asarray(overlay.image, dtype=np.float64)
     f = _downsample_factor(image.shape, target)
     low, high = np.percentile(image, [1, 99])
@@ -365,8 +364,6 @@ def render_report(result: dict[str, Any], overlays: Sequence[Overlay] = ()) -> s
 # --------------------------------------------------------------------------------------------- comparison
 def compare_results(a: dict[str, Any], b: dict[str, Any], *, seed: int = 0, n_resamples: int = 2000) -> dict[str, Any]:
     """Two runs side by side: every flat metric with its difference (B - A), and a paired comparison on shared cases."""
-    from radpilot.validation import metrics as M
-
     names = sorted(set(a["metrics"]) | set(b["metrics"]))
     rows = []
     for name in names:

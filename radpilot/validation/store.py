@@ -27,7 +27,8 @@ from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, Index, Integer, S
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from radpilot.archive.models import Base, utcnow
-from radpilot.modelhub.activation import ModelActivation, active_activation, activation_history
+from radpilot.config import Settings
+from radpilot.modelhub.activation import ModelActivation, activation_history, active_activation
 
 
 class ValidationRun(Base):
@@ -113,8 +114,6 @@ def resolve_engine(where: Any) -> tuple[Engine, Path | None]:
 
     A Settings gets a new engine on its database, migrated to the newest schema.
     """
-    from radpilot.config import Settings
-
     if isinstance(where, ValidationStore):
         return where.engine, where.data_dir
     if isinstance(where, Engine):

@@ -20,7 +20,7 @@ __all__ = ["ANALYSIS", "ChestXray"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from radpilot.analyses.chest_xray.analysis import ChestXray
+        from radpilot.analyses.chest_xray.analysis import ChestXray  # noqa: PLC0415 - training imports preprocess without pydicom
 
         if "ANALYSIS" not in globals():
             globals()["ANALYSIS"] = ChestXray()

@@ -70,6 +70,20 @@ from typing import Any
 
 import numpy as np
 
+from radpilot.analyses.chest_xray.image import DisplayImage, NotDisplayableError, display_image
+from radpilot.analyses.chest_xray.measurements import (
+    HEART_LABEL,
+    LEFT_LUNG_LABEL,
+    RIGHT_LUNG_LABEL,
+    CTRGeometry,
+    Spacing,
+    areas_cm2,
+    ctr_geometry,
+    cut_off_structures,
+    pixel_spacing,
+)
+from radpilot.analyses.chest_xray.preprocess import cardiothoracic_ratio, labels_from_logits, preprocess
+from radpilot.analyses.chest_xray.view import HeaderView, View, frontal_plausibility, heart_side_warning, view_from_header
 from radpilot.contract import (
     Analysis,
     Classification,
@@ -87,21 +101,8 @@ from radpilot.contract import (
     Segmentation,
     StructureSpec,
 )
-from radpilot.analyses.chest_xray.image import DisplayImage, NotDisplayableError, display_image
-from radpilot.analyses.chest_xray.measurements import (
-    HEART_LABEL,
-    LEFT_LUNG_LABEL,
-    RIGHT_LUNG_LABEL,
-    CTRGeometry,
-    Spacing,
-    areas_cm2,
-    ctr_geometry,
-    cut_off_structures,
-    pixel_spacing,
-)
-from radpilot.analyses.chest_xray.preprocess import cardiothoracic_ratio, labels_from_logits, preprocess
-from radpilot.analyses.chest_xray.view import HeaderView, View, frontal_plausibility, heart_side_warning, view_from_header
 from radpilot.dicom.volume import Volume
+from radpilot.modelhub.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +201,6 @@ class ChestXray(Analysis):
     @property
     def registry(self) -> Any:
         if self._registry is None:
-            from radpilot.modelhub.registry import ModelRegistry
-
             self._registry = ModelRegistry(intra_op_threads=1)
         return self._registry
 
@@ -504,7 +503,7 @@ class ChestXray(Analysis):
         if not self.detect_nodules:
             return [], ["Nodule detection was turned off for this run."]
         try:
-            from radpilot.analyses.chest_xray import nodules
+            from radpilot.analyses.chest_xray import nodules  # noqa: PLC0415 - optional module: its absence is a note, not a failure
         except ImportError:
             return [], ["Nodule candidates: nodule detector not installed (radpilot.analyses.chest_xray.nodules is missing)."]
         try:

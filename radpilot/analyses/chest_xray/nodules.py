@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radpilot.analyses.chest_xray.preprocess import MODEL_SIZE, preprocess
-
-if TYPE_CHECKING:  # pragma: no cover
-    from radpilot.modelhub.registry import ModelRegistry
+from radpilot.analyses.chest_xray.preprocess import MODEL_SIZE, labels_from_logits, preprocess
+from radpilot.modelhub.registry import ModelRegistry
 
 MODEL_NAME = "cxr_nodule_det"
 SEGMENTATION_MODEL_NAME = "cxr_lung_heart_seg"
@@ -160,8 +157,6 @@ def run_model(session, image_display: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _lung_mask_from_segmentation(registry, image: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    from radpilot.analyses.chest_xray.preprocess import labels_from_logits
-
     session = registry.session(SEGMENTATION_MODEL_NAME)
     logits = session.run(["logits"], {"image": preprocess(image)})[0][0]
     labels = labels_from_logits(logits, image.shape)
@@ -205,8 +200,6 @@ def detect_nodules(
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {image.shape}")
     if registry is None:
-        from radpilot.modelhub.registry import ModelRegistry
-
         registry = ModelRegistry()
     manifest = registry.manifest(MODEL_NAME)
     post = dict(manifest.raw.get("postprocessing_parameters") or {})

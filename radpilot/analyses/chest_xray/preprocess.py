@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 MODEL_SIZE = 256
 LABELS = {0: "background", 1: "right_lung", 2: "left_lung", 3: "heart"}
@@ -110,8 +111,6 @@ def resize_logits(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def largest_components(labels: np.ndarray, n_labels: int = 3) -> np.ndarray:
     """Keep only the largest 8-connected component of each label 1..n_labels."""
-    from scipy import ndimage
-
     out = np.zeros_like(labels)
     structure = np.ones((3, 3), dtype=bool)
     for value in range(1, n_labels + 1):

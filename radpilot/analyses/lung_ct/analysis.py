@@ -29,11 +29,19 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
-from collections.abc import Mapping
-
+from radpilot.analyses.lung_ct.quantification import LungDensityStats, kernel_note, lung_density_stats
+from radpilot.analyses.lung_ct.segmentation import (
+    DEFAULT_PARAMS,
+    LEFT_LUNG_LABEL,
+    RIGHT_LUNG_LABEL,
+    SegmentationParams,
+    segment_lungs,
+    segment_lungs_slice,
+)
 from radpilot.contract import (
     Analysis,
     Code,
@@ -45,15 +53,6 @@ from radpilot.contract import (
     Segment,
     Segmentation,
     StructureSpec,
-)
-from radpilot.analyses.lung_ct.quantification import LungDensityStats, kernel_note, lung_density_stats
-from radpilot.analyses.lung_ct.segmentation import (
-    DEFAULT_PARAMS,
-    LEFT_LUNG_LABEL,
-    RIGHT_LUNG_LABEL,
-    SegmentationParams,
-    segment_lungs,
-    segment_lungs_slice,
 )
 from radpilot.dicom.volume import Volume
 

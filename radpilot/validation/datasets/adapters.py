@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.errors import InvalidDicomError
 
 from radpilot.validation.datasets.cases import CaseData, CaseRef
 from radpilot.validation.datasets.errors import DatasetError
@@ -93,8 +96,6 @@ def _attributes(row: dict[str, str], options: dict[str, Any]) -> dict[str, str]:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(path) as handle:
             return np.array(handle)
@@ -298,9 +299,6 @@ class DicomSeriesAdapter(_VolumeCasesMixin, Adapter):
         return self._volume_cases(root, options, "series_dir", "{case}/dicom")
 
     def load(self, root: Path, case: CaseRef, options: dict[str, Any]) -> CaseData:
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-
         folder = root / case.files["image"]
         if not folder.is_dir():
             raise DatasetError(f"case {case.case_id}: series folder {folder} does not exist")

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from radpilot.dicom.volume import Volume
 from radpilot.validation.datasets.errors import DatasetError
 from radpilot.validation.datasets.readers import LabelImage
 
@@ -50,8 +51,6 @@ def labels_on_volume_grid(image: LabelImage, volume: Any, *, tolerance: float = 
 
 def volume_from_label_image(image: LabelImage, *, modality: str = "CT", metadata: dict[str, Any] | None = None) -> Any:
     """A :class:`~radpilot.dicom.volume.Volume` from a NIfTI/MetaImage image (values as stored, e.g. HU)."""
-    from radpilot.dicom.volume import Volume
-
     affine = image.affine_lps
     spacing_ijk = image.spacing_ijk
     direction = np.vstack([affine[:3, a] / spacing_ijk[a] for a in range(3)])

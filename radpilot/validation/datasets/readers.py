@@ -11,7 +11,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
 
 from radpilot.validation.datasets.errors import DatasetError
 
@@ -40,9 +43,6 @@ def read_nifti(path: Path) -> LabelImage:
     LPS (DICOM). Stored values are returned in the file's own type; a scale
     (``scl_slope``/``scl_inter``) other than 1 and 0 is applied in float64.
     """
-    import nibabel
-    from nibabel.filebasedimages import ImageFileError
-    from nibabel.spatialimages import HeaderDataError
 
     path = Path(path)
     try:
