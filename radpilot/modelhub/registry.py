@@ -154,7 +154,7 @@ class ModelRegistry:
                 f"but its manifest says {manifest.sha256}; the file was changed or is corrupt and will not be run"
             )
 
-    def session(self, name: str, version: str | None = None):  # noqa: ANN201 - onnxruntime.InferenceSession
+    def session(self, name: str, version: str | None = None) -> Any:  # an onnxruntime.InferenceSession (loaded lazily)
         """A verified ONNX Runtime session, created once per process and model version."""
         manifest = self.manifest(name, version)
         key = (manifest.name, manifest.version)
