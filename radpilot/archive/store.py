@@ -28,15 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from radpilot.archive.database import make_engine, make_session_factory, migrate
 from radpilot.archive.query import Query, run_query
 from radpilot.archive.models import Instance, Patient, Series, Study, StoreConflict, utcnow
+from radpilot.dicom import status as dimse_status
 from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, parse_part10
 
 logger = logging.getLogger(__name__)
-
-# DIMSE status codes returned for each outcome (PS3.4 Annex B.2.3).
-STATUS_SUCCESS = 0x0000
-STATUS_CONFLICT = 0xA900  # same SOP Instance UID, different content: first copy kept
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_CANNOT_UNDERSTAND = 0xC000
 
 DURABILITY_MODES = ("full", "file", "none")
 OPEN_MARKER = ".open"  # present while a server has the archive open; left behind by an unclean stop
@@ -69,11 +64,11 @@ class StoreResult:
     @property
     def status(self) -> int:
         return {
-            StoreOutcome.STORED: STATUS_SUCCESS,
-            StoreOutcome.DUPLICATE: STATUS_SUCCESS,
-            StoreOutcome.CONFLICT: STATUS_CONFLICT,
-            StoreOutcome.MALFORMED: STATUS_CANNOT_UNDERSTAND,
-            StoreOutcome.FAILED: STATUS_OUT_OF_RESOURCES,
+            StoreOutcome.STORED: dimse_status.SUCCESS,
+            StoreOutcome.DUPLICATE: dimse_status.SUCCESS,
+            StoreOutcome.CONFLICT: dimse_status.CONFLICT,
+            StoreOutcome.MALFORMED: dimse_status.CANNOT_UNDERSTAND,
+            StoreOutcome.FAILED: dimse_status.OUT_OF_RESOURCES,
         }[self.outcome]
 
 

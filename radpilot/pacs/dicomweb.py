@@ -81,13 +81,8 @@ from radpilot.archive.query import (
     QueryLevel,
     vr_of,
 )
-from radpilot.archive.store import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_CONFLICT,
-    Archive,
-    StoreOutcome,
-    StoreResult,
-)
+from radpilot.archive.store import Archive, StoreOutcome, StoreResult
+from radpilot.dicom import status as dimse_status
 from radpilot.dicom.json_model import (
     DEFAULT_BULK_DATA_THRESHOLD,
     PIXEL_DATA_TAGS,
@@ -993,10 +988,10 @@ def store_part(archive: Archive, part: Part, buffer: bytes | mmap.mmap, study: s
     """Store one STOW-RS part and say what happened; never raises for bad content."""
     wrong_type = _wrong_type(part)
     if wrong_type is not None:
-        return StowOutcome(part.index, False, STATUS_CANNOT_UNDERSTAND, message=wrong_type, not_dicom=True)
+        return StowOutcome(part.index, False, dimse_status.CANNOT_UNDERSTAND, message=wrong_type, not_dicom=True)
     data, problem = _part_payload(part, buffer)
     if data is None:
-        return StowOutcome(part.index, False, STATUS_CANNOT_UNDERSTAND, message=problem)
+        return StowOutcome(part.index, False, dimse_status.CANNOT_UNDERSTAND, message=problem)
     data = normalize_part10(data)
     if study is not None:
         refusal = _study_mismatch(part.index, data, study)
@@ -1011,14 +1006,14 @@ def _study_mismatch(index: int, data: bytes, study: str) -> StowOutcome | None:
         parsed = parse_part10(data)
     except MalformedDicomError as exc:
         sop_class, sop_instance = _best_effort_uids(data)
-        return StowOutcome(index, False, STATUS_CANNOT_UNDERSTAND, sop_class, sop_instance, message=str(exc))
+        return StowOutcome(index, False, dimse_status.CANNOT_UNDERSTAND, sop_class, sop_instance, message=str(exc))
     uid = str(parsed.dataset.StudyInstanceUID)
     if uid == study:
         return None
     return StowOutcome(
         index,
         False,
-        STATUS_CONFLICT,
+        dimse_status.CONFLICT,
         str(parsed.dataset.SOPClassUID),
         parsed.sop_instance_uid,
         uid,
