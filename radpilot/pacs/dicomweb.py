@@ -65,9 +65,8 @@ import pydicom
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels.utils import get_expected_length
 from starlette.concurrency import run_in_threadpool
 
@@ -95,7 +94,7 @@ from radpilot.dicom.json_model import (
     tag_key,
     vr_for,
 )
-from radpilot.dicom.part10 import MalformedDicomError, parse_part10
+from radpilot.dicom.part10 import MalformedDicomError, normalize_part10, parse_part10
 from radpilot.pacs.multipart import (
     MediaType,
     MultipartError,
@@ -901,48 +900,6 @@ async def _read_body(request: Request, limit: int) -> _SpooledBody:
         body.close()
         raise
     return body
-
-
-def normalize_part10(data: bytes) -> bytes:
-    """Give a DICOM file written without preamble (``dcmwrite(..., enforce_file_format=False)``) one.
-
-    A file that starts with ``DICM`` gets the 128-byte preamble; one that starts with
-    file meta elements but lacks the group length gets a preamble, ``DICM`` and a
-    rewritten file meta group. Anything else is returned unchanged (and judged by
-    :func:`radpilot.dicom.part10.parse_part10`).
-    """
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return data
-    if data[:4] == b"DICM":
-        return b"\0" * 128 + data
-    if data[:2] != b"\x02\x00":
-        return data
-    end = _file_meta_end(data)
-    if end is None:
-        return data
-    try:
-        meta = pydicom.dcmread(io.BytesIO(data[:end]), force=True).file_meta
-    except Exception:  # noqa: BLE001 - unreadable meta: leave the bytes for the strict parser to refuse
-        return data
-    buffer = io.BytesIO()
-    buffer.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(buffer, FileMetaDataset(meta), enforce_standard=True)
-    return buffer.getvalue() + data[end:]
-
-
-def _file_meta_end(data: bytes) -> int | None:
-    """Offset after the group 0002 elements at the start of ``data`` (explicit VR little endian)."""
-    position = 0
-    long_vrs = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-    while position + 8 <= len(data) and data[position : position + 2] == b"\x02\x00":
-        vr = data[position + 4 : position + 6]
-        if vr in long_vrs:
-            if position + 12 > len(data):
-                return None
-            position += 12 + int.from_bytes(data[position + 8 : position + 12], "little")
-        else:
-            position += 8 + int.from_bytes(data[position + 6 : position + 8], "little")
-    return position if 0 < position <= len(data) else None
 
 
 def _best_effort_uids(data: bytes) -> tuple[str, str]:
