@@ -7,6 +7,6 @@ types and Accept negotiation) and :mod:`.router` (the FastAPI routes, the only
 module that knows HTTP statuses).
 """
 
-from radpilot.pacs.dicomweb.router import DicomWebError, make_dicomweb_router
+from radpilot.pacs.dicomweb.router import make_dicomweb_router
 
-__all__ = ["DicomWebError", "make_dicomweb_router"]
+__all__ = ["make_dicomweb_router"]
