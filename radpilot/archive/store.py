@@ -28,15 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from radpilot.archive.database import make_engine, make_session_factory, migrate
 from radpilot.archive.query import Query, run_query
 from radpilot.archive.models import Instance, Patient, Series, Study, StoreConflict, utcnow
-from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, parse_part10
+from radpilot.dicom import status as dimse_status
+from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, dataset_offset, parse_part10
 
 logger = logging.getLogger(__name__)
-
-# DIMSE status codes returned for each outcome (PS3.4 Annex B.2.3).
-STATUS_SUCCESS = 0x0000
-STATUS_CONFLICT = 0xA900  # same SOP Instance UID, different content: first copy kept
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_CANNOT_UNDERSTAND = 0xC000
 
 DURABILITY_MODES = ("full", "file", "none")
 OPEN_MARKER = ".open"  # present while a server has the archive open; left behind by an unclean stop
@@ -69,11 +64,11 @@ class StoreResult:
     @property
     def status(self) -> int:
         return {
-            StoreOutcome.STORED: STATUS_SUCCESS,
-            StoreOutcome.DUPLICATE: STATUS_SUCCESS,
-            StoreOutcome.CONFLICT: STATUS_CONFLICT,
-            StoreOutcome.MALFORMED: STATUS_CANNOT_UNDERSTAND,
-            StoreOutcome.FAILED: STATUS_OUT_OF_RESOURCES,
+            StoreOutcome.STORED: dimse_status.SUCCESS,
+            StoreOutcome.DUPLICATE: dimse_status.SUCCESS,
+            StoreOutcome.CONFLICT: dimse_status.CONFLICT,
+            StoreOutcome.MALFORMED: dimse_status.CANNOT_UNDERSTAND,
+            StoreOutcome.FAILED: dimse_status.OUT_OF_RESOURCES,
         }[self.outcome]
 
 
@@ -181,7 +176,8 @@ class Archive:
 
     def _store_parsed(self, parsed: ParsedInstance, data: bytes, source_ae_title: str) -> StoreResult:
         ds = parsed.dataset
-        digest = hashlib.sha256(data[self._dataset_offset(data):]).hexdigest()
+        # The hash leaves out the file meta group, so it does not depend on who wrote the meta.
+        digest = hashlib.sha256(data[dataset_offset(data):]).hexdigest()
         with self.sessions() as session:
             existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
             if existing is not None:
@@ -222,12 +218,6 @@ class Archive:
                 with self.sessions() as session:
                     if session.scalar(select(Instance.id).where(Instance.sop_instance_uid == parsed.sop_instance_uid)):
                         raise
-
-    @staticmethod
-    def _dataset_offset(data: bytes) -> int:
-        """Offset of the dataset after the file meta group, so the hash ignores who wrote the meta."""
-        group_length = int.from_bytes(data[140:144], "little")
-        return 144 + group_length
 
     def _resend(
         self, session: Session, parsed: ParsedInstance, existing: Instance, digest: str, source_ae_title: str

@@ -1,8 +1,13 @@
-"""Strict parsing of DICOM Part 10 files as they arrive from the network.
+"""Strict parsing of DICOM Part 10 files as they arrive from the network, and their layout.
 
 pydicom is lenient: it accepts a file cut short in the middle of an element and
 hands back the shorter value.  An archive must not, so :func:`parse_part10`
 checks that every top-level element is complete before anything is stored.
+
+A Part 10 file is a 128-byte preamble, ``DICM``, the file meta group (group 0002,
+explicit VR little endian, opened by its group length) and the dataset.
+:func:`dataset_offset` says where the dataset starts; :func:`normalize_part10`
+gives a file written without preamble (or without group length) that layout.
 """
 
 from __future__ import annotations
@@ -16,11 +21,22 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 UNDEFINED_LENGTH = 0xFFFFFFFF
+
+PREAMBLE_LENGTH = 128
+DICM_MARKER = b"DICM"
+META_START = PREAMBLE_LENGTH + len(DICM_MARKER)  # offset of the file meta group
+GROUP_LENGTH_ELEMENT_LENGTH = 12  # (0002,0000) UL: tag, VR, 2-byte length, 4-byte value
+FILE_META_GROUP = b"\x02\x00"  # group 0002, little endian
+# Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
+LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 
 
 class MalformedDicomError(ValueError):
@@ -63,7 +79,7 @@ def parse_part10(data: bytes) -> ParsedInstance:
     MalformedDicomError
         If the bytes are not DICOM, are truncated, or lack a required UID.
     """
-    if len(data) < 132 or data[128:132] != b"DICM":
+    if len(data) < META_START or data[PREAMBLE_LENGTH:META_START] != DICM_MARKER:
         raise MalformedDicomError("not a DICOM Part 10 file: no 'DICM' marker after the 128-byte preamble")
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
@@ -92,19 +108,77 @@ def _check_required_uids(dataset: Dataset) -> None:
             raise MalformedDicomError(f"{keyword} {str(value)[:80]!r} is not a valid UID")
 
 
-def _dataset_stream(data: bytes, transfer_syntax: str) -> tuple[io.BytesIO, bool, bool]:
-    """Return a stream positioned at the dataset after the file meta group."""
-    stream = io.BytesIO(data)
-    stream.seek(132)
-    # Group 0002 is always explicit VR little endian; skip it using its group length.
-    header = stream.read(12)
-    if len(header) < 12 or header[0:4] != b"\x02\x00\x00\x00":
+def dataset_offset(data: bytes) -> int:
+    """Offset of the dataset in a Part 10 file: after the preamble, ``DICM`` and the file meta group.
+
+    The end of the file meta group is taken from its group length (0002,0000), which
+    a Part 10 file must have; the archive hashes what follows, so this is the one
+    place that decides where that is.
+
+    Raises
+    ------
+    MalformedDicomError
+        If the file meta group does not start with its group length, or the file ends inside it.
+    """
+    header = data[META_START : META_START + GROUP_LENGTH_ELEMENT_LENGTH]
+    if len(header) < GROUP_LENGTH_ELEMENT_LENGTH or header[0:4] != FILE_META_GROUP + b"\x00\x00":
         raise MalformedDicomError("file meta information does not start with (0002,0000) group length")
     group_length = int.from_bytes(header[8:12], "little")
-    start = 132 + 12 + group_length
+    start = META_START + GROUP_LENGTH_ELEMENT_LENGTH + group_length
     if start > len(data):
         raise MalformedDicomError("file is truncated inside its file meta information")
-    body = data[start:]
+    return start
+
+
+def file_meta_end(data: bytes) -> int | None:
+    """Offset after the group 0002 elements at the start of ``data``, found element by element.
+
+    For file meta written without preamble and perhaps without the group length that
+    :func:`dataset_offset` needs. Returns None when ``data`` ends inside an element
+    or does not start with a group 0002 element.
+    """
+    position = 0
+    while position + 8 <= len(data) and data[position : position + 2] == FILE_META_GROUP:
+        vr = data[position + 4 : position + 6]
+        if vr in LONG_LENGTH_VRS:
+            if position + 12 > len(data):
+                return None
+            position += 12 + int.from_bytes(data[position + 8 : position + 12], "little")
+        else:
+            position += 8 + int.from_bytes(data[position + 6 : position + 8], "little")
+    return position if 0 < position <= len(data) else None
+
+
+def normalize_part10(data: bytes) -> bytes:
+    """Give a DICOM file written without preamble (``dcmwrite(..., enforce_file_format=False)``) one.
+
+    A file that starts with ``DICM`` gets the 128-byte preamble; one that starts with
+    file meta elements but lacks the group length gets a preamble, ``DICM`` and a
+    rewritten file meta group. Anything else is returned unchanged (and judged by
+    :func:`parse_part10`).
+    """
+    if len(data) >= META_START and data[PREAMBLE_LENGTH:META_START] == DICM_MARKER:
+        return data
+    if data[: len(DICM_MARKER)] == DICM_MARKER:
+        return b"\0" * PREAMBLE_LENGTH + data
+    if data[: len(FILE_META_GROUP)] != FILE_META_GROUP:
+        return data
+    end = file_meta_end(data)
+    if end is None:
+        return data
+    try:
+        meta = pydicom.dcmread(io.BytesIO(data[:end]), force=True).file_meta
+    except Exception:  # noqa: BLE001 - unreadable meta: leave the bytes for the strict parser to refuse
+        return data
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * PREAMBLE_LENGTH + DICM_MARKER)
+    write_file_meta_info(buffer, FileMetaDataset(meta), enforce_standard=True)
+    return buffer.getvalue() + data[end:]
+
+
+def _dataset_stream(data: bytes, transfer_syntax: str) -> tuple[io.BytesIO, bool, bool]:
+    """Return a stream positioned at the dataset after the file meta group."""
+    body = data[dataset_offset(data) :]
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         try:
             decompressor = zlib.decompressobj(-zlib.MAX_WBITS)

@@ -68,6 +68,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from radpilot.archive.query import INDEXED_ATTRIBUTES, NON_MATCHING_KEYS, Query, QueryError, QueryLevel, vr_of
+from radpilot.dicom import status as dimse_status
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -80,15 +81,6 @@ logger = logging.getLogger(__name__)
 
 # pynetdicom's standard handlers format every PDU for its logger; RadPilot logs associations itself.
 _config.LOG_HANDLER_LEVEL = "none"
-
-# DIMSE statuses used here (PS3.4 Annex C).
-STATUS_SUCCESS = 0x0000
-STATUS_PENDING = 0xFF00
-STATUS_CANCEL = 0xFE00
-STATUS_IDENTIFIER_MISMATCH = 0xA900  # Identifier does not match SOP Class
-STATUS_MOVE_DESTINATION_UNKNOWN = 0xA801
-STATUS_UNABLE_TO_PROCESS = 0xC000
-STATUS_OUT_OF_RESOURCES = 0xA700
 
 ERROR_COMMENT_MAX = 64  # VR LO
 
@@ -475,7 +467,7 @@ class DimseService:
 
     def _on_echo(self, event: Event) -> int:
         self._end(self._begin(event))
-        return STATUS_SUCCESS
+        return dimse_status.SUCCESS
 
     # -- C-STORE -----------------------------------------------------------------------
 
@@ -493,7 +485,7 @@ class DimseService:
         except Exception as exc:  # noqa: BLE001 - answer with a failure status, never drop the request
             logger.exception("C-STORE failed", extra={"calling_ae": record.calling_ae})
             record.refused += 1
-            return status_dataset(STATUS_OUT_OF_RESOURCES, f"storage error: {exc}")
+            return status_dataset(dimse_status.OUT_OF_RESOURCES, f"storage error: {exc}")
         if result.outcome.accepted:
             record.stored += 1
             with self._stored_lock:
@@ -521,17 +513,17 @@ class DimseService:
             query = find_query(request, FIND_MODELS[model])
             matches = self.archive.find(query)
         except QueryError as exc:
-            yield status_dataset(STATUS_IDENTIFIER_MISMATCH, str(exc)), None
+            yield status_dataset(dimse_status.IDENTIFIER_MISMATCH, str(exc)), None
             return
         except Exception as exc:  # noqa: BLE001 - a failure status, with the reason
             logger.exception("C-FIND failed")
-            yield status_dataset(STATUS_UNABLE_TO_PROCESS, f"query failed: {exc}"), None
+            yield status_dataset(dimse_status.UNABLE_TO_PROCESS, f"query failed: {exc}"), None
             return
         for match in matches:
             if event.is_cancelled:
-                yield STATUS_CANCEL, None
+                yield dimse_status.CANCEL, None
                 return
-            yield STATUS_PENDING, response_identifier(request, match, query.level)
+            yield dimse_status.PENDING, response_identifier(request, match, query.level)
 
     # -- C-MOVE and C-GET --------------------------------------------------------------
 
@@ -555,7 +547,7 @@ class DimseService:
             # pynetdicom only reports a failure with a reason after associating with the destination.
             yield destination.host, destination.port, {"contexts": _ANY_DESTINATION_CONTEXTS}
             yield 1
-            yield status_dataset(STATUS_IDENTIFIER_MISMATCH, str(exc)), None
+            yield status_dataset(dimse_status.IDENTIFIER_MISMATCH, str(exc)), None
             return
         pairs = {(m["SOPClassUID"], m["_transfer_syntax_uid"]) for m in matches}
         contexts = storage_contexts_for(sorted(pairs))
@@ -585,7 +577,7 @@ class DimseService:
             matches = self._retrieve_matches(event, GET_MODELS)
         except QueryError as exc:
             yield 1
-            yield status_dataset(STATUS_IDENTIFIER_MISMATCH, str(exc)), None
+            yield status_dataset(dimse_status.IDENTIFIER_MISMATCH, str(exc)), None
             return
         yield len(matches)
         logger.info("C-GET", extra={"instances": len(matches)})
@@ -608,9 +600,9 @@ class DimseService:
     def _sub_operations(self, event: Event, matches: list[dict[str, Any]]) -> Iterator[tuple[int, Dataset | None]]:
         for match in matches:
             if event.is_cancelled:
-                yield STATUS_CANCEL, None
+                yield dimse_status.CANCEL, None
                 return
-            yield STATUS_PENDING, self._read_instance(match)
+            yield dimse_status.PENDING, self._read_instance(match)
 
     def _read_instance(self, match: dict[str, Any]) -> Dataset:
         """The stored instance as read from its file (original transfer syntax kept).

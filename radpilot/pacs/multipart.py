@@ -18,9 +18,11 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 CRLF = b"\r\n"
+CHUNK_SIZE = 1024 * 1024  # how much of a file is read at a time while a body is sent
 MAX_BOUNDARY_LENGTH = 70  # RFC 2046 5.1.1
 MAX_HEADER_BYTES = 16 * 1024  # a part's header section longer than this is refused
 # RFC 2046 bchars: DIGIT / ALPHA / "'" / "(" / ")" / "+" / "_" / "," / "-" / "." / "/" / ":" / "=" / "?" / " "
@@ -372,3 +374,32 @@ def stream_multipart(
                 yield chunk
         yield CRLF
     yield closing_delimiter(boundary)
+
+
+def multipart_length(
+    boundary: str, parts: Iterable[tuple[str, int] | tuple[str, int, dict[str, str]]]
+) -> int:
+    """Length in bytes of the body :func:`stream_multipart` writes for parts of these sizes.
+
+    Parameters
+    ----------
+    parts
+        ``(content_type, content_length)`` or ``(content_type, content_length, extra_headers)`` per part.
+
+    Notes
+    -----
+    A client that streams a body and declares its Content-Length up front is
+    understood by servers that refuse chunked request bodies.
+    """
+    total = len(closing_delimiter(boundary))
+    for part in parts:
+        extra = part[2] if len(part) > 2 else None  # type: ignore[misc]
+        total += len(part_header(boundary, part[0], extra)) + part[1] + len(CRLF)
+    return total
+
+
+def file_chunks(path: Path, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """The content of the file at ``path``, read a chunk at a time (the file is opened on the first one)."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            yield chunk

@@ -37,9 +37,8 @@ from pynetdicom.sop_class import (
 )
 
 from radpilot.archive.query import QueryLevel
+from radpilot.dicom import status as dimse_status
 from radpilot.pacs.dimse import (
-    STATUS_CANCEL,
-    STATUS_SUCCESS,
     DimseService,
     DimseTimeouts,
     configure_ae,
@@ -62,8 +61,6 @@ logger = logging.getLogger(__name__)
 # which is what RadPilot proposes). RadPilot never sends a path expecting re-encoding.
 _config.STORE_SEND_CHUNKED_DATASET = True
 
-PENDING_STATUSES = (0xFF00, 0xFF01)
-WARNING_STATUSES = (0x0001, 0xB000, 0xB006, 0xB007)
 MOVE_TIMEOUT_S = 600.0
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # between two C-MOVE responses; a peer may say nothing while it sends
 
@@ -158,7 +155,7 @@ class MoveReport:
 
     @property
     def ok(self) -> bool:
-        return self.status == STATUS_SUCCESS and self.failed == 0
+        return self.status == dimse_status.SUCCESS and self.failed == 0
 
 
 # -- associations ------------------------------------------------------------------------
@@ -336,7 +333,7 @@ def _store_one(assoc: Association, header: _Header, node: RemoteNode) -> FileRes
     if response is None or "Status" not in response:
         return FileResult(path, "failed", sop_instance_uid=uid, message="no response (association aborted or timed out)")
     status = int(response.Status)
-    if status == STATUS_SUCCESS or status in WARNING_STATUSES:
+    if status == dimse_status.SUCCESS or status in dimse_status.WARNING_STATUSES:
         return FileResult(path, "sent", status=status, sop_instance_uid=uid, message=_comment(response).lstrip(": "))
     return FileResult(path, "failed", status=status, sop_instance_uid=uid, message=f"status 0x{status:04X}{_comment(response)}")
 
@@ -504,11 +501,11 @@ def find(settings: Settings, node: RemoteNode | str, level: QueryLevel | str, ke
     with associate(settings, node, [build_context(model)]) as assoc:
         for response, match in assoc.send_c_find(identifier, model):
             status = _status_of(response, node, "C-FIND")
-            if status in PENDING_STATUSES:
+            if status in dimse_status.PENDING_STATUSES:
                 if match is not None:
                     matches.append(match)
                 continue
-            if status in (STATUS_SUCCESS, STATUS_CANCEL):
+            if status in (dimse_status.SUCCESS, dimse_status.CANCEL):
                 break
             raise DimseStatusError(
                 f"DICOM node {describe_node(node)} refused the C-FIND with status 0x{status:04X}{_comment(response)}",
@@ -618,7 +615,7 @@ def pull(
         connection=base.connection,
     )
     model = StudyRootQueryRetrieveInformationModelMove
-    report = MoveReport(node=describe_node(node), status=STATUS_SUCCESS)
+    report = MoveReport(node=describe_node(node), status=dimse_status.SUCCESS)
     with _receiving(settings, archive) as listener:
         with associate(settings, node, [build_context(model)], timeouts=timeouts) as assoc:
             for response, failed in assoc.send_c_move(identifier, settings.ae_title, model):
@@ -640,12 +637,14 @@ def pull(
 
 def _raise_if_refused(report: MoveReport, node: RemoteNode, settings: Settings) -> None:
     status = report.status
-    if status in PENDING_STATUSES or status in (STATUS_SUCCESS, STATUS_CANCEL) or status in WARNING_STATUSES:
+    if status in (dimse_status.SUCCESS, dimse_status.CANCEL):
+        return
+    if status in dimse_status.PENDING_STATUSES or status in dimse_status.WARNING_STATUSES:
         return
     if report.completed or report.failed or report.warning:
         return  # it ran; the report says what failed
     comment = f": {report.comment}" if report.comment else ""
-    if status == 0xA801:
+    if status == dimse_status.MOVE_DESTINATION_UNKNOWN:
         raise DimseStatusError(
             f"DICOM node {describe_node(node)} does not know the move destination {settings.ae_title!r} "
             f"(status 0xA801); configure {settings.ae_title} with our host and port {settings.dicom_port} on it",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
 
+from radpilot.pacs.multipart import file_chunks, multipart_length, new_boundary, stream_multipart
+
+APPLICATION_DICOM = "application/dicom"
 FAILED_SOP_SEQUENCE = "00081198"
 FAILURE_REASON = "00081197"
 REFERENCED_SOP_INSTANCE_UID = "00081155"
@@ -18,22 +19,22 @@ class StowError(RuntimeError):
     """The server did not store every instance; the message says what it answered."""
 
 
-def _body(files: Iterable[Path], boundary: str) -> bytes:
-    parts = []
-    for path in files:
-        parts.append(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + Path(path).read_bytes() + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode()
-
-
 def stow(base_url: str, files: list[Path], *, timeout_s: float = 120.0) -> dict:
-    """POST ``files`` to ``{base_url}/studies``; raise StowError unless every instance was stored."""
-    boundary = uuid.uuid4().hex
+    """POST ``files`` to ``{base_url}/studies``; raise StowError unless every instance was stored.
+
+    The body is streamed, a file at a time, with its Content-Length declared up front.
+    """
+    paths = [Path(path) for path in files]
+    boundary = new_boundary()
+    length = multipart_length(boundary, [(APPLICATION_DICOM, path.stat().st_size) for path in paths])
     headers = {
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Content-Type": f'multipart/related; type="{APPLICATION_DICOM}"; boundary={boundary}',
+        "Content-Length": str(length),
         "Accept": "application/dicom+json",
     }
+    body = stream_multipart(boundary, ((APPLICATION_DICOM, file_chunks(path)) for path in paths))
     try:
-        response = httpx.post(f"{base_url.rstrip('/')}/studies", content=_body(files, boundary), headers=headers, timeout=timeout_s)
+        response = httpx.post(f"{base_url.rstrip('/')}/studies", content=body, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise StowError(f"STOW-RS to {base_url} failed: {exc}") from exc
     try:

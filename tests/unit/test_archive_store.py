@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from radpilot.archive import Archive, StoreOutcome
-from radpilot.archive.store import STATUS_CANNOT_UNDERSTAND, STATUS_CONFLICT, STATUS_SUCCESS
+from radpilot.dicom import status as dimse_status
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
 
 
@@ -37,7 +37,7 @@ def stored_files(archive: Archive) -> dict[str, str]:
 def test_store_writes_file_and_index_that_read_back_identical(archive: Archive) -> None:
     data = to_part10_bytes(make_ct_dataset())
     result = archive.store_file_bytes(data, source_ae_title="MODALITY")
-    assert result.outcome is StoreOutcome.STORED and result.status == STATUS_SUCCESS
+    assert result.outcome is StoreOutcome.STORED and result.status == dimse_status.SUCCESS
     [instance] = archive.instances_of(result.study_instance_uid)
     assert archive.read_bytes(instance) == data
     assert instance.source_ae_title == "MODALITY"
@@ -49,7 +49,7 @@ def test_resending_identical_instance_is_idempotent(archive: Archive) -> None:
     archive.store_file_bytes(data)
     before = stored_files(archive)
     result = archive.store_file_bytes(data)
-    assert result.outcome is StoreOutcome.DUPLICATE and result.status == STATUS_SUCCESS
+    assert result.outcome is StoreOutcome.DUPLICATE and result.status == dimse_status.SUCCESS
     assert archive.instance_count() == 1
     assert stored_files(archive) == before
 
@@ -69,7 +69,7 @@ def test_conflicting_resend_keeps_first_copy_and_is_reported(archive: Archive) -
     ds.PatientName = "SECOND^COPY"
     result = archive.store_file_bytes(to_part10_bytes(ds), source_ae_title="OTHER")
     assert result.outcome is StoreOutcome.CONFLICT
-    assert result.status == STATUS_CONFLICT
+    assert result.status == dimse_status.CONFLICT
     assert "different content" in result.message and str(ds.SOPInstanceUID) in result.message
     [instance] = archive.instances_of(str(ds.StudyInstanceUID))
     assert archive.read_bytes(instance) == first
@@ -108,7 +108,7 @@ def test_malformed_input_is_refused_with_reason_and_nothing_changes(archive: Arc
     data, expected_reason = MALFORMED[case]
     result = archive.store_file_bytes(data)
     assert result.outcome is StoreOutcome.MALFORMED
-    assert result.status == STATUS_CANNOT_UNDERSTAND
+    assert result.status == dimse_status.CANNOT_UNDERSTAND
     assert expected_reason in result.message
     assert archive.instance_count() == 1
     assert stored_files(archive) == before

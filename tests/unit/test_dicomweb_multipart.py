@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,9 @@ from radpilot.pacs.multipart import (
     MAX_HEADER_BYTES,
     MultipartError,
     boundary_of,
+    file_chunks,
     media_range_matches,
+    multipart_length,
     new_boundary,
     parse_accept,
     parse_media_type,
@@ -175,6 +178,21 @@ def test_writer_output_parses_back() -> None:
     parts = parse_multipart(data, boundary)
     assert [p.content(data) for p in parts] == [*payloads, b"x"]
     assert parts[3].headers == {"content-type": "a/b", "content-location": "u"}
+
+
+def test_declared_length_is_the_length_written() -> None:
+    boundary = new_boundary()
+    parts = [("application/dicom", b"a" * 10), ("application/dicom", b""), ("a/b", b"xyz", {"Content-Location": "u"})]
+    written = b"".join(stream_multipart(boundary, [(p[0], [p[1]], *p[2:]) for p in parts]))
+    assert multipart_length(boundary, [(p[0], len(p[1]), *p[2:]) for p in parts]) == len(written)
+    assert multipart_length(boundary, []) == len(b"".join(stream_multipart(boundary, [])))
+
+
+def test_file_chunks_reads_lazily_in_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    chunks = file_chunks(path, chunk_size=4)  # the file does not exist yet: nothing is opened before reading
+    path.write_bytes(b"0123456789")
+    assert list(chunks) == [b"0123", b"4567", b"89"]
 
 
 # -- malformed bodies ----------------------------------------------------------------

@@ -24,7 +24,8 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from radpilot.archive import Archive
-from radpilot.pacs.dicomweb import make_dicomweb_router, normalize_part10
+from radpilot.dicom.part10 import normalize_part10
+from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.pacs.multipart import parse_media_type, parse_multipart
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
 

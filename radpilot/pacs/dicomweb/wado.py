@@ -1,0 +1,215 @@
+"""WADO-RS (PS3.18 10.4) over the archive: instances, metadata with bulk data URIs, bulk data.
+
+Instances are sent as stored (a file read chunk by chunk while the answer is sent)
+or, when Explicit VR Little Endian is asked for, transcoded from Implicit VR and
+Deflated files. Metadata is the whole header of each instance in DICOM JSON; binary
+values above the bulk data threshold and all pixel data become ``BulkDataURI``
+values under ``{instance URL}/bulk/``. Frames are in :mod:`.frames`.
+
+What cannot be found raises :class:`ResourceNotFoundError`; an indexed instance
+whose file is gone raises :class:`MissingFileError`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from radpilot.archive.models import Instance
+from radpilot.archive.query import Query, QueryLevel
+from radpilot.archive.store import Archive
+from radpilot.dicom.json_model import (
+    DEFAULT_BULK_DATA_THRESHOLD,
+    DicomJsonError,
+    attribute_json,
+    dataset_to_json,
+    little_endian_bytes,
+    resolve_bulk_path,
+    tag_key,
+)
+from radpilot.pacs.dicomweb.media import (
+    APPLICATION_DICOM,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+)
+from radpilot.pacs.multipart import file_chunks
+
+logger = logging.getLogger(__name__)
+
+
+class ResourceNotFoundError(LookupError):
+    """A study, series, instance or bulk data value that is not in the archive.
+
+    Parameters
+    ----------
+    message
+        What is missing.
+    parameter
+        The part of the request that names it, if one does (``path`` for a bulk data path).
+    """
+
+    def __init__(self, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.parameter = parameter
+
+
+class MissingFileError(RuntimeError):
+    """Indexed instances whose files are not in the archive's storage."""
+
+
+# -- finding instances ---------------------------------------------------------------
+
+
+def find_instances(archive: Archive, study: str, series: str | None = None, sop: str | None = None) -> list[Instance]:
+    """The instances of a study, series or instance, in series then instance order.
+
+    Raises
+    ------
+    ResourceNotFoundError
+        Naming the first of study, series and instance that the archive does not hold.
+    """
+    instances = archive.instances_of(study, series, sop)
+    if instances:
+        return instances
+    if not archive.instances_of(study):
+        raise ResourceNotFoundError(f"study {study} is not in the archive")
+    if series is not None and not archive.instances_of(study, series):
+        raise ResourceNotFoundError(f"series {series} is not in study {study}")
+    raise ResourceNotFoundError(f"instance {sop} is not in series {series} of study {study}")
+
+
+def require_files(archive: Archive, instances: list[Instance]) -> None:
+    """Check that every instance's file is in storage before an answer starts streaming.
+
+    Raises
+    ------
+    MissingFileError
+        When one or more are not.
+    """
+    missing = [i.sop_instance_uid for i in instances if not archive.path_of(i).is_file()]
+    if missing:
+        logger.error("indexed instances have no file", extra={"sop_instance_uids": missing[:10]})
+        raise MissingFileError(f"{len(missing)} indexed instance(s) have no file in the archive, e.g. {missing[0]}")
+
+
+def instance_url(base: str, instance: Instance, study: str, series: str) -> str:
+    return f"{base}/studies/{study}/series/{series}/instances/{instance.sop_instance_uid}"
+
+
+# -- instances ---------------------------------------------------------------------
+
+
+def transcode_to_explicit_le(path: Path) -> bytes:
+    """Rewrite an Implicit VR or Deflated Little Endian file as Explicit VR Little Endian."""
+    dataset = pydicom.dcmread(path)
+    dataset.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class LazyChunks:
+    """An iterable whose chunks are produced only when the part is being sent."""
+
+    def __init__(self, produce: Callable[[], Iterator[bytes]]) -> None:
+        self._produce = produce
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._produce()
+
+
+def instance_part(archive: Archive, instance: Instance, syntax: str | None) -> tuple[str, Iterable[bytes]]:
+    """(content type, chunks) of one instance, as stored (``syntax`` None or the stored one) or transcoded."""
+    path = archive.path_of(instance)
+    if syntax is None or syntax == instance.transfer_syntax_uid:
+        return f"{APPLICATION_DICOM}; transfer-syntax={instance.transfer_syntax_uid}", LazyChunks(
+            lambda: file_chunks(path)
+        )
+    return f"{APPLICATION_DICOM}; transfer-syntax={syntax}", LazyChunks(lambda: iter([transcode_to_explicit_le(path)]))
+
+
+# -- metadata ------------------------------------------------------------------------
+
+
+def read_header(path: Path, transfer_syntax: str, threshold: int = DEFAULT_BULK_DATA_THRESHOLD) -> Dataset:
+    """Read an instance with values above ``threshold`` bytes deferred (not loaded).
+
+    Deflated files are read whole: a deferred value cannot be found again in the deflated stream.
+    """
+    defer = None if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else threshold
+    return pydicom.dcmread(path, defer_size=defer)
+
+
+def instance_metadata(archive: Archive, instance: Instance, url: str, threshold: int) -> dict[str, Any]:
+    """The DICOM JSON metadata of one instance, bulk data as URIs under its ``url``/bulk/."""
+    dataset = read_header(archive.path_of(instance), instance.transfer_syntax_uid, threshold)
+    little_endian = instance.transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
+    result = dataset_to_json(
+        dataset,
+        bulk_data_uri=lambda path: f"{url}/bulk/{path}",
+        threshold=threshold,
+        little_endian=little_endian,
+    )
+    result[tag_key(0x00083002)] = attribute_json("UI", instance.transfer_syntax_uid)  # AvailableTransferSyntaxUID
+    return dict(sorted(result.items()))
+
+
+def metadata_stream(archive: Archive, instances: list[Instance], urls: list[str], threshold: int) -> Iterator[bytes]:
+    """The JSON array of the instances' metadata, one instance at a time (an unreadable one is left out)."""
+    yield b"["
+    first = True
+    for instance, url in zip(instances, urls, strict=True):
+        try:
+            item = instance_metadata(archive, instance, url, threshold)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not cut the whole answer short
+            logger.error(
+                "metadata of an instance could not be read",
+                extra={"sop_instance_uid": instance.sop_instance_uid, "error": str(exc)},
+            )
+            continue
+        yield (b"" if first else b",") + json.dumps(item, separators=(",", ":")).encode("utf-8")
+        first = False
+    yield b"]"
+
+
+def series_uids(archive: Archive, study: str, instances: list[Instance], series: str | None) -> dict[int, str]:
+    """SeriesInstanceUID of each instance (by row id), from the index."""
+    if series is not None:
+        return {i.id: series for i in instances}
+    results = archive.find(Query(QueryLevel.IMAGE, {"StudyInstanceUID": study}))
+    by_sop = {r["SOPInstanceUID"]: r["SeriesInstanceUID"] for r in results}
+    return {i.id: by_sop.get(i.sop_instance_uid, "") for i in instances}
+
+
+# -- bulk data -----------------------------------------------------------------------
+
+
+def bulk_value(path: Path, transfer_syntax: str, bulk_path: str) -> bytes:
+    """The bytes of the bulk data value at ``bulk_path`` (as in a BulkDataURI) of the file at ``path``.
+
+    Little endian, whatever the file's byte order.
+
+    Raises
+    ------
+    ResourceNotFoundError
+        When the path names no value of the instance.
+    """
+    dataset = pydicom.dcmread(path)
+    try:
+        element = resolve_bulk_path(dataset, bulk_path)
+    except DicomJsonError as exc:
+        raise ResourceNotFoundError(str(exc), "path") from None
+    value = element.value
+    if isinstance(value, (list, tuple)):
+        value = b"".join(bytes(v) for v in value)
+    data = bytes(value or b"")
+    return little_endian_bytes(data, element.VR, transfer_syntax != EXPLICIT_VR_BIG_ENDIAN)
