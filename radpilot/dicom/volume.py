@@ -39,6 +39,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.pixels.processing import apply_voi
 
 logger = logging.getLogger(__name__)
 
@@ -436,7 +437,6 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
 
 def _voi_lut(ds: Dataset) -> dict[str, Any] | None:
     """The first VOI LUT of ``ds`` as ``{"first_mapped": int, "bits": int, "data": uint16 array}``, or None."""
-    from pydicom.pixels.processing import apply_voi
 
     try:
         descriptor = [int(v) for v in ds.VOILUTSequence[0].LUTDescriptor]

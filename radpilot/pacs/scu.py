@@ -51,8 +51,8 @@ from radpilot.pacs.dimse import (
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-    from radpilot.archive.store import Archive
-    from radpilot.config import RemoteNode, Settings
+from radpilot.archive.store import Archive
+from radpilot.config import RemoteNode, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -541,9 +541,7 @@ def _receiving(settings: Settings, archive: Archive | None) -> Iterator[DimseSer
         logger.info("a listener runs on our DICOM port: it receives the pull", extra={"port": settings.dicom_port})
         yield None
         return
-    from radpilot.archive.store import Archive as ArchiveClass
-
-    store = ArchiveClass.from_settings(settings) if archive is None else archive
+    store = Archive.from_settings(settings) if archive is None else archive
     service = DimseService(settings, store)
     try:
         service.start()
