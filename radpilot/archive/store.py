@@ -25,7 +25,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from radpilot.archive.database import make_engine, make_session_factory, migrate
+from radpilot.db import make_engine, make_session_factory, migrate
 from radpilot.archive.query import Query, run_query
 from radpilot.archive.models import Instance, Patient, Series, Study, StoreConflict, utcnow
 from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, parse_part10

@@ -31,6 +31,8 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from radpilot.db import make_engine
+from radpilot.db import migrate as migrate_schema
 from radpilot.engine.jobs import (
     ErrorKind,
     JobOutput,
@@ -148,12 +150,9 @@ class JobStore:
     @classmethod
     def from_url(cls, database_url: str, *, migrate: bool = False, **kwargs: Any) -> JobStore:
         """A store on a new engine for ``database_url``; ``migrate=True`` upgrades the schema first."""
-        from radpilot.archive.database import make_engine
-        from radpilot.archive.database import migrate as run_migrations
-
         engine = make_engine(database_url)
         if migrate:
-            run_migrations(engine)
+            migrate_schema(engine)
         return cls(engine, **kwargs)
 
     def close(self) -> None:

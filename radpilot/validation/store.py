@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, Index, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
-from radpilot.archive.models import Base, utcnow
+from radpilot.db import Base, utcnow
 from radpilot.security.audit import AuditEvent  # noqa: F401 - the audit table shares Base (revision 0004)
 
 

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from radpilot.archive.models import Base
+from radpilot.db import Base
 from radpilot.engine.job_store import ClaimStatus, JobStore
 from radpilot.engine.jobs import ErrorKind, JobOutput, JobState, Priority
 from tests.unit.jobs_support import (  # noqa: F401 - fixtures
