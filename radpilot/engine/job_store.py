@@ -181,6 +181,19 @@ class JobStore:
         with self.sessions() as session:
             return [to_record(job) for job in session.scalars(query)]
 
+    def latest_done_job(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
+        """The job of ``analysis`` on this series that finished last with a result set, or None."""
+        query = (
+            select(Job)
+            .where(Job.analysis == analysis, Job.series_instance_uid == series_instance_uid,
+                   Job.state == JobState.DONE.value)
+            .order_by(Job.finished_at.desc(), Job.id.desc())
+            .limit(1)
+        )
+        with self.sessions() as session:
+            job = session.scalars(query).first()
+            return to_record(job) if job is not None else None
+
     def result_sets(self, job_id: int | None = None) -> list[dict[str, Any]]:
         """Recorded result sets (all, or the one of ``job_id``) as plain dicts, oldest first."""
         query = select(ResultSet).order_by(ResultSet.id)

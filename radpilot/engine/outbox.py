@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 
 from radpilot.archive import Archive
-from radpilot.archive.models import Instance, utcnow
+from radpilot.db import utcnow
 from radpilot.engine.outbox_models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ class Outbox:
         return sum(1 for delivery in due if self._attempt(delivery))
 
     def _files_of(self, uids: list[str]) -> list:
-        with self.archive.sessions() as session:
-            instances = list(session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(uids))))
+        instances = self.archive.instances_by_uid(uids)
         missing = set(uids) - {i.sop_instance_uid for i in instances}
         if missing:
             raise DeliveryError(f"{len(missing)} instance(s) are no longer in the archive: {sorted(missing)[:3]}")
