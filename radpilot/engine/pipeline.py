@@ -22,7 +22,8 @@ from radpilot.archive import Archive, StoreOutcome
 from radpilot.config import Settings
 from radpilot.engine.catalog import discover_analyses
 from radpilot.engine.jobs import JobOutput, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
-from radpilot.engine.routing import RoutingDecision, RuleSet, load_rules
+from radpilot.engine.outbox import add_delivery
+from radpilot.engine.routing import RoutingDecision, RuleSet
 from radpilot.engine.series_facts import series_facts, series_of_study
 
 logger = logging.getLogger(__name__)
@@ -203,12 +204,8 @@ class PipelineRunner:
 
     def on_record(self, session, job: JobRecord, output: JobOutput) -> None:  # noqa: ANN001 - SQLAlchemy Session
         """Queue the deliveries in the very transaction that records the result set: both happen or neither."""
-        import json
-
-        from radpilot.engine.outbox_models import Delivery
-
         for destination in job.destinations:
-            session.add(Delivery(destination=destination, sop_instance_uids=json.dumps(list(output.sop_instance_uids)), job_id=job.id))
+            add_delivery(session, destination, output.sop_instance_uids, job_id=job.id)
 
     def on_committed(self, job: JobRecord, output: JobOutput) -> None:
         if job.supersedes_job_id is not None:
@@ -241,7 +238,3 @@ class RunnerFactory:
 
     def __call__(self) -> PipelineRunner:
         return PipelineRunner(Settings.model_validate_json(self.settings_json))
-
-
-def dry_run_rules(settings: Settings) -> RuleSet:
-    return load_rules(settings.rules_file, known_analyses=set(discover_analyses()))
