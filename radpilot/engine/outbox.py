@@ -128,11 +128,12 @@ class Outbox:
         self._thread = threading.Thread(target=self._loop, args=(poll_s,), name="radpilot-outbox", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the loop; a delivery it cannot finish within ``timeout_s`` stays pending and is sent again later."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=timeout_s)
 
     def _loop(self, poll_s: float) -> None:
         while not self._stop.is_set():
