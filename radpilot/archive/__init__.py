@@ -1,5 +1,9 @@
-"""RadPilot's own archive: files on disk, indexed in SQLite or PostgreSQL."""
+"""RadPilot's own archive: files on disk, indexed in SQLite or PostgreSQL.
 
-from radpilot.archive.store import Archive, StoreOutcome, StoreResult
+Only this package reads and writes the archive's tables; other packages ask an
+:class:`Archive` (its methods return plain values or detached rows).
+"""
 
-__all__ = ["Archive", "StoreOutcome", "StoreResult"]
+from radpilot.archive.store import Archive, ArchiveCounts, SeriesSummary, StoreOutcome, StoreResult
+
+__all__ = ["Archive", "ArchiveCounts", "SeriesSummary", "StoreOutcome", "StoreResult"]

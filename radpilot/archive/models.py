@@ -6,18 +6,12 @@ that C-FIND and QIDO-RS match on, and where each file is.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Base(DeclarativeBase):
-    pass
+from radpilot.db import Base, utcnow
 
 
 class Patient(Base):
@@ -45,6 +39,7 @@ class Study(Base):
     study_description: Mapped[str] = mapped_column(String(128), default="")
     referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When an instance that is not derived last arrived: what the study-complete detector watches.
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
@@ -86,6 +81,8 @@ class Instance(Base):
     file_size: Mapped[int] = mapped_column(BigInteger)
     content_sha256: Mapped[str] = mapped_column(String(64))
     source_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    # RadPilot's own result object (stored by the engine): it never makes its study or series due for routing.
+    derived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from radpilot.archive.database import make_engine, make_session_factory, migrate
 from radpilot.archive.query import Query, run_query
 from radpilot.archive.models import Instance, Patient, Series, Study, StoreConflict, utcnow
+from radpilot.db import make_engine, make_session_factory, migrate
 from radpilot.dicom import status as dimse_status
 from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, dataset_offset, parse_part10
 
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 DURABILITY_MODES = ("full", "file", "none")
 OPEN_MARKER = ".open"  # present while a server has the archive open; left behind by an unclean stop
+# Marks the file names of derived objects, so that recovery re-indexes them as derived.
+DERIVED_MARK = ".derived"
 ID_CACHE_SIZE = 4096
 TOUCH_INTERVAL_S = 1.0
 
@@ -70,6 +72,25 @@ class StoreResult:
             StoreOutcome.MALFORMED: dimse_status.CANNOT_UNDERSTAND,
             StoreOutcome.FAILED: dimse_status.OUT_OF_RESOURCES,
         }[self.outcome]
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """One stored series as the engine's routing sees it, without reading its files."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    first_instance: Instance  # lowest instance number: the header routing reads
+    instance_count: int
+    frame_count: int  # frames of all instances (an instance without NumberOfFrames counts one)
+    derived: bool  # RadPilot's own result series
+
+
+@dataclass(frozen=True)
+class ArchiveCounts:
+    studies: int
+    series: int
+    instances: int
 
 
 def _text(dataset: Dataset, keyword: str, limit: int) -> str:
@@ -136,8 +157,12 @@ class Archive:
 
     # -- storing -----------------------------------------------------------------
 
-    def store_file_bytes(self, data: bytes, *, source_ae_title: str = "") -> StoreResult:
+    def store_file_bytes(self, data: bytes, *, source_ae_title: str = "", derived: bool = False) -> StoreResult:
         """Validate and store one DICOM Part 10 file held in memory.
+
+        ``derived`` marks RadPilot's own result objects: they are indexed as derived
+        and never make their study due for routing again (the engine would otherwise
+        route a study each time its own results arrive in it).
 
         Never raises for bad input: the result says what happened and why.
         """
@@ -149,7 +174,7 @@ class Archive:
         lock = self._lock_for(parsed.sop_instance_uid)
         with lock:
             try:
-                return self._store_parsed(parsed, data, source_ae_title)
+                return self._store_parsed(parsed, data, source_ae_title, derived)
             except OSError as exc:
                 logger.error("could not write instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "error": str(exc)})
                 return self._result(parsed, StoreOutcome.FAILED, f"storage error: {exc}")
@@ -174,20 +199,21 @@ class Archive:
             message=message,
         )
 
-    def _store_parsed(self, parsed: ParsedInstance, data: bytes, source_ae_title: str) -> StoreResult:
+    def _store_parsed(self, parsed: ParsedInstance, data: bytes, source_ae_title: str, derived: bool) -> StoreResult:
         ds = parsed.dataset
         # The hash leaves out the file meta group, so it does not depend on who wrote the meta.
         digest = hashlib.sha256(data[dataset_offset(data):]).hexdigest()
         with self.sessions() as session:
             existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
             if existing is not None:
-                return self._resend(session, parsed, existing, digest, source_ae_title)
+                return self._resend(session, parsed, existing, digest, source_ae_title, derived)
         # The digest in the name keeps two writers of different content from ever sharing a file.
-        relative = Path(str(ds.StudyInstanceUID)) / str(ds.SeriesInstanceUID) / f"{parsed.sop_instance_uid}.{digest[:16]}.dcm"
+        name = f"{parsed.sop_instance_uid}.{digest[:16]}{DERIVED_MARK if derived else ''}.dcm"
+        relative = Path(str(ds.StudyInstanceUID)) / str(ds.SeriesInstanceUID) / name
         final_path = self.storage_dir / relative
-        self._write_atomically(final_path, data)
+        self._write_atomically(final_path, data, derived)
         try:
-            self._index_with_retry(parsed, relative, len(data), digest, source_ae_title)
+            self._index_with_retry(parsed, relative, len(data), digest, source_ae_title, derived)
         except IntegrityError:
             # Another process indexed the same SOP Instance UID first: judge this copy against that one.
             with self.sessions() as session:
@@ -197,19 +223,21 @@ class Archive:
                     raise
                 if existing.file_path != relative.as_posix():
                     final_path.unlink(missing_ok=True)
-                return self._resend(session, parsed, existing, digest, source_ae_title)
+                return self._resend(session, parsed, existing, digest, source_ae_title, derived)
         except Exception:
             final_path.unlink(missing_ok=True)
             raise
         logger.debug("stored instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "source_ae": source_ae_title})
         return self._result(parsed, StoreOutcome.STORED)
 
-    def _index_with_retry(self, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str) -> None:
+    def _index_with_retry(
+        self, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str, derived: bool
+    ) -> None:
         """Index in one transaction; once more with fresh ids if a cached study or series vanished meanwhile."""
         for attempt in (1, 2):
             try:
                 with self.sessions() as session, session.begin():
-                    self._index(session, parsed, relative, size, digest, source_ae_title)
+                    self._index(session, parsed, relative, size, digest, source_ae_title, derived)
                 return
             except IntegrityError:
                 self._forget_ids()
@@ -220,9 +248,14 @@ class Archive:
                         raise
 
     def _resend(
-        self, session: Session, parsed: ParsedInstance, existing: Instance, digest: str, source_ae_title: str
+        self, session: Session, parsed: ParsedInstance, existing: Instance, digest: str, source_ae_title: str,
+        derived: bool,
     ) -> StoreResult:
         if existing.content_sha256 == digest:
+            if derived and not existing.derived:
+                # The engine stores again a result that recovery re-indexed without knowing it was derived.
+                session.execute(update(Instance).where(Instance.id == existing.id).values(derived=True))
+                session.commit()
             return self._result(parsed, StoreOutcome.DUPLICATE, "identical instance already stored")
         conflict = session.scalar(
             select(StoreConflict).where(
@@ -249,9 +282,9 @@ class Archive:
         logger.warning("store conflict", extra={"sop_instance_uid": parsed.sop_instance_uid, "source_ae": source_ae_title})
         return self._result(parsed, StoreOutcome.CONFLICT, message)
 
-    def _write_atomically(self, final_path: Path, data: bytes) -> None:
+    def _write_atomically(self, final_path: Path, data: bytes, derived: bool) -> None:
         final_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = _mkstemp(self.tmp_dir)
+        fd, tmp_name = _mkstemp(self.tmp_dir, f"{DERIVED_MARK if derived else ''}.part")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -267,7 +300,8 @@ class Archive:
             raise
 
     def _index(
-        self, session: Session, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str
+        self, session: Session, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str,
+        derived: bool,
     ) -> None:
         """Insert the instance row, creating its patient, study and series rows on first sight.
 
@@ -293,13 +327,18 @@ class Archive:
                 file_size=size,
                 content_sha256=digest,
                 source_ae_title=source_ae_title[:16],
+                derived=derived,
                 received_at=now,
             )
         )
-        self._touch(session, study_id, series_id, now)
+        if not derived:
+            self._touch(session, study_id, series_id, now)
 
     def _touch(self, session: Session, study_id: int, series_id: int, now) -> None:  # noqa: ANN001 - datetime
-        """Move the study's and series' updated_at (what the study-complete detector watches), at most once a second."""
+        """Move the study's and series' updated_at (what the study-complete detector watches), at most once a second.
+
+        Derived objects never move it: RadPilot's own results must not make their study due again.
+        """
         last = self._touched.get(series_id)
         if last is not None and (now - last).total_seconds() < TOUCH_INTERVAL_S:
             return
@@ -403,7 +442,8 @@ class Archive:
         """
         report = {"temporaries_recovered": 0, "temporaries_removed": 0, "files_reindexed": 0}
         for leftover in sorted(self.tmp_dir.glob("*.part")):
-            result = self.store_file_bytes(leftover.read_bytes(), source_ae_title="RECOVERY")
+            derived = leftover.name.endswith(f"{DERIVED_MARK}.part")
+            result = self.store_file_bytes(leftover.read_bytes(), source_ae_title="RECOVERY", derived=derived)
             leftover.unlink(missing_ok=True)
             report["temporaries_recovered" if result.outcome.accepted else "temporaries_removed"] += 1
         if full_scan:
@@ -413,7 +453,8 @@ class Archive:
                 relative = path.relative_to(self.storage_dir).as_posix()
                 if relative.startswith(".") or relative in indexed:
                     continue
-                result = self.store_file_bytes(path.read_bytes(), source_ae_title="RECOVERY")
+                derived = path.name.endswith(f"{DERIVED_MARK}.dcm")
+                result = self.store_file_bytes(path.read_bytes(), source_ae_title="RECOVERY", derived=derived)
                 if result.outcome is StoreOutcome.STORED:
                     report["files_reindexed"] += 1
                 elif not result.outcome.accepted:
@@ -433,6 +474,116 @@ class Archive:
     def instance_count(self) -> int:
         with self.sessions() as session:
             return session.scalar(select(func.count(Instance.id))) or 0
+
+    def counts(self) -> ArchiveCounts:
+        """How many studies, series and instances the archive holds."""
+        with self.sessions() as session:
+            return ArchiveCounts(
+                studies=session.scalar(select(func.count(Study.id))) or 0,
+                series=session.scalar(select(func.count(Series.id))) or 0,
+                instances=session.scalar(select(func.count(Instance.id))) or 0,
+            )
+
+    def studies_changed_between(self, after: datetime, until: datetime) -> list[str]:
+        """Studies whose last instance that is not derived arrived in (after, until], oldest change first.
+
+        A study that holds only derived objects has had no such arrival and is never listed.
+        """
+        holds_source_instance = exists(
+            select(Instance.id)
+            .join(Series, Instance.series_fk == Series.id)
+            .where(Series.study_fk == Study.id, Instance.derived.is_(False))
+        )
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Study.study_instance_uid)
+                    .where(Study.updated_at > after, Study.updated_at <= until, holds_source_instance)
+                    .order_by(Study.updated_at)
+                )
+            )
+
+    def series_of_study(self, study_uid: str) -> list[str]:
+        """Series Instance UIDs of a study, in series number order."""
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Series.series_instance_uid)
+                    .join(Study, Series.study_fk == Study.id)
+                    .where(Study.study_instance_uid == study_uid)
+                    .order_by(Series.series_number, Series.id)
+                )
+            )
+
+    def series_summary(self, series_uid: str) -> SeriesSummary:
+        """The study, first instance, counts and derivation of a stored series.
+
+        Raises
+        ------
+        KeyError
+            When the archive holds no instance of ``series_uid``.
+        """
+        with self.sessions() as session:
+            row = session.execute(
+                select(Series.id, Study.study_instance_uid)
+                .join(Study, Series.study_fk == Study.id)
+                .where(Series.series_instance_uid == series_uid)
+            ).first()
+            first = None
+            if row is not None:
+                first = session.scalar(
+                    select(Instance)
+                    .where(Instance.series_fk == row.id)
+                    .order_by(Instance.instance_number, Instance.id)
+                    .limit(1)
+                )
+            if first is None:
+                raise KeyError(f"series {series_uid} is not in the archive")
+            count, frames, derived = session.execute(
+                select(
+                    func.count(Instance.id),
+                    func.sum(func.coalesce(Instance.number_of_frames, 1)),
+                    func.count(Instance.id).filter(Instance.derived.is_(True)),
+                ).where(Instance.series_fk == row.id)
+            ).one()
+        return SeriesSummary(
+            study_instance_uid=row.study_instance_uid,
+            series_instance_uid=series_uid,
+            first_instance=first,
+            instance_count=int(count),
+            frame_count=int(frames),
+            derived=derived > 0,
+        )
+
+    def series_is_derived(self, series_uid: str) -> bool:
+        """True when the series holds RadPilot's own result objects (stored as derived)."""
+        with self.sessions() as session:
+            return bool(
+                session.scalar(
+                    select(
+                        exists()
+                        .where(Instance.series_fk == Series.id, Instance.derived.is_(True))
+                        .where(Series.series_instance_uid == series_uid)
+                    )
+                )
+            )
+
+    def instance_inputs(self, series_uid: str) -> list[tuple[str, str]]:
+        """``(SOP Instance UID, content sha256)`` of every instance of a series: what a job's key is made of."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Instance.sop_instance_uid, Instance.content_sha256)
+                .join(Series, Instance.series_fk == Series.id)
+                .where(Series.series_instance_uid == series_uid)
+            ).all()
+        return [(sop_uid, sha256) for sop_uid, sha256 in rows]
+
+    def instances_by_uid(self, sop_instance_uids: list[str]) -> list[Instance]:
+        """The stored instances among ``sop_instance_uids`` (those no longer stored are left out)."""
+        if not sop_instance_uids:
+            return []
+        with self.sessions() as session:
+            return list(session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(sop_instance_uids))))
 
     def instances_of(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
@@ -481,10 +632,10 @@ class Archive:
             return list(session.scalars(select(StoreConflict).order_by(StoreConflict.id)))
 
 
-def _mkstemp(directory: Path) -> tuple[int, str]:
+def _mkstemp(directory: Path, suffix: str) -> tuple[int, str]:
     import tempfile
 
-    return tempfile.mkstemp(dir=directory, suffix=".part")
+    return tempfile.mkstemp(dir=directory, suffix=suffix)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -416,7 +416,7 @@ def worker(
     # hand it the archive named on this command line.
     os.environ["RADPILOT_DATA_DIR"] = str(settings.data_dir)
     os.environ["RADPILOT_DATABASE_URL"] = settings.resolved_database_url
-    from radpilot.archive.database import make_engine, migrate
+    from radpilot.db import make_engine, migrate
     from radpilot.engine.jobs import RetryPolicy
     from radpilot.engine.queue_celery import make_celery_app, run_worker
     from radpilot.engine.worker import WorkerConfig, load_object

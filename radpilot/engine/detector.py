@@ -2,9 +2,10 @@
 
 The detector keeps a watermark: every pass it routes the studies whose last
 change lies between the previous watermark and ``now - quiet period``.  Routing
-submits jobs idempotently, so routing a study twice (after a restart, or when
-results are added to it) never duplicates work, while a series that grew gets
-a new job whose results supersede the old ones.
+submits jobs idempotently, so routing a study twice (after a restart) never
+duplicates work, while a series that grew gets a new job whose results
+supersede the old ones.  RadPilot's own results are stored as derived objects,
+which are no change to their study: they never make it due again.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-
 from radpilot.archive import Archive
-from radpilot.archive.models import Study, utcnow
+from radpilot.db import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +38,7 @@ class StudyCompleteDetector:
     def due_studies(self, now: datetime | None = None) -> tuple[list[str], datetime]:
         """Studies last changed in (watermark, now - quiet], and the new watermark."""
         horizon = (now or utcnow()) - self.quiet
-        with self.archive.sessions() as session:
-            uids = list(
-                session.scalars(
-                    select(Study.study_instance_uid)
-                    .where(Study.updated_at > self.watermark, Study.updated_at <= horizon)
-                    .order_by(Study.updated_at)
-                )
-            )
-        return uids, horizon
+        return self.archive.studies_changed_between(self.watermark, horizon), horizon
 
     def poll_once(self, now: datetime | None = None) -> list[str]:
         uids, horizon = self.due_studies(now)

@@ -31,6 +31,8 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from radpilot.db import make_engine
+from radpilot.db import migrate as migrate_schema
 from radpilot.engine.jobs import (
     ErrorKind,
     JobOutput,
@@ -148,12 +150,9 @@ class JobStore:
     @classmethod
     def from_url(cls, database_url: str, *, migrate: bool = False, **kwargs: Any) -> JobStore:
         """A store on a new engine for ``database_url``; ``migrate=True`` upgrades the schema first."""
-        from radpilot.archive.database import make_engine
-        from radpilot.archive.database import migrate as run_migrations
-
         engine = make_engine(database_url)
         if migrate:
-            run_migrations(engine)
+            migrate_schema(engine)
         return cls(engine, **kwargs)
 
     def close(self) -> None:
@@ -181,6 +180,19 @@ class JobStore:
             query = query.where(Job.state == JobState(state).value)
         with self.sessions() as session:
             return [to_record(job) for job in session.scalars(query)]
+
+    def latest_done_job(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
+        """The job of ``analysis`` on this series that finished last with a result set, or None."""
+        query = (
+            select(Job)
+            .where(Job.analysis == analysis, Job.series_instance_uid == series_instance_uid,
+                   Job.state == JobState.DONE.value)
+            .order_by(Job.finished_at.desc(), Job.id.desc())
+            .limit(1)
+        )
+        with self.sessions() as session:
+            job = session.scalars(query).first()
+            return to_record(job) if job is not None else None
 
     def result_sets(self, job_id: int | None = None) -> list[dict[str, Any]]:
         """Recorded result sets (all, or the one of ``job_id``) as plain dicts, oldest first."""

@@ -406,6 +406,10 @@ class JobQueue(abc.ABC):
         """Jobs, newest first, optionally only those in ``state``."""
         return self.store.list(state=state, limit=limit)
 
+    def latest_done_job(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
+        """The job of ``analysis`` on this series that finished last (a new job's results supersede its results)."""
+        return self.store.latest_done_job(analysis, series_instance_uid)
+
     def cancel(self, job_id: int, reason: str = "cancelled by an administrator") -> bool:
         """Cancel a queued or running job; False when it was already finished or does not exist.
 

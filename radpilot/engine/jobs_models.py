@@ -1,8 +1,7 @@
 """SQLAlchemy tables of the job queue: ``job`` and ``result_set``.
 
-They use the archive's :class:`~radpilot.archive.models.Base`, so one Alembic
-history (``radpilot/archive/migrations``, revision ``0002``) covers them; the
-migration environment imports this module.
+The engine owns them; they are declared on :class:`radpilot.db.Base`, and the
+one Alembic chain (``radpilot/db/migrations``, revision ``0002``) creates them.
 
 Times are stored in UTC. SQLite gives them back without a time zone;
 :mod:`radpilot.engine.job_store` attaches UTC again.
@@ -16,7 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from radpilot.archive.models import Base, utcnow
+from radpilot.db import Base, utcnow
 
 
 class Job(Base):

@@ -3,8 +3,12 @@
 A delivery is one result set (a list of stored SOP Instance UIDs) for one
 destination node.  It is written in the same database as the archive, so a
 restart, a crash or a destination that is down for an hour loses nothing: the
-deliverer retries with capped exponential backoff until the destination takes
-every instance.
+deliverer retries with capped exponential backoff (the jobs' :class:`RetryPolicy`)
+until the destination takes every instance.
+
+A delivery row is added in one way only, :func:`add_delivery`: by :meth:`Outbox.enqueue`
+in its own transaction, and by the pipeline in the transaction that records a job's
+result set.
 """
 
 from __future__ import annotations
@@ -12,14 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from radpilot.archive import Archive
-from radpilot.archive.models import Instance, utcnow
+from radpilot.db import make_session_factory, utcnow
+from radpilot.engine.jobs import RetryPolicy
 from radpilot.engine.outbox_models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -29,18 +34,17 @@ class DeliveryError(RuntimeError):
     """A destination did not take every instance; the message says which and why."""
 
 
-@dataclass(frozen=True)
-class BackoffPolicy:
-    base_s: float = 5.0
-    factor: float = 2.0
-    cap_s: float = 300.0
-
-    def delay(self, attempts: int) -> float:
-        return min(self.cap_s, self.base_s * self.factor ** max(0, attempts - 1))
+DELIVERY_RETRY = RetryPolicy(base_s=5.0, factor=2.0, cap_s=300.0)
+"""5, 10, 20 ... seconds between attempts of a delivery, never more than five minutes."""
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+def add_delivery(
+    session: Session, destination: str, sop_instance_uids: Sequence[str], *, job_id: int | None = None
+) -> Delivery:
+    """Add a pending delivery of ``sop_instance_uids`` to ``destination`` in the caller's transaction."""
+    delivery = Delivery(destination=destination, sop_instance_uids=json.dumps(list(sop_instance_uids)), job_id=job_id)
+    session.add(delivery)
+    return delivery
 
 
 # A sender takes (destination name, list of file paths) and raises DeliveryError unless all were taken.
@@ -50,18 +54,18 @@ Sender = Callable[[str, list], None]
 class Outbox:
     """Persisted deliveries and the loop that works them off."""
 
-    def __init__(self, archive: Archive, sender: Sender, *, backoff: BackoffPolicy | None = None) -> None:
+    def __init__(self, archive: Archive, sender: Sender, *, backoff: RetryPolicy = DELIVERY_RETRY) -> None:
         self.archive = archive
         self.sender = sender
-        self.backoff = backoff or BackoffPolicy()
+        self.backoff = backoff
+        self.sessions = make_session_factory(archive.engine)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def enqueue(self, destination: str, sop_instance_uids: list[str], *, job_id: int | None = None) -> int:
-        with self.archive.sessions() as session, session.begin():
-            delivery = Delivery(destination=destination, sop_instance_uids=json.dumps(sop_instance_uids), job_id=job_id)
-            session.add(delivery)
+        with self.sessions() as session, session.begin():
+            delivery = add_delivery(session, destination, sop_instance_uids, job_id=job_id)
             session.flush()
             delivery_id = delivery.id
         logger.info("delivery queued", extra={"delivery": delivery_id, "destination": destination, "instances": len(sop_instance_uids)})
@@ -69,17 +73,17 @@ class Outbox:
         return delivery_id
 
     def pending(self) -> list[Delivery]:
-        with self.archive.sessions() as session:
+        with self.sessions() as session:
             return list(session.scalars(select(Delivery).where(Delivery.state == "pending").order_by(Delivery.id)))
 
     def all(self, limit: int = 200) -> list[Delivery]:
-        with self.archive.sessions() as session:
+        with self.sessions() as session:
             return list(session.scalars(select(Delivery).order_by(Delivery.id.desc()).limit(limit)))
 
     def run_due(self, now: datetime | None = None) -> int:
         """Attempt every delivery that is due; return how many were completed."""
         now = now or utcnow()
-        with self.archive.sessions() as session:
+        with self.sessions() as session:
             due = list(
                 session.scalars(
                     select(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at <= now).order_by(Delivery.id)
@@ -88,8 +92,7 @@ class Outbox:
         return sum(1 for delivery in due if self._attempt(delivery))
 
     def _files_of(self, uids: list[str]) -> list:
-        with self.archive.sessions() as session:
-            instances = list(session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(uids))))
+        instances = self.archive.instances_by_uid(uids)
         missing = set(uids) - {i.sop_instance_uid for i in instances}
         if missing:
             raise DeliveryError(f"{len(missing)} instance(s) are no longer in the archive: {sorted(missing)[:3]}")
@@ -101,18 +104,18 @@ class Outbox:
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
             self._reschedule(delivery.id, str(exc))
             return False
-        with self.archive.sessions() as session, session.begin():
+        with self.sessions() as session, session.begin():
             row = session.get(Delivery, delivery.id)
             row.state, row.delivered_at, row.attempts, row.last_error = "done", utcnow(), row.attempts + 1, ""
         logger.info("delivered", extra={"delivery": delivery.id, "destination": delivery.destination})
         return True
 
     def _reschedule(self, delivery_id: int, error: str) -> None:
-        with self.archive.sessions() as session, session.begin():
+        with self.sessions() as session, session.begin():
             row = session.get(Delivery, delivery_id)
             row.attempts += 1
             row.last_error = error[:2000]
-            delay = self.backoff.delay(row.attempts)
+            delay = self.backoff.delay_s(row.attempts)
             row.next_attempt_at = utcnow() + timedelta(seconds=delay)
             attempts = row.attempts
         logger.warning(
@@ -125,11 +128,12 @@ class Outbox:
         self._thread = threading.Thread(target=self._loop, args=(poll_s,), name="radpilot-outbox", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the loop; a delivery it cannot finish within ``timeout_s`` stays pending and is sent again later."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=timeout_s)
 
     def _loop(self, poll_s: float) -> None:
         while not self._stop.is_set():

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from radpilot.archive.models import Base, utcnow
+from radpilot.db import Base, utcnow
 
 
 class Delivery(Base):

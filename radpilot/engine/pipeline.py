@@ -16,16 +16,15 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from sqlalchemy import select
 
 from radpilot.contract import Analysis, Findings, NotApplicableError
 from radpilot.dicom.encoders import encode_key_image, encode_measurement_report, encode_segmentation
 from radpilot.dicom.volume import Volume, volume_from_datasets
 from radpilot.archive import Archive, StoreOutcome
-from radpilot.archive.models import Instance, Series
 from radpilot.config import Settings
 from radpilot.analyses import discover_analyses, model_registry
 from radpilot.engine.jobs import JobOutput, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
+from radpilot.engine.outbox import add_delivery
 from radpilot.engine.routing import RoutingDecision, RuleSet
 from radpilot.engine.series_facts import series_facts, series_of_study
 from radpilot.modelhub.activation import ModelNotActive, require_active
@@ -47,24 +46,12 @@ class SeriesPlan:
 
 
 def _series_inputs(archive: Archive, series_uid: str) -> list[tuple[str, str]]:
-    with archive.sessions() as session:
-        rows = session.execute(
-            select(Instance.sop_instance_uid, Instance.content_sha256)
-            .join(Series, Instance.series_fk == Series.id)
-            .where(Series.series_instance_uid == series_uid)
-        ).all()
-    return [(uid, sha) for uid, sha in rows]
+    return archive.instance_inputs(series_uid)
 
 
 def _is_own_result(archive: Archive, series_uid: str) -> bool:
-    with archive.sessions() as session:
-        source = session.scalar(
-            select(Instance.source_ae_title)
-            .join(Series, Instance.series_fk == Series.id)
-            .where(Series.series_instance_uid == series_uid)
-            .limit(1)
-        )
-    return source == RESULT_SOURCE_AE
+    """True for a series of RadPilot's own results (stored as derived by :meth:`PipelineRunner._store`)."""
+    return archive.series_is_derived(series_uid)
 
 
 def plan_study(
@@ -113,15 +100,8 @@ def plan_study(
 
 def _previous_job(queue: Any, analysis: str, series_uid: str) -> int | None:
     """The latest finished job of this analysis on this series: a new job's results supersede its results."""
-    from radpilot.engine.jobs_models import Job
-
-    with queue.store.sessions() as session:
-        return session.scalar(
-            select(Job.id)
-            .where(Job.analysis == analysis, Job.series_instance_uid == series_uid, Job.state == "done")
-            .order_by(Job.finished_at.desc(), Job.id.desc())
-            .limit(1)
-        )
+    previous = queue.latest_done_job(analysis, series_uid)
+    return previous.id if previous is not None else None
 
 
 def load_series_datasets(archive: Archive, study_uid: str, series_uid: str, sop_uids: tuple[str, ...] | None = None) -> list[Dataset]:
@@ -208,7 +188,7 @@ class PipelineRunner:
                 raise PermanentJobError(f"{analysis.name} cannot run: {exc}") from exc
 
     def _store(self, ds: Dataset) -> str:
-        result = self.archive.store_file_bytes(_to_bytes(ds), source_ae_title=RESULT_SOURCE_AE)
+        result = self.archive.store_file_bytes(_to_bytes(ds), source_ae_title=RESULT_SOURCE_AE, derived=True)
         if result.outcome is StoreOutcome.CONFLICT:
             # Result UIDs derive from the job's inputs: the object is this job's own, written by an
             # earlier attempt that died before recording its result set. Keep that copy.
@@ -219,12 +199,8 @@ class PipelineRunner:
 
     def on_record(self, session, job: JobRecord, output: JobOutput) -> None:  # noqa: ANN001 - SQLAlchemy Session
         """Queue the deliveries in the very transaction that records the result set: both happen or neither."""
-        import json
-
-        from radpilot.engine.outbox_models import Delivery
-
         for destination in job.destinations:
-            session.add(Delivery(destination=destination, sop_instance_uids=json.dumps(list(output.sop_instance_uids)), job_id=job.id))
+            add_delivery(session, destination, output.sop_instance_uids, job_id=job.id)
 
     def on_committed(self, job: JobRecord, output: JobOutput) -> None:
         if job.supersedes_job_id is not None:

@@ -13,6 +13,15 @@ workers of *other* nodes sharing the database (PostgreSQL) that died with their
 machine. A worker also stops itself at a job's time limit (see
 :mod:`radpilot.engine.worker`), and is then restarted like a crashed one.
 
+Stopping never waits on another process: the stop request is a flag in shared
+memory and the wake-up a semaphore, neither of which a dead worker can block
+(a ``multiprocessing.Event.set()`` waits for every process that sleeps in
+``wait()``, for ever if one was killed there). A worker that receives SIGTERM
+(from :meth:`EmbeddedWorkerPool.stop`, or sent to the whole process group by
+systemd or a terminal) puts its running job back in the queue, its attempt not
+counted, and exits at once; the fork server blocks SIGTERM, so the pool keeps
+seeing its workers' true exit status.
+
 Usage::
 
     pool = EmbeddedWorkerPool(settings.resolved_database_url, "radpilot.engine.pipeline:make_runner", processes=2)
@@ -25,20 +34,23 @@ Usage::
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.synchronize import Event as MpEvent
+from multiprocessing.synchronize import Semaphore as MpSemaphore
 
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobQueue, JobRecord, RunnerFactory
 from radpilot.engine.worker import (
     EXIT_CANCELLED,
+    EXIT_STOPPED,
     EXIT_TIMEOUT,
     WorkerConfig,
     execute_job,
@@ -50,6 +62,36 @@ logger = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX_S = 60.0
 QUICK_EXIT_S = 10.0  # a worker dying sooner than this after its start counts as a crash loop
+# A worker stopped by SIGTERM is restarted only this much later: a signal to the whole process group
+# stops the pool too, and a worker started in between would only delay that stop.
+SIGTERM_RESTART_DELAY_S = 10.0
+
+
+def _block_sigterm_in_the_fork_server() -> None:
+    """Block SIGTERM in the fork server, and so in every thread of every worker it forks.
+
+    The fork server must outlive a SIGTERM sent to the whole process group: it reports each
+    worker's exit status to the serving process, which would otherwise see every worker gone
+    (exit code 255) while they still put their jobs back in the queue. Blocked, the signal stays
+    pending there for ever; the fork server ends by itself when the serving process exits.
+    A worker inherits the blocked mask from its first instruction, so the threads that imports
+    start before :func:`worker_main` runs (BLAS, ONNX Runtime) cannot take a SIGTERM either:
+    only :func:`_exit_on_sigterm` does. The fork server imports this module before it forks
+    (``set_forkserver_preload``); imported anywhere else, this does nothing.
+    """
+    try:
+        from multiprocessing import forkserver
+    except ImportError:  # pragma: no cover - no fork server on this platform
+        return
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is forkserver.main.__code__:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            return
+        frame = frame.f_back
+
+
+_block_sigterm_in_the_fork_server()
 
 
 class EmbeddedJobQueue(JobQueue):
@@ -96,27 +138,33 @@ def worker_main(
     runner_factory: RunnerFactory | str,
     config: WorkerConfig,
     name: str,
-    stop_event: MpEvent,
-    wakeup: MpEvent,
+    stop_requested: ctypes.c_bool,
+    wakeup: MpSemaphore,
     log_level: str | None = None,
 ) -> None:
-    """The body of one embedded worker process: claim, run, record, until ``stop_event``.
+    """The body of one embedded worker process: claim, run, record, until ``stop_requested`` is true.
 
     SIGINT is ignored (a Ctrl-C in the terminal reaches every process of the group;
-    the pool stops its workers itself, letting running jobs finish).
+    the pool stops its workers itself, letting running jobs finish). SIGTERM puts the
+    running job back in the queue and ends the process at once (:func:`_exit_on_sigterm`).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Blocked in every thread (already from the fork server; here too for the spawn fallback), SIGTERM
+    # waits for _exit_on_sigterm's thread, which takes it even while the main thread is in native code.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     _configure_child_logging(log_level)
     worker_id = worker_identity(name)
     store = JobStore.from_url(database_url, retry=config.retry)
+    claiming = threading.Lock()
+    threading.Thread(target=_exit_on_sigterm, args=(store, worker_id, claiming), name="sigterm", daemon=True).start()
     runner = resolve_runner_factory(runner_factory)()
     logger.info("embedded worker ready", extra={"worker_id": worker_id})
     try:
-        while not stop_event.is_set():
-            job = _claim(store, worker_id, config)
+        while not stop_requested.value:
+            with claiming:
+                job = _claim(store, worker_id, config)
             if job is None:
-                if wakeup.wait(config.poll_s):
-                    wakeup.clear()
+                wakeup.acquire(timeout=config.poll_s)
                 continue
             try:
                 execute_job(store, job, runner, worker_id, config,
@@ -128,6 +176,23 @@ def worker_main(
     finally:
         store.close()
     logger.info("embedded worker stopped", extra={"worker_id": worker_id})
+
+
+def _exit_on_sigterm(store: JobStore, worker_id: str, claiming: threading.Lock) -> None:
+    """Wait for SIGTERM; then put this worker's running job back in the queue (attempt not counted) and exit.
+
+    ``claiming`` is held by the main thread while it claims a job: taking it (for good) first means
+    no claim can slip in between the release and the exit.
+    """
+    signal.sigwait({signal.SIGTERM})
+    claiming.acquire()
+    try:
+        store.release(worker_id)
+    except Exception:  # noqa: BLE001 - the pool (or, for another node's pool, the reaper) re-queues the job
+        logger.exception("could not put the running job back in the queue", extra={"worker_id": worker_id})
+    logger.info("embedded worker stopped by SIGTERM", extra={"worker_id": worker_id})
+    logging.shutdown()
+    os._exit(EXIT_STOPPED)
 
 
 def _claim(store: JobStore, worker_id: str, config: WorkerConfig) -> JobRecord | None:
@@ -205,8 +270,11 @@ class EmbeddedWorkerPool:
         self.name = name
         self._migrate = migrate
         self._context = _process_context()
-        self._stop_event = self._context.Event()
-        self._wakeup = self._context.Event()
+        self._stop_requested = self._context.RawValue(ctypes.c_bool, False)
+        # One pending wake-up per worker at most: more would only make idle workers claim in vain.
+        self._wakeup = self._context.BoundedSemaphore(processes)
+        for _ in range(processes):
+            self._wakeup.acquire()
         self._stopping = threading.Event()
         self._slots = [_Slot(index) for index in range(processes)]
         self._lock = threading.Lock()
@@ -239,8 +307,11 @@ class EmbeddedWorkerPool:
         return EmbeddedJobQueue(self.store, notify=self.notify)
 
     def notify(self) -> None:
-        """Wake idle workers now (a job was queued)."""
-        self._wakeup.set()
+        """Wake an idle worker now (a job was queued)."""
+        try:
+            self._wakeup.release()
+        except ValueError:
+            pass  # every worker has a wake-up pending already
 
     def start(self) -> None:
         """Start the worker processes and the supervisor thread."""
@@ -258,13 +329,14 @@ class EmbeddedWorkerPool:
         """Stop gracefully: running jobs may finish for ``timeout_s``, then workers are terminated.
 
         Jobs still running in a terminated worker go back to the queue, their attempt
-        not counted.
+        not counted. Nothing here waits on a worker that died meanwhile.
         """
         if self._supervisor is None:
             return
         self._stopping.set()
-        self._stop_event.set()
-        self._wakeup.set()
+        self._stop_requested.value = True
+        for _ in self._slots:
+            self.notify()
         self._supervisor.join()
         deadline = time.monotonic() + timeout_s
         for slot in self._slots:
@@ -290,7 +362,7 @@ class EmbeddedWorkerPool:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         process = self._context.Process(
             target=worker_main,
-            args=(self.database_url, self.runner_factory, self.config, name, self._stop_event, self._wakeup, level),
+            args=(self.database_url, self.runner_factory, self.config, name, self._stop_requested, self._wakeup, level),
             name=f"radpilot-{name}",
             daemon=False,
         )
@@ -340,10 +412,13 @@ class EmbeddedWorkerPool:
     def _handle_exit(self, slot: _Slot, exitcode: int | None, now: float) -> None:
         reaped = self.store.reap_dead_worker(slot.worker_id)
         reason = {EXIT_TIMEOUT: "stopped at a job's time limit",
-                  EXIT_CANCELLED: "stopped because its job was cancelled"}
+                  EXIT_CANCELLED: "stopped because its job was cancelled",
+                  EXIT_STOPPED: "stopped by SIGTERM; its job went back to the queue"}
         quick = now - slot.started_at < QUICK_EXIT_S and exitcode not in reason
         slot.quick_exits = slot.quick_exits + 1 if quick else 0
         delay = min(RESTART_BACKOFF_MAX_S, 2.0 ** slot.quick_exits - 1) if slot.quick_exits else 0.0
+        if exitcode == EXIT_STOPPED:
+            delay = max(delay, SIGTERM_RESTART_DELAY_S)
         slot.restart_at = now + delay
         log = logger.info if exitcode in reason else logger.error
         log("worker process exited; restarting", extra={

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pydicom
-from sqlalchemy import func, select
 
 from radpilot.archive import Archive
-from radpilot.archive.models import Instance, Series, Study
 from radpilot.engine.routing import MATCHABLE_ATTRIBUTES, SeriesFacts
 
 HEADER_KEYWORDS = sorted(MATCHABLE_ATTRIBUTES - {"NumberOfSlices", "CallingAETitle"})
@@ -22,37 +20,17 @@ def _plain(value: object) -> object:
 
 def series_facts(archive: Archive, series_uid: str) -> SeriesFacts:
     """Facts about one stored series (raises KeyError when it is not in the archive)."""
-    with archive.sessions() as session:
-        row = session.execute(
-            select(Series, Study.study_instance_uid)
-            .join(Study, Series.study_fk == Study.id)
-            .where(Series.series_instance_uid == series_uid)
-        ).first()
-        if row is None:
-            raise KeyError(f"series {series_uid} is not in the archive")
-        series, study_uid = row
-        first = session.scalar(
-            select(Instance).where(Instance.series_fk == series.id).order_by(Instance.instance_number, Instance.id).limit(1)
-        )
-        count, frames = session.execute(
-            select(func.count(Instance.id), func.sum(func.coalesce(Instance.number_of_frames, 1))).where(
-                Instance.series_fk == series.id
-            )
-        ).one()
+    summary = archive.series_summary(series_uid)
+    first = summary.first_instance
     header = pydicom.dcmread(archive.path_of(first), stop_before_pixels=True)
     attributes = {keyword: _plain(header.get(keyword)) for keyword in HEADER_KEYWORDS}
-    attributes["NumberOfSlices"] = int(frames if count == 1 else count)
+    attributes["NumberOfSlices"] = summary.frame_count if summary.instance_count == 1 else summary.instance_count
     attributes["CallingAETitle"] = first.source_ae_title
-    return SeriesFacts(study_instance_uid=study_uid, series_instance_uid=series_uid, attributes=attributes)
+    return SeriesFacts(
+        study_instance_uid=summary.study_instance_uid, series_instance_uid=series_uid, attributes=attributes
+    )
 
 
 def series_of_study(archive: Archive, study_uid: str) -> list[str]:
-    with archive.sessions() as session:
-        return list(
-            session.scalars(
-                select(Series.series_instance_uid)
-                .join(Study, Series.study_fk == Study.id)
-                .where(Study.study_instance_uid == study_uid)
-                .order_by(Series.series_number, Series.id)
-            )
-        )
+    """The series of a stored study, in series number order."""
+    return archive.series_of_study(study_uid)

@@ -15,6 +15,12 @@ from radpilot.engine.routing import load_rules
 
 logger = logging.getLogger(__name__)
 
+# At a stop, running jobs may finish for this long; the others go back to the queue (their attempt not
+# counted) and run again after the restart. With the outbox's share, the engine stops within 10 s, so
+# a service manager never has to kill it (systemd waits 90 s by default).
+JOB_STOP_GRACE_S = 5.0
+OUTBOX_STOP_S = 3.0
+
 
 def make_queue(settings: Settings) -> JobQueue:
     """The job queue of the configured backend (jobs always live in the archive database)."""
@@ -77,9 +83,9 @@ class Engine:
 
     def stop(self) -> None:
         self.detector.stop()
-        self.outbox.stop()
+        self.outbox.stop(timeout_s=OUTBOX_STOP_S)
         if self.pool is not None:
-            self.pool.stop()
+            self.pool.stop(timeout_s=JOB_STOP_GRACE_S)
 
     def on_study_complete(self, study_uid: str) -> None:
         plans = self.route_study(study_uid)

@@ -48,6 +48,8 @@ EXIT_TIMEOUT = 75
 """Exit status of an embedded worker process that stopped itself at a job's time limit."""
 EXIT_CANCELLED = 76
 """Exit status of an embedded worker process that stopped itself because its job was cancelled."""
+EXIT_STOPPED = 77
+"""Exit status of an embedded worker process stopped by SIGTERM; its job went back to the queue."""
 DEFAULT_RUNNER = "radpilot.engine.pipeline:make_runner"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from radpilot.archive.models import Base, utcnow
+from radpilot.db import Base, utcnow
 
 
 class AuditEvent(Base):

@@ -26,8 +26,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, Index, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
-from radpilot.archive.models import Base, utcnow
 from radpilot.config import Settings
+from radpilot.db import Base, make_engine, migrate, utcnow
 from radpilot.modelhub.activation import ModelActivation, activation_history, active_activation
 
 
@@ -119,8 +119,6 @@ def resolve_engine(where: Any) -> tuple[Engine, Path | None]:
     if isinstance(where, Engine):
         return where, None
     if isinstance(where, Settings):
-        from radpilot.archive.database import make_engine, migrate
-
         engine = make_engine(where.resolved_database_url)
         migrate(engine)
         return engine, Path(where.data_dir)

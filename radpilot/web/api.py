@@ -19,11 +19,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query as QueryParam, Request
-from sqlalchemy import func, select
 
 from radpilot import __version__
 from radpilot.archive import Archive
-from radpilot.archive.models import Series, Study
 from radpilot.archive.query import Query, QueryError, QueryLevel
 
 logger = logging.getLogger(__name__)
@@ -211,15 +209,13 @@ def study_detail(archive: Archive, study_instance_uid: str) -> dict[str, Any] | 
 
 def archive_status(archive: Archive) -> dict[str, Any]:
     """Counts of what the archive holds and the store conflicts it has recorded."""
-    with archive.session() as session:
-        studies = session.scalar(select(func.count(Study.id))) or 0
-        series = session.scalar(select(func.count(Series.id))) or 0
+    counts = archive.counts()
     conflicts = archive.conflicts()
     return {
         "version": __version__,
-        "studies": studies,
-        "series": series,
-        "instances": archive.instance_count(),
+        "studies": counts.studies,
+        "series": counts.series,
+        "instances": counts.instances,
         "conflict_count": len(conflicts),
         "conflicts": [
             {

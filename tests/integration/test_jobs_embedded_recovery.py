@@ -1,10 +1,11 @@
-"""Embedded backend: a worker process SIGKILLed mid-job; every job still ends done exactly once."""
+"""Embedded backend: a worker process killed or stopped mid-job; every job still ends done exactly once."""
 
 from __future__ import annotations
 
 import functools
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -80,3 +81,40 @@ def test_sigkilled_worker_job_runs_again_elsewhere_exactly_once(database_url: st
     killed_runs = [e for e in entries if e[0] == "start" and e[1] == victim.id]
     assert [(attempt, pid == victim_pid) for _, _, attempt, pid in killed_runs] == [(1, True), (2, False)]
     assert victim_pid not in pool.pids
+
+
+def test_sigterm_puts_a_running_job_back_without_counting_the_attempt(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.txt"
+    pool = EmbeddedWorkerPool(f"sqlite:///{tmp_path / 'index.sqlite3'}",
+                              functools.partial(make_sleepy_runner, str(journal), 3.0),
+                              processes=2, config=CONFIG, name="sigterm")
+    pool.start()
+    try:
+        queue = pool.queue()
+        job_id = queue.submit(spec(1)).job.id
+        [(_, _, _, victim_pid)] = wait_for(lambda: [e for e in read_journal(journal) if e[0] == "start"], 30,
+                                           "the job to start")
+        os.kill(victim_pid, signal.SIGTERM)
+        done = wait_for(lambda: (job := queue.get(job_id)).state is JobState.DONE and job, 30, "the job to finish")
+    finally:
+        pool.stop(timeout_s=10)
+
+    assert done.attempts == 1, "a job interrupted by SIGTERM must not use up an attempt"
+    assert done.result["details"]["pid"] != victim_pid
+    assert [e[0] for e in read_journal(journal)] == ["start", "start", "done"]
+
+
+def test_stop_returns_although_a_worker_died_while_it_waited_for_work(tmp_path: Path) -> None:
+    """A multiprocessing.Event.set() in stop() used to wait for ever on a waiter that had been killed."""
+    pool = EmbeddedWorkerPool(f"sqlite:///{tmp_path / 'index.sqlite3'}",
+                              functools.partial(make_sleepy_runner, None, 0.1),
+                              processes=2, config=CONFIG, name="idle")
+    pool.start()
+    [first, second] = wait_for(lambda: len(pool.pids) == 2 and pool.pids, 30, "two workers")
+    time.sleep(1.0)  # both idle now, waiting for work
+    os.kill(first, signal.SIGKILL)
+    os.kill(second, signal.SIGKILL)
+    stopped = threading.Event()
+    stopper = threading.Thread(target=lambda: (pool.stop(timeout_s=5), stopped.set()), daemon=True)
+    stopper.start()
+    assert stopped.wait(20), "the pool's stop hung on a dead worker"

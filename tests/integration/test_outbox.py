@@ -6,9 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from radpilot.archive.models import utcnow
 from radpilot.config import RemoteNode
-from radpilot.engine.outbox import BackoffPolicy, Outbox, make_sender
+from radpilot.db import utcnow
+from radpilot.engine.jobs import RetryPolicy
+from radpilot.engine.outbox import Outbox, make_sender
 from tests.factories import make_ct_series, to_part10_bytes
 from tests.fixtures.radpilot import orthanc_node
 from tests.helpers import free_port
@@ -50,7 +51,7 @@ def test_destination_down_is_retried_with_backoff_and_loses_nothing(radpilot_fac
     destination = RemoteNode(name="later", ae_title="LATER", host="127.0.0.1", port=down_port)
     source = radpilot_factory(nodes=[destination])
     uids = _store_series(source, 4)
-    outbox = Outbox(source.archive, make_sender(source.settings), backoff=BackoffPolicy(base_s=5, factor=2, cap_s=300))
+    outbox = Outbox(source.archive, make_sender(source.settings), backoff=RetryPolicy(base_s=5, factor=2, cap_s=300))
     outbox.enqueue("later", uids)
 
     now = utcnow()

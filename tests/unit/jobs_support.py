@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from radpilot.archive.database import make_engine, migrate
+from radpilot.db import make_engine, migrate
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobSpec, Priority, RetryPolicy
 

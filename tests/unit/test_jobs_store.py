@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from radpilot.archive.models import Base
+from radpilot.db import Base
 from radpilot.engine.job_store import ClaimStatus, JobStore
 from radpilot.engine.jobs import ErrorKind, JobOutput, JobState, Priority
 from tests.unit.jobs_support import (  # noqa: F401 - fixtures
@@ -294,3 +294,21 @@ def test_list_and_stats(store: JobStore, clock: FakeClock) -> None:
     assert stats.oldest_queued_age_s == pytest.approx(30)
     assert [j.id for j in store.list(state="done")] == [job.id]
     assert len(store.list(limit=2)) == 2
+
+
+def test_latest_done_job_is_the_last_finished_of_that_analysis_on_that_series(store: JobStore, clock: FakeClock) -> None:
+    series_uid = make_spec(1).series_instance_uid
+    assert store.latest_done_job("lung_ct_quant", series_uid) is None
+    first = store.submit(make_spec(1)).job
+    grown = store.submit(make_spec(1, instances=instances(1, count=4))).job
+    other_analysis = store.submit(make_spec(1, analysis="liver_ct")).job
+    for job_id in (first.id, grown.id, other_analysis.id):
+        assert claim(store).id == job_id
+        clock.advance(1)
+        assert store.complete(job_id, "host:1:w1", JobOutput([f"2.25.{job_id}"]))
+    still_queued = store.submit(make_spec(1, instances=instances(1, count=5))).job
+
+    latest = store.latest_done_job("lung_ct_quant", series_uid)
+    assert latest is not None and latest.id == grown.id and latest.id != still_queued.id
+    assert store.latest_done_job("liver_ct", series_uid).id == other_analysis.id
+    assert store.latest_done_job("lung_ct_quant", make_spec(2).series_instance_uid) is None

@@ -1,4 +1,4 @@
-"""Model registry: manifests validated, changed files refused, sessions cached; sliding-window inference."""
+"""Model registry: manifests validated, changed files refused, sessions cached."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
-from radpilot.engine.inference import sliding_window_inference  # noqa: E402
 from radpilot.modelhub.registry import (  # noqa: E402
     ManifestError,
     ModelIntegrityError,
@@ -90,16 +89,3 @@ def test_bad_manifest_is_rejected(models_dir: Path, broken: dict, message: str) 
     with pytest.raises(ManifestError, match=message):
         ModelRegistry(models_dir).manifests()
 
-
-@pytest.mark.parametrize("mode", ["gaussian", "constant"])
-@pytest.mark.parametrize("shape, roi", [((1, 37, 53), (16, 16)), ((1, 5, 20, 9), (4, 8, 8)), ((1, 6, 6), (16, 16))])
-def test_sliding_window_reproduces_a_pointwise_model_everywhere(shape, roi, mode) -> None:
-    image = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    result = sliding_window_inference(image, roi, lambda batch: batch * 3.0, overlap=0.5, mode=mode, batch_size=3)
-    assert result.shape == shape
-    assert np.allclose(result, image * 3.0, atol=1e-5)
-
-
-def test_sliding_window_rejects_wrong_dimensions() -> None:
-    with pytest.raises(ValueError, match="spatial axes"):
-        sliding_window_inference(np.zeros((4, 4)), (2, 2), lambda b: b)

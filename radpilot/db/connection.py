@@ -1,18 +1,13 @@
-"""Database engine creation and schema migrations (Alembic) for SQLite and PostgreSQL."""
+"""Database engines for SQLite and PostgreSQL, and session factories on them."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
 
-logger = logging.getLogger(__name__)
-
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_SYNCHRONOUS_MODES = ("FULL", "NORMAL", "OFF")
 
 
 def _sqlite_configurator(synchronous: str):  # noqa: ANN202
@@ -29,7 +24,7 @@ def _configure_sqlite(dbapi_connection, _record, synchronous: str = "FULL") -> N
     # power loss the archive's start-up recovery re-indexes files whose rows were lost.
     cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
-    # DICOM matching is case-sensitive except for person names, which query.py lowers itself.
+    # DICOM matching is case-sensitive except for person names, which archive/query.py lowers itself.
     cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
@@ -46,31 +41,15 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS_MODES:
+            raise ValueError(f"sqlite_synchronous must be FULL, NORMAL or OFF, got {sqlite_synchronous!r}")
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        if sqlite_synchronous not in ("FULL", "NORMAL", "OFF"):
-            raise ValueError(f"sqlite_synchronous must be FULL, NORMAL or OFF, got {sqlite_synchronous!r}")
         event.listen(engine, "connect", _sqlite_configurator(sqlite_synchronous))
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-
-
-def alembic_config(engine: Engine) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["engine"] = engine
-    return config
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the schema up to the newest migration (idempotent)."""
-    with engine.begin() as connection:
-        config = alembic_config(engine)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-    logger.info("database schema is current", extra={"database": engine.url.render_as_string(hide_password=True)})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
