@@ -20,7 +20,6 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, generate_uid
 
-from radpilot.contract import Findings, NotApplicableError
 from radpilot.analyses.chest_xray import ANALYSIS, ChestXray
 from radpilot.analyses.chest_xray import analysis as cxr
 from radpilot.analyses.chest_xray.image import (
@@ -29,15 +28,17 @@ from radpilot.analyses.chest_xray.image import (
     DX_FOR_PROCESSING,
     apply_voi,
     display_image,
-    is_inverted,
     orientation_flips,
 )
 from radpilot.analyses.chest_xray.measurements import ctr_geometry, cut_off_structures, pixel_spacing
 from radpilot.analyses.chest_xray.preprocess import cardiothoracic_ratio
 from radpilot.analyses.chest_xray.view import View, frontal_plausibility, view_from_header
+from radpilot.contract import Findings, NotApplicableError
+from radpilot.dicom.encoders import render_key_image
+from radpilot.dicom.grayscale import is_inverted
 from radpilot.dicom.volume import volume_from_datasets
-from radpilot.modelhub.registry import DEFAULT_MODELS_DIR, ModelIntegrityError, ModelRegistry
 from radpilot.engine.routing import SeriesFacts, load_rules
+from radpilot.modelhub.registry import DEFAULT_MODELS_DIR, ModelIntegrityError, ModelRegistry
 from radpilot.validation.metrics import dice
 from tests.helpers import require_or_skip, shared_data_path
 
@@ -342,6 +343,24 @@ def test_voi_lut_window_and_inverse_presentation(normal: JsrtCase) -> None:
         assert min(_dice_per_structure(labels_of(findings), normal.labels).values()) > 0.9
 
 
+def test_dx_monochrome1_with_inverse_presentation_lut_is_one_inversion(normal: JsrtCase) -> None:
+    # As DX modalities write MONOCHROME1 (PS3.3 C.8.11.6.1): inverted stored values AND Presentation LUT Shape INVERSE.
+    reference, _ = run_analysis(radiograph_dataset(normal.pixels))
+    vendor = radiograph_dataset((4095 - normal.pixels).astype(np.uint16), photometric="MONOCHROME1")
+    vendor.PresentationLUTShape = "INVERSE"
+    findings, volume = run_analysis(_round_trip(vendor))
+    assert min(_dice_per_structure(labels_of(findings), normal.labels).values()) > 0.9
+    assert measurement(findings, "Cardiothoracic ratio") == pytest.approx(measurement(reference, "Cardiothoracic ratio"), abs=0.01)
+    # The key image shows it as a viewer does: the same greys as the MONOCHROME2 film (bone bright, lungs dark).
+    mono2 = render_key_image(reference, volume_from_datasets([radiograph_dataset(normal.pixels)]), min_size=0)
+    mono1 = render_key_image(findings, volume, min_size=0)
+    rows = mono2.image_rows
+    grey2, grey1 = mono2.rgb[:rows].astype(int).mean(axis=2), mono1.rgb[:rows].astype(int).mean(axis=2)
+    lungs = normal.labels > 0
+    assert abs(float(np.median(grey1[lungs])) - float(np.median(grey2[lungs]))) < 10
+    assert float(np.median(grey1[lungs])) < float(np.median(grey1[~lungs]))
+
+
 def test_a_film_cut_off_below_the_heart_has_areas_but_no_ctr(normal: JsrtCase) -> None:
     findings, _ = run_analysis(radiograph_dataset(np.ascontiguousarray(normal.pixels[:300])))
     names = [m.name.meaning for m in findings.measurements]
@@ -527,7 +546,11 @@ def test_voi_functions_and_polarity() -> None:
     assert what == "VOI LUT" and mapped.tolist() == [0.0, 100 / 255, 1.0]
     assert apply_voi(values, {})[1] == "none"
     assert is_inverted({"PhotometricInterpretation": "MONOCHROME1"})
-    assert not is_inverted({"PhotometricInterpretation": "MONOCHROME1", "PresentationLUTShape": "INVERSE"})
+    # PS3.3 DX Image Module: MONOCHROME1 goes with INVERSE; the pair is ONE inversion, not two that cancel.
+    assert is_inverted({"PhotometricInterpretation": "MONOCHROME1", "PresentationLUTShape": "INVERSE"})
+    assert is_inverted({"PhotometricInterpretation": "MONOCHROME2", "PresentationLUTShape": "INVERSE"})
+    assert not is_inverted({"PhotometricInterpretation": "MONOCHROME2", "PresentationLUTShape": "IDENTITY"})
+    assert not is_inverted({"PhotometricInterpretation": "MONOCHROME2"})
     assert orientation_flips({"PatientOrientation": ["L", "F"]}) == (False, False)
     assert orientation_flips({"PatientOrientation": ["R", "H"]}) == (True, True)
     assert orientation_flips({}) == (False, False)

@@ -11,9 +11,10 @@ turns it into what a viewer would show and what the models were trained on:
    with VOI LUT Function LINEAR (default), LINEAR_EXACT or SIGMOID.  The result is scaled
    to 0..1.  Without a VOI the modality values are kept as they are (the models normalise
    every image by its own 1st/99th percentiles, so any linear scaling is irrelevant).
-2. **Polarity**: MONOCHROME1 (minimum value shown white) is inverted, and so is an image
-   whose Presentation LUT Shape is INVERSE (both together cancel), giving the MONOCHROME2
-   display convention of the models: bone, heart and diaphragm bright, lungs dark.
+2. **Polarity** (:func:`radpilot.dicom.grayscale.is_inverted`): MONOCHROME1 (minimum value
+   shown white) is inverted, and so is an image whose Presentation LUT Shape is INVERSE; the
+   two together, as the DX Image Module requires them, are ONE inversion. The result is the
+   MONOCHROME2 display convention of the models: bone, heart and diaphragm bright, lungs dark.
 3. **DX For Processing** images (raw detector data) are accepted only when they can be
    shown: with a VOI (window or LUT), or with Pixel Intensity Relationship LOG (values
    already logarithmic in the X-ray intensity).  Linear raw data without a window is refused
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from radpilot.dicom.grayscale import is_inverted
 from radpilot.dicom.volume import Volume
 
 #: SOP Class UIDs of the projection radiographs this analysis reads.
@@ -164,13 +166,6 @@ def apply_voi(values: np.ndarray, metadata: Mapping[str, Any]) -> tuple[np.ndarr
         width = 1.0
     denominator = max(width - 1.0, 1e-6)
     return np.clip((values - (center - 0.5)) / denominator + 0.5, 0.0, 1.0), "window LINEAR"
-
-
-def is_inverted(metadata: Mapping[str, Any]) -> bool:
-    """True when higher stored values are shown darker (MONOCHROME1 XOR an INVERSE Presentation LUT Shape)."""
-    monochrome1 = _upper(metadata, "PhotometricInterpretation") == "MONOCHROME1"
-    inverse = _upper(metadata, "PresentationLUTShape") == "INVERSE"
-    return monochrome1 != inverse
 
 
 def orientation_flips(metadata: Mapping[str, Any]) -> tuple[bool, bool]:

@@ -55,6 +55,7 @@ from radpilot.dicom.encoders.common import (
     segment_number_map,
     set_content_datetime,
 )
+from radpilot.dicom.grayscale import is_inverted
 from radpilot.dicom.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ def render_key_image(
         numbers = segment_number_map(findings.segmentation.segments)
         colors = {number: segment_color(seg_number - 1) for number, seg_number in numbers.items()}
 
-    invert = str(volume.metadata.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    invert = is_inverted(volume.metadata)
     grey = _to_grey(volume.voxels[index], window, invert)
     scale = _scale_factor(grey.shape[0], grey.shape[1], min_size, max_size)
     grey, labels = _resize(grey, labels, scale)
