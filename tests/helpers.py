@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES_ENV = "RADPILOT_REQUIRE_SERVICES"
@@ -45,3 +49,26 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["TCP_NODELAY"] = "1"
     env.update(extra)
     return env
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout_s: float,
+    what: str,
+    *,
+    interval_s: float = 0.05,
+    diagnostics: Callable[[], str] | None = None,
+) -> T:
+    """Call ``predicate`` every ``interval_s`` until it returns something truthy, and return that.
+
+    After ``timeout_s`` raise an AssertionError naming ``what`` (the test fails, it does not hang),
+    followed by ``diagnostics()`` when given (e.g. the logs of the processes being waited on).
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    details = diagnostics() if diagnostics is not None else ""
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{details}")

@@ -1,14 +1,15 @@
-"""tests.helpers: skip-or-fail policy, free ports, shared data location."""
+"""tests.helpers: skip-or-fail policy, free ports, shared data location, waiting for a condition."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, require_or_skip, shared_data_path, subprocess_env
+from tests.helpers import free_port, require_or_skip, shared_data_path, subprocess_env, wait_for
 
 
 def test_require_or_skip_skips_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,3 +42,14 @@ def test_tcp_nodelay_is_set_for_subprocesses() -> None:
 
 def test_shared_data_dir_fixture(shared_data_dir: Path) -> None:
     assert (shared_data_dir / "README.md").is_file()
+
+
+def test_wait_for_returns_the_first_truthy_value() -> None:
+    calls = itertools.count(1)
+    assert wait_for(lambda: next(calls) >= 3 and "ready", 5, "the third call", interval_s=0.001) == "ready"
+    assert next(calls) == 4  # polled exactly until it was true
+
+
+def test_wait_for_fails_naming_what_it_waited_for() -> None:
+    with pytest.raises(AssertionError, match=r"timed out after 0.05 s waiting for the peer\nlog tail"):
+        wait_for(lambda: [], 0.05, "the peer", interval_s=0.01, diagnostics=lambda: "\nlog tail")

@@ -36,14 +36,14 @@ from radpilot.engine.routing import default_rules_text
 from radpilot.validation.metrics import dice
 from tests.factories import to_part10_bytes
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import require_or_skip
+from tests.helpers import require_or_skip, wait_for
 from tests.integration.test_engine_end_to_end import (
     COMPREHENSIVE_3D_SR,
+    POLL_S,
     SECONDARY_CAPTURE,
     SEG,
     _orthanc_file,
     _result_sop_classes,
-    _wait_for,
 )
 from tests.unit.test_chest_xray_analysis import (
     CARDIOMEGALY_CASE,
@@ -184,15 +184,17 @@ def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(
 
     results = {}
     for study in (pa.StudyInstanceUID, cr.StudyInstanceUID):
-        results[study] = _wait_for(
+        results[study] = wait_for(
             lambda study=study: (found := _results_or_none(orthanc, study)) and len(found) == 3 and found,
             timeout_s=240,
             what=f"SEG, SR and key image of study {study} in Orthanc",
+            interval_s=POLL_S,
         )
-    jobs = _wait_for(
+    jobs = wait_for(
         lambda: (found := node.server.engine.queue.list()) and len(found) == 4 and all(j.state.final for j in found) and found,
         timeout_s=60,
         what="all four jobs to finish",
+        interval_s=POLL_S,
     )
     by_series = {j.series_instance_uid: j for j in jobs}
     assert {j.analysis for j in jobs} == {"chest_xray"}
@@ -227,7 +229,8 @@ def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(
         # nodule candidates: one planar ROI each, a circle on the radiograph with its certainty and diameter
         regions = values.get("SCOORD CIRCLE", []) + values.get("SCOORD POINT", [])
         assert len(regions) == values.get("Finding", []).count("Nodule")
-        assert all(0.0 <= v <= 1.0 for v in values.get("Certainty of Finding", []))
+        certainties = values.get("Certainty of Finding", [])
+        assert len(certainties) == len(regions) and all(0.0 <= v <= 1.0 for v in certainties), certainties
         notes = " ".join(by_series[series].result["details"]["notes"])
         assert ("operating point" in notes) if nodule_model else ("nodule detector not installed" in notes)
     if nodule_model:

@@ -8,22 +8,24 @@ arrive back in Orthanc, where dciodvfy finds no errors in them.
 
 from __future__ import annotations
 
+import csv
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import require_or_skip
+from tests.helpers import require_or_skip, wait_for
 
 pytestmark = pytest.mark.integration
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+POLL_S = 1.0  # the jobs take tens of seconds, and one poll of Orthanc reads the tags of every instance
 
 RULES = """
 rules:
@@ -49,16 +51,6 @@ def chest_ct_in_orthanc(orthanc, clean_orthanc, shared_data_dir: Path) -> str:
     return str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
 
 
-def _wait_for(predicate, timeout_s: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def _result_sop_classes(orthanc, study_uid: str) -> dict[str, str]:  # noqa: ANN001
     study_id = orthanc.resource_id(study_uid)
     found = {}
@@ -69,8 +61,21 @@ def _result_sop_classes(orthanc, study_uid: str) -> dict[str, str]:  # noqa: ANN
     return found
 
 
+def _content_items(node: Dataset) -> list[Dataset]:
+    """Every content item of an SR tree, depth first."""
+    items = []
+    for item in node.get("ContentSequence", []):
+        items.append(item)
+        items.extend(_content_items(item))
+    return items
+
+
+def _concept_name(item: Dataset) -> str:
+    return str(item.ConceptNameCodeSequence[0].CodeMeaning) if "ConceptNameCodeSequence" in item else ""
+
+
 def test_study_from_pacs_comes_back_with_seg_sr_and_key_image(
-    radpilot_factory, orthanc, chest_ct_in_orthanc: str, tmp_path: Path
+    radpilot_factory, orthanc, chest_ct_in_orthanc: str, shared_data_dir: Path, tmp_path: Path
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
@@ -81,10 +86,11 @@ def test_study_from_pacs_comes_back_with_seg_sr_and_key_image(
     orthanc.store_to("radpilot", orthanc.resource_id(chest_ct_in_orthanc))
     assert node.archive.instance_count() == 64
 
-    results = _wait_for(
+    results = wait_for(
         lambda: (found := _result_sop_classes(orthanc, chest_ct_in_orthanc)) and len(found) == 3 and found,
         timeout_s=180,
         what="SEG, SR and key image in Orthanc",
+        interval_s=POLL_S,
     )
     jobs = node.server.engine.queue.list()
     assert [(j.analysis, j.state.value) for j in jobs] == [("lung_ct_quant", "done")]
@@ -94,7 +100,22 @@ def test_study_from_pacs_comes_back_with_seg_sr_and_key_image(
     assert seg.StudyInstanceUID == chest_ct_in_orthanc
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Right lung", "Left lung"]
     sr = pydicom.dcmread(_orthanc_file(orthanc, results[COMPREHENSIVE_3D_SR]))
-    assert "lung_ct_quant" in str(sr.ContentSequence[0].ConceptCodeSequence[0].CodeMeaning) or sr.ContentSequence
+    assert sr.StudyInstanceUID == chest_ct_in_orthanc
+    assert sr.ConceptNameCodeSequence[0].CodeValue == "126000"  # Imaging Measurement Report
+    items = _content_items(sr)
+    observer = [str(i.TextValue) for i in items if i.ValueType == "TEXT" and _concept_name(i) == "Device Observer Name"]
+    assert observer == ["lung_ct_quant"]
+    # right lung, left lung and both lungs; the total is the regression value of the shared data set
+    volumes_ml = sorted(
+        float(i.MeasuredValueSequence[0].NumericValue) for i in items
+        if i.ValueType == "NUM" and _concept_name(i) == "Volume"
+        and i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mL"
+    )
+    assert len(volumes_ml) == 3, volumes_ml
+    assert volumes_ml[0] + volumes_ml[1] == pytest.approx(volumes_ml[2], abs=0.05)
+    with open(shared_data_dir / "ct-lung" / "cases.csv", newline="") as handle:
+        reference = {row["case_id"]: row for row in csv.DictReader(handle)}["LUNGCT-002"]
+    assert volumes_ml[2] == pytest.approx(float(reference["total_lung_ml"]), rel=0.10)
 
     if shutil.which("dciodvfy") is None:
         require_or_skip("dciodvfy (Debian dicom3tools) is not installed")
@@ -126,7 +147,8 @@ def test_series_that_is_not_a_volume_fails_with_a_clear_reason(radpilot_factory,
         node.archive.store_file_bytes(to_part10_bytes(ds))
     engine = node.server.engine
     engine.route_study(str(tiny[0].StudyInstanceUID))
-    [job] = _wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 120, "the job to finish")
+    [job] = wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 120, "the job to finish",
+                     interval_s=POLL_S)
     assert job.state.value == "failed"
     assert "series has 3 slices" in job.error and "lung_ct_quant needs" in job.error
     assert node.archive.instance_count() == 33
@@ -147,7 +169,8 @@ def test_series_that_grows_is_analysed_again_and_the_old_results_are_superseded(
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
 
     engine.route_study(study_uid)
-    [first] = _wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 180, "the first job")
+    [first] = wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 180, "the first job",
+                       interval_s=POLL_S)
     assert first.state.value == "done", first.error
     first_results = set(first.result["sop_instance_uids"])
     assert node.archive.instance_count() == 40 + len(first_results)
@@ -155,7 +178,7 @@ def test_series_that_grows_is_analysed_again_and_the_old_results_are_superseded(
     for path in files[40:]:
         node.archive.store_file_bytes(path.read_bytes())
     engine.route_study(study_uid)
-    jobs = _wait_for(lambda: (js := engine.queue.list()) and len(js) == 2 and all(j.state.final for j in js) and js, 180, "the second job")
+    jobs = wait_for(lambda: (js := engine.queue.list()) and len(js) == 2 and all(j.state.final for j in js) and js, 180, "the second job", interval_s=POLL_S)
     second = next(j for j in jobs if j.id != first.id)
     assert second.state.value == "done", second.error
     assert second.supersedes_job_id == first.id

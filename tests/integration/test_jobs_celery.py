@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from radpilot.engine.jobs import ErrorKind, JobSpec, JobState, Priority, RetryPolicy
 from radpilot.engine.queue_celery import CeleryJobQueue
 from radpilot.engine.worker import WorkerConfig
-from tests.helpers import REPO_ROOT, subprocess_env
+from tests.helpers import REPO_ROOT, subprocess_env, wait_for
 from tests.integration.job_runners import JOURNAL_ENV, SLEEP_ENV, read_journal
 from tests.unit.jobs_support import instances
 
@@ -34,16 +33,10 @@ RETRY = RetryPolicy(base_s=0.5, factor=2, cap_s=2)
 CLI = "from radpilot.cli import app; app(prog_name='radpilot')"
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, nodes: dict | None = None) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    logs = "".join(f"\n--- {name} ---\n{node.log.read_text(errors='replace')[-3000:]}"
-                   for name, node in (nodes or {}).items())
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{logs}")
+def node_logs(nodes: dict[str, Node]) -> Callable[[], str]:
+    """The tail of each worker node's log, for a failed wait."""
+    return lambda: "".join(f"\n--- {name} ---\n{node.log.read_text(errors='replace')[-3000:]}"
+                           for name, node in nodes.items())
 
 
 class Node:
@@ -121,11 +114,12 @@ def test_killed_worker_node_every_job_completes_exactly_once(cluster) -> None:
         begun = [(job_id, pid) for event, job_id, _, pid in read_journal(journal) if event == "start"]
         return next(((j, p) for j, p in begun if j != stat), None)
 
-    victim_id, victim_pid = wait_for(routine_started, 60, "a routine job to start", nodes)
+    victim_id, victim_pid = wait_for(routine_started, 60, "a routine job to start", diagnostics=node_logs(nodes))
     victim_node = node_of(queue.get(victim_id).worker_id)
     nodes[victim_node].kill()
 
-    wait_for(lambda: queue.stats().counts[JobState.DONE] == len(ids), 60, "every job to finish", nodes)
+    wait_for(lambda: queue.stats().counts[JobState.DONE] == len(ids), 60, "every job to finish",
+             diagnostics=node_logs(nodes))
     jobs = {job_id: queue.get(job_id) for job_id in ids}
     assert jobs[victim_id].attempts == 2 and node_of(jobs[victim_id].worker_id) != victim_node
     assert sorted(s["job_id"] for s in queue.store.result_sets()) == sorted(ids)
@@ -148,7 +142,7 @@ def test_retry_permanent_failure_and_time_limit(cluster) -> None:
         states = [queue.get(job_id).state for job_id in (flaky, broken, hung)]
         return all(state.final for state in states)
 
-    wait_for(settled, 60, "the jobs to settle", nodes)
+    wait_for(settled, 60, "the jobs to settle", diagnostics=node_logs(nodes))
     retried, failed, timed_out = (queue.get(job_id) for job_id in (flaky, broken, hung))
     assert retried.state is JobState.DONE and retried.attempts == 2
     assert failed.state is JobState.FAILED and failed.attempts == 1 and failed.error_kind is ErrorKind.PERMANENT

@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from radpilot.engine.jobs import JobSpec, JobState
 from radpilot.engine.queue_embedded import EmbeddedWorkerPool
 from radpilot.engine.worker import WorkerConfig, worker_pid
+from tests.helpers import wait_for
 from tests.integration.job_runners import make_sleepy_runner, read_journal
 from tests.unit.jobs_support import instances
 
@@ -31,16 +31,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'index.sqlite3'}"
     return request.getfixturevalue("fresh_postgres_url")
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def spec(series: int) -> JobSpec:

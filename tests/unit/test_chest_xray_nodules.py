@@ -93,22 +93,29 @@ def test_candidates_from_outputs_maps_peaks_to_the_input_grid() -> None:
 
 
 def test_detect_nodules_on_a_synthetic_image(registry: ModelRegistry, manifest: dict) -> None:
+    """Two bright blobs planted in a smooth non-square image: the only candidates at the operating point,
+    mapped back to where they were planted."""
     rng = np.random.default_rng(0)
     rows, cols = 600, 500
+    blobs, sigma = [(200, 150), (350, 350)], 12.0
     yy, xx = np.mgrid[0:rows, 0:cols]
     image = 2000 + 600 * np.exp(-(((xx - 250) / 200) ** 2)) + rng.normal(0, 30, (rows, cols))
-    for r, c in ((200, 150), (350, 350)):
-        image += 500 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * 12.0**2))
+    for r, c in blobs:
+        image += 500 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * sigma**2))
     lungs = ((yy > 80) & (yy < 520) & (np.abs(xx - 250) > 40) & (np.abs(xx - 250) < 220))
     cands = detect_nodules(image, (0.7, 0.7), lungs, registry, score_threshold=0.0)
-    assert isinstance(cands, list)
+    assert isinstance(cands, list) and len(cands) > len(blobs)
     assert all(isinstance(c, NoduleCandidate) for c in cands)
     for c in cands:
         assert 0 <= c.row < rows and 0 <= c.col < cols and c.diameter_mm > 0 and 0 <= c.score <= 1
     assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
     default = detect_nodules(image, (0.7, 0.7), lungs, registry)
     threshold = manifest["operating_point"]["score_threshold"]
-    assert all(c.score >= threshold for c in default)
+    assert default == [c for c in cands if c.score >= threshold]  # the manifest's operating point by default
+    found = sorted((c.row, c.col) for c in default)
+    assert len(found) == len(blobs), found
+    for (row, col), (r, c) in zip(found, blobs):
+        assert np.hypot(row - r, col - c) <= sigma, (found, blobs)
 
 
 def test_obvious_nodule_is_found_at_the_operating_point(registry: ModelRegistry, jsrt_dir: Path) -> None:

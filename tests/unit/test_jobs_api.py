@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from radpilot.engine.jobs import (
     ErrorKind,
     JobOutput,
-    JobSpec,
     PermanentJobError,
     Priority,
     RetryPolicy,
@@ -21,13 +22,19 @@ from tests.unit.jobs_support import instances, make_spec
 def test_idempotency_key_ignores_order_but_not_content_or_version() -> None:
     pairs = instances(1)
     key = idempotency_key("lung_ct_quant", "1.0.0", pairs)
-    assert len(key) == 64 and int(key, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{64}", key), key
     assert idempotency_key("lung_ct_quant", "1.0.0", list(reversed(pairs))) == key
     assert idempotency_key("lung_ct_quant", "1.0.0", pairs + pairs[:1]) == key  # a repeat is the same input
     assert idempotency_key("lung_ct_quant", "1.0.1", pairs) != key
     assert idempotency_key("liver_ct_volume", "1.0.0", pairs) != key
     assert idempotency_key("lung_ct_quant", "1.0.0", instances(1, changed=0)) != key
     assert idempotency_key("lung_ct_quant", "1.0.0", pairs[:2]) != key
+
+
+def test_idempotency_key_is_the_one_stored_by_earlier_versions() -> None:
+    # Job rows keep their key: a different key for the same input would run a stored study's analysis again.
+    key = idempotency_key("lung_ct_quant", "1.0.0", [("1.2.4", "cd"), ("1.2.3", "ab")])
+    assert key == "9541a0da3ab5f0dcfa01f96eb8c8e79667a552b504134fa8f11733c898e07de6"
 
 
 @pytest.mark.parametrize(
@@ -63,7 +70,9 @@ def test_job_spec_checks_and_key() -> None:
         make_spec(1, max_attempts=0)
     with pytest.raises(ValueError, match="timeout_s"):
         make_spec(1, timeout_s=0)
-    assert isinstance(spec, JobSpec)
+    repeated = make_spec(1, instances=instances(1) + instances(1)[:1])
+    assert repeated.sop_instance_uids == spec.sop_instance_uids  # an instance given twice is one input
+    assert repeated.key == spec.key
 
 
 def test_retry_policy_backs_off_exponentially_with_a_cap() -> None:

@@ -22,6 +22,7 @@ from radpilot.engine.jobs import (
 )
 from radpilot.engine.queue_embedded import EmbeddedWorkerPool
 from radpilot.engine.worker import WorkerConfig, execute_job
+from tests.helpers import wait_for
 from tests.integration.job_runners import ScriptedRunner, make_sleepy_runner, read_journal
 from tests.unit.jobs_support import (  # noqa: F401 - fixtures
     LEASE_S,
@@ -36,16 +37,6 @@ from tests.unit.jobs_support import (  # noqa: F401 - fixtures
 
 CONFIG = WorkerConfig(lease_s=LEASE_S, heartbeat_s=0.2)
 FAST_POOL = WorkerConfig(lease_s=3, heartbeat_s=0.5, poll_s=0.1, reap_interval_s=0.5)
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def run_once(store: JobStore, runner: Callable[[JobRecord], JobOutput], worker: str = "host:1:w1", **kw: object):  # noqa: ANN201

@@ -154,18 +154,15 @@ def to_json(result: dict) -> str:
     return text[:-2] + ',\n "per_case": [\n' + lines + "\n ]\n}\n"
 
 
-def onnx_session(checkpoint: Path, threads: int):
-    import onnxruntime
+def checkpoint_session(checkpoint: Path, threads: int):  # noqa: ANN201 - (onnxruntime.InferenceSession, config)
+    """Export ``checkpoint`` to ONNX next to it (``last.pt`` -> ``last.onnx``) and open it with onnxruntime."""
+    from export import export_onnx
+    from model import build_model
+    from onnx_io import load_checkpoint, onnx_session
 
-    from export import export_onnx, load_checkpoint
-
-    model, config = load_checkpoint(checkpoint)
-    path = checkpoint.with_suffix(".onnx")
-    content = export_onnx(model, path)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(content, sess_options=options, providers=["CPUExecutionProvider"]), config
+    model, config = load_checkpoint(checkpoint, build_model)
+    content = export_onnx(model, checkpoint.with_suffix(".onnx"))
+    return onnx_session(content, threads), config
 
 
 def predict(session, image: np.ndarray) -> np.ndarray:
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     timings = []
     configs = {}
     for k in available:
-        session, config = onnx_session(args.runs / f"fold{k}" / args.checkpoint_name, args.threads)
+        session, config = checkpoint_session(args.runs / f"fold{k}" / args.checkpoint_name, args.threads)
         configs[k] = config
         train_ids = [c for c, f in folds.items() if f != k]
         test_ids = sorted(c for c, f in folds.items() if f == k)

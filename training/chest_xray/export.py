@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -28,11 +27,11 @@ sys.path.insert(0, str(HERE))
 import data  # noqa: E402
 from augment import AugmentConfig  # noqa: E402
 from model import build_model  # noqa: E402
+from onnx_io import OPSET, load_checkpoint, onnx_bytes, onnx_session  # noqa: E402
 
 MODEL_NAME = "cxr_lung_heart_seg"
 VERSION = "1.0.0"
 ONNX_FILE = "cxr_lung_heart_seg_v1.onnx"
-OPSET = 17
 TOLERANCE = 1e-4
 
 LABELS = [
@@ -60,42 +59,16 @@ POSTPROCESSING = (
 )
 
 
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    return model, checkpoint["config"]
-
-
 def export_onnx(model: torch.nn.Module, path: Path) -> bytes:
     """Export ``model`` (eval mode) to ONNX bytes, verify them with onnxruntime, write ``path``."""
-    import onnx
-    import onnxruntime
-
     model = model.eval().to(memory_format=torch.contiguous_format)
-    dummy = torch.zeros(1, 1, 256, 256)
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        model,
-        (dummy,),
-        buffer,
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}},
-        do_constant_folding=True,
-    )
-    content = buffer.getvalue()
-    onnx.checker.check_model(onnx.load_from_string(content))
+    content = onnx_bytes(model, ["logits"])
 
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(3, 1, 256, 256, generator=generator)
     with torch.no_grad():
         expected = model(x).numpy()
-    session = onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"image": x.numpy()})[0]
+    got = onnx_session(content).run(["logits"], {"image": x.numpy()})[0]
     if got.shape != (3, 4, 256, 256):
         raise RuntimeError(f"ONNX output shape {got.shape}, expected (3, 4, 256, 256)")
     diff = float(np.abs(got - expected).max())
@@ -211,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    model, config = load_checkpoint(args.checkpoint)
+    model, config = load_checkpoint(args.checkpoint, build_model)
     content = export_onnx(model, args.out / ONNX_FILE)
     cv_metrics = json.loads(args.cv_metrics.read_text()) if args.cv_metrics.is_file() else None
     if cv_metrics is None:

@@ -11,10 +11,8 @@ validation fold, DIR/best.pt (best mean validation Dice at 256 x 256).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ sys.path.insert(0, str(HERE))
 
 import data  # noqa: E402
 from augment import AugmentConfig, augment_batch  # noqa: E402
+from loop import set_determinism, train_epochs, write_config  # noqa: E402
 from model import build_model, count_parameters  # noqa: E402
 
 DEFAULTS = {
@@ -38,16 +37,6 @@ DEFAULTS = {
     "dice_weight": 1.0,
     "ce_weight": 1.0,
 }
-
-
-def set_determinism(seed: int, threads: int) -> None:
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    # torch.use_deterministic_algorithms(True) makes the CPU convolutions ~5x slower here (measured);
-    # oneDNN's CPU kernels are repeatable for a fixed thread count, which the test checks instead.
-    torch.use_deterministic_algorithms(False)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float, dice_weight: float) -> torch.Tensor:
@@ -80,13 +69,6 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int =
         x = torch.from_numpy(images[start : start + batch_size]).contiguous(memory_format=torch.channels_last)
         outputs.append(model(x).float().numpy())
     return np.concatenate(outputs)
-
-
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1.0 + np.cos(np.pi * progress))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,58 +127,48 @@ def main(argv: list[str] | None = None) -> int:
     }
     model = build_model(config).to(memory_format=torch.channels_last)
     config["parameters"] = count_parameters(model)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_config(out, config)
     print(f"fold {args.fold}: {len(train_ids)} training, {len(val_ids)} validation cases, "
           f"{config['parameters']} parameters, {epochs} epochs", flush=True)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=DEFAULTS["weight_decay"])
     generator = torch.Generator().manual_seed(args.seed)
     order_rng = np.random.default_rng(args.seed)
-    steps_per_epoch = int(np.ceil(len(train_ids) / args.batch_size))
-    total_steps = steps_per_epoch * epochs
-    warmup = min(DEFAULTS["warmup_epochs"] * steps_per_epoch, max(total_steps // 5, 1))
     images_all = torch.from_numpy(train_set.images)
     labels_all = torch.from_numpy(train_set.labels.astype(np.int64))
 
-    best = -1.0
-    step = 0
-    log_path = out / "log.jsonl"
-    log_path.write_text("")
-    for epoch in range(1, epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        losses = []
+    def epoch_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = order_rng.permutation(len(train_ids))
         for start in range(0, len(order), args.batch_size):
             index = torch.from_numpy(order[start : start + args.batch_size])
             if len(index) < 2:  # BatchNorm needs more than one sample
                 continue
             x, y = augment_batch(images_all[index], labels_all[index], generator)
-            x = x.contiguous(memory_format=torch.channels_last)
-            for group in optimizer.param_groups:
-                group["lr"] = float(lr_at(step, total_steps, warmup, args.lr))
-            optimizer.zero_grad(set_to_none=True)
-            loss = dice_ce_loss(model(x), y, DEFAULTS["ce_weight"], DEFAULTS["dice_weight"])
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            step += 1
-        train_seconds = time.perf_counter() - started
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"],
-                  "train_seconds": round(train_seconds, 2)}
-        if val_set is not None:
-            pred = predict_logits(model, val_set.images).argmax(1)
-            dice = dice_per_structure(pred, val_set.labels).mean(0)
-            record.update({"val_dice_right_lung": float(dice[0]), "val_dice_left_lung": float(dice[1]),
-                           "val_dice_heart": float(dice[2]), "val_dice_mean": float(dice.mean())})
-            if dice.mean() > best:
-                best = float(dice.mean())
-                torch.save({"state_dict": model.state_dict(), "config": config, "epoch": epoch, "metrics": record}, out / "best.pt")
-        record["seconds"] = round(time.perf_counter() - started, 2)
-        with open(log_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
-    torch.save({"state_dict": model.state_dict(), "config": config, "epoch": epochs}, out / "last.pt")
+            yield x.contiguous(memory_format=torch.channels_last), y
+
+    def batch_losses(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, y = batch
+        loss = dice_ce_loss(model(x), y, DEFAULTS["ce_weight"], DEFAULTS["dice_weight"])
+        return loss, {"loss": loss}
+
+    best = -1.0
+
+    def validate(record: dict) -> dict:
+        """Validation Dice at 256 x 256; keeps the best epoch as best.pt (reported only, never shipped)."""
+        nonlocal best
+        pred = predict_logits(model, val_set.images).argmax(1)
+        dice = dice_per_structure(pred, val_set.labels).mean(0)
+        metrics = {"val_dice_right_lung": float(dice[0]), "val_dice_left_lung": float(dice[1]),
+                   "val_dice_heart": float(dice[2]), "val_dice_mean": float(dice.mean())}
+        if dice.mean() > best:
+            best = float(dice.mean())
+            torch.save({"state_dict": model.state_dict(), "config": config, "epoch": record["epoch"],
+                        "metrics": {**record, **metrics}}, out / "best.pt")
+        return metrics
+
+    train_epochs(model, epochs=epochs, steps_per_epoch=int(np.ceil(len(train_ids) / args.batch_size)), lr=args.lr,
+                 weight_decay=DEFAULTS["weight_decay"], warmup_epochs=DEFAULTS["warmup_epochs"],
+                 epoch_batches=epoch_batches, batch_losses=batch_losses, out=out, config=config,
+                 validate=validate if val_set is not None else None)
     print(f"done: {out / 'last.pt'}" + (f", best val Dice {best:.4f}" if val_set is not None else ""), flush=True)
     return 0
 

@@ -77,15 +77,6 @@ def log_response(image256: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return stack.max(axis=0), 2 * np.sqrt(2) * np.asarray(LOG_SIGMAS)[best]
 
 
-def onnx_session(content: bytes, threads: int = 1):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(content, sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def case_result(cands: list, nodule) -> object:
     pts = np.array([[c.row, c.col] for c in cands], dtype=float).reshape(-1, 2)
     scores = np.array([c.score for c in cands], dtype=float)
@@ -177,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     global N_BOOT
     N_BOOT = args.n_boot
 
-    import onnxruntime  # noqa: F401
     from export_nodules import export_onnx, load_checkpoints
+    from onnx_io import onnx_session
 
     nodules = nodule_data.read_nodules()
     folds = nodule_data.folds()

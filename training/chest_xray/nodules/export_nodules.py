@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -29,13 +28,13 @@ sys.path.insert(1, str(HERE.parent))
 import data  # noqa: E402
 import nodule_data  # noqa: E402
 from nodule_model import Ensemble, MultiScale, build_model  # noqa: E402
+from onnx_io import OPSET, load_checkpoint, onnx_bytes, onnx_session  # noqa: E402  (training/chest_xray/onnx_io.py)
 
 from radpilot.analyses.chest_xray.preprocess import MODEL_SIZE  # noqa: E402
 
 MODEL_NAME = "cxr_nodule_det"
 VERSION = "1.0.0"
 ONNX_FILE = "cxr_nodule_det_v1.onnx"
-OPSET = 17
 TOLERANCE = 1e-4
 OUT_SIZE = MODEL_SIZE // 2
 
@@ -44,18 +43,10 @@ LABELS = [{"value": 1, "name": "nodule", "code": {"value": "27925004", "scheme":
                    "not masks"}]
 
 
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    return model, checkpoint["config"]
-
-
 def load_checkpoints(paths: list[Path], tta_scales: tuple[float, ...] = ()) -> tuple[torch.nn.Module, dict]:
     """One checkpoint: its model; several: their Ensemble (mean heatmap and diameter); config of the first + seeds;
     ``tta_scales``: wrapped in MultiScale (extra test-time scales, pixel-wise maximum)."""
-    loaded = [load_checkpoint(p) for p in paths]
+    loaded = [load_checkpoint(p, build_model) for p in paths]
     model, config = loaded[0]
     config = dict(config)
     if len(loaded) > 1:
@@ -70,22 +61,12 @@ def load_checkpoints(paths: list[Path], tta_scales: tuple[float, ...] = ()) -> t
 
 def export_onnx(model: torch.nn.Module, path: Path | None = None) -> bytes:
     """ONNX bytes of ``model`` (eval), verified with onnxruntime; written to ``path`` when given."""
-    import onnx
-    import onnxruntime
-
     model = model.eval()
-    buffer = io.BytesIO()
-    torch.onnx.export(model, (torch.zeros(1, 1, MODEL_SIZE, MODEL_SIZE),), buffer, dynamo=False, opset_version=OPSET,
-                      input_names=["image"], output_names=["heatmap", "diameter"],
-                      dynamic_axes={"image": {0: "N"}, "heatmap": {0: "N"}, "diameter": {0: "N"}},
-                      do_constant_folding=True)
-    content = buffer.getvalue()
-    onnx.checker.check_model(onnx.load_from_string(content))
+    content = onnx_bytes(model, ["heatmap", "diameter"])
     x = torch.rand(3, 1, MODEL_SIZE, MODEL_SIZE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = [t.numpy() for t in model(x)]
-    session = onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"])
-    got = session.run(["heatmap", "diameter"], {"image": x.numpy()})
+    got = onnx_session(content).run(["heatmap", "diameter"], {"image": x.numpy()})
     for name, g, e in zip(("heatmap", "diameter"), got, expected):
         if g.shape != (3, 1, OUT_SIZE, OUT_SIZE):
             raise RuntimeError(f"ONNX {name} shape {g.shape}, expected (3, 1, {OUT_SIZE}, {OUT_SIZE})")

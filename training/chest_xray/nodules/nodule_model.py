@@ -22,12 +22,14 @@ from torch import nn
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import ConvBlock  # noqa: E402  (training/chest_xray/model.py, the segmentation U-Net's block)
+from nets import UNetLevels, count_parameters  # noqa: E402  (training/chest_xray/nets.py, shared with the segmentation U-Net)
+
+__all__ = ["Ensemble", "MultiScale", "NoduleNet", "build_model", "count_parameters"]
 
 HEATMAP_PRIOR_BIAS = -4.0
 
 
-class NoduleNet(nn.Module):
+class NoduleNet(UNetLevels):
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128, 128), stem: int = 16) -> None:
         super().__init__()
         self.channels = tuple(channels)
@@ -35,16 +37,7 @@ class NoduleNet(nn.Module):
             nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True),
             nn.Conv2d(stem, stem, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True),
         )
-        self.encoders = nn.ModuleList()
-        c_prev = stem
-        for c in channels:
-            self.encoders.append(ConvBlock(c_prev, c))
-            c_prev = c
-        self.ups = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        for c_coarse, c_fine in zip(channels[::-1][:-1], channels[::-1][1:]):
-            self.ups.append(nn.ConvTranspose2d(c_coarse, c_fine, 2, stride=2))
-            self.decoders.append(ConvBlock(2 * c_fine, c_fine))
+        self._build_levels(stem, self.channels)
         self.head = nn.Sequential(nn.Conv2d(channels[0], channels[0], 3, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(channels[0], 2, 1))
         with torch.no_grad():
@@ -53,16 +46,7 @@ class NoduleNet(nn.Module):
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 2, H/2, W/2): heatmap logit, log diameter (model pixels)."""
-        x = self.stem(x)
-        skips = []
-        for i, encoder in enumerate(self.encoders):
-            x = encoder(x)
-            if i < len(self.encoders) - 1:
-                skips.append(x)
-                x = nn.functional.max_pool2d(x, 2)
-        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
-            x = decoder(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
+        return self.head(self._run_levels(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.raw(x)
@@ -113,6 +97,3 @@ def build_model(config: dict | None = None) -> NoduleNet:
     config = config or {}
     return NoduleNet(channels=tuple(config.get("channels", (16, 32, 64, 128, 128))), stem=int(config.get("stem", 16)))
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

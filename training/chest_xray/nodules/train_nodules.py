@@ -24,10 +24,9 @@ Writes DIR/config.json, DIR/log.jsonl, DIR/last.pt.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +40,8 @@ sys.path.insert(1, str(HERE.parent))
 import data  # noqa: E402  (training/chest_xray/data.py)
 import nodule_data  # noqa: E402
 from augment import AugmentConfig, augment_batch  # noqa: E402  (training/chest_xray/augment.py)
+from loop import set_determinism, train_epochs, write_config  # noqa: E402  (training/chest_xray/loop.py)
 from nodule_model import build_model, count_parameters  # noqa: E402
-from train import lr_at, set_determinism  # noqa: E402  (training/chest_xray/train.py)
 
 from radpilot.analyses.chest_xray.nodules import candidates_from_outputs  # noqa: E402
 from radpilot.analyses.chest_xray.preprocess import MODEL_SIZE  # noqa: E402
@@ -210,52 +209,39 @@ def main(argv: list[str] | None = None) -> int:
     }
     model = build_model(config)
     config["parameters"] = count_parameters(model)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_config(out, config)
     print(f"fold {args.fold}: {len(train_ids)} training cases ({config['train_nodules']} nodules), "
           f"{len(val_ids)} held out, {config['parameters']} parameters, {epochs} epochs", flush=True)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=cfg["weight_decay"])
     generator = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     index = {c: i for i, c in enumerate(train_set.case_ids)}
     images = torch.from_numpy(train_set.images)
     per_epoch = len(sample_epoch(train_ids, nodules, np.random.default_rng(0), cfg))
-    steps_per_epoch = int(np.ceil(per_epoch / cfg["batch_size"]))
-    total_steps = steps_per_epoch * epochs
-    warmup = min(cfg["warmup_epochs"] * steps_per_epoch, max(total_steps // 5, 1))
-    log_path = out / "log.jsonl"
-    log_path.write_text("")
-    step = 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        losses, size_losses = [], []
+
+    def epoch_batches() -> Iterator[tuple[torch.Tensor, ...]]:
         samples = sample_epoch(train_ids, nodules, rng, cfg)
         for start in range(0, len(samples), cfg["batch_size"]):
             batch = samples[start : start + cfg["batch_size"]]
-            if len(batch) < 2:
+            if len(batch) < 2:  # BatchNorm needs more than one sample
                 continue
-            x, heat, logd, size_mask = crop_batch(images, batch, index, nodules, rng, generator, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = float(lr_at(step, total_steps, warmup, args.lr))
-            optimizer.zero_grad(set_to_none=True)
-            raw = model.raw(x)
-            loss_heat = focal_loss(raw[:, :1], heat)
-            loss_size = (torch.abs(raw[:, 1:2] - logd) * size_mask).sum() / size_mask.sum().clamp(min=1.0)
-            loss = loss_heat + cfg["size_weight"] * loss_size
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss_heat.detach()))
-            size_losses.append(float(loss_size.detach()))
-            step += 1
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "size_l1": float(np.mean(size_losses)),
-                  "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(time.perf_counter() - started, 2)}
-        if val_set is not None and (epoch % args.val_every == 0 or epoch == epochs):
-            record.update(quick_validation(model, val_set, nodules))
-        with open(log_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
-    torch.save({"state_dict": model.state_dict(), "config": config, "epoch": epochs}, out / "last.pt")
+            yield crop_batch(images, batch, index, nodules, rng, generator, cfg)
+
+    def batch_losses(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, heat, logd, size_mask = batch
+        raw = model.raw(x)
+        loss_heat = focal_loss(raw[:, :1], heat)
+        loss_size = (torch.abs(raw[:, 1:2] - logd) * size_mask).sum() / size_mask.sum().clamp(min=1.0)
+        return loss_heat + cfg["size_weight"] * loss_size, {"loss": loss_heat, "size_l1": loss_size}
+
+    def validate(record: dict) -> dict:
+        if record["epoch"] % args.val_every == 0 or record["epoch"] == epochs:
+            return quick_validation(model, val_set, nodules)
+        return {}
+
+    train_epochs(model, epochs=epochs, steps_per_epoch=int(np.ceil(per_epoch / cfg["batch_size"])), lr=args.lr,
+                 weight_decay=cfg["weight_decay"], warmup_epochs=cfg["warmup_epochs"], epoch_batches=epoch_batches,
+                 batch_losses=batch_losses, out=out, config=config, validate=validate if val_set is not None else None)
     print(f"done: {out / 'last.pt'}", flush=True)
     return 0
 
