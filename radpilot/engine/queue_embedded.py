@@ -211,7 +211,8 @@ def _process_context() -> multiprocessing.context.BaseContext:
     module preloaded; it forks each worker, so no connection, lock or thread of the
     serving process is inherited and a restart takes milliseconds. Workers see the
     environment and ``sys.path`` of that first start: pass configuration through the
-    runner factory (picklable), not through later changes of ``os.environ``.
+    runner factory (picklable), not through later changes of ``os.environ``. Every
+    process it forks starts with SIGTERM blocked (see :func:`_block_sigterm_in_the_fork_server`).
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")

@@ -1,4 +1,4 @@
-"""The one migration chain in radpilot/db: it creates exactly the tables the packages declare, and knows none of them."""
+"""The one migration chain in radpilot/db: it creates exactly the tables the packages declare, knowing none."""
 
 from __future__ import annotations
 

@@ -296,7 +296,9 @@ def test_list_and_stats(store: JobStore, clock: FakeClock) -> None:
     assert len(store.list(limit=2)) == 2
 
 
-def test_latest_done_job_is_the_last_finished_of_that_analysis_on_that_series(store: JobStore, clock: FakeClock) -> None:
+def test_latest_done_job_is_the_last_finished_of_that_analysis_on_that_series(
+    store: JobStore, clock: FakeClock
+) -> None:
     series_uid = make_spec(1).series_instance_uid
     assert store.latest_done_job("lung_ct_quant", series_uid) is None
     first = store.submit(make_spec(1)).job
