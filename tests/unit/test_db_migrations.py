@@ -27,6 +27,7 @@ MODEL_MODULES = (
     "radpilot.engine.outbox_models",
     "radpilot.validation.store",
     "radpilot.security.audit",
+    "radpilot.modelhub.activation",
 )
 
 
