@@ -225,6 +225,7 @@ def run_job_task(task: Task, job_id: int) -> str:
     store.reap_expired(job_ids=[job_id])  # a redelivered job of a dead worker is claimable at once
     claim = store.claim(job_id, worker_id, context.config.lease_s)
     if claim.status is ClaimStatus.NOT_DUE:
+        assert claim.job is not None  # a claim that is not due carries its job
         publish(app, claim.job, countdown=claim.due_in_s)
         return claim.status.value
     if claim.status is not ClaimStatus.CLAIMED:
@@ -237,6 +238,7 @@ def run_job_task(task: Task, job_id: int) -> str:
         job = store.fail(job_id, worker_id, f"the worker could not prepare the analysis: {describe(exc)}",
                          ErrorKind.TRANSIENT)
     else:
+        assert claim.job is not None  # a CLAIMED claim carries its job
         job = execute_job(store, claim.job, runner, worker_id, context.config,
                           timeout_exceptions=(SoftTimeLimitExceeded,)).job
     if job is not None and job.state is JobState.QUEUED:

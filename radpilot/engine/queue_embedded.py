@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.synchronize import Semaphore as MpSemaphore
+from types import FrameType
 
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobQueue, JobRecord, RunnerFactory
@@ -83,7 +84,7 @@ def _block_sigterm_in_the_fork_server() -> None:
         from multiprocessing import forkserver
     except ImportError:  # pragma: no cover - no fork server on this platform
         return
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code is forkserver.main.__code__:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -204,7 +205,7 @@ def _claim(store: JobStore, worker_id: str, config: WorkerConfig) -> JobRecord |
         return None
 
 
-def _process_context() -> multiprocessing.context.BaseContext:
+def _process_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     """``forkserver`` where available, else ``spawn``.
 
     The fork server is a clean process, started on the first worker start with this
@@ -301,7 +302,7 @@ class EmbeddedWorkerPool:
     def pids(self) -> list[int]:
         """Process ids of the live worker processes."""
         with self._lock:
-            return [s.process.pid for s in self._slots if s.process is not None and s.process.is_alive()]
+            return [s.process.pid for s in self._slots if s.process is not None and s.process.pid is not None and s.process.is_alive()]
 
     def queue(self) -> EmbeddedJobQueue:
         """A job queue on the pool's store whose ``submit`` wakes an idle worker."""
@@ -394,7 +395,7 @@ class EmbeddedWorkerPool:
                         self._check(slot)
                 if time.monotonic() >= next_reap:
                     self.store.reap_expired()
-                    next_reap = time.monotonic() + self.config.reap_interval_s
+                    next_reap = time.monotonic() + (self.config.reap_interval_s or 0.0)  # set by WorkerConfig
             except Exception:  # noqa: BLE001 - the supervisor must keep running; the next tick retries
                 logger.exception("worker pool supervision failed", extra={"pool": self.name})
 
@@ -424,6 +425,6 @@ class EmbeddedWorkerPool:
         log = logger.info if exitcode in reason else logger.error
         log("worker process exited; restarting", extra={
             "pool": self.name, "worker_id": slot.worker_id, "exitcode": exitcode,
-            "reason": reason.get(exitcode, "crashed or was killed"), "requeued_jobs": len(reaped.requeued),
+            "reason": reason.get(exitcode, "crashed or was killed") if exitcode is not None else "crashed or was killed", "requeued_jobs": len(reaped.requeued),
             "failed_jobs": len(reaped.failed), "restart_in_s": delay,
         })
