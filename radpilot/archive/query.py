@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, distinct, func, select
+from sqlalchemy import Select, distinct, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from radpilot.archive.models import Instance, Patient, Series, Study
@@ -190,7 +190,6 @@ def match_clauses(keyword: str, value: str) -> list:
             conditions.append(target == single)
     if len(conditions) == 1:
         return conditions
-    from sqlalchemy import or_
 
     return [or_(*conditions)]
 

@@ -12,6 +12,7 @@ import enum
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +26,8 @@ from sqlalchemy import Engine, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from radpilot.archive.models import Instance, Patient, Series, StoreConflict, Study, utcnow
 from radpilot.archive.query import Query, run_query
-from radpilot.archive.models import Instance, Patient, Series, Study, StoreConflict, utcnow
 from radpilot.db import make_engine, make_session_factory, migrate
 from radpilot.dicom import status as dimse_status
 from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, dataset_offset, parse_part10
@@ -633,8 +634,6 @@ class Archive:
 
 
 def _mkstemp(directory: Path, suffix: str) -> tuple[int, str]:
-    import tempfile
-
     return tempfile.mkstemp(dir=directory, suffix=suffix)
 
 

@@ -26,6 +26,8 @@ from radpilot.archive import Archive
 from radpilot.db import make_session_factory, utcnow
 from radpilot.engine.jobs import RetryPolicy
 from radpilot.engine.outbox_models import Delivery
+from radpilot.pacs import scu
+from radpilot.pacs.stow_client import stow
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +151,6 @@ def make_sender(settings) -> Sender:  # noqa: ANN001 - radpilot.config.Settings
     """A sender that delivers to configured nodes by C-STORE, or by STOW-RS for ``transport: dicomweb``."""
 
     def send(destination: str, files: list) -> None:
-        from radpilot.pacs import scu
-        from radpilot.pacs.stow_client import stow
-
         try:
             node = settings.node(destination)
         except KeyError as exc:

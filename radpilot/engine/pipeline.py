@@ -17,12 +17,13 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+from radpilot.analyses import discover_analyses, model_registry
+from radpilot.archive import Archive, StoreOutcome
+from radpilot.config import Settings
 from radpilot.contract import Analysis, Findings, NotApplicableError
 from radpilot.dicom.encoders import encode_key_image, encode_measurement_report, encode_segmentation
 from radpilot.dicom.volume import Volume, volume_from_datasets
-from radpilot.archive import Archive, StoreOutcome
-from radpilot.config import Settings
-from radpilot.analyses import discover_analyses, model_registry
+from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobOutput, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
 from radpilot.engine.outbox import add_delivery
 from radpilot.engine.routing import RoutingDecision, RuleSet
@@ -210,8 +211,6 @@ class PipelineRunner:
         logger.info("discarding duplicate output", extra={"job": job.id, "instances": len(output.sop_instance_uids)})
 
     def _remove_superseded(self, old_job_id: int, keep: set[str]) -> None:
-        from radpilot.engine.job_store import JobStore
-
         old = JobStore(self.archive.engine).get(old_job_id)
         if old is None or not old.result:
             return

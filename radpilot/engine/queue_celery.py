@@ -39,12 +39,14 @@ retry delay (checked by :func:`make_celery_app`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, Task, bootsteps
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import setup_logging
 
 from radpilot.engine.job_store import ClaimStatus, JobStore
 from radpilot.engine.jobs import ErrorKind, JobQueue, JobRecord, JobState, QueueUnavailableError, RunnerFactory
@@ -56,6 +58,7 @@ from radpilot.engine.worker import (
     resolve_runner_factory,
     worker_identity,
 )
+from radpilot.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +86,6 @@ class CeleryWorkerContext:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _fresh_process(self) -> None:
-        import os
-
         if self._pid == os.getpid():
             return
         if self._store is not None:
@@ -336,9 +337,6 @@ def run_worker(app: Celery, *, concurrency: int = 1, node_name: str | None = Non
     The prefork pool is used (time limits need it); ``concurrency`` processes each
     run one job at a time. RadPilot's own log format is kept.
     """
-    from celery.signals import setup_logging
-
-    from radpilot.logging_setup import configure_logging
 
     setup_logging.connect(lambda **_: configure_logging(loglevel), weak=False)
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork",

@@ -58,6 +58,7 @@ from radpilot.engine.worker import (
     resolve_runner_factory,
     worker_identity,
 )
+from radpilot.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _block_sigterm_in_the_fork_server() -> None:
     (``set_forkserver_preload``); imported anywhere else, this does nothing.
     """
     try:
-        from multiprocessing import forkserver
+        from multiprocessing import forkserver  # noqa: PLC0415 - not every platform has a fork server
     except ImportError:  # pragma: no cover - no fork server on this platform
         return
     frame: FrameType | None = sys._getframe(1)
@@ -129,7 +130,6 @@ def _exit_process(code: int) -> Callable[[JobRecord], None]:
 def _configure_child_logging(level: str | None) -> None:
     if level is None:
         return
-    from radpilot.logging_setup import configure_logging
 
     configure_logging(level)
 

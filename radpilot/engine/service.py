@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from radpilot.analyses import discover_analyses
 from radpilot.archive import Archive
 from radpilot.config import Settings
-from radpilot.analyses import discover_analyses
 from radpilot.engine.detector import StudyCompleteDetector
+from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobQueue, Priority
 from radpilot.engine.outbox import Outbox, make_sender
 from radpilot.engine.pipeline import RunnerFactory, SeriesPlan, plan_study
+from radpilot.engine.queue_embedded import EmbeddedJobQueue, EmbeddedWorkerPool
 from radpilot.engine.routing import load_rules
 
 logger = logging.getLogger(__name__)
@@ -27,11 +29,9 @@ def make_queue(settings: Settings) -> JobQueue:
     if settings.queue_backend == "celery":
         if not settings.broker_url:
             raise ValueError("queue_backend 'celery' needs broker_url (RADPILOT_BROKER_URL), e.g. redis://127.0.0.1:6379/0")
-        from radpilot.engine.queue_celery import CeleryJobQueue
+        from radpilot.engine.queue_celery import CeleryJobQueue  # noqa: PLC0415 - Celery loads only for that backend
 
         return CeleryJobQueue.from_urls(settings.broker_url, settings.resolved_database_url)
-    from radpilot.engine.job_store import JobStore
-    from radpilot.engine.queue_embedded import EmbeddedJobQueue
 
     return EmbeddedJobQueue(JobStore.from_url(settings.resolved_database_url, migrate=True))
 
@@ -52,8 +52,6 @@ class Engine:
         self.rules = load_rules(settings.rules_file, self.analyses)
         self.pool = None
         if settings.queue_backend == "embedded" and settings.workers > 0:
-            from radpilot.engine.queue_embedded import EmbeddedWorkerPool
-
             self.pool = EmbeddedWorkerPool(
                 settings.resolved_database_url,
                 RunnerFactory(settings.model_dump_json()),
