@@ -108,8 +108,8 @@ def cross_validated() -> dict[str, Any]:
 
 def runtime_path(limit: int | None) -> dict[str, Any]:
     """The shipped model through DICOM -> Volume -> ChestXray on every dev film (training data: not independent)."""
-    from radpilot.contract import NotApplicableError
     from radpilot.analyses.chest_xray import ChestXray
+    from radpilot.contract import NotApplicableError
     from radpilot.dicom.volume import volume_from_datasets
     from radpilot.modelhub.registry import ModelRegistry
     from radpilot.validation.metrics import dice
@@ -135,30 +135,36 @@ def runtime_path(limit: int | None) -> dict[str, Any]:
             continue
         labels = findings.segmentation.labels[0]
         values = {(m.name.value, m.finding_site.value if m.finding_site else ""): m.value for m in findings.measurements}
-        per_case.append({
-            "case_id": case.case_id,
-            **{f"dice_{s}": round(dice(labels == v, case.labels == v), 5) for v, s in enumerate(STRUCTURES, start=1)},
-            "ctr": values.get(("RP-CTR", "")),
-            "ctr_ref": case.ctr,
-            "heart_width_mm": values.get(("103355008", "80891009")),
-            "heart_width_mm_ref": case.heart_width_mm,
-            "thorax_width_mm": values.get(("103355008", "43799004")),
-            "thorax_width_mm_ref": case.thorax_width_mm,
-        })
+        per_case.append(
+            {
+                "case_id": case.case_id,
+                **{f"dice_{s}": round(dice(labels == v, case.labels == v), 5) for v, s in enumerate(STRUCTURES, start=1)},
+                "ctr": values.get(("RP-CTR", "")),
+                "ctr_ref": case.ctr,
+                "heart_width_mm": values.get(("103355008", "80891009")),
+                "heart_width_mm_ref": case.heart_width_mm,
+                "thorax_width_mm": values.get(("103355008", "43799004")),
+                "thorax_width_mm_ref": case.thorax_width_mm,
+            }
+        )
     elapsed = time.perf_counter() - started
     measured = [c for c in per_case if c["ctr"] is not None]
     ctr_ai = np.array([c["ctr"] for c in measured], dtype=float)
     ctr_ref = np.array([c["ctr_ref"] for c in measured], dtype=float)
     return {
         "warning": "NOT an independent accuracy figure: the shipped model was trained on all 199 dev cases; this checks "
-                   "the DICOM runtime path and the plausibility check on the training films",
+        "the DICOM runtime path and the plausibility check on the training films",
         "cases": len(rows),
         "refused_as_not_frontal": refused,
         "ctr_not_reported": [c["case_id"] for c in per_case if c["ctr"] is None],
         "dice": {s: summarize([c[f"dice_{s}"] for c in per_case]) for s in STRUCTURES},
         "ctr": ctr_agreement(ctr_ai, ctr_ref),
-        "heart_width_mae_mm": round(mean_absolute_error([c["heart_width_mm"] for c in measured], [c["heart_width_mm_ref"] for c in measured]), 2),
-        "thorax_width_mae_mm": round(mean_absolute_error([c["thorax_width_mm"] for c in measured], [c["thorax_width_mm_ref"] for c in measured]), 2),
+        "heart_width_mae_mm": round(
+            mean_absolute_error([c["heart_width_mm"] for c in measured], [c["heart_width_mm_ref"] for c in measured]), 2
+        ),
+        "thorax_width_mae_mm": round(
+            mean_absolute_error([c["thorax_width_mm"] for c in measured], [c["thorax_width_mm_ref"] for c in measured]), 2
+        ),
         "cardiomegaly": cardiomegaly_agreement(ctr_ai, ctr_ref),
         "seconds_per_case": round(elapsed / max(1, len(rows)), 4),
         "per_case": per_case,
@@ -187,7 +193,7 @@ def main() -> int:
     report = {
         "benchmark": "chest_xray_accuracy",
         "data": "JSRT + SCR developer split (shared/data/cxr-jsrt), research use only; cite Shiraishi et al. AJR 2000 "
-                "and van Ginneken et al. Med Image Anal 2006",
+        "and van Ginneken et al. Med Image Anal 2006",
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "cross_validated": cv,
         "shipped_model_on_training_films": runtime,

@@ -84,8 +84,8 @@ def child(path: Path, repeats: int) -> dict[str, Any]:
 
     from radpilot.analyses.chest_xray import ChestXray
     from radpilot.dicom.volume import volume_from_datasets
-    from radpilot.modelhub.registry import ModelRegistry
     from radpilot.engine.pipeline import encode_results
+    from radpilot.modelhub.registry import ModelRegistry
 
     load: dict[str, float] = {}
     registry = ModelRegistry(providers=["CPUExecutionProvider"], intra_op_threads=1)
@@ -124,15 +124,18 @@ def child(path: Path, repeats: int) -> dict[str, Any]:
         encode_results(full, findings, volume, [ds], uid_seed=f"bench-{attempt}")
         t_encode = time.perf_counter() - started
         if attempt:
-            for key, value in (("read_volume", t_read), ("segmentation_ctr", t_seg), ("full_analysis", t_full),
-                               ("encode_seg_sr_key_image", t_encode)):
+            for key, value in (
+                ("read_volume", t_read),
+                ("segmentation_ctr", t_seg),
+                ("full_analysis", t_full),
+                ("encode_seg_sr_key_image", t_encode),
+            ):
                 times[key].append(value)
     assert findings is not None
     return {
         "model_load_s": {k: round(v, 4) for k, v in load.items()},
         "seconds": {
-            key: {"median": round(_percentile(v, 50), 4), "p90": round(_percentile(v, 90), 4), "runs": len(v)}
-            for key, v in times.items()
+            key: {"median": round(_percentile(v, 50), 4), "p90": round(_percentile(v, 90), 4), "runs": len(v)} for key, v in times.items()
         },
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "rss_after_imports_and_model_load_mb": round(rss_after_load_mb, 1),
@@ -153,17 +156,26 @@ def main() -> int:
 
     from radpilot.modelhub.registry import ModelRegistry
 
-    sizes = {m.name: {"file": m.file.name, "bytes": m.file.stat().st_size, "mb": round(m.file.stat().st_size / 1e6, 2),
-                      "version": m.version}
-             for m in ModelRegistry().manifests() if m.name.startswith("cxr_")}
+    sizes = {
+        m.name: {"file": m.file.name, "bytes": m.file.stat().st_size, "mb": round(m.file.stat().st_size / 1e6, 2), "version": m.version}
+        for m in ModelRegistry().manifests()
+        if m.name.startswith("cxr_")
+    }
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for spec in SIZES:
             path = _write_case(spec["kind"], spec["rows"], spec["columns"], Path(folder))
-            output = subprocess.run(
-                [sys.executable, __file__, "--child", str(path), "--repeats", str(args.repeats)],
-                capture_output=True, text=True, check=True, cwd=REPO,
-            ).stdout.strip().splitlines()[-1]
+            output = (
+                subprocess.run(
+                    [sys.executable, __file__, "--child", str(path), "--repeats", str(args.repeats)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=REPO,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             result = {"image": spec["name"], "rows": spec["rows"], "columns": spec["columns"], **json.loads(output)}
             results.append(result)
             s = result["seconds"]
@@ -178,7 +190,7 @@ def main() -> int:
         "benchmark": "chest_xray_speed",
         "case": f"JSRT {CASE} (research use only), resampled per size",
         "conditions": "each size in a fresh process pinned to one CPU core, ONNX Runtime CPU provider with 1 intra-op thread; "
-                      "median/p90 of the runs after one warm-up; the machine's 2 cores are shared with other work",
+        "median/p90 of the runs after one warm-up; the machine's 2 cores are shared with other work",
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "onnx_files": sizes,
         "target": "segmentation + CTR under 1 s per radiograph on one core",

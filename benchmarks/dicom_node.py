@@ -64,7 +64,10 @@ def storescu(port: int, called_ae: str, folder: Path) -> float:
     started = time.perf_counter()
     process = subprocess.run(
         ["storescu", "-aet", "BENCH", "-aec", called_ae, "127.0.0.1", str(port), "+sd", "+r", str(folder)],
-        env=subprocess_env(), capture_output=True, text=True, timeout=600,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     elapsed = time.perf_counter() - started
     if process.returncode != 0:
@@ -77,9 +80,19 @@ def start_radpilot(workdir: Path, durability: str) -> tuple[subprocess.Popen, in
     workdir.mkdir(parents=True, exist_ok=True)
     env = subprocess_env(RADPILOT_ANALYSIS_ENABLED="false", RADPILOT_WORKERS="0", RADPILOT_DURABILITY=durability)
     process = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "radpilot"), "serve", "--data-dir", str(workdir), "--dicom-port", str(dicom_port),
-         "--http-port", str(http_port)],
-        env=env, stdout=open(workdir / "radpilot.log", "wb"), stderr=subprocess.STDOUT,
+        [
+            str(REPO / ".venv" / "bin" / "radpilot"),
+            "serve",
+            "--data-dir",
+            str(workdir),
+            "--dicom-port",
+            str(dicom_port),
+            "--http-port",
+            str(http_port),
+        ],
+        env=env,
+        stdout=open(workdir / "radpilot.log", "wb"),
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -119,8 +132,11 @@ def main() -> None:
     orthanc = start_orthanc(work / "orthanc")
     radpilot, rp_dicom, rp_http = start_radpilot(work / "radpilot-data", "file")
     radpilot_full, rp_full_dicom, _ = start_radpilot(work / "radpilot-full-data", "full")
-    ports = {"radpilot": (rp_dicom, "RADPILOT"), "radpilot_full_sync": (rp_full_dicom, "RADPILOT"),
-             "orthanc": (orthanc.dicom_port, orthanc.ae_title)}
+    ports = {
+        "radpilot": (rp_dicom, "RADPILOT"),
+        "radpilot_full_sync": (rp_full_dicom, "RADPILOT"),
+        "orthanc": (orthanc.dicom_port, orthanc.ae_title),
+    }
     runs: dict[str, list[dict]] = {peer: [] for peer in ports}
     try:
         for run in range(args.runs):
@@ -130,10 +146,18 @@ def main() -> None:
                 size = make_instances(source, args.instances, folder, f"{peer}{run}")
                 port, ae = ports[peer]
                 seconds = storescu(port, ae, folder)
-                runs[peer].append({"seconds": round(seconds, 3), "instances_per_s": round(args.instances / seconds, 1),
-                                   "mb_per_s": round(size / 1e6 / seconds, 1), "bytes": size})
-                print(f"run {run} {peer:8s}: {args.instances} instances in {seconds:.2f} s "
-                      f"({args.instances / seconds:.0f}/s, {size / 1e6 / seconds:.1f} MB/s)")
+                runs[peer].append(
+                    {
+                        "seconds": round(seconds, 3),
+                        "instances_per_s": round(args.instances / seconds, 1),
+                        "mb_per_s": round(size / 1e6 / seconds, 1),
+                        "bytes": size,
+                    }
+                )
+                print(
+                    f"run {run} {peer:8s}: {args.instances} instances in {seconds:.2f} s "
+                    f"({args.instances / seconds:.0f}/s, {size / 1e6 / seconds:.1f} MB/s)"
+                )
                 shutil.rmtree(folder)
         rp_count = httpx.get(f"http://127.0.0.1:{rp_http}/dicomweb/studies", timeout=30).json()
         study_uid = next(s["0020000D"]["Value"][0] for s in rp_count if s["00100020"]["Value"][0] == "BENCH-radpilot0")
@@ -149,8 +173,12 @@ def main() -> None:
                 "orthanc": latency(f"{or_base}/studies?PatientID=BENCH-orthanc0", json_accept, args.latency_repeats),
             },
             "wado_series_metadata": {
-                "radpilot": latency(f"{rp_base}/studies/{study_uid}/series/{rp_series}/metadata", json_accept, max(5, args.latency_repeats // 5)),
-                "orthanc": latency(f"{or_base}/studies/{or_study}/series/{or_series}/metadata", json_accept, max(5, args.latency_repeats // 5)),
+                "radpilot": latency(
+                    f"{rp_base}/studies/{study_uid}/series/{rp_series}/metadata", json_accept, max(5, args.latency_repeats // 5)
+                ),
+                "orthanc": latency(
+                    f"{or_base}/studies/{or_study}/series/{or_series}/metadata", json_accept, max(5, args.latency_repeats // 5)
+                ),
             },
         }
     finally:
@@ -171,14 +199,16 @@ def main() -> None:
         "ingest_ratio_radpilot_full_sync_over_orthanc": round(medians["radpilot_full_sync"] / medians["orthanc"], 3),
         "dicomweb_latency": dicomweb,
         "notes": "radpilot: durability=file (default; the file is fdatasync'ed before it is renamed and acknowledged, "
-                 "index WAL synchronous=NORMAL, recovery re-indexes after an unclean stop). radpilot_full_sync: "
-                 "durability=full (file, folder and index synced before each acknowledgement: three syncs). "
-                 "Orthanc 1.10.1 with its defaults (SyncStorageArea true: one fsync per file). All with TCP_NODELAY=1.",
+        "index WAL synchronous=NORMAL, recovery re-indexes after an unclean stop). radpilot_full_sync: "
+        "durability=full (file, folder and index synced before each acknowledgement: three syncs). "
+        "Orthanc 1.10.1 with its defaults (SyncStorageArea true: one fsync per file). All with TCP_NODELAY=1.",
     }
     for name, peers in dicomweb.items():
         print(f"{name}: radpilot {peers['radpilot']['median_ms']} ms, orthanc {peers['orthanc']['median_ms']} ms (median)")
-    print(f"ingest ratio radpilot/orthanc = {summary['ingest_ratio_radpilot_over_orthanc']}, "
-          f"full sync/orthanc = {summary['ingest_ratio_radpilot_full_sync_over_orthanc']}")
+    print(
+        f"ingest ratio radpilot/orthanc = {summary['ingest_ratio_radpilot_over_orthanc']}, "
+        f"full sync/orthanc = {summary['ingest_ratio_radpilot_full_sync_over_orthanc']}"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "dicom_node.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(work, ignore_errors=True)

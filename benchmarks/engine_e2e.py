@@ -59,8 +59,13 @@ print(json.dumps({"load_s": t1 - t0, "analysis_s": t2 - t1, "encode_s": t3 - t2,
 def analysis_only(folder: Path, repeats: int) -> dict:
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", ANALYSIS_ONLY, str(folder)], capture_output=True, text=True, check=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        out = subprocess.run(
+            [sys.executable, "-c", ANALYSIS_ONLY, str(folder)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]} | {"repeats": repeats}
 
@@ -71,7 +76,10 @@ def wait_for_results(orthanc, study_uid: str, timeout_s: float = 600) -> float: 
         matches = orthanc.lookup(study_uid)
         if matches:
             instances = orthanc.rest_get(f"/studies/{matches[0]['ID']}/instances?expand")
-            classes = {i["MainDicomTags"].get("SOPClassUID") or orthanc.rest_get(f"/instances/{i['ID']}/simplified-tags")["SOPClassUID"] for i in instances}
+            classes = {
+                i["MainDicomTags"].get("SOPClassUID") or orthanc.rest_get(f"/instances/{i['ID']}/simplified-tags")["SOPClassUID"]
+                for i in instances
+            }
             if RESULT_CLASSES <= classes:
                 return time.perf_counter()
         time.sleep(0.2)
@@ -88,12 +96,25 @@ def end_to_end(folder: Path, quiet_s: float, work: Path) -> dict:
     dicom_port, http_port = free_port(), free_port()
     nodes = json.dumps([{"name": "orthanc", "ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port}])
     rules = work / "rules.yaml"
-    rules.write_text("rules:\n  - name: chest-ct\n    match:\n      Modality: CT\n    analyses: [lung_ct_quant]\n    destinations: [orthanc]\n")
-    env = subprocess_env(RADPILOT_NODES=nodes, RADPILOT_QUIET_PERIOD_S=str(quiet_s), RADPILOT_WORKERS="1",
-                         RADPILOT_RULES_FILE=str(rules))
+    rules.write_text(
+        "rules:\n  - name: chest-ct\n    match:\n      Modality: CT\n    analyses: [lung_ct_quant]\n    destinations: [orthanc]\n"
+    )
+    env = subprocess_env(RADPILOT_NODES=nodes, RADPILOT_QUIET_PERIOD_S=str(quiet_s), RADPILOT_WORKERS="1", RADPILOT_RULES_FILE=str(rules))
     server = subprocess.Popen(
-        [str(REPO / ".venv/bin/radpilot"), "serve", "--data-dir", str(work / "rp"), "--dicom-port", str(dicom_port),
-         "--http-port", str(http_port)], env=env, stdout=open(work / "radpilot.log", "wb"), stderr=subprocess.STDOUT)
+        [
+            str(REPO / ".venv/bin/radpilot"),
+            "serve",
+            "--data-dir",
+            str(work / "rp"),
+            "--dicom-port",
+            str(dicom_port),
+            "--http-port",
+            str(http_port),
+        ],
+        env=env,
+        stdout=open(work / "radpilot.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -69,9 +69,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
     nodes_file: Path | None = Field(default=None, description="YAML file with 'nodes' and 'allowed_peers' lists")
     nodes: list[RemoteNode] = Field(default_factory=list)
-    allowed_peers: list[AllowedPeer] | None = Field(
-        default=None, description="If set, only these calling AE titles may associate"
-    )
+    allowed_peers: list[AllowedPeer] | None = Field(default=None, description="If set, only these calling AE titles may associate")
     ohif_dir: Path | None = Field(default=None, description="Built OHIF viewer (dist/); default third_party/ohif/dist")
     rules_file: Path | None = Field(default=None, description="Routing rules YAML; default: the rules shipped with RadPilot")
     quiet_period_s: float = Field(default=30.0, ge=0, description="A study is complete when no instance arrived for this long")

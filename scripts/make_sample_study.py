@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 AIR_HU = -1000
 BODY_HU = 40
@@ -52,9 +52,7 @@ def _uid(spec: StudySpec, *parts: object) -> str:
 def phantom_hu(spec: StudySpec) -> np.ndarray:
     """The phantom in HU, shape (slices, rows, columns), int16."""
     n, size = spec.slices, spec.size
-    z, y, x = np.meshgrid(
-        np.linspace(-1.0, 1.0, n), np.linspace(-1.0, 1.0, size), np.linspace(-1.0, 1.0, size), indexing="ij"
-    )
+    z, y, x = np.meshgrid(np.linspace(-1.0, 1.0, n), np.linspace(-1.0, 1.0, size), np.linspace(-1.0, 1.0, size), indexing="ij")
     volume = np.full((n, size, size), AIR_HU, dtype=np.int16)
     body = (x / 0.85) ** 2 + (y / 0.62) ** 2 <= 1.0
     volume[body] = BODY_HU

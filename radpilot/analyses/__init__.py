@@ -92,7 +92,8 @@ def model_folders(analyses: Mapping[str, Analysis], models_dir: Path | None = No
     return folders
 
 
-def model_registry(analyses: Mapping[str, Analysis], models_dir: Path | None = None, *,
-                   providers: list[str] | None = None, intra_op_threads: int = 0) -> ModelRegistry:
+def model_registry(
+    analyses: Mapping[str, Analysis], models_dir: Path | None = None, *, providers: list[str] | None = None, intra_op_threads: int = 0
+) -> ModelRegistry:
     """A model registry over :func:`model_folders`."""
     return ModelRegistry(model_folders(analyses, models_dir), providers=providers, intra_op_threads=intra_op_threads)

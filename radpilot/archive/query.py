@@ -33,9 +33,7 @@ class QueryLevel(enum.IntEnum):
         try:
             return cls[normalized]
         except KeyError:
-            raise ValueError(
-                f"unknown QueryRetrieveLevel {text!r}; expected PATIENT, STUDY, SERIES or IMAGE"
-            ) from None
+            raise ValueError(f"unknown QueryRetrieveLevel {text!r}; expected PATIENT, STUDY, SERIES or IMAGE") from None
 
 
 class MatchKind(enum.Enum):
@@ -69,9 +67,7 @@ INDEXED_ATTRIBUTES: dict[str, IndexedAttribute] = {
         IndexedAttribute("AccessionNumber", QueryLevel.STUDY, Study.accession_number, MatchKind.TEXT, "SH"),
         IndexedAttribute("StudyID", QueryLevel.STUDY, Study.study_id, MatchKind.TEXT, "SH"),
         IndexedAttribute("StudyDescription", QueryLevel.STUDY, Study.study_description, MatchKind.TEXT, "LO"),
-        IndexedAttribute(
-            "ReferringPhysicianName", QueryLevel.STUDY, Study.referring_physician_name, MatchKind.PERSON_NAME, "PN"
-        ),
+        IndexedAttribute("ReferringPhysicianName", QueryLevel.STUDY, Study.referring_physician_name, MatchKind.PERSON_NAME, "PN"),
         IndexedAttribute("SeriesInstanceUID", QueryLevel.SERIES, Series.series_instance_uid, MatchKind.UID, "UI"),
         IndexedAttribute("Modality", QueryLevel.SERIES, Series.modality, MatchKind.TEXT, "CS"),
         IndexedAttribute("SeriesNumber", QueryLevel.SERIES, Series.series_number, MatchKind.INTEGER, "IS"),
@@ -253,9 +249,7 @@ def run_query(session: Session, query: Query) -> list[dict[str, Any]]:
             continue  # not indexed: returned empty, never used to exclude a match
         statement = statement.where(*match_clauses(keyword, str(value)))
     if modality_filter:
-        statement = statement.where(
-            Study.id.in_(select(Series.study_fk).where(Series.modality.in_(modality_filter)))
-        )
+        statement = statement.where(Study.id.in_(select(Series.study_fk).where(Series.modality.in_(modality_filter))))
     statement = _order(statement, query.level)
     if query.offset:
         statement = statement.offset(query.offset)
@@ -334,9 +328,7 @@ def _add_computed(session: Session, level: QueryLevel, rows, results: list[dict[
         ids = [row[2].id for row in rows]
         counts = dict(
             session.execute(
-                select(Instance.series_fk, func.count(Instance.id))
-                .where(Instance.series_fk.in_(ids))
-                .group_by(Instance.series_fk)
+                select(Instance.series_fk, func.count(Instance.id)).where(Instance.series_fk.in_(ids)).group_by(Instance.series_fk)
             ).all()
         )
         for row, result in zip(rows, results):

@@ -203,7 +203,7 @@ class Archive:
     def _store_parsed(self, parsed: ParsedInstance, data: bytes, source_ae_title: str, derived: bool) -> StoreResult:
         ds = parsed.dataset
         # The hash leaves out the file meta group, so it does not depend on who wrote the meta.
-        digest = hashlib.sha256(data[dataset_offset(data):]).hexdigest()
+        digest = hashlib.sha256(data[dataset_offset(data) :]).hexdigest()
         with self.sessions() as session:
             existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
             if existing is not None:
@@ -249,7 +249,12 @@ class Archive:
                         raise
 
     def _resend(
-        self, session: Session, parsed: ParsedInstance, existing: Instance, digest: str, source_ae_title: str,
+        self,
+        session: Session,
+        parsed: ParsedInstance,
+        existing: Instance,
+        digest: str,
+        source_ae_title: str,
         derived: bool,
     ) -> StoreResult:
         if existing.content_sha256 == digest:
@@ -259,9 +264,7 @@ class Archive:
                 session.commit()
             return self._result(parsed, StoreOutcome.DUPLICATE, "identical instance already stored")
         conflict = session.scalar(
-            select(StoreConflict).where(
-                StoreConflict.sop_instance_uid == parsed.sop_instance_uid, StoreConflict.received_sha256 == digest
-            )
+            select(StoreConflict).where(StoreConflict.sop_instance_uid == parsed.sop_instance_uid, StoreConflict.received_sha256 == digest)
         )
         if conflict is None:
             session.add(
@@ -301,7 +304,13 @@ class Archive:
             raise
 
     def _index(
-        self, session: Session, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str,
+        self,
+        session: Session,
+        parsed: ParsedInstance,
+        relative: Path,
+        size: int,
+        digest: str,
+        source_ae_title: str,
         derived: bool,
     ) -> None:
         """Insert the instance row, creating its patient, study and series rows on first sight.
@@ -533,10 +542,7 @@ class Archive:
             first = None
             if row is not None:
                 first = session.scalar(
-                    select(Instance)
-                    .where(Instance.series_fk == row.id)
-                    .order_by(Instance.instance_number, Instance.id)
-                    .limit(1)
+                    select(Instance).where(Instance.series_fk == row.id).order_by(Instance.instance_number, Instance.id).limit(1)
                 )
             if first is None:
                 raise KeyError(f"series {series_uid} is not in the archive")
@@ -586,9 +592,7 @@ class Archive:
         with self.sessions() as session:
             return list(session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(sop_instance_uids))))
 
-    def instances_of(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
-    ) -> list[Instance]:
+    def instances_of(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Instance]:
         """Instances of a study (optionally one series or one instance), in series then instance order."""
         with self.sessions() as session:
             query = (

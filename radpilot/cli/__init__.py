@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,12 +24,12 @@ from radpilot.logging_setup import configure_logging
 app = typer.Typer(help="RadPilot: AI reading support beside your PACS.", no_args_is_help=True)
 console = Console(stderr=True)
 
-DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="Archive folder [env RADPILOT_DATA_DIR]")]
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Archive folder [env RADPILOT_DATA_DIR]")]
 DatabaseOption = Annotated[
-    Optional[str], typer.Option("--database-url", help="SQLAlchemy URL, default SQLite in the data dir [env RADPILOT_DATABASE_URL]")
+    str | None, typer.Option("--database-url", help="SQLAlchemy URL, default SQLite in the data dir [env RADPILOT_DATABASE_URL]")
 ]
 NodesFileOption = Annotated[
-    Optional[Path], typer.Option("--nodes-file", help="YAML with remote nodes and allowed peers [env RADPILOT_NODES_FILE]")
+    Path | None, typer.Option("--nodes-file", help="YAML with remote nodes and allowed peers [env RADPILOT_NODES_FILE]")
 ]
 
 
@@ -46,14 +46,14 @@ def load_settings(**overrides: object) -> Settings:
 @app.command()
 def serve(
     data_dir: DataDirOption = None,
-    ae_title: Annotated[Optional[str], typer.Option("--ae-title", help="Our AE title [env RADPILOT_AE_TITLE]")] = None,
-    dicom_port: Annotated[Optional[int], typer.Option("--dicom-port", help="DICOM port [env RADPILOT_DICOM_PORT]")] = None,
-    http_port: Annotated[Optional[int], typer.Option("--http-port", help="Web port [env RADPILOT_HTTP_PORT]")] = None,
-    bind_address: Annotated[Optional[str], typer.Option("--bind", help="Listen address [env RADPILOT_BIND_ADDRESS]")] = None,
+    ae_title: Annotated[str | None, typer.Option("--ae-title", help="Our AE title [env RADPILOT_AE_TITLE]")] = None,
+    dicom_port: Annotated[int | None, typer.Option("--dicom-port", help="DICOM port [env RADPILOT_DICOM_PORT]")] = None,
+    http_port: Annotated[int | None, typer.Option("--http-port", help="Web port [env RADPILOT_HTTP_PORT]")] = None,
+    bind_address: Annotated[str | None, typer.Option("--bind", help="Listen address [env RADPILOT_BIND_ADDRESS]")] = None,
     database_url: DatabaseOption = None,
     nodes_file: NodesFileOption = None,
-    rules_file: Annotated[Optional[Path], typer.Option("--rules-file", help="Routing rules YAML [env RADPILOT_RULES_FILE]")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Embedded analysis worker processes [env RADPILOT_WORKERS]")] = None,
+    rules_file: Annotated[Path | None, typer.Option("--rules-file", help="Routing rules YAML [env RADPILOT_RULES_FILE]")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Embedded analysis worker processes [env RADPILOT_WORKERS]")] = None,
 ) -> None:
     """Start the DICOM listener, the web server and the analysis engine (SQLite and a local data folder by default)."""
     settings = load_settings(
@@ -134,21 +134,34 @@ def import_files(
 # -- DICOM network commands (echo, send, find, pull, nodes) ------------------------------------
 
 NodeArgument = Annotated[str, typer.Argument(help="Remote node: its name or AE title (see `radpilot nodes`)")]
-AeTitleOption = Annotated[Optional[str], typer.Option("--ae-title", help="Our AE title [env RADPILOT_AE_TITLE]")]
+AeTitleOption = Annotated[str | None, typer.Option("--ae-title", help="Our AE title [env RADPILOT_AE_TITLE]")]
 DicomPortOption = Annotated[
-    Optional[int], typer.Option("--dicom-port", help="Our DICOM port, where pulled instances arrive [env RADPILOT_DICOM_PORT]")
+    int | None, typer.Option("--dicom-port", help="Our DICOM port, where pulled instances arrive [env RADPILOT_DICOM_PORT]")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 
 FIND_RETURN_KEYS: dict[str, tuple[str, ...]] = {
     "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "NumberOfPatientRelatedStudies"),
     "STUDY": (
-        "PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber", "StudyDescription",
-        "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "StudyInstanceUID",
+        "PatientName",
+        "PatientID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyDescription",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "StudyInstanceUID",
     ),
     "SERIES": (
-        "PatientID", "StudyInstanceUID", "SeriesNumber", "Modality", "SeriesDescription",
-        "NumberOfSeriesRelatedInstances", "SeriesInstanceUID",
+        "PatientID",
+        "StudyInstanceUID",
+        "SeriesNumber",
+        "Modality",
+        "SeriesDescription",
+        "NumberOfSeriesRelatedInstances",
+        "SeriesInstanceUID",
     ),
     "IMAGE": ("StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SOPClassUID", "SOPInstanceUID"),
 }
@@ -237,9 +250,7 @@ def send(
             if result.outcome == "failed":
                 progress.console.print(f"[red]{escape(str(result.path))}[/red]: {escape(result.message)}", soft_wrap=True)
             elif result.outcome == "skipped":
-                progress.console.print(
-                    f"[yellow]{escape(str(result.path))}[/yellow]: skipped, {escape(result.message)}", soft_wrap=True
-                )
+                progress.console.print(f"[yellow]{escape(str(result.path))}[/yellow]: skipped, {escape(result.message)}", soft_wrap=True)
             progress.advance(task)
 
         try:
@@ -256,7 +267,7 @@ def send(
         raise typer.Exit(1)
 
 
-def _find_keys(level: str, options: dict[str, Optional[str]], extra: list[str]) -> dict[str, str]:
+def _find_keys(level: str, options: dict[str, str | None], extra: list[str]) -> dict[str, str]:
     keys = {keyword: "" for keyword in FIND_RETURN_KEYS[level]}
     for keyword, value in options.items():
         if value is not None:
@@ -291,16 +302,14 @@ def _json_value(element) -> object:  # noqa: ANN001 - pydicom DataElement
 def find(
     node: NodeArgument,
     level: Annotated[str, typer.Option("--level", help="patient, study, series or image")] = "study",
-    patient_id: Annotated[Optional[str], typer.Option("--patient-id", help="PatientID (wildcards * ?)")] = None,
-    patient_name: Annotated[Optional[str], typer.Option("--patient-name", help="PatientName, e.g. 'DOE*'")] = None,
-    study_date: Annotated[Optional[str], typer.Option("--study-date", help="YYYYMMDD or a range, e.g. 20200101-20201231")] = None,
-    modality: Annotated[Optional[str], typer.Option("--modality", help="Modality (ModalitiesInStudy at study level)")] = None,
-    accession: Annotated[Optional[str], typer.Option("--accession", help="AccessionNumber")] = None,
-    study_uid: Annotated[Optional[str], typer.Option("--study-uid", help="StudyInstanceUID (a\\b for a list)")] = None,
-    series_uid: Annotated[Optional[str], typer.Option("--series-uid", help="SeriesInstanceUID")] = None,
-    key: Annotated[
-        Optional[list[str]], typer.Option("--key", "-k", help="Any other key, KEYWORD=VALUE (empty VALUE: return it)")
-    ] = None,
+    patient_id: Annotated[str | None, typer.Option("--patient-id", help="PatientID (wildcards * ?)")] = None,
+    patient_name: Annotated[str | None, typer.Option("--patient-name", help="PatientName, e.g. 'DOE*'")] = None,
+    study_date: Annotated[str | None, typer.Option("--study-date", help="YYYYMMDD or a range, e.g. 20200101-20201231")] = None,
+    modality: Annotated[str | None, typer.Option("--modality", help="Modality (ModalitiesInStudy at study level)")] = None,
+    accession: Annotated[str | None, typer.Option("--accession", help="AccessionNumber")] = None,
+    study_uid: Annotated[str | None, typer.Option("--study-uid", help="StudyInstanceUID (a\\b for a list)")] = None,
+    series_uid: Annotated[str | None, typer.Option("--series-uid", help="SeriesInstanceUID")] = None,
+    key: Annotated[list[str] | None, typer.Option("--key", "-k", help="Any other key, KEYWORD=VALUE (empty VALUE: return it)")] = None,
     json_output: JsonOption = False,
     nodes_file: NodesFileOption = None,
     ae_title: AeTitleOption = None,
@@ -317,8 +326,13 @@ def find(
         raise typer.Exit(2)
     modality_key = "ModalitiesInStudy" if level_name in ("PATIENT", "STUDY") else "Modality"
     options = {
-        "PatientID": patient_id, "PatientName": patient_name, "StudyDate": study_date, modality_key: modality,
-        "AccessionNumber": accession, "StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid,
+        "PatientID": patient_id,
+        "PatientName": patient_name,
+        "StudyDate": study_date,
+        modality_key: modality,
+        "AccessionNumber": accession,
+        "StudyInstanceUID": study_uid,
+        "SeriesInstanceUID": series_uid,
     }
     keys = _find_keys(level_name, options, key or [])
     from radpilot.pacs import scu
@@ -330,10 +344,7 @@ def find(
         raise typer.Exit(2) from exc
     except scu.DicomNetworkError as exc:
         raise _network_error_exit(exc) from exc
-    rows = [
-        {keyword: _json_value(match[keyword]) for keyword in keys if keyword in match}
-        for match in matches
-    ]
+    rows = [{keyword: _json_value(match[keyword]) for keyword in keys if keyword in match} for match in matches]
     if json_output:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -350,7 +361,7 @@ def find(
 def pull(
     node: NodeArgument,
     study_uid: Annotated[str, typer.Argument(help="StudyInstanceUID to retrieve")],
-    series: Annotated[Optional[str], typer.Option("--series", help="Only this SeriesInstanceUID")] = None,
+    series: Annotated[str | None, typer.Option("--series", help="Only this SeriesInstanceUID")] = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
     nodes_file: NodesFileOption = None,
@@ -362,9 +373,7 @@ def pull(
     The node must know our AE title, host and DICOM port. When `radpilot serve`
     is not running, a listener is started on the DICOM port for the transfer.
     """
-    settings = load_settings(
-        data_dir=data_dir, database_url=database_url, nodes_file=nodes_file, ae_title=ae_title, dicom_port=dicom_port
-    )
+    settings = load_settings(data_dir=data_dir, database_url=database_url, nodes_file=nodes_file, ae_title=ae_title, dicom_port=dicom_port)
     configure_logging("WARNING")
     remote = resolve_node_or_exit(settings, node)
     from radpilot.pacs import scu
@@ -386,17 +395,13 @@ def pull(
         raise typer.Exit(1)
 
 
-
-
 @app.command()
 def worker(
-    broker_url: Annotated[
-        str, typer.Option("--broker-url", envvar="RADPILOT_BROKER_URL", help="Redis broker, e.g. redis://queue:6379/0")
-    ],
+    broker_url: Annotated[str, typer.Option("--broker-url", envvar="RADPILOT_BROKER_URL", help="Redis broker, e.g. redis://queue:6379/0")],
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Jobs run at once here (a process each)")] = 1,
-    name: Annotated[Optional[str], typer.Option("--name", help="Celery node name, e.g. gpu1@%h")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Celery node name, e.g. gpu1@%h")] = None,
     runner: Annotated[
         str, typer.Option("--runner", envvar="RADPILOT_JOB_RUNNER", help="Job runner factory, 'module:attribute'")
     ] = "radpilot.engine.pipeline:make_runner",
@@ -424,8 +429,9 @@ def worker(
     try:
         load_object(runner)  # fail now, in words, rather than on every job
         config = WorkerConfig(lease_s=lease_seconds, retry=RetryPolicy(base_s=retry_base_seconds, cap_s=retry_max_seconds))
-        celery_app = make_celery_app(broker_url, settings.resolved_database_url, runner_factory=runner, config=config,
-                                     visibility_timeout_s=visibility_timeout)
+        celery_app = make_celery_app(
+            broker_url, settings.resolved_database_url, runner_factory=runner, config=config, visibility_timeout_s=visibility_timeout
+        )
         engine = make_engine(settings.resolved_database_url)
         migrate(engine)
         engine.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,9 +20,9 @@ from radpilot.config import Settings
 console = Console()
 errors = Console(stderr=True)
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Archive folder [env RADPILOT_DATA_DIR]")]
-DatabaseUrl = Annotated[Optional[str], typer.Option("--database-url", help="[env RADPILOT_DATABASE_URL]")]
-RulesFile = Annotated[Optional[Path], typer.Option("--rules-file", help="Routing rules YAML [env RADPILOT_RULES_FILE]")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Archive folder [env RADPILOT_DATA_DIR]")]
+DatabaseUrl = Annotated[str | None, typer.Option("--database-url", help="[env RADPILOT_DATABASE_URL]")]
+RulesFile = Annotated[Path | None, typer.Option("--rules-file", help="Routing rules YAML [env RADPILOT_RULES_FILE]")]
 
 
 def _settings(**overrides: object) -> Settings:
@@ -34,8 +34,8 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _context(settings: Settings):  # noqa: ANN202
-    from radpilot.archive import Archive
     from radpilot.analyses import discover_analyses
+    from radpilot.archive import Archive
     from radpilot.engine.routing import RulesError, load_rules
 
     analyses = discover_analyses()
@@ -114,7 +114,7 @@ def analyze(
 
 
 def jobs(
-    state: Annotated[Optional[str], typer.Option(help="queued, running, done, failed or cancelled")] = None,
+    state: Annotated[str | None, typer.Option(help="queued, running, done, failed or cancelled")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     data_dir: DataDir = None,
@@ -137,9 +137,14 @@ def jobs(
     table = Table("id", "analysis", "state", "priority", "series", "attempts", "duration (s)", "error")
     for row in rows:
         table.add_row(
-            str(row["id"]), f"{row['analysis']} {row['version']}", row["state"], row["priority"],
-            row["series_instance_uid"][-16:], str(row["attempts"]),
-            "" if row["duration_s"] is None else f"{row['duration_s']:.1f}", row["error"] or "",
+            str(row["id"]),
+            f"{row['analysis']} {row['version']}",
+            row["state"],
+            row["priority"],
+            row["series_instance_uid"][-16:],
+            str(row["attempts"]),
+            "" if row["duration_s"] is None else f"{row['duration_s']:.1f}",
+            row["error"] or "",
         )
     console.print(table)
 
@@ -169,8 +174,14 @@ def analyses(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
     table = Table("analysis", "version", "inputs", "outputs", "models", "folder")
     for row in rows:
         inputs = ", ".join(row["inputs"]["modalities"]) if row["inputs"] else "-"
-        table.add_row(row["name"], row["version"], inputs, ", ".join(o["name"] for o in row["outputs"]) or "-",
-                      ", ".join(row["models"]) or "-", row["folder"])
+        table.add_row(
+            row["name"],
+            row["version"],
+            inputs,
+            ", ".join(o["name"] for o in row["outputs"]) or "-",
+            ", ".join(row["models"]) or "-",
+            row["folder"],
+        )
     console.print(table)
 
 

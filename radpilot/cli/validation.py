@@ -19,7 +19,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import click
 import typer
@@ -35,10 +35,15 @@ from radpilot.config import Settings
 console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 out = Console() if sys.stdout.isatty() else Console(width=160)
 
-DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="RadPilot data folder [env RADPILOT_DATA_DIR]")]
-DatabaseOption = Annotated[Optional[str], typer.Option("--database-url", help="Database URL, default SQLite in the data dir [env RADPILOT_DATABASE_URL]")]
-DataRootOption = Annotated[Optional[Path], typer.Option("--data-root", help="Shared reference data root [env RADPILOT_SHARED_DATA]")]
-ModelsDirOption = Annotated[Optional[Path], typer.Option("--models-dir", envvar="RADPILOT_MODELS_DIR", help="Model manifests folder (default: models/ of the installation)")]
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="RadPilot data folder [env RADPILOT_DATA_DIR]")]
+DatabaseOption = Annotated[
+    str | None, typer.Option("--database-url", help="Database URL, default SQLite in the data dir [env RADPILOT_DATABASE_URL]")
+]
+DataRootOption = Annotated[Path | None, typer.Option("--data-root", help="Shared reference data root [env RADPILOT_SHARED_DATA]")]
+ModelsDirOption = Annotated[
+    Path | None,
+    typer.Option("--models-dir", envvar="RADPILOT_MODELS_DIR", help="Model manifests folder (default: models/ of the installation)"),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
 
 
@@ -73,8 +78,9 @@ datasets_app = typer.Typer(help="Reference datasets: list, verify (content hash)
 
 
 @datasets_app.command("list")
-def datasets_list(data_dir: DataDirOption = None, database_url: DatabaseOption = None, data_root: DataRootOption = None,
-                  json_output: JsonOption = False) -> None:
+def datasets_list(
+    data_dir: DataDirOption = None, database_url: DatabaseOption = None, data_root: DataRootOption = None, json_output: JsonOption = False
+) -> None:
     """List the reference datasets (shipped manifests and your own) and what they check."""
     from radpilot.validation.datasets import DatasetError
 
@@ -86,24 +92,50 @@ def datasets_list(data_dir: DataDirOption = None, database_url: DatabaseOption =
     rows = []
     for m in manifests:
         root = registry.root_of(m)
-        rows.append({"name": m.name, "version": m.version, "layout": m.layout, "analysis": m.analysis, "models": list(m.models),
-                     "outputs": list(m.outputs), "reference": m.reference_kind, "licence": m.licence, "origin": m.origin,
-                     "root": str(root), "present": root.is_dir(), "content_hash": m.content_hash, "title": m.title})
+        rows.append(
+            {
+                "name": m.name,
+                "version": m.version,
+                "layout": m.layout,
+                "analysis": m.analysis,
+                "models": list(m.models),
+                "outputs": list(m.outputs),
+                "reference": m.reference_kind,
+                "licence": m.licence,
+                "origin": m.origin,
+                "root": str(root),
+                "present": root.is_dir(),
+                "content_hash": m.content_hash,
+                "title": m.title,
+            }
+        )
     if json_output:
         _echo_json(rows)
         return
     table = Table("name", "version", "layout", "checks", "reference", "licence", "origin", "folder")
     for r in rows:
         checks = ", ".join([x for x in [r["analysis"], *r["models"]] if x])
-        table.add_row(r["name"], r["version"], r["layout"], checks, r["reference"], r["licence"][:48], r["origin"],
-                      ("" if r["present"] else "[red]missing[/red] ") + r["root"])
+        table.add_row(
+            r["name"],
+            r["version"],
+            r["layout"],
+            checks,
+            r["reference"],
+            r["licence"][:48],
+            r["origin"],
+            ("" if r["present"] else "[red]missing[/red] ") + r["root"],
+        )
     out.print(table)
 
 
 @datasets_app.command("verify")
-def datasets_verify(names: Annotated[Optional[list[str]], typer.Argument(help="Datasets to verify (default: all)")] = None,
-                    data_dir: DataDirOption = None, database_url: DatabaseOption = None, data_root: DataRootOption = None,
-                    json_output: JsonOption = False) -> None:
+def datasets_verify(
+    names: Annotated[list[str] | None, typer.Argument(help="Datasets to verify (default: all)")] = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    data_root: DataRootOption = None,
+    json_output: JsonOption = False,
+) -> None:
     """Check each dataset's folder, layout and content hash against its manifest (exit 1 if any differs)."""
     from radpilot.validation.datasets import DatasetError
 
@@ -121,8 +153,14 @@ def datasets_verify(names: Annotated[Optional[list[str]], typer.Argument(help="D
         table = Table("name", "status", "cases", "files", "content hash", "message")
         for r in results:
             colour = "green" if r.ok else "red"
-            table.add_row(r.name, f"[{colour}]{r.status}[/{colour}]", str(r.n_cases or ""), str(r.file_count or ""),
-                          (r.actual_hash or "")[:23], escape(r.message))
+            table.add_row(
+                r.name,
+                f"[{colour}]{r.status}[/{colour}]",
+                str(r.n_cases or ""),
+                str(r.file_count or ""),
+                (r.actual_hash or "")[:23],
+                escape(r.message),
+            )
         out.print(table)
         for r in results:
             for line in r.details[:20]:
@@ -146,17 +184,22 @@ def datasets_add(
     path: Annotated[Path, typer.Argument(help="Your dataset folder")],
     name: Annotated[str, typer.Option("--name", help="Dataset name (lower case, digits, . _ -)")],
     layout: Annotated[str, typer.Option("--layout", help="png-slices, png-radiographs, dicom-series or volume-files")],
-    analysis: Annotated[Optional[str], typer.Option("--analysis", help="The analysis it checks")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="A model it checks (repeatable)")] = None,
+    analysis: Annotated[str | None, typer.Option("--analysis", help="The analysis it checks")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="A model it checks (repeatable)")] = None,
     version: Annotated[str, typer.Option("--version", help="Your version label of the dataset")] = "1",
     reference_kind: Annotated[str, typer.Option("--reference-kind", help="manual, automatic, phantom or other")] = "manual",
     reference: Annotated[str, typer.Option("--reference", help="What the reference annotations are, who made them")] = "",
     licence: Annotated[str, typer.Option("--licence", help="Licence of the data")] = "",
     terms: Annotated[str, typer.Option("--terms", help="Terms of use")] = "",
-    citation: Annotated[Optional[list[str]], typer.Option("--citation", help="Citation (repeatable)")] = None,
-    limitation: Annotated[Optional[list[str]], typer.Option("--limitation", help="A known limitation (repeatable)")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", help="Layout option KEY=VALUE (YAML value), repeatable")] = None,
-    development_use: Annotated[Optional[list[str]], typer.Option("--development-use", help="An analysis/model trained or tuned on this data (repeatable): its runs here are not independent")] = None,
+    citation: Annotated[list[str] | None, typer.Option("--citation", help="Citation (repeatable)")] = None,
+    limitation: Annotated[list[str] | None, typer.Option("--limitation", help="A known limitation (repeatable)")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Layout option KEY=VALUE (YAML value), repeatable")] = None,
+    development_use: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--development-use", help="An analysis/model trained or tuned on this data (repeatable): its runs here are not independent"
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing registration")] = False,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
@@ -167,18 +210,35 @@ def datasets_add(
 
     registry = _registry(_settings(data_dir, database_url), data_root)
     try:
-        manifest = registry.add(path, name=name, layout=layout, analysis=analysis, models=model or [], version=version,
-                                reference_kind=reference_kind, reference_description=reference, licence=licence, terms=terms,
-                                citation=citation or [], limitations=limitation or [], options=_parse_options(option or []),
-                                development_use=development_use or [], overwrite=overwrite)
+        manifest = registry.add(
+            path,
+            name=name,
+            layout=layout,
+            analysis=analysis,
+            models=model or [],
+            version=version,
+            reference_kind=reference_kind,
+            reference_description=reference,
+            licence=licence,
+            terms=terms,
+            citation=citation or [],
+            limitations=limitation or [],
+            options=_parse_options(option or []),
+            development_use=development_use or [],
+            overwrite=overwrite,
+        )
     except (DatasetError, OSError) as exc:
         raise _fail(str(exc)) from exc
     console.print(f"registered {manifest.name}: {manifest.file_count} files, {manifest.content_hash} -> {manifest.source}")
 
 
 @datasets_app.command("pin")
-def datasets_pin(name: Annotated[str, typer.Argument(help="Dataset whose manifest gets the current content hash")],
-                 data_dir: DataDirOption = None, database_url: DatabaseOption = None, data_root: DataRootOption = None) -> None:
+def datasets_pin(
+    name: Annotated[str, typer.Argument(help="Dataset whose manifest gets the current content hash")],
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    data_root: DataRootOption = None,
+) -> None:
     """Write the folder's current content hash into its manifest (after a deliberate change of the data)."""
     from radpilot.validation.datasets import pin_manifest
 
@@ -212,9 +272,12 @@ validate_app = typer.Typer(
 
 def _print_outcome(result: dict[str, Any], report_path: Path | None) -> None:
     s, d, g = result["subject"], result["dataset"], result["gate_view"]
-    console.print(f"[bold]{escape(s['name'])} {escape(s['version'])}[/bold] on [bold]{escape(d['name'])} {escape(d['version'])}[/bold] "
-                  f"(run {result.get('run_id')}): {g['n_evaluated']} of {g['n_cases']} cases, {g['n_included']} in the statistics, "
-                  f"{g['n_excluded']} excluded, {g['n_failed']} failed, {result['seconds']:.1f} s", soft_wrap=True)
+    console.print(
+        f"[bold]{escape(s['name'])} {escape(s['version'])}[/bold] on [bold]{escape(d['name'])} {escape(d['version'])}[/bold] "
+        f"(run {result.get('run_id')}): {g['n_evaluated']} of {g['n_cases']} cases, {g['n_included']} in the statistics, "
+        f"{g['n_excluded']} excluded, {g['n_failed']} failed, {result['seconds']:.1f} s",
+        soft_wrap=True,
+    )
     console.print(f"code path: {escape(s['code_path'])}", soft_wrap=True)
     console.print(f"dataset hash: {d.get('content_hash')} ({'verified' if d.get('verified') else d.get('verification')})")
     table = Table("metric", "n", "mean", "95 % CI", "median", "min", "max")
@@ -224,19 +287,30 @@ def _print_outcome(result: dict[str, Any], report_path: Path | None) -> None:
             continue
         ci = summary["mean_ci"]
         ci_text = "-" if ci["single_case"] or ci.get("too_few_cases") else f"{ci['lower']:.4f} - {ci['upper']:.4f}"
-        table.add_row(name, str(summary["n"]), f"{summary['mean']:.4f}", ci_text, f"{summary['median']:.4f}",
-                      f"{summary['min']:.4f}", f"{summary['max']:.4f}")
+        table.add_row(
+            name,
+            str(summary["n"]),
+            f"{summary['mean']:.4f}",
+            ci_text,
+            f"{summary['median']:.4f}",
+            f"{summary['min']:.4f}",
+            f"{summary['max']:.4f}",
+        )
     out.print(table)
     for name, entry in (result["summary"].get("agreement") or {}).items():
         ba = entry.get("bland_altman") or {}
         if entry.get("n"):
-            console.print(f"{name}: n {entry['n']}, MAE {entry.get('mae'):.4g}"
-                          + (f", bias {ba['bias']:.4g}, limits of agreement {ba['lower']:.4g} to {ba['upper']:.4g}" if ba else ""))
-    for name, entry in (result["summary"].get("classification") or {}).items():
+            console.print(
+                f"{name}: n {entry['n']}, MAE {entry.get('mae'):.4g}"
+                + (f", bias {ba['bias']:.4g}, limits of agreement {ba['lower']:.4g} to {ba['upper']:.4g}" if ba else "")
+            )
+    for entry in (result["summary"].get("classification") or {}).values():
         if entry.get("auc") is not None:
             ci = entry["auc_ci"]
-            console.print(f"{entry['label']}: AUC {entry['auc']:.3f} (95 % CI {ci['lower']:.3f}-{ci['upper']:.3f}), "
-                          f"sensitivity {entry['sensitivity']:.3f}, specificity {entry['specificity']:.3f} at {entry['operating_threshold']}")
+            console.print(
+                f"{entry['label']}: AUC {entry['auc']:.3f} (95 % CI {ci['lower']:.3f}-{ci['upper']:.3f}), "
+                f"sensitivity {entry['sensitivity']:.3f}, specificity {entry['specificity']:.3f} at {entry['operating_threshold']}"
+            )
     for warning in result.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     if report_path is not None:
@@ -248,11 +322,15 @@ def _print_outcome(result: dict[str, Any], report_path: Path | None) -> None:
 def validate_run(
     subject: Annotated[str, typer.Argument(help="Analysis name (e.g. lung_ct_quant) or model name (e.g. cxr_lung_heart_seg)")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Reference dataset (see `datasets list`)")],
-    model_version: Annotated[Optional[str], typer.Option("--model-version", help="Model version to validate (default: newest)")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N cases (a partial run never counts for the gate)")] = None,
-    case: Annotated[Optional[list[str]], typer.Option("--case", help="Only this case id (repeatable; partial run)")] = None,
-    allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Run even if the dataset hash differs (never counts for the gate)")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also copy report.html and result.json into this folder")] = None,
+    model_version: Annotated[str | None, typer.Option("--model-version", help="Model version to validate (default: newest)")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the first N cases (a partial run never counts for the gate)")
+    ] = None,
+    case: Annotated[list[str] | None, typer.Option("--case", help="Only this case id (repeatable; partial run)")] = None,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Run even if the dataset hash differs (never counts for the gate)")
+    ] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also copy report.html and result.json into this folder")] = None,
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed")] = 0,
     json_output: JsonOption = False,
@@ -269,17 +347,35 @@ def validate_run(
 
     settings = _settings(data_dir, database_url)
     registry = _registry(settings, data_root)
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.fields[case]}"), console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[case]}"),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task(f"validating {subject} on {dataset}", total=None, case="")
 
         def on_progress(done: int, total: int, case_id: str) -> None:
             progress.update(task, completed=done, total=total, case=case_id)
 
         try:
-            outcome, stored = validate(subject, dataset, settings=settings, model_version=model_version, models_dir=models_dir,
-                                       registry=registry, limit=limit, case_ids=case, allow_unverified=allow_unverified,
-                                       progress=on_progress, n_resamples=resamples, seed=seed)
+            outcome, stored = validate(
+                subject,
+                dataset,
+                settings=settings,
+                model_version=model_version,
+                models_dir=models_dir,
+                registry=registry,
+                limit=limit,
+                case_ids=case,
+                allow_unverified=allow_unverified,
+                progress=on_progress,
+                n_resamples=resamples,
+                seed=seed,
+            )
         except (ValidationError, DatasetError) as exc:
             progress.stop()
             raise _fail(str(exc)) from exc
@@ -295,9 +391,9 @@ def validate_run(
 
 @validate_app.command("runs")
 def validate_runs(
-    subject: Annotated[Optional[str], typer.Argument(help="Only runs of this analysis or model")] = None,
-    version: Annotated[Optional[str], typer.Option("--version", help="Only this version")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Only this dataset")] = None,
+    subject: Annotated[str | None, typer.Argument(help="Only runs of this analysis or model")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Only this version")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Only this dataset")] = None,
     json_output: JsonOption = False,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
@@ -315,8 +411,16 @@ def validate_runs(
         reasons = r.ineligible_reasons()
         counts = "[green]yes[/green]" if r.eligible else "[yellow]" + escape("; ".join(reasons)) + "[/yellow]"
         dice = {k: v for k, v in (r.metrics or {}).items() if k.startswith("dice_") and k.endswith("_mean")}
-        table.add_row(str(r.id), r.created_at.strftime("%Y-%m-%d %H:%M") if r.created_at else "", r.subject, r.version, r.dataset,
-                      f"{r.n_evaluated}/{r.n_cases}", counts, ", ".join(f"{k} {v:.4f}" for k, v in list(dice.items())[:3]))
+        table.add_row(
+            str(r.id),
+            r.created_at.strftime("%Y-%m-%d %H:%M") if r.created_at else "",
+            r.subject,
+            r.version,
+            r.dataset,
+            f"{r.n_evaluated}/{r.n_cases}",
+            counts,
+            ", ".join(f"{k} {v:.4f}" for k, v in list(dice.items())[:3]),
+        )
     out.print(table)
     if not runs:
         console.print("no stored validation runs" + (f" of {subject}" if subject else ""))
@@ -326,7 +430,7 @@ def validate_runs(
 def validate_compare(
     a: Annotated[str, typer.Argument(help="Run A: a run id, SUBJECT@VERSION or SUBJECT@VERSION:DATASET (newest)")],
     b: Annotated[str, typer.Argument(help="Run B, as A")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write comparison.html and comparison.json here")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write comparison.html and comparison.json here")] = None,
     json_output: JsonOption = False,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
@@ -352,8 +456,12 @@ def validate_compare(
     if json_output:
         _echo_json(comparison)
         return
-    table = Table("metric", f"A (run {run_a.id}: {run_a.subject} {run_a.version}, {run_a.dataset})",
-                  f"B (run {run_b.id}: {run_b.subject} {run_b.version}, {run_b.dataset})", "B - A")
+    table = Table(
+        "metric",
+        f"A (run {run_a.id}: {run_a.subject} {run_a.version}, {run_a.dataset})",
+        f"B (run {run_b.id}: {run_b.subject} {run_b.version}, {run_b.dataset})",
+        "B - A",
+    )
     for row in comparison["metrics"]:
         if row["metric"].endswith(("_mean", "_ci95_lower", "_mae", "_auc", "failure_rate")):
             table.add_row(row["metric"], *(f"{v:.4f}" if isinstance(v, float) else "" for v in (row["a"], row["b"], row["difference"])))
@@ -362,8 +470,10 @@ def validate_compare(
         if metric.startswith("_"):
             console.print(f"[yellow]warning:[/yellow] {p}")
         elif metric.startswith("dice_") and not p["single_case"]:
-            console.print(f"paired {metric} (B - A) over {p['n']} shared cases: {p['mean_difference']:+.4f} "
-                          f"(95 % CI {p['ci_lower']:+.4f} to {p['ci_upper']:+.4f})")
+            console.print(
+                f"paired {metric} (B - A) over {p['n']} shared cases: {p['mean_difference']:+.4f} "
+                f"(95 % CI {p['ci_lower']:+.4f} to {p['ci_upper']:+.4f})"
+            )
     console.print(f"comparison: {folder / 'comparison.html'}")
 
 
@@ -384,15 +494,19 @@ def _subjects(models_dir: Path | None) -> list[tuple[str, str, str]]:
 def _decision_table(decision: Any) -> Table:
     table = Table("criterion", "value", "result", "run", title=escape(f"{decision.kind} {decision.subject} {decision.version}"))
     for r in decision.results:
-        table.add_row(escape(r.criterion.text), "" if r.value is None else f"{r.value:.4f}",
-                      "[green]met[/green]" if r.met else "[red]NOT MET[/red]" + (f" - {escape(r.reason)}" if r.reason else ""),
-                      str(r.run_id or ""))
+        table.add_row(
+            escape(r.criterion.text),
+            "" if r.value is None else f"{r.value:.4f}",
+            "[green]met[/green]" if r.met else "[red]NOT MET[/red]" + (f" - {escape(r.reason)}" if r.reason else ""),
+            str(r.run_id or ""),
+        )
     return table
 
 
 @models_app.command("list")
-def models_list(models_dir: ModelsDirOption = None, data_dir: DataDirOption = None, database_url: DatabaseOption = None,
-                json_output: JsonOption = False) -> None:
+def models_list(
+    models_dir: ModelsDirOption = None, data_dir: DataDirOption = None, database_url: DatabaseOption = None, json_output: JsonOption = False
+) -> None:
     """Every model and analysis with its version, whether it passes its gate and which version is active."""
     from radpilot.validation.gate import check_activation
     from radpilot.validation.store import ValidationStore
@@ -402,9 +516,17 @@ def models_list(models_dir: ModelsDirOption = None, data_dir: DataDirOption = No
     for kind, name, version in _subjects(models_dir):
         decision = check_activation(store, name, version, models_dir=models_dir)
         active = store.active(name)
-        rows.append({"kind": kind, "name": name, "version": version, "gate_passed": decision.passed,
-                     "active_version": active.version if active else None, "override": bool(active and active.override),
-                     "message": decision.message})
+        rows.append(
+            {
+                "kind": kind,
+                "name": name,
+                "version": version,
+                "gate_passed": decision.passed,
+                "active_version": active.version if active else None,
+                "override": bool(active and active.override),
+                "message": decision.message,
+            }
+        )
     if json_output:
         _echo_json(rows)
         return
@@ -418,8 +540,8 @@ def models_list(models_dir: ModelsDirOption = None, data_dir: DataDirOption = No
 
 @models_app.command("check")
 def models_check(
-    name: Annotated[Optional[str], typer.Argument(help="Model or analysis (default: all)")] = None,
-    version: Annotated[Optional[str], typer.Option("--version", help="Version (default: the newest / installed one)")] = None,
+    name: Annotated[str | None, typer.Argument(help="Model or analysis (default: all)")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Version (default: the newest / installed one)")] = None,
     models_dir: ModelsDirOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
@@ -454,9 +576,11 @@ def models_check(
 def models_activate(
     name: Annotated[str, typer.Argument(help="Model (or analysis) to activate")],
     version: Annotated[str, typer.Option("--version", help="Version to activate")],
-    override: Annotated[bool, typer.Option("--override", help="Administrator override of a failing gate (needs --reason; audited)")] = False,
+    override: Annotated[
+        bool, typer.Option("--override", help="Administrator override of a failing gate (needs --reason; audited)")
+    ] = False,
     reason: Annotated[str, typer.Option("--reason", help="Why (required with --override)")] = "",
-    user: Annotated[Optional[str], typer.Option("--user", help="Who activates (default: the operating-system user)")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Who activates (default: the operating-system user)")] = None,
     models_dir: ModelsDirOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
@@ -490,7 +614,7 @@ def models_activate(
 def models_deactivate(
     name: Annotated[str, typer.Argument(help="Model (or analysis)")],
     reason: Annotated[str, typer.Option("--reason", help="Why")] = "",
-    user: Annotated[Optional[str], typer.Option("--user", help="Who (default: the operating-system user)")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Who (default: the operating-system user)")] = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
@@ -504,7 +628,7 @@ def models_deactivate(
 
 @models_app.command("history")
 def models_history(
-    name: Annotated[Optional[str], typer.Argument(help="Model (or analysis); default all")] = None,
+    name: Annotated[str | None, typer.Argument(help="Model (or analysis); default all")] = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
     json_output: JsonOption = False,
@@ -520,7 +644,9 @@ def models_history(
         return
     table = Table("id", "when", "who", "action", "target", "reason")
     for e in rows:
-        table.add_row(str(e.id), e.at.strftime("%Y-%m-%d %H:%M:%S") if e.at else "", escape(e.who), e.action, escape(e.target), escape(e.reason))
+        table.add_row(
+            str(e.id), e.at.strftime("%Y-%m-%d %H:%M:%S") if e.at else "", escape(e.who), e.action, escape(e.target), escape(e.reason)
+        )
     out.print(table)
 
 

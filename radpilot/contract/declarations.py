@@ -54,11 +54,21 @@ class OutputSpec:
             raise ValueError(f"output {self.name!r} needs the concept (code or meaning) of the measurement it reads")
 
     @classmethod
-    def of(cls, name: str, label: str, unit: str, concept: Code, site: Code | None = None, *,
-           key: bool = False, relative: bool = False) -> OutputSpec:
+    def of(
+        cls, name: str, label: str, unit: str, concept: Code, site: Code | None = None, *, key: bool = False, relative: bool = False
+    ) -> OutputSpec:
         """The output read from the measurement ``concept`` at finding site ``site``."""
-        return cls(name, label, unit, concept.value, concept.meaning,
-                   site.value if site else None, site.meaning if site else None, key=key, relative=relative)
+        return cls(
+            name,
+            label,
+            unit,
+            concept.value,
+            concept.meaning,
+            site.value if site else None,
+            site.meaning if site else None,
+            key=key,
+            relative=relative,
+        )
 
     def matches(self, concept: str, concept_meaning: str, site: str | None, site_meaning: str | None) -> bool:
         same_concept = concept == self.concept if concept else concept_meaning == self.concept_meaning

@@ -39,7 +39,7 @@ def _unicode_lower(text: object) -> object:
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """Create an engine for ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):
         if sqlite_synchronous not in SQLITE_SYNCHRONOUS_MODES:
             raise ValueError(f"sqlite_synchronous must be FULL, NORMAL or OFF, got {sqlite_synchronous!r}")

@@ -127,9 +127,7 @@ def person_name_json(value: Any) -> dict[str, str] | None:
         groups = [value.alphabetic, value.ideographic, value.phonetic]
     else:
         groups = (str(value).split("=") + ["", ""])[:3]
-    result = {
-        name: group for name, group in zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False) if group
-    }
+    result = {name: group for name, group in zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False) if group}
     return result or None
 
 
@@ -347,7 +345,5 @@ def _path_item(element: DataElement, segment: str, path: str) -> Dataset:
     items: Sequence[Dataset] = element.value or []
     index = int(segment)
     if index >= len(items):
-        raise DicomJsonError(
-            f"bulk data path {path!r}: sequence {tag_key(element.tag)} has {len(items)} item(s), no item {index}"
-        )
+        raise DicomJsonError(f"bulk data path {path!r}: sequence {tag_key(element.tag)} has {len(items)} item(s), no item {index}")
     return items[index]

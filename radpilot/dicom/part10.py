@@ -34,9 +34,7 @@ META_START = PREAMBLE_LENGTH + len(DICM_MARKER)  # offset of the file meta group
 GROUP_LENGTH_ELEMENT_LENGTH = 12  # (0002,0000) UL: tag, VR, 2-byte length, 4-byte value
 FILE_META_GROUP = b"\x02\x00"  # group 0002, little endian
 # Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
-LONG_LENGTH_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
+LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
 
 class MalformedDicomError(ValueError):
@@ -204,10 +202,7 @@ def _check_complete(data: bytes, transfer_syntax: str) -> None:
             if length != UNDEFINED_LENGTH:
                 value = element.value or b""
                 if len(value) < length:
-                    raise MalformedDicomError(
-                        f"file is truncated inside element {element.tag} "
-                        f"({len(value)} of {length} bytes present)"
-                    )
+                    raise MalformedDicomError(f"file is truncated inside element {element.tag} ({len(value)} of {length} bytes present)")
     except MalformedDicomError:
         raise
     except (EOFError, ValueError, KeyError, NotImplementedError) as exc:

@@ -85,6 +85,7 @@ METADATA_KEYWORDS: tuple[str, ...] = (
     "PixelIntensityRelationshipSign",
 )
 
+
 def _as_float_triplet(value: Any, name: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(v) for v in value)
@@ -172,9 +173,7 @@ class Volume:
         if not all(isinstance(u, str) for u in uids):
             raise TypeError("sop_instance_uids must be strings")
         if uids and len(uids) != self.voxels.shape[0]:
-            raise ValueError(
-                f"sop_instance_uids has {len(uids)} entries but the volume has {self.voxels.shape[0]} slices"
-            )
+            raise ValueError(f"sop_instance_uids has {len(uids)} entries but the volume has {self.voxels.shape[0]} slices")
         object.__setattr__(self, "sop_instance_uids", uids)
         if not isinstance(self.metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
@@ -241,10 +240,7 @@ class Volume:
         return self.index_to_patient((index, 0, 0))
 
     def __repr__(self) -> str:
-        return (
-            f"Volume(shape={self.shape}, spacing_zyx={self.spacing_zyx}, modality={self.modality!r}, "
-            f"series_uid={self.series_uid!r})"
-        )
+        return f"Volume(shape={self.shape}, spacing_zyx={self.spacing_zyx}, modality={self.modality!r}, series_uid={self.series_uid!r})"
 
 
 # ---------------------------------------------------------------------- builders
@@ -429,9 +425,7 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
             recon = _functional_item(None, shared_seq[0], "CTReconstructionSequence")
             if recon is not None and recon.get("ConvolutionKernel"):
                 kernel = recon.ConvolutionKernel
-                meta["ConvolutionKernel"] = (
-                    "\\".join(str(v) for v in kernel) if isinstance(kernel, MultiValue) else str(kernel)
-                )
+                meta["ConvolutionKernel"] = "\\".join(str(v) for v in kernel) if isinstance(kernel, MultiValue) else str(kernel)
     return meta
 
 
@@ -471,8 +465,7 @@ def _stack_frames(frames: list[_Frame]) -> tuple[np.ndarray, tuple[float, float,
     if any(f.orientation is None for f in frames) or any(f.position is None for f in frames):
         missing = next(f.source for f in frames if f.orientation is None or f.position is None)
         raise ValueError(
-            f"{missing}: ImagePositionPatient/ImageOrientationPatient are missing, "
-            "so the slices cannot be stacked into a volume"
+            f"{missing}: ImagePositionPatient/ImageOrientationPatient are missing, so the slices cannot be stacked into a volume"
         )
     if any(f.pixel_spacing is None for f in frames):
         missing = next(f.source for f in frames if f.pixel_spacing is None)
@@ -487,9 +480,7 @@ def _stack_frames(frames: list[_Frame]) -> tuple[np.ndarray, tuple[float, float,
     ref_spacing = np.array(first.pixel_spacing)
     for f in frames[1:]:
         if np.max(np.abs(np.array(f.pixel_spacing) - ref_spacing)) > 1e-4 * max(1.0, float(ref_spacing.max())):
-            raise ValueError(
-                f"slices have different pixel spacings: {first.source} {tuple(ref_spacing)} vs {f.source} {f.pixel_spacing}"
-            )
+            raise ValueError(f"slices have different pixel spacings: {first.source} {tuple(ref_spacing)} vs {f.source} {f.pixel_spacing}")
     if ref_spacing.min() <= 0:
         raise ValueError(f"{first.source}: PixelSpacing must be positive, got {tuple(ref_spacing)}")
 

@@ -24,7 +24,7 @@ import enum
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
@@ -58,14 +58,14 @@ RETRYABLE_STATES = (JobState.FAILED.value, JobState.CANCELLED.value)
 
 def utc_now() -> datetime:
     """The current time in UTC (time-zone aware)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
     """``value`` with UTC attached when the database returned it without a zone (SQLite)."""
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 class ClaimStatus(enum.Enum):
@@ -185,8 +185,7 @@ class JobStore:
         """The job of ``analysis`` on this series that finished last with a result set, or None."""
         query = (
             select(Job)
-            .where(Job.analysis == analysis, Job.series_instance_uid == series_instance_uid,
-                   Job.state == JobState.DONE.value)
+            .where(Job.analysis == analysis, Job.series_instance_uid == series_instance_uid, Job.state == JobState.DONE.value)
             .order_by(Job.finished_at.desc(), Job.id.desc())
             .limit(1)
         )
@@ -286,15 +285,25 @@ class JobStore:
         if old_job_id is None:
             return
         reason = f"Superseded by job {new_job.id}: the series grew and is analysed again with all its images."
-        if self._set_state_where(old_job_id, (JobState.QUEUED.value,), state=JobState.CANCELLED.value,
-                                 finished_at=self.clock(), error=reason, error_kind=None):
+        if self._set_state_where(
+            old_job_id, (JobState.QUEUED.value,), state=JobState.CANCELLED.value, finished_at=self.clock(), error=reason, error_kind=None
+        ):
             logger.info("superseded job cancelled", extra={"job_id": old_job_id, "superseded_by": new_job.id})
 
     def _resubmit(self, job: JobRecord) -> SubmitResult:
         requeued = self._set_state_where(
-            job.id, RETRYABLE_STATES, state=JobState.QUEUED.value, attempts=0, next_attempt_at=self.clock(),
-            worker_id=None, lease_expires_at=None, started_at=None, finished_at=None, error=None,
-            error_kind=None, result=None,
+            job.id,
+            RETRYABLE_STATES,
+            state=JobState.QUEUED.value,
+            attempts=0,
+            next_attempt_at=self.clock(),
+            worker_id=None,
+            lease_expires_at=None,
+            started_at=None,
+            finished_at=None,
+            error=None,
+            error_kind=None,
+            result=None,
         )
         current = self.get(job.id)
         if requeued:
@@ -304,8 +313,13 @@ class JobStore:
     def cancel(self, job_id: int, reason: str = "cancelled by an administrator") -> bool:
         """Cancel a queued or running job; False if it is finished or does not exist."""
         cancelled = self._set_state_where(
-            job_id, OPEN_STATES, state=JobState.CANCELLED.value, finished_at=self.clock(),
-            lease_expires_at=None, error=reason[:1].upper() + reason[1:], error_kind=None,
+            job_id,
+            OPEN_STATES,
+            state=JobState.CANCELLED.value,
+            finished_at=self.clock(),
+            lease_expires_at=None,
+            error=reason[:1].upper() + reason[1:],
+            error_kind=None,
         )
         if cancelled:
             logger.info("job cancelled", extra={"job_id": job_id, "reason": reason})
@@ -432,8 +446,15 @@ class JobStore:
             with self.sessions.begin() as session:
                 # The INSERT comes first: it takes SQLite's write lock, or PostgreSQL's unique
                 # index entry, so the second of two finishing workers waits here and then fails.
-                session.add(ResultSet(job_id=job_id, idempotency_key=job.idempotency_key, worker_id=worker_id,
-                                      created_at=now, sop_instance_uids=payload["sop_instance_uids"]))
+                session.add(
+                    ResultSet(
+                        job_id=job_id,
+                        idempotency_key=job.idempotency_key,
+                        worker_id=worker_id,
+                        created_at=now,
+                        sop_instance_uids=payload["sop_instance_uids"],
+                    )
+                )
                 try:
                     session.flush()
                 except IntegrityError:
@@ -441,21 +462,28 @@ class JobStore:
                 marked = session.execute(
                     update(JOB)
                     .where(JOB.c.id == job_id, JOB.c.state.in_(OPEN_STATES))
-                    .values(state=JobState.DONE.value, finished_at=now, result=payload, error=None,
-                            error_kind=None, lease_expires_at=None, worker_id=worker_id)
+                    .values(
+                        state=JobState.DONE.value,
+                        finished_at=now,
+                        result=payload,
+                        error=None,
+                        error_kind=None,
+                        lease_expires_at=None,
+                        worker_id=worker_id,
+                    )
                 ).rowcount
                 if marked != 1:
                     raise _JobClosed()
                 if on_record is not None:
                     on_record(session, job, output)
         except _AlreadyRecorded:
-            logger.warning("result set already recorded by another worker; output discarded",
-                           extra=_log_fields(job, worker_id=worker_id))
+            logger.warning("result set already recorded by another worker; output discarded", extra=_log_fields(job, worker_id=worker_id))
             return False
         except _JobClosed:
             current = self.get(job_id)
-            logger.warning("job is no longer open; output discarded",
-                           extra=_log_fields(job, worker_id=worker_id, state=current.state.value))
+            logger.warning(
+                "job is no longer open; output discarded", extra=_log_fields(job, worker_id=worker_id, state=current.state.value)
+            )
             return False
         logger.info("job done", extra=_log_fields(job, worker_id=worker_id, results=len(payload["sop_instance_uids"])))
         return True
@@ -475,22 +503,30 @@ class JobStore:
         """
         job = self.get(job_id)
         if job is None or job.state is not JobState.RUNNING or job.worker_id != worker_id:
-            logger.warning("failure of a job this worker no longer runs ignored",
-                           extra={"job_id": job_id, "worker_id": worker_id, "error": error})
+            logger.warning(
+                "failure of a job this worker no longer runs ignored", extra={"job_id": job_id, "worker_id": worker_id, "error": error}
+            )
             return None
         now = self.clock()
         retry = kind is ErrorKind.TRANSIENT and job.attempts < job.max_attempts
         if retry:
             delay = self.retry.delay_s(job.attempts)
-            values = {"state": JobState.QUEUED.value, "next_attempt_at": now + timedelta(seconds=delay),
-                      "lease_expires_at": None, "error": retry_message(job, error, delay)}
+            values = {
+                "state": JobState.QUEUED.value,
+                "next_attempt_at": now + timedelta(seconds=delay),
+                "lease_expires_at": None,
+                "error": retry_message(job, error, delay),
+            }
         else:
-            values = {"state": JobState.FAILED.value, "finished_at": now, "lease_expires_at": None,
-                      "error": failure_message(job, error, kind)}
+            values = {
+                "state": JobState.FAILED.value,
+                "finished_at": now,
+                "lease_expires_at": None,
+                "error": failure_message(job, error, kind),
+            }
         statement = (
             update(JOB)
-            .where(JOB.c.id == job_id, JOB.c.state == JobState.RUNNING.value, JOB.c.worker_id == worker_id,
-                   JOB.c.attempts == job.attempts)
+            .where(JOB.c.id == job_id, JOB.c.state == JobState.RUNNING.value, JOB.c.worker_id == worker_id, JOB.c.attempts == job.attempts)
             .values(error_kind=kind.value, **values)
         )
         with self.engine.begin() as connection:
@@ -498,8 +534,11 @@ class JobStore:
                 return None
         updated = self.get(job_id)
         level = logging.WARNING if retry else logging.ERROR
-        logger.log(level, "job attempt failed; retry scheduled" if retry else "job failed",
-                   extra=_log_fields(updated, worker_id=worker_id, error_kind=kind.value, error=error))
+        logger.log(
+            level,
+            "job attempt failed; retry scheduled" if retry else "job failed",
+            extra=_log_fields(updated, worker_id=worker_id, error_kind=kind.value, error=error),
+        )
         return updated
 
     def reap_expired(self, job_ids: Iterable[int] | None = None) -> ReapResult:
@@ -540,18 +579,22 @@ class JobStore:
     def _reap_one(self, job: JobRecord, now: datetime, result: ReapResult, *, require_expired: bool) -> None:
         elapsed = (now - job.started_at).total_seconds() if job.started_at else 0.0
         if elapsed >= job.timeout_s:
-            kind, values = ErrorKind.TIMEOUT, {"state": JobState.FAILED.value, "finished_at": now,
-                                               "error": timeout_message(job)}
+            kind, values = ErrorKind.TIMEOUT, {"state": JobState.FAILED.value, "finished_at": now, "error": timeout_message(job)}
         elif job.attempts >= job.max_attempts:
-            kind, values = ErrorKind.TRANSIENT, {"state": JobState.FAILED.value, "finished_at": now,
-                                                 "error": lost_worker_message(job, final=True)}
+            kind, values = (
+                ErrorKind.TRANSIENT,
+                {"state": JobState.FAILED.value, "finished_at": now, "error": lost_worker_message(job, final=True)},
+            )
         else:
-            kind, values = ErrorKind.TRANSIENT, {"state": JobState.QUEUED.value, "next_attempt_at": now,
-                                                 "error": lost_worker_message(job, final=False)}
+            kind, values = (
+                ErrorKind.TRANSIENT,
+                {"state": JobState.QUEUED.value, "next_attempt_at": now, "error": lost_worker_message(job, final=False)},
+            )
         statement = (
             update(JOB)
-            .where(JOB.c.id == job.id, JOB.c.state == JobState.RUNNING.value, JOB.c.worker_id == job.worker_id,
-                   JOB.c.attempts == job.attempts)
+            .where(
+                JOB.c.id == job.id, JOB.c.state == JobState.RUNNING.value, JOB.c.worker_id == job.worker_id, JOB.c.attempts == job.attempts
+            )
             .values(lease_expires_at=None, error_kind=kind.value, **values)
         )
         if require_expired:
@@ -562,8 +605,11 @@ class JobStore:
         updated = self.get(job.id)
         bucket = result.requeued if updated.state is JobState.QUEUED else result.failed
         bucket.append(updated)
-        logger.warning("worker lost: job %s", "re-queued" if updated.state is JobState.QUEUED else "failed",
-                       extra=_log_fields(updated, lost_worker_id=job.worker_id, error_kind=kind.value))
+        logger.warning(
+            "worker lost: job %s",
+            "re-queued" if updated.state is JobState.QUEUED else "failed",
+            extra=_log_fields(updated, lost_worker_id=job.worker_id, error_kind=kind.value),
+        )
 
     def release(self, worker_id: str) -> int:
         """Put the jobs running under ``worker_id`` back in the queue, their attempt not counted.
@@ -573,9 +619,14 @@ class JobStore:
         statement = (
             update(JOB)
             .where(JOB.c.state == JobState.RUNNING.value, JOB.c.worker_id == worker_id)
-            .values(state=JobState.QUEUED.value, attempts=JOB.c.attempts - 1, next_attempt_at=self.clock(),
-                    lease_expires_at=None, error="Interrupted by a worker shutdown; put back in the queue.",
-                    error_kind=ErrorKind.TRANSIENT.value)
+            .values(
+                state=JobState.QUEUED.value,
+                attempts=JOB.c.attempts - 1,
+                next_attempt_at=self.clock(),
+                lease_expires_at=None,
+                error="Interrupted by a worker shutdown; put back in the queue.",
+                error_kind=ErrorKind.TRANSIENT.value,
+            )
         )
         with self.engine.begin() as connection:
             count = connection.execute(statement).rowcount
@@ -602,8 +653,10 @@ def _detail(error: str, *, sentence: bool = False) -> str:
 
 def retry_message(job: JobRecord, error: str, delay_s: float) -> str:
     """The message of a transient failure that will be retried."""
-    return (f"{job.analysis}: attempt {job.attempts} of {job.max_attempts} failed with a temporary problem; "
-            f"it will be tried again in {delay_s:g} s. {_detail(error, sentence=True)}")
+    return (
+        f"{job.analysis}: attempt {job.attempts} of {job.max_attempts} failed with a temporary problem; "
+        f"it will be tried again in {delay_s:g} s. {_detail(error, sentence=True)}"
+    )
 
 
 def failure_message(job: JobRecord, error: str, kind: ErrorKind) -> str:
@@ -611,8 +664,7 @@ def failure_message(job: JobRecord, error: str, kind: ErrorKind) -> str:
     if kind is ErrorKind.TIMEOUT:
         return timeout_message(job)
     if kind is ErrorKind.TRANSIENT:
-        return (f"{job.analysis} failed {job.attempts} times with a temporary problem and was given up. "
-                f"Last error: {_detail(error)}")
+        return f"{job.analysis} failed {job.attempts} times with a temporary problem and was given up. Last error: {_detail(error)}"
     return f"{job.analysis} cannot process this series: {_detail(error)}"
 
 
@@ -624,7 +676,11 @@ def timeout_message(job: JobRecord) -> str:
 def lost_worker_message(job: JobRecord, *, final: bool) -> str:
     """The message of a job whose worker stopped renewing its lease."""
     if final:
-        return (f"{job.analysis} was started {job.attempts} times and each time its worker stopped responding "
-                f"(killed, crashed or out of memory); it was given up. Last worker: {job.worker_id}.")
-    return (f"The worker running {job.analysis} ({job.worker_id}) stopped responding (killed, crashed or cut off); "
-            f"the job was put back in the queue.")
+        return (
+            f"{job.analysis} was started {job.attempts} times and each time its worker stopped responding "
+            f"(killed, crashed or out of memory); it was given up. Last worker: {job.worker_id}."
+        )
+    return (
+        f"The worker running {job.analysis} ({job.worker_id}) stopped responding (killed, crashed or cut off); "
+        f"the job was put back in the queue."
+    )

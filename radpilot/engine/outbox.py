@@ -40,9 +40,7 @@ DELIVERY_RETRY = RetryPolicy(base_s=5.0, factor=2.0, cap_s=300.0)
 """5, 10, 20 ... seconds between attempts of a delivery, never more than five minutes."""
 
 
-def add_delivery(
-    session: Session, destination: str, sop_instance_uids: Sequence[str], *, job_id: int | None = None
-) -> Delivery:
+def add_delivery(session: Session, destination: str, sop_instance_uids: Sequence[str], *, job_id: int | None = None) -> Delivery:
     """Add a pending delivery of ``sop_instance_uids`` to ``destination`` in the caller's transaction."""
     delivery = Delivery(destination=destination, sop_instance_uids=json.dumps(list(sop_instance_uids)), job_id=job_id)
     session.add(delivery)
@@ -87,9 +85,7 @@ class Outbox:
         now = now or utcnow()
         with self.sessions() as session:
             due = list(
-                session.scalars(
-                    select(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at <= now).order_by(Delivery.id)
-                )
+                session.scalars(select(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at <= now).order_by(Delivery.id))
             )
         return sum(1 for delivery in due if self._attempt(delivery))
 

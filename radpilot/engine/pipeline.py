@@ -126,8 +126,11 @@ def encode_results(analysis: Analysis, findings: Findings, volume: Volume, datas
         objects.append(seg)
     if findings.measurements or findings.qualitative or findings.points:
         objects.append(encode_measurement_report(findings, datasets, seg, series_number=SR_SERIES_NUMBER, **identity))
-    objects.append(encode_key_image(findings, volume, datasets, series_number=KEY_IMAGE_SERIES_NUMBER,
-                                    window=analysis.display_window(volume.modality), **identity))
+    objects.append(
+        encode_key_image(
+            findings, volume, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, window=analysis.display_window(volume.modality), **identity
+        )
+    )
     return objects
 
 
@@ -151,9 +154,7 @@ class PipelineRunner:
         if analysis is None:
             raise PermanentJobError(f"this RadPilot has no analysis called {job.analysis!r}")
         if analysis.version != job.analysis_version:
-            raise PermanentJobError(
-                f"{job.analysis} is now version {analysis.version}; the job asked for {job.analysis_version}"
-            )
+            raise PermanentJobError(f"{job.analysis} is now version {analysis.version}; the job asked for {job.analysis_version}")
         self._require_active_models(analysis)
         datasets = load_series_datasets(self.archive, job.study_instance_uid, job.series_instance_uid, job.input_sop_uids)
         try:
@@ -171,8 +172,12 @@ class PipelineRunner:
             sop_instance_uids=stored,
             details={
                 "measurements": [
-                    {"name": m.name.meaning, "value": round(float(m.value), 4), "unit": m.unit.value,
-                     "site": m.finding_site.meaning if m.finding_site else ""}
+                    {
+                        "name": m.name.meaning,
+                        "value": round(float(m.value), 4),
+                        "unit": m.unit.value,
+                        "site": m.finding_site.meaning if m.finding_site else "",
+                    }
                     for m in findings.measurements
                 ],
                 "notes": list(findings.notes),

@@ -207,12 +207,9 @@ def publish(app: Celery, job: JobRecord, *, countdown: float | None = None) -> N
     if countdown:
         options["countdown"] = countdown
     try:
-        app.tasks[JOB_TASK_NAME].apply_async(args=[job.id], retry=True,
-                                             retry_policy={"max_retries": 3, "interval_start": 0.2}, **options)
+        app.tasks[JOB_TASK_NAME].apply_async(args=[job.id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2}, **options)
     except Exception as exc:  # noqa: BLE001 - kombu raises many connection error types
-        raise QueueUnavailableError(
-            f"job {job.id} ({job.analysis}) is saved but the broker could not be reached: {exc}"
-        ) from exc
+        raise QueueUnavailableError(f"job {job.id} ({job.analysis}) is saved but the broker could not be reached: {exc}") from exc
     logger.debug("job published", extra={"job_id": job.id, "priority": int(job.priority), "countdown": countdown})
 
 
@@ -236,12 +233,10 @@ def run_job_task(task: Task, job_id: int) -> str:
         runner = context.runner()
     except Exception as exc:  # noqa: BLE001 - a broken installation: report it on the job, retry later
         logger.exception("could not build the job runner", extra=fields)
-        job = store.fail(job_id, worker_id, f"the worker could not prepare the analysis: {describe(exc)}",
-                         ErrorKind.TRANSIENT)
+        job = store.fail(job_id, worker_id, f"the worker could not prepare the analysis: {describe(exc)}", ErrorKind.TRANSIENT)
     else:
         assert claim.job is not None  # a CLAIMED claim carries its job
-        job = execute_job(store, claim.job, runner, worker_id, context.config,
-                          timeout_exceptions=(SoftTimeLimitExceeded,)).job
+        job = execute_job(store, claim.job, runner, worker_id, context.config, timeout_exceptions=(SoftTimeLimitExceeded,)).job
     if job is not None and job.state is JobState.QUEUED:
         due_in = (job.next_attempt_at - store.clock()).total_seconds()
         publish(app, job, countdown=max(0.0, due_in))
@@ -260,8 +255,7 @@ class ReaperStep(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
 
     def start(self, worker: Any) -> None:
-        self._thread = threading.Thread(target=reaper_loop, args=(worker.app, self._stop),
-                                        name="radpilot-reaper", daemon=True)
+        self._thread = threading.Thread(target=reaper_loop, args=(worker.app, self._stop), name="radpilot-reaper", daemon=True)
         self._thread.start()
 
     def stop(self, worker: Any) -> None:
@@ -306,9 +300,7 @@ class CeleryJobQueue(JobQueue):
         self.app = app
 
     @classmethod
-    def from_urls(
-        cls, broker_url: str, database_url: str, *, migrate: bool = True, **app_options: Any
-    ) -> CeleryJobQueue:
+    def from_urls(cls, broker_url: str, database_url: str, *, migrate: bool = True, **app_options: Any) -> CeleryJobQueue:
         """A queue with its own store and app (``app_options`` go to :func:`make_celery_app`)."""
         config = app_options.get("config") or WorkerConfig()
         store = JobStore.from_url(database_url, migrate=migrate, retry=config.retry)
@@ -339,8 +331,16 @@ def run_worker(app: Celery, *, concurrency: int = 1, node_name: str | None = Non
     """
 
     setup_logging.connect(lambda **_: configure_logging(loglevel), weak=False)
-    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork",
-            "--without-gossip", "--without-mingle", "-Q", context_of(app).queue]
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--loglevel={loglevel}",
+        "--pool=prefork",
+        "--without-gossip",
+        "--without-mingle",
+        "-Q",
+        context_of(app).queue,
+    ]
     if node_name:
         argv += ["-n", node_name]
     app.worker_main(argv=argv)

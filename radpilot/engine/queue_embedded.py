@@ -168,8 +168,15 @@ def worker_main(
                 wakeup.acquire(timeout=config.poll_s)
                 continue
             try:
-                execute_job(store, job, runner, worker_id, config,
-                            on_deadline=_exit_process(EXIT_TIMEOUT), on_cancelled=_exit_process(EXIT_CANCELLED))
+                execute_job(
+                    store,
+                    job,
+                    runner,
+                    worker_id,
+                    config,
+                    on_deadline=_exit_process(EXIT_TIMEOUT),
+                    on_cancelled=_exit_process(EXIT_CANCELLED),
+                )
             except Exception:  # noqa: BLE001 - e.g. the database went away while recording
                 # The job stays running without heartbeats: the reaper re-queues it when its lease expires.
                 logger.exception("job outcome could not be recorded", extra={"job_id": job.id, "worker_id": worker_id})
@@ -413,18 +420,27 @@ class EmbeddedWorkerPool:
 
     def _handle_exit(self, slot: _Slot, exitcode: int | None, now: float) -> None:
         reaped = self.store.reap_dead_worker(slot.worker_id)
-        reason = {EXIT_TIMEOUT: "stopped at a job's time limit",
-                  EXIT_CANCELLED: "stopped because its job was cancelled",
-                  EXIT_STOPPED: "stopped by SIGTERM; its job went back to the queue"}
+        reason = {
+            EXIT_TIMEOUT: "stopped at a job's time limit",
+            EXIT_CANCELLED: "stopped because its job was cancelled",
+            EXIT_STOPPED: "stopped by SIGTERM; its job went back to the queue",
+        }
         quick = now - slot.started_at < QUICK_EXIT_S and exitcode not in reason
         slot.quick_exits = slot.quick_exits + 1 if quick else 0
-        delay = min(RESTART_BACKOFF_MAX_S, 2.0 ** slot.quick_exits - 1) if slot.quick_exits else 0.0
+        delay = min(RESTART_BACKOFF_MAX_S, 2.0**slot.quick_exits - 1) if slot.quick_exits else 0.0
         if exitcode == EXIT_STOPPED:
             delay = max(delay, SIGTERM_RESTART_DELAY_S)
         slot.restart_at = now + delay
         log = logger.info if exitcode in reason else logger.error
-        log("worker process exited; restarting", extra={
-            "pool": self.name, "worker_id": slot.worker_id, "exitcode": exitcode,
-            "reason": reason.get(exitcode, "crashed or was killed") if exitcode is not None else "crashed or was killed", "requeued_jobs": len(reaped.requeued),
-            "failed_jobs": len(reaped.failed), "restart_in_s": delay,
-        })
+        log(
+            "worker process exited; restarting",
+            extra={
+                "pool": self.name,
+                "worker_id": slot.worker_id,
+                "exitcode": exitcode,
+                "reason": reason.get(exitcode, "crashed or was killed") if exitcode is not None else "crashed or was killed",
+                "requeued_jobs": len(reaped.requeued),
+                "failed_jobs": len(reaped.failed),
+                "restart_in_s": delay,
+            },
+        )

@@ -333,8 +333,11 @@ def default_rules(analyses: Mapping[str, Analysis]) -> RuleSet:
 
 def default_rules_text(analyses: Mapping[str, Analysis]) -> str:
     """The analyses' default rules as one rules file, to copy and edit for a site."""
-    parts = ["# RadPilot's default routing rules: each analysis' own routing.yaml. Edit a copy and point",
-             "# RADPILOT_RULES_FILE (or --rules-file) at it.", "rules:"]
+    parts = [
+        "# RadPilot's default routing rules: each analysis' own routing.yaml. Edit a copy and point",
+        "# RADPILOT_RULES_FILE (or --rules-file) at it.",
+        "rules:",
+    ]
     for name, analysis in sorted(analyses.items()):
         path = analysis.routing_file()
         if path.is_file():

@@ -26,9 +26,7 @@ def series_facts(archive: Archive, series_uid: str) -> SeriesFacts:
     attributes = {keyword: _plain(header.get(keyword)) for keyword in HEADER_KEYWORDS}
     attributes["NumberOfSlices"] = summary.frame_count if summary.instance_count == 1 else summary.instance_count
     attributes["CallingAETitle"] = first.source_ae_title
-    return SeriesFacts(
-        study_instance_uid=summary.study_instance_uid, series_instance_uid=series_uid, attributes=attributes
-    )
+    return SeriesFacts(study_instance_uid=summary.study_instance_uid, series_instance_uid=series_uid, attributes=attributes)
 
 
 def series_of_study(archive: Archive, study_uid: str) -> list[str]:

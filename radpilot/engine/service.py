@@ -75,8 +75,13 @@ class Engine:
         self.outbox.start()
         logger.info(
             "engine started",
-            extra={"analyses": sorted(self.analyses), "rules": len(self.rules.rules), "backend": self.settings.queue_backend,
-                   "workers": self.settings.workers, "quiet_period_s": self.settings.quiet_period_s},
+            extra={
+                "analyses": sorted(self.analyses),
+                "rules": len(self.rules.rules),
+                "backend": self.settings.queue_backend,
+                "workers": self.settings.workers,
+                "quiet_period_s": self.settings.quiet_period_s,
+            },
         )
 
     def stop(self) -> None:

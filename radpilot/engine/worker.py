@@ -87,9 +87,7 @@ class WorkerConfig:
         if self.reap_interval_s is None:
             object.__setattr__(self, "reap_interval_s", min(10.0, self.lease_s / 2))
         if not 0 < self.heartbeat_s < self.lease_s:
-            raise ValueError(
-                f"heartbeat_s ({self.heartbeat_s}) must be positive and shorter than lease_s ({self.lease_s})"
-            )
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be positive and shorter than lease_s ({self.lease_s})")
 
 
 def worker_identity(name: str, pid: int | None = None) -> str:
@@ -225,8 +223,7 @@ class JobMonitor:
         self.lease_lost = True
         current = self.store.get(self.job.id)
         state = current.state.value if current else "deleted"
-        logger.warning("lease lost while running", extra={"job_id": self.job.id, "worker_id": self.worker_id,
-                                                          "state": state})
+        logger.warning("lease lost while running", extra={"job_id": self.job.id, "worker_id": self.worker_id, "state": state})
         if current is not None and current.state is JobState.CANCELLED and self.on_cancelled is not None:
             with self._lock:
                 if not self._finished.is_set():
@@ -238,9 +235,15 @@ class JobMonitor:
                 return
             self.timed_out = True
             failed = self.store.fail(self.job.id, self.worker_id, "time limit exceeded", ErrorKind.TIMEOUT)
-            logger.error("job exceeded its time limit", extra={"job_id": self.job.id, "analysis": self.job.analysis,
-                                                               "timeout_s": self.job.timeout_s,
-                                                               "recorded": failed is not None})
+            logger.error(
+                "job exceeded its time limit",
+                extra={
+                    "job_id": self.job.id,
+                    "analysis": self.job.analysis,
+                    "timeout_s": self.job.timeout_s,
+                    "recorded": failed is not None,
+                },
+            )
             self.on_deadline(self.job)
 
 
@@ -302,14 +305,15 @@ def execute_job(
             error = exc
     if error is not None:
         kind = ErrorKind.TIMEOUT if isinstance(error, timeout_exceptions) else classify(error)
-        logger.warning("job runner raised", exc_info=(type(error), error, error.__traceback__)
-                       if kind is ErrorKind.PERMANENT else None,
-                       extra={**fields, "error_kind": kind.value, "error": describe(error)})
+        logger.warning(
+            "job runner raised",
+            exc_info=(type(error), error, error.__traceback__) if kind is ErrorKind.PERMANENT else None,
+            extra={**fields, "error_kind": kind.value, "error": describe(error)},
+        )
         return ExecutionResult(store.fail(job.id, worker_id, describe(error), kind), False, kind)
     recorded = store.complete(job.id, worker_id, output, on_record=getattr(runner, "on_record", None))
     _after_commit(runner, job, output, recorded)
-    logger.info("job finished", extra={**fields, "recorded": recorded,
-                                       "seconds": round(time.monotonic() - started, 3)})
+    logger.info("job finished", extra={**fields, "recorded": recorded, "seconds": round(time.monotonic() - started, 3)})
     return ExecutionResult(store.get(job.id), recorded)
 
 

@@ -111,8 +111,9 @@ class ModelRegistry:
         Threads per session (0: ONNX Runtime's default).
     """
 
-    def __init__(self, models_dir: Path | Sequence[Path] = DEFAULT_MODELS_DIR, *, providers: list[str] | None = None,
-                 intra_op_threads: int = 0) -> None:
+    def __init__(
+        self, models_dir: Path | Sequence[Path] = DEFAULT_MODELS_DIR, *, providers: list[str] | None = None, intra_op_threads: int = 0
+    ) -> None:
         dirs = [models_dir] if isinstance(models_dir, (str, Path)) else list(models_dir)
         if not dirs:
             raise ValueError("ModelRegistry needs at least one models folder")
@@ -167,9 +168,7 @@ class ModelRegistry:
                 if self.intra_op_threads:
                     options.intra_op_num_threads = self.intra_op_threads
                 providers = self.providers or available_providers()
-                self._sessions[key] = onnxruntime.InferenceSession(
-                    manifest.file.read_bytes(), sess_options=options, providers=providers
-                )
+                self._sessions[key] = onnxruntime.InferenceSession(manifest.file.read_bytes(), sess_options=options, providers=providers)
                 logger.info("model loaded", extra={"model": manifest.name, "version": manifest.version, "providers": providers})
             return self._sessions[key]
 

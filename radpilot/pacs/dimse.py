@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import (
-    ALL_TRANSFER_SYNTAXES,
     AE,
+    ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
     _config,
     build_context,
@@ -298,9 +298,7 @@ class DimseService:
             raise OSError(exc.errno, f"cannot listen for DICOM on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
         # As AE.start_server(block=False) does, but polling for shutdown every 50 ms instead of 500 ms.
         self.ae._servers.append(server)  # noqa: SLF001 - server.shutdown() removes itself from this list
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="radpilot-dicom-listener", daemon=True
-        )
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="radpilot-dicom-listener", daemon=True)
         thread.start()
         self._server = server
         logger.info(
@@ -556,11 +554,15 @@ class DimseService:
                 "C-MOVE needs more than 128 presentation contexts; instances beyond them will fail",
                 extra={"move_destination": destination_ae, "pairs": len(pairs)},
             )
-        yield destination.host, destination.port, {
-            "contexts": contexts,
-            "max_pdu": 0,
-            "evt_handlers": [(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
-        }
+        yield (
+            destination.host,
+            destination.port,
+            {
+                "contexts": contexts,
+                "max_pdu": 0,
+                "evt_handlers": [(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
+            },
+        )
         yield len(matches)
         logger.info("C-MOVE", extra={"move_destination": destination_ae, "instances": len(matches)})
         yield from self._sub_operations(event, matches)

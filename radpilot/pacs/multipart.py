@@ -230,9 +230,7 @@ def parse_headers(raw: bytes, part_index: int) -> dict[str, str]:
             continue
         if line[0] in " \t":
             if last is None:
-                raise MultipartError(
-                    f"part {part_index}: header line {number} is a continuation with no header before it"
-                )
+                raise MultipartError(f"part {part_index}: header line {number} is a continuation with no header before it")
             headers[last] += " " + line.strip()
             continue
         name, sep, value = line.partition(":")
@@ -318,8 +316,7 @@ def parse_multipart(buffer: Searchable, boundary: str) -> list[Part]:
         end = buffer.find(delimiter, start)
         if end < 0:
             raise MultipartError(
-                f"part {index} is truncated: no boundary after its content "
-                f"(the body ends without the closing '--{boundary}--')"
+                f"part {index} is truncated: no boundary after its content (the body ends without the closing '--{boundary}--')"
             )
         parts.append(Part(index=index, headers=headers, start=start, end=end))
         position = end + len(delimiter)
@@ -376,9 +373,7 @@ def stream_multipart(
     yield closing_delimiter(boundary)
 
 
-def multipart_length(
-    boundary: str, parts: Iterable[tuple[str, int] | tuple[str, int, dict[str, str]]]
-) -> int:
+def multipart_length(boundary: str, parts: Iterable[tuple[str, int] | tuple[str, int, dict[str, str]]]) -> int:
     """Length in bytes of the body :func:`stream_multipart` writes for parts of these sizes.
 
     Parameters

@@ -183,8 +183,7 @@ def _association_failure(assoc: Association, node: RemoteNode, settings: Setting
         return f"{who} rejected the association ({reason}){hint}"
     if assoc.is_aborted and assoc.rejected_contexts and not assoc.accepted_contexts:
         refused = ", ".join(
-            f"{UID(cx.abstract_syntax).name} in {'/'.join(UID(ts).name for ts in cx.transfer_syntax)}"
-            for cx in assoc.rejected_contexts[:5]
+            f"{UID(cx.abstract_syntax).name} in {'/'.join(UID(ts).name for ts in cx.transfer_syntax)}" for cx in assoc.rejected_contexts[:5]
         )
         more = f" and {len(assoc.rejected_contexts) - 5} more" if len(assoc.rejected_contexts) > 5 else ""
         return f"{who} accepted none of the proposed presentation contexts ({refused}{more})"
@@ -233,10 +232,7 @@ def associate(
 
 def _status_of(response: Dataset | None, node: RemoteNode, what: str) -> int:
     if response is None or "Status" not in response:
-        raise DicomNetworkError(
-            f"DICOM node {describe_node(node)} sent no valid {what} response "
-            "(association aborted or timed out)"
-        )
+        raise DicomNetworkError(f"DICOM node {describe_node(node)} sent no valid {what} response (association aborted or timed out)")
     return int(response.Status)
 
 
@@ -299,9 +295,7 @@ def read_header(path: Path) -> _Header | FileResult:
     except (OSError, InvalidDicomError, ValueError, EOFError, KeyError, TypeError) as exc:
         return FileResult(path, "failed", message=f"unreadable DICOM file: {exc}")
     meta = ds.file_meta
-    missing = [
-        kw for kw in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID") if not meta.get(kw)
-    ]
+    missing = [kw for kw in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID") if not meta.get(kw)]
     if missing:
         return FileResult(path, "failed", message=f"file meta information lacks {', '.join(missing)}")
     if str(meta.MediaStorageSOPClassUID) == MEDIA_STORAGE_DIRECTORY:
@@ -340,7 +334,8 @@ def _store_one(assoc: Association, header: _Header, node: RemoteNode) -> FileRes
 
 def _has_convertible_context(assoc: Association, header: _Header) -> bool:
     return any(
-        cx.abstract_syntax == header.sop_class_uid and not UID(cx.transfer_syntax[0]).is_compressed
+        cx.abstract_syntax == header.sop_class_uid
+        and not UID(cx.transfer_syntax[0]).is_compressed
         and UID(cx.transfer_syntax[0]).is_little_endian
         for cx in assoc.accepted_contexts
     )
@@ -361,8 +356,14 @@ def _send_group(
         except NoAcceptedContextError:
             for header in pending:  # this group only: other groups may well be accepted
                 name, syntax = UID(header.sop_class_uid).name, UID(header.transfer_syntax_uid).name
-                on_result(FileResult(header.path, "failed", sop_instance_uid=header.sop_instance_uid,
-                                     message=f"{node.name} does not accept {name} in {syntax}"))
+                on_result(
+                    FileResult(
+                        header.path,
+                        "failed",
+                        sop_instance_uid=header.sop_instance_uid,
+                        message=f"{node.name} does not accept {name} in {syntax}",
+                    )
+                )
             return
         except AssociationError as exc:
             if report.associations == 0:
@@ -429,8 +430,13 @@ def send(
     report.seconds = time.monotonic() - started
     logger.info(
         "send finished",
-        extra={"node": node.name, "sent": report.sent, "failed": report.failed, "skipped": report.skipped,
-               "seconds": round(report.seconds, 3)},
+        extra={
+            "node": node.name,
+            "sent": report.sent,
+            "failed": report.failed,
+            "skipped": report.skipped,
+            "seconds": round(report.seconds, 3),
+        },
     )
     return report
 
@@ -609,7 +615,9 @@ def pull(
         identifier.SeriesInstanceUID = series_uid
     base = DimseTimeouts.from_settings(settings)
     timeouts = DimseTimeouts(
-        acse=base.acse, dimse=max(base.dimse, MOVE_TIMEOUT_S), network=max(base.network, MOVE_TIMEOUT_S),
+        acse=base.acse,
+        dimse=max(base.dimse, MOVE_TIMEOUT_S),
+        network=max(base.network, MOVE_TIMEOUT_S),
         connection=base.connection,
     )
     model = StudyRootQueryRetrieveInformationModelMove
@@ -627,8 +635,13 @@ def pull(
     _raise_if_refused(report, node, settings)
     logger.info(
         "pull finished",
-        extra={"node": node.name, "study_uid": study_uid, "status": f"0x{report.status:04X}",
-               "completed": report.completed, "failed": report.failed},
+        extra={
+            "node": node.name,
+            "study_uid": study_uid,
+            "status": f"0x{report.status:04X}",
+            "completed": report.completed,
+            "failed": report.failed,
+        },
     )
     return report
 

@@ -23,8 +23,16 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 
 
 def _ci_dict(ci: M.BootstrapCI) -> dict[str, Any]:
-    return {"estimate": ci.estimate, "lower": ci.lower, "upper": ci.upper, "confidence": ci.confidence,
-            "n_resamples": ci.n_resamples, "n_valid": ci.n_valid, "seed": ci.seed, "single_case": ci.single_case}
+    return {
+        "estimate": ci.estimate,
+        "lower": ci.lower,
+        "upper": ci.upper,
+        "confidence": ci.confidence,
+        "n_resamples": ci.n_resamples,
+        "n_valid": ci.n_valid,
+        "seed": ci.seed,
+        "single_case": ci.single_case,
+    }
 
 
 def aggregate(
@@ -45,8 +53,14 @@ def aggregate(
     """
     included = [c for c in cases if c.included]
     pct = int(round(confidence * 100))
-    summary: dict[str, Any] = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed,
-                               "per_metric": {}, "agreement": {}, "classification": {}}
+    summary: dict[str, Any] = {
+        "confidence": confidence,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "per_metric": {},
+        "agreement": {},
+        "classification": {},
+    }
     flat: dict[str, float] = {}
     names: list[str] = []
     for case in included:
@@ -109,9 +123,18 @@ def aggregate(
 
     for question in evaluator.classifications:
         rows = [c.values.get(question.output, {}) for c in included]
-        rows = [(float(v["reference"]), float(v["predicted"])) for v in rows if v.get("reference") is not None and v.get("predicted") is not None]
-        entry = {"label": question.label, "output": question.output, "reference_threshold": question.reference_threshold,
-                 "operating_threshold": question.operating_threshold, "n": len(rows)}
+        rows = [
+            (float(v["reference"]), float(v["predicted"]))
+            for v in rows
+            if v.get("reference") is not None and v.get("predicted") is not None
+        ]
+        entry = {
+            "label": question.label,
+            "output": question.output,
+            "reference_threshold": question.reference_threshold,
+            "operating_threshold": question.operating_threshold,
+            "n": len(rows),
+        }
         if rows:
             y = np.array([ref > question.reference_threshold for ref, _ in rows])
             score = np.array([pred for _, pred in rows])

@@ -228,8 +228,11 @@ class SliceEvaluator(Evaluator):
             raise ValidationError(f"dataset {manifest.name}: a png-slices manifest names its masks' structure in options.structure")
         self.structure = str(structure)
         self.primary_metric = f"dice_{self.structure}"
-        spacing_note = ("pixel spacing unknown: the analysis' assumed spacing is used for its size rules"
-                        if manifest.options.get("pixel_spacing_mm") is None else "pixel spacing from the dataset")
+        spacing_note = (
+            "pixel spacing unknown: the analysis' assumed spacing is used for its size rules"
+            if manifest.options.get("pixel_spacing_mm") is None
+            else "pixel spacing from the dataset"
+        )
         entry = analysis.slice_entry_description or f"{type(analysis).__name__}.run_slice (the analysis' 2-D entry point) on each slice"
         self.code_path = f"{entry} ({analysis.name} {analysis.version}; {spacing_note})"
 
@@ -299,8 +302,11 @@ class VolumeEvaluator(Evaluator):
         predicted = segments_by_structure(findings.segmentation, self.structures)
         spacing = volume.spacing_zyx
         for structure in self.structures:
-            result.metrics.update(segmentation_metrics(structure.name, predicted[structure.name], reference[structure.name],
-                                                       spacing, surface=structure.surface))
+            result.metrics.update(
+                segmentation_metrics(
+                    structure.name, predicted[structure.name], reference[structure.name], spacing, surface=structure.surface
+                )
+            )
         produced = OutputCatalog({analysis.name: analysis}).findings_outputs(findings)
         self._compare_outputs(dict(produced), data, result)
         for name, value in produced.items():

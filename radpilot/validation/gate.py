@@ -59,7 +59,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,10 +184,15 @@ def criteria_for(
             if model_name in known:
                 manifest = registry.manifest(model_name)
                 inherited = _model_criteria(subject, "analysis", manifest, version=version)
-                return Criteria(inherited.subject, inherited.kind, inherited.version, inherited.criteria,
-                                f"inherited from model {manifest.name} {manifest.version} ({inherited.source}); "
-                                f"no {path.name} in {path.parent}",
-                                inherited.allow_development_data, inherited.development_data_reason)
+                return Criteria(
+                    inherited.subject,
+                    inherited.kind,
+                    inherited.version,
+                    inherited.criteria,
+                    f"inherited from model {manifest.name} {manifest.version} ({inherited.source}); no {path.name} in {path.parent}",
+                    inherited.allow_development_data,
+                    inherited.development_data_reason,
+                )
         return Criteria(subject, "analysis", version, (), f"{path} (absent)")
     try:
         content = yaml.safe_load(path.read_text()) or {}
@@ -199,8 +204,15 @@ def criteria_for(
     applies = declared == "*" or (isinstance(declared, list) and (version in [str(v) for v in declared] or "*" in declared))
     criteria = tuple(parse_criteria(content.get("criteria"), str(path))) if applies else ()
     source = str(path) if applies else f"{path} (declares versions {declared}, not {version})"
-    return Criteria(subject, "analysis", version, criteria, source,
-                    bool(content.get("allow_development_data", False)), str(content.get("development_data_reason", "")).strip())
+    return Criteria(
+        subject,
+        "analysis",
+        version,
+        criteria,
+        source,
+        bool(content.get("allow_development_data", False)),
+        str(content.get("development_data_reason", "")).strip(),
+    )
 
 
 def _model_criteria(subject: str, kind: Literal["model", "analysis"], manifest: ModelManifest, *, version: str | None = None) -> Criteria:
@@ -208,7 +220,9 @@ def _model_criteria(subject: str, kind: Literal["model", "analysis"], manifest: 
     raw = manifest.raw
     where = manifest.file.parent / "manifest.json"
     return Criteria(
-        subject, kind, version or manifest.version,
+        subject,
+        kind,
+        version or manifest.version,
         tuple(parse_criteria(raw.get("acceptance_criteria"), f"{where} acceptance_criteria")),
         str(where),
         bool(raw.get("allow_development_data", False)),
@@ -227,8 +241,15 @@ class CriterionResult:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"criterion": self.criterion.to_dict(), "text": self.criterion.text, "met": self.met, "value": self.value,
-                "run_id": self.run_id, "dataset": self.dataset, "reason": self.reason}
+        return {
+            "criterion": self.criterion.to_dict(),
+            "text": self.criterion.text,
+            "met": self.met,
+            "value": self.value,
+            "run_id": self.run_id,
+            "dataset": self.dataset,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -288,8 +309,12 @@ def _runs_of(store: ValidationStore, subject: str, version: str) -> list[Validat
     """Runs of the subject itself, and runs of analyses that used this model version; newest first."""
     query = (
         select(ValidationRun)
-        .where(or_((ValidationRun.subject == subject) & (ValidationRun.version == version),
-                   (ValidationRun.model == subject) & (ValidationRun.model_version == version)))
+        .where(
+            or_(
+                (ValidationRun.subject == subject) & (ValidationRun.version == version),
+                (ValidationRun.model == subject) & (ValidationRun.model_version == version),
+            )
+        )
         .order_by(ValidationRun.created_at.desc(), ValidationRun.id.desc())
     )
     with store.sessions() as session:
@@ -306,12 +331,21 @@ def evaluate_gate(store: ValidationStore, criteria: Criteria) -> GateDecision:
     """Evaluate declared criteria against the stored runs (see the module docstring for which runs count)."""
     subject, version = criteria.subject, criteria.version
     runs = _runs_of(store, subject, version)
-    common = dict(subject=subject, kind=criteria.kind, version=version, criteria_source=criteria.source,
-                  development_data_reason=criteria.development_data_reason)
+    common = dict(
+        subject=subject,
+        kind=criteria.kind,
+        version=version,
+        criteria_source=criteria.source,
+        development_data_reason=criteria.development_data_reason,
+    )
     if not criteria.criteria:
         return GateDecision(passed=False, problems=(f"no acceptance criteria are declared ({criteria.source})",), **common)
     if not runs:
-        return GateDecision(passed=False, problems=(f"no stored validation of {subject} {version}: run `radpilot validate {subject} --dataset NAME`",), **common)
+        return GateDecision(
+            passed=False,
+            problems=(f"no stored validation of {subject} {version}: run `radpilot validate {subject} --dataset NAME`",),
+            **common,
+        )
     newest_counting: dict[str, ValidationRun] = {}
     for run in runs:  # newest first
         if run.dataset not in newest_counting and _counts(run, criteria.allow_development_data):
@@ -338,8 +372,11 @@ def evaluate_gate(store: ValidationStore, criteria: Criteria) -> GateDecision:
         used[run.id] = run
         value = (run.metrics or {}).get(criterion.metric)
         if value is None or not math.isfinite(float(value)):
-            results.append(CriterionResult(criterion, False, None, run.id, run.dataset,
-                                           f"run {run.id} on {run.dataset} does not report {criterion.metric}"))
+            results.append(
+                CriterionResult(
+                    criterion, False, None, run.id, run.dataset, f"run {run.id} on {run.dataset} does not report {criterion.metric}"
+                )
+            )
             continue
         results.append(CriterionResult(criterion, criterion.holds(float(value)), float(value), run.id, run.dataset))
     problems = [f"run {r.id} on {r.dataset}: {r.n_failed} case(s) failed" for r in used.values() if r.n_failed]
@@ -348,12 +385,20 @@ def evaluate_gate(store: ValidationStore, criteria: Criteria) -> GateDecision:
     if development:
         notes.append("validated on development data only: " + (criteria.development_data_reason or "accepted by its criteria"))
     passed = all(r.met for r in results) and not problems
-    return GateDecision(passed=passed, results=tuple(results), problems=tuple(problems), runs=tuple(sorted(used)),
-                        development_data=development, notes=tuple(notes), **common)
+    return GateDecision(
+        passed=passed,
+        results=tuple(results),
+        problems=tuple(problems),
+        runs=tuple(sorted(used)),
+        development_data=development,
+        notes=tuple(notes),
+        **common,
+    )
 
 
-def check_activation(where: Any, model_name: str, version: str | None = None, *, models_dir: Path | None = None,
-                     analyses: dict[str, Any] | None = None) -> GateDecision:
+def check_activation(
+    where: Any, model_name: str, version: str | None = None, *, models_dir: Path | None = None, analyses: dict[str, Any] | None = None
+) -> GateDecision:
     """The gate decision for ``model_name`` (a model or an analysis) at ``version``, from its stored validations.
 
     ``where`` is a Settings, an Archive, a SQLAlchemy Engine, a ValidationStore, or an
@@ -410,19 +455,35 @@ def activate(
         raise GateRefused(decision)
     if not decision.passed and not reason.strip():
         raise ValueError("an override of a failing gate needs a reason (--reason)")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with store.sessions() as session, session.begin():
         previous = list(session.query(ModelActivation).filter(ModelActivation.subject == model_name, ModelActivation.active.is_(True)))
         action = "model.activate" if decision.passed else "model.activate.override"
-        event = record(session, who=user, action=action, target=target, reason=reason,
-                       details={"gate": decision.to_dict(), "deactivated": [f"{p.subject}@{p.version}" for p in previous]})
+        event = record(
+            session,
+            who=user,
+            action=action,
+            target=target,
+            reason=reason,
+            details={"gate": decision.to_dict(), "deactivated": [f"{p.subject}@{p.version}" for p in previous]},
+        )
         for row in previous:
             row.active = False
             row.deactivated_at = now
             row.deactivated_by = user
-        row = ModelActivation(subject=model_name, subject_kind=decision.kind, version=version, active=True, activated_at=now,
-                              activated_by=user, gate_passed=decision.passed, override=not decision.passed, reason=reason,
-                              gate=json.loads(json.dumps(decision.to_dict())), audit_event_id=event.id)
+        row = ModelActivation(
+            subject=model_name,
+            subject_kind=decision.kind,
+            version=version,
+            active=True,
+            activated_at=now,
+            activated_by=user,
+            gate_passed=decision.passed,
+            override=not decision.passed,
+            reason=reason,
+            gate=json.loads(json.dumps(decision.to_dict())),
+            audit_event_id=event.id,
+        )
         session.add(row)
         session.flush()
         snapshot = row.to_dict()
@@ -436,7 +497,7 @@ def deactivate(where: Any, model_name: str, *, user: str, reason: str = "") -> l
     if not isinstance(user, str) or not user.strip():
         raise ValueError("deactivation needs the name of the user")
     store = where if isinstance(where, ValidationStore) else ValidationStore.open(where)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with store.sessions() as session, session.begin():
         rows = list(session.query(ModelActivation).filter(ModelActivation.subject == model_name, ModelActivation.active.is_(True)))
         for row in rows:

@@ -131,27 +131,20 @@ def _as_mask(x: ArrayLike, name: str) -> NDArray[np.bool_]:
 def _same_shape(a: NDArray[Any], b: NDArray[Any], name_a: str = "a", name_b: str = "b") -> None:
     if a.shape != b.shape:
         raise ValueError(
-            f"shape mismatch: {name_a} has shape {a.shape} but {name_b} has shape {b.shape}; "
-            f"both must be defined on the same voxel grid"
+            f"shape mismatch: {name_a} has shape {a.shape} but {name_b} has shape {b.shape}; both must be defined on the same voxel grid"
         )
 
 
 def _as_spacing(spacing: Sequence[float] | ArrayLike, ndim: int) -> NDArray[np.float64]:
     """Validate a voxel spacing: ``ndim`` positive finite numbers."""
     if spacing is None or isinstance(spacing, (str, bytes)) or np.ndim(spacing) != 1:
-        raise TypeError(
-            f"spacing must be a sequence of {ndim} positive numbers (one per array axis, "
-            f"in array axis order), got {spacing!r}"
-        )
+        raise TypeError(f"spacing must be a sequence of {ndim} positive numbers (one per array axis, in array axis order), got {spacing!r}")
     try:
         sp = np.asarray(spacing, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"spacing must contain numbers, got {spacing!r}") from exc
     if sp.shape != (ndim,):
-        raise ValueError(
-            f"spacing has length {sp.shape[0]} but the array has {ndim} dimensions; "
-            f"expected one spacing value per axis"
-        )
+        raise ValueError(f"spacing has length {sp.shape[0]} but the array has {ndim} dimensions; expected one spacing value per axis")
     if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise ValueError(f"spacing values must be finite and > 0, got {sp.tolist()}")
     return sp
@@ -180,25 +173,20 @@ def _as_binary_labels(y: ArrayLike, name: str) -> NDArray[np.bool_]:
         raise TypeError(f"{name} must be a 1-D array of binary labels, got {type(y).__name__}")
     arr = np.asarray(y)
     if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} must hold binary labels (bool or 0/1 numbers), got dtype {arr.dtype}"
-        )
+        raise TypeError(f"{name} must hold binary labels (bool or 0/1 numbers), got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one label per case), got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty; expected at least one case")
     if arr.dtype != np.bool_ and not np.isin(arr, (0, 1)).all():
-        raise ValueError(
-            f"{name} must hold only 0/1 (or False/True), got values {np.unique(arr)[:5].tolist()}"
-        )
+        raise ValueError(f"{name} must hold only 0/1 (or False/True), got values {np.unique(arr)[:5].tolist()}")
     return arr.astype(bool)
 
 
 def _same_length(a: NDArray[Any], b: NDArray[Any], name_a: str, name_b: str) -> None:
     if a.shape[0] != b.shape[0]:
         raise ValueError(
-            f"length mismatch: {name_a} has {a.shape[0]} values but {name_b} has "
-            f"{b.shape[0]}; expected one value per case in both"
+            f"length mismatch: {name_a} has {a.shape[0]} values but {name_b} has {b.shape[0]}; expected one value per case in both"
         )
 
 
@@ -310,15 +298,11 @@ def _validated_pair(
     ma, mb = _as_mask(a, "a"), _as_mask(b, "b")
     _same_shape(ma, mb)
     if ma.ndim not in (2, 3):
-        raise ValueError(
-            f"surface distances need 2-D or 3-D masks, got {ma.ndim}-D arrays of shape {ma.shape}"
-        )
+        raise ValueError(f"surface distances need 2-D or 3-D masks, got {ma.ndim}-D arrays of shape {ma.shape}")
     return ma, mb, _as_spacing(spacing, ma.ndim)
 
 
-def surface_distances(
-    a: ArrayLike, b: ArrayLike, spacing: Sequence[float] | ArrayLike
-) -> DirectedSurfaceDistances:
+def surface_distances(a: ArrayLike, b: ArrayLike, spacing: Sequence[float] | ArrayLike) -> DirectedSurfaceDistances:
     """Directed surface-to-surface distances between two masks, in physical units.
 
     Definition
@@ -381,9 +365,7 @@ def surface_distances(
         return DirectedSurfaceDistances(empty, np.full(int(sb.sum()), np.inf))
     dt_to_b = ndimage.distance_transform_edt(~sb, sampling=sp)
     dt_to_a = ndimage.distance_transform_edt(~sa, sampling=sp)
-    return DirectedSurfaceDistances(
-        np.asarray(dt_to_b[sa], dtype=np.float64), np.asarray(dt_to_a[sb], dtype=np.float64)
-    )
+    return DirectedSurfaceDistances(np.asarray(dt_to_b[sa], dtype=np.float64), np.asarray(dt_to_a[sb], dtype=np.float64))
 
 
 def _empty_case(ma: NDArray[np.bool_], mb: NDArray[np.bool_]) -> float | None:
@@ -503,9 +485,7 @@ def hausdorff_95(
     return float(max(np.percentile(d.a_to_b, percentile), np.percentile(d.b_to_a, percentile)))
 
 
-def average_surface_distance(
-    a: ArrayLike, b: ArrayLike, spacing: Sequence[float] | ArrayLike
-) -> float:
+def average_surface_distance(a: ArrayLike, b: ArrayLike, spacing: Sequence[float] | ArrayLike) -> float:
     r"""Average symmetric surface distance (ASSD).
 
     .. math:: \mathrm{ASSD}(A, B) = \frac{\sum_{x \in \partial A} d(x, \partial B)
@@ -612,9 +592,7 @@ class VolumeDifference:
         return mm3_to_ml(self.absolute_difference_mm3)
 
 
-def volume_difference(
-    a: ArrayLike, b: ArrayLike, spacing: Sequence[float] | ArrayLike
-) -> VolumeDifference:
+def volume_difference(a: ArrayLike, b: ArrayLike, spacing: Sequence[float] | ArrayLike) -> VolumeDifference:
     r"""Absolute and relative volume difference of a test mask ``a`` versus reference ``b``.
 
     .. math:: \Delta V = V_a - V_b, \qquad
@@ -733,10 +711,7 @@ def match_detections(pred_scores: ArrayLike, hits: ArrayLike) -> DetectionResult
     if h.dtype != np.bool_:
         raise TypeError(f"hits must be a boolean matrix, got dtype {h.dtype}")
     if h.ndim != 2 or h.shape[0] != scores.shape[0]:
-        raise ValueError(
-            f"hits must have shape (n_candidates={scores.shape[0]}, n_references), "
-            f"got {h.shape}"
-        )
+        raise ValueError(f"hits must have shape (n_candidates={scores.shape[0]}, n_references), got {h.shape}")
     n_cand, n_ref = h.shape
     masked = np.where(h, scores[:, None], -np.inf)  # (n_cand, n_ref)
     detected = h.any(axis=0)
@@ -754,8 +729,7 @@ def _as_points(x: ArrayLike, name: str, ndim: int) -> NDArray[np.float64]:
     arr = np.asarray(x, dtype=np.float64) if np.size(x) else np.zeros((0, ndim))
     if arr.ndim != 2 or arr.shape[1] != ndim:
         raise ValueError(
-            f"{name} must have shape (n, {ndim}) (one row per point, coordinates in array "
-            f"axis order matching spacing), got {arr.shape}"
+            f"{name} must have shape (n, {ndim}) (one row per point, coordinates in array axis order matching spacing), got {arr.shape}"
         )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite coordinates")
@@ -822,10 +796,7 @@ def detection_hits(
     if radii.ndim == 0:
         radii = np.full(refs.shape[0], float(radii))
     if radii.shape != (refs.shape[0],):
-        raise ValueError(
-            f"ref_radii_mm must be a number or have one radius per reference "
-            f"({refs.shape[0]}), got shape {radii.shape}"
-        )
+        raise ValueError(f"ref_radii_mm must be a number or have one radius per reference ({refs.shape[0]}), got shape {radii.shape}")
     if not np.all(np.isfinite(radii)) or np.any(radii < 0):
         raise ValueError(f"ref_radii_mm must be finite and >= 0, got {radii.tolist()}")
     if not isinstance(margin_mm, numbers.Real) or not math.isfinite(margin_mm) or margin_mm < 0:
@@ -842,17 +813,12 @@ def _as_cases(cases: Iterable[DetectionResult] | DetectionResult) -> list[Detect
     try:
         out = list(cases)
     except TypeError as exc:
-        raise TypeError(
-            f"cases must be a sequence of DetectionResult, got {type(cases).__name__}"
-        ) from exc
+        raise TypeError(f"cases must be a sequence of DetectionResult, got {type(cases).__name__}") from exc
     if not out:
         raise ValueError("cases is empty; expected at least one case")
     for i, c in enumerate(out):
         if not isinstance(c, DetectionResult):
-            raise TypeError(
-                f"cases[{i}] is {type(c).__name__}; expected DetectionResult "
-                f"(from detection_hits or match_detections)"
-            )
+            raise TypeError(f"cases[{i}] is {type(c).__name__}; expected DetectionResult (from detection_hits or match_detections)")
     return out
 
 
@@ -862,9 +828,7 @@ def _threshold(value: float, name: str = "threshold") -> float:
     return float(value)
 
 
-def sensitivity_per_case(
-    cases: Iterable[DetectionResult], threshold: float = -math.inf
-) -> NDArray[np.float64]:
+def sensitivity_per_case(cases: Iterable[DetectionResult], threshold: float = -math.inf) -> NDArray[np.float64]:
     """Per-case sensitivity: detected references / references, at ``score >= threshold``.
 
     Parameters
@@ -885,9 +849,7 @@ def sensitivity_per_case(
     return np.asarray(out, dtype=np.float64)
 
 
-def false_positives_per_case(
-    cases: Iterable[DetectionResult], threshold: float = -math.inf
-) -> NDArray[np.int64]:
+def false_positives_per_case(cases: Iterable[DetectionResult], threshold: float = -math.inf) -> NDArray[np.int64]:
     """Number of false-positive candidates with ``score >= threshold`` in each case.
 
     Cases without references are counted normally (all their candidates are FPs).
@@ -916,9 +878,7 @@ class FrocCurve:
     n_references: int
 
 
-def froc(
-    cases: Iterable[DetectionResult], thresholds: ArrayLike | None = None
-) -> FrocCurve:
+def froc(cases: Iterable[DetectionResult], thresholds: ArrayLike | None = None) -> FrocCurve:
     r"""FROC curve over several cases (scans).
 
     At threshold :math:`t` (a candidate is kept when ``score >= t``):
@@ -1099,9 +1059,7 @@ def confusion_counts(y_true: ArrayLike, y_pred: ArrayLike) -> ConfusionCounts:
     """
     t, p = _as_binary_labels(y_true, "y_true"), _as_binary_labels(y_pred, "y_pred")
     _same_length(t, p, "y_true", "y_pred")
-    return ConfusionCounts(
-        tp=int(np.sum(t & p)), fp=int(np.sum(~t & p)), tn=int(np.sum(~t & ~p)), fn=int(np.sum(t & ~p))
-    )
+    return ConfusionCounts(tp=int(np.sum(t & p)), fp=int(np.sum(~t & p)), tn=int(np.sum(~t & ~p)), fn=int(np.sum(t & ~p)))
 
 
 def sensitivity_specificity(y_true: ArrayLike, y_pred: ArrayLike) -> SensitivitySpecificity:
@@ -1122,10 +1080,7 @@ def _roc_inputs(y_true: ArrayLike, scores: ArrayLike) -> tuple[NDArray[np.bool_]
     _same_length(y, s, "y_true", "scores")
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
-        raise ValueError(
-            f"ROC needs both classes: y_true has {n_pos} positives and {y.size - n_pos} "
-            f"negatives"
-        )
+        raise ValueError(f"ROC needs both classes: y_true has {n_pos} positives and {y.size - n_pos} negatives")
     return y, s
 
 
@@ -1316,9 +1271,7 @@ def icc_2_1(ratings: ArrayLike) -> float:
 # ---------------------------------------------------------------------------
 
 
-def cohen_kappa_from_table(
-    table: ArrayLike, weights: Literal["linear", "quadratic"] | None = None
-) -> float:
+def cohen_kappa_from_table(table: ArrayLike, weights: Literal["linear", "quadratic"] | None = None) -> float:
     r"""Cohen's (weighted) kappa from a ``K x K`` contingency table.
 
     With observed proportions :math:`p_{ij}` (rater A category *i*, rater B
@@ -1472,10 +1425,7 @@ def _bootstrap_data(data: Any) -> tuple[list[NDArray[Any]], bool]:
         n = arrays[0].shape[0]
         for i, arr in enumerate(arrays[1:], start=1):
             if arr.shape[0] != n:
-                raise ValueError(
-                    f"aligned arrays must have the same number of cases: data[0] has {n}, "
-                    f"data[{i}] has {arr.shape[0]}"
-                )
+                raise ValueError(f"aligned arrays must have the same number of cases: data[0] has {n}, data[{i}] has {arr.shape[0]}")
         return arrays, True
     if isinstance(data, (str, bytes)) or data is None:
         raise TypeError(f"data must be an array or a tuple of aligned arrays, got {type(data).__name__}")
@@ -1574,8 +1524,7 @@ def bootstrap_ci(
 
     estimate = _scalar(call(arrays))
     if n == 1:
-        return BootstrapCI(estimate, estimate, estimate, float(confidence), "percentile",
-                           int(n_resamples), 0, 0, int(seed), 1, True)
+        return BootstrapCI(estimate, estimate, estimate, float(confidence), "percentile", int(n_resamples), 0, 0, int(seed), 1, True)
     rng = np.random.default_rng(int(seed))
     values: list[float] = []
     skipped = 0
@@ -1597,8 +1546,7 @@ def bootstrap_ci(
         lower, upper = (float(q) for q in np.quantile(np.asarray(values), [alpha, 1.0 - alpha]))
     else:
         lower = upper = float("nan")
-    return BootstrapCI(estimate, lower, upper, float(confidence), "percentile", int(n_resamples),
-                       len(values), skipped, int(seed), n, False)
+    return BootstrapCI(estimate, lower, upper, float(confidence), "percentile", int(n_resamples), len(values), skipped, int(seed), n, False)
 
 
 class MeanCI(TypedDict):
@@ -1623,9 +1571,7 @@ class Summary(TypedDict):
     mean_ci: MeanCI
 
 
-def summarize(
-    values: ArrayLike, seed: int = 0, *, n_resamples: int = 2000, confidence: float = 0.95
-) -> Summary:
+def summarize(values: ArrayLike, seed: int = 0, *, n_resamples: int = 2000, confidence: float = 0.95) -> Summary:
     """Descriptive summary of per-case values with a bootstrap CI of the mean.
 
     Parameters

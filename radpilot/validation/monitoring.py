@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -64,29 +64,32 @@ class JobRow:
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def job_rows(engine: Engine, since: datetime, analysis: str | None = None, version: str | None = None) -> list[JobRow]:
-    query = select(Job.id, Job.analysis, Job.analysis_version, Job.state, Job.created_at, Job.started_at, Job.finished_at, Job.result).where(
-        Job.created_at >= since
-    )
+    query = select(
+        Job.id, Job.analysis, Job.analysis_version, Job.state, Job.created_at, Job.started_at, Job.finished_at, Job.result
+    ).where(Job.created_at >= since)
     if analysis:
         query = query.where(Job.analysis == analysis)
     if version:
         query = query.where(Job.analysis_version == version)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    return [JobRow(r.analysis, r.analysis_version, r.state, _utc(r.created_at), _utc(r.started_at), _utc(r.finished_at), r.result, r.id)
-            for r in rows]
+    return [
+        JobRow(r.analysis, r.analysis_version, r.state, _utc(r.created_at), _utc(r.started_at), _utc(r.finished_at), r.result, r.id)
+        for r in rows
+    ]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def measurement_outputs(result: dict[str, Any] | None, catalog: OutputCatalog | None = None,
-                        analysis: str | None = None) -> dict[str, float]:
+def measurement_outputs(
+    result: dict[str, Any] | None, catalog: OutputCatalog | None = None, analysis: str | None = None
+) -> dict[str, float]:
     """Key outputs from a job's stored result (``details.measurements``), by output name, as ``analysis`` declares them."""
     catalog = catalog or OutputCatalog.discover()
     out: dict[str, float] = {}
@@ -120,30 +123,46 @@ def drift(reference: list[float] | None, production: list[float]) -> dict[str, A
     if not reference:
         return {"status": "no_reference", "message": "no complete validation run of this version reports this output"}
     ref, prod = np.asarray(reference, dtype=float), np.asarray(production, dtype=float)
-    info: dict[str, Any] = {"n_reference": int(ref.size), "n_production": int(prod.size),
-                            "reference_median": float(np.median(ref)),
-                            "production_median": float(np.median(prod)) if prod.size else None}
+    info: dict[str, Any] = {
+        "n_reference": int(ref.size),
+        "n_production": int(prod.size),
+        "reference_median": float(np.median(ref)),
+        "production_median": float(np.median(prod)) if prod.size else None,
+    }
     if ref.size < MIN_REFERENCE or prod.size < MIN_PRODUCTION:
-        info.update(status="insufficient_data",
-                    message=f"drift needs >= {MIN_REFERENCE} validation values and >= {MIN_PRODUCTION} production values "
-                            f"(have {ref.size} and {prod.size})")
+        info.update(
+            status="insufficient_data",
+            message=f"drift needs >= {MIN_REFERENCE} validation values and >= {MIN_PRODUCTION} production values "
+            f"(have {ref.size} and {prod.size})",
+        )
         return info
 
     psi = population_stability_index(ref, prod)
     ks = ks_2samp(ref, prod)
     drifted = psi >= PSI_THRESHOLD and float(ks.pvalue) < KS_ALPHA
-    info.update(psi=psi, ks_statistic=float(ks.statistic), ks_pvalue=float(ks.pvalue),
-                status="drift" if drifted else "ok",
-                message=(f"distribution departs from validation (PSI {psi:.2f}, KS p {float(ks.pvalue):.2g})" if drifted
-                         else f"consistent with validation (PSI {psi:.2f}, KS p {float(ks.pvalue):.2g})"))
+    info.update(
+        psi=psi,
+        ks_statistic=float(ks.statistic),
+        ks_pvalue=float(ks.pvalue),
+        status="drift" if drifted else "ok",
+        message=(
+            f"distribution departs from validation (PSI {psi:.2f}, KS p {float(ks.pvalue):.2g})"
+            if drifted
+            else f"consistent with validation (PSI {psi:.2f}, KS p {float(ks.pvalue):.2g})"
+        ),
+    )
     return info
 
 
 def _reference_outputs(engine: Engine, analysis: str, version: str) -> tuple[dict[str, list[float]], int | None, str | None]:
     query = (
         select(ValidationRun)
-        .where(ValidationRun.subject == analysis, ValidationRun.version == version, ValidationRun.status == "ok",
-               ValidationRun.complete.is_(True))
+        .where(
+            ValidationRun.subject == analysis,
+            ValidationRun.version == version,
+            ValidationRun.status == "ok",
+            ValidationRun.complete.is_(True),
+        )
         .order_by(ValidationRun.created_at.desc(), ValidationRun.id.desc())
     )
 
@@ -175,17 +194,22 @@ def _review_rates(engine: Engine, job_ids: list[int]) -> dict[str, Any]:
             for decision, n in rows:
                 counts[str(decision)] += int(n)
     total = sum(counts.values())
-    return {"available": True, "n": total, "counts": dict(counts),
-            "accept_rate": counts.get("accepted", 0) / total if total else None,
-            "reject_rate": counts.get("rejected", 0) / total if total else None}
+    return {
+        "available": True,
+        "n": total,
+        "counts": dict(counts),
+        "accept_rate": counts.get("accepted", 0) / total if total else None,
+        "reject_rate": counts.get("rejected", 0) / total if total else None,
+    }
 
 
-def monitoring_report(engine: Engine, *, days: int = 30, analysis: str | None = None, version: str | None = None,
-                      now: datetime | None = None) -> dict[str, Any]:
+def monitoring_report(
+    engine: Engine, *, days: int = 30, analysis: str | None = None, version: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Per analysis and version over the last ``days`` days: daily counts, failure rate, processing time, key outputs with drift."""
     if days < 1:
         raise ValueError("days must be at least 1")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     since = now - timedelta(days=days)
     catalog = OutputCatalog.discover()
     groups: dict[tuple[str, str], list[JobRow]] = defaultdict(list)
@@ -198,7 +222,9 @@ def monitoring_report(engine: Engine, *, days: int = 30, analysis: str | None = 
         values: dict[str, list[float]] = defaultdict(list)
         for row in rows:
             day = row.created_at.date()
-            d = daily.setdefault(day, {"date": day.isoformat(), "submitted": 0, "done": 0, "failed": 0, "cancelled": 0, "pending": 0, "durations": []})
+            d = daily.setdefault(
+                day, {"date": day.isoformat(), "submitted": 0, "done": 0, "failed": 0, "cancelled": 0, "pending": 0, "durations": []}
+            )
             d["submitted"] += 1
             key = row.state if row.state in ("done", "failed", "cancelled") else "pending"
             d[key] += 1
@@ -231,20 +257,30 @@ def monitoring_report(engine: Engine, *, days: int = 30, analysis: str | None = 
                 "p95": _percentile(v, 95),
                 "drift": dict(drift(reference.get(output), v), reference_run=ref_run, reference_dataset=ref_dataset),
             }
-        out.append({
-            "analysis": name,
-            "version": ver,
-            "submitted": len(rows),
-            "done": done,
-            "failed": failed,
-            "failure_rate": failed / (done + failed) if done + failed else None,
-            "processing_seconds": {"n": len(durations), "median": _percentile(durations, 50), "p90": _percentile(durations, 90),
-                                   "max": max(durations) if durations else None},
-            "daily": daily_list,
-            "outputs": outputs,
-            "drift_warnings": [f"{outputs[o]['label']}: {outputs[o]['drift']['message']}" for o in outputs if outputs[o]["drift"].get("status") == "drift"],
-            "review": _review_rates(engine, [r.id for r in rows if r.state == "done"]),
-        })
+        out.append(
+            {
+                "analysis": name,
+                "version": ver,
+                "submitted": len(rows),
+                "done": done,
+                "failed": failed,
+                "failure_rate": failed / (done + failed) if done + failed else None,
+                "processing_seconds": {
+                    "n": len(durations),
+                    "median": _percentile(durations, 50),
+                    "p90": _percentile(durations, 90),
+                    "max": max(durations) if durations else None,
+                },
+                "daily": daily_list,
+                "outputs": outputs,
+                "drift_warnings": [
+                    f"{outputs[o]['label']}: {outputs[o]['drift']['message']}"
+                    for o in outputs
+                    if outputs[o]["drift"].get("status") == "drift"
+                ],
+                "review": _review_rates(engine, [r.id for r in rows if r.state == "done"]),
+            }
+        )
     return {
         "generated_at": now.isoformat(),
         "window_days": days,

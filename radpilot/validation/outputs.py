@@ -48,8 +48,9 @@ class OutputCatalog:
         spec = self._by_name.get(name)
         return spec.unit if spec is not None else ""
 
-    def match(self, concept: str, concept_meaning: str, site: str | None, site_meaning: str | None,
-              *, analysis: str | None = None) -> OutputSpec | None:
+    def match(
+        self, concept: str, concept_meaning: str, site: str | None, site_meaning: str | None, *, analysis: str | None = None
+    ) -> OutputSpec | None:
         """The output a measurement (concept and finding site) is, among ``analysis``' outputs (all when it is unknown)."""
         specs = self._by_analysis[analysis] if analysis in self._by_analysis else self.outputs
         return next((s for s in specs if s.matches(concept, concept_meaning, site, site_meaning)), None)
@@ -59,8 +60,9 @@ class OutputCatalog:
         out: dict[str, float] = {}
         for m in findings.measurements:
             site = m.finding_site
-            spec = self.match(m.name.value, m.name.meaning, site.value if site else None, site.meaning if site else None,
-                              analysis=findings.analysis)
+            spec = self.match(
+                m.name.value, m.name.meaning, site.value if site else None, site.meaning if site else None, analysis=findings.analysis
+            )
             if spec is not None and spec.name not in out:
                 out[spec.name] = float(m.value)
         return out

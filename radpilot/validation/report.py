@@ -147,7 +147,7 @@ def box_plot(result: dict[str, Any], prefix: str, title: str, ylabel: str) -> st
     rng = np.random.default_rng(0)
     for i, (_, values) in enumerate(series, start=1):
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=9, alpha=0.6, color="#2b6cb0", zorder=3)
-    ax.set_xticks(range(1, len(series) + 1), [n[len(prefix):] or n for n, _ in series], rotation=15)
+    ax.set_xticks(range(1, len(series) + 1), [n[len(prefix) :] or n for n, _ in series], rotation=15)
     ax.set_title(title, fontsize=11)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
@@ -193,11 +193,14 @@ def roc_plot(name: str, entry: dict[str, Any]) -> str | None:
     ax.plot(entry["roc"]["fpr"], entry["roc"]["tpr"], color="#2b6cb0", linewidth=2)
     ax.plot([0, 1], [0, 1], color="#6b7486", linestyle="--", linewidth=1)
     if entry.get("sensitivity") is not None and entry.get("specificity") is not None:
-        ax.scatter([1 - entry["specificity"]], [entry["sensitivity"]], color="#b42318", zorder=3,
-                   label=f"threshold {entry['operating_threshold']}")
+        ax.scatter(
+            [1 - entry["specificity"]], [entry["sensitivity"]], color="#b42318", zorder=3, label=f"threshold {entry['operating_threshold']}"
+        )
         ax.legend(loc="lower right", fontsize=8)
     ci = entry.get("auc_ci") or {}
-    ax.set_title(f"ROC: {entry['label']}\nAUC {fmt(entry.get('auc'), 3)} (95% CI {fmt(ci.get('lower'), 3)}-{fmt(ci.get('upper'), 3)})", fontsize=10)
+    ax.set_title(
+        f"ROC: {entry['label']}\nAUC {fmt(entry.get('auc'), 3)} (95% CI {fmt(ci.get('lower'), 3)}-{fmt(ci.get('upper'), 3)})", fontsize=10
+    )
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
     ax.set_xlim(0, 1)
@@ -288,10 +291,21 @@ def _agreement_rows(result: dict[str, Any]) -> list[AgreementRow]:
         ba = e.get("bland_altman") or {}
         ci = e.get("mae_ci") or {}
         bias = ba.get("bias") if ba else (float(np.mean(np.subtract(e["predicted"], e["reference"]))) if e.get("predicted") else None)
-        rows.append(AgreementRow(
-            label=_output_label(name, e), unit=e.get("unit"), n=e["n"], bias=bias, sd=ba.get("sd"), lower=ba.get("lower"),
-            upper=ba.get("upper"), mae=e.get("mae"), mae_lower=ci.get("lower"), mae_upper=ci.get("upper"), icc=e.get("icc_2_1"),
-        ))
+        rows.append(
+            AgreementRow(
+                label=_output_label(name, e),
+                unit=e.get("unit"),
+                n=e["n"],
+                bias=bias,
+                sd=ba.get("sd"),
+                lower=ba.get("lower"),
+                upper=ba.get("upper"),
+                mae=e.get("mae"),
+                mae_lower=ci.get("lower"),
+                mae_upper=ci.get("upper"),
+                icc=e.get("icc_2_1"),
+            )
+        )
     return rows
 
 
@@ -302,7 +316,9 @@ def _case_columns(cases: Sequence[dict[str, Any]]) -> CaseColumns:
     return CaseColumns(
         attributes=first_seen(n for c in cases for n in c["attributes"]),
         metrics=first_seen(
-            n for c in cases for n in c["metrics"]
+            n
+            for c in cases
+            for n in c["metrics"]
             if not n.startswith(TABLE_SKIP_PREFIXES) and not n.endswith("_abs_error") and not n.endswith("_abs_error_percent")
         ),
         values=first_seen(n for c in cases for n in c["values"]),
@@ -312,7 +328,11 @@ def _case_columns(cases: Sequence[dict[str, Any]]) -> CaseColumns:
 
 def _plots(result: dict[str, Any]) -> list[Plot]:
     plots = []
-    for prefix, plot_title, ylabel in (("dice_", "Dice per case", "Dice"), ("hd95_", "HD95 per case", "distance"), ("assd_", "ASSD per case", "distance")):
+    for prefix, plot_title, ylabel in (
+        ("dice_", "Dice per case", "Dice"),
+        ("hd95_", "HD95 per case", "distance"),
+        ("assd_", "ASSD per case", "distance"),
+    ):
         png = box_plot(result, prefix, plot_title, ylabel)
         if png:
             plots.append(Plot(alt=plot_title, src=png))
@@ -377,18 +397,37 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], *, seed: int = 0, n_re
         metric_names = [m for m in a["summary"]["per_metric"] if m in b["summary"]["per_metric"]]
         for m in metric_names:
             pairs = [(ca[c]["metrics"].get(m), cb[c]["metrics"].get(m)) for c in shared]
-            pairs = [(x, y) for x, y in pairs if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y)]
+            pairs = [
+                (x, y)
+                for x, y in pairs
+                if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y)
+            ]
             if len(pairs) < 1:
                 continue
             diff = np.array([y - x for x, y in pairs])
             ci = M.bootstrap_ci(diff, np.mean, n_resamples=n_resamples, seed=seed)
-            paired[m] = {"n": len(pairs), "mean_difference": float(diff.mean()), "ci_lower": ci.lower, "ci_upper": ci.upper,
-                         "single_case": ci.single_case, "n_b_better": int((diff > 0).sum()), "n_a_better": int((diff < 0).sum())}
+            paired[m] = {
+                "n": len(pairs),
+                "mean_difference": float(diff.mean()),
+                "ci_lower": ci.lower,
+                "ci_upper": ci.upper,
+                "single_case": ci.single_case,
+                "n_b_better": int((diff > 0).sum()),
+                "n_a_better": int((diff < 0).sum()),
+            }
         if a["dataset"].get("content_hash") != b["dataset"].get("content_hash"):
             paired["_warning"] = "the two runs saw different dataset contents (hashes differ)"
     return {
-        "a": {k: a.get(k) for k in ("run_id", "created_at")} | {"subject": a["subject"], "dataset": {"name": a["dataset"]["name"], "version": a["dataset"]["version"], "content_hash": a["dataset"].get("content_hash")}},
-        "b": {k: b.get(k) for k in ("run_id", "created_at")} | {"subject": b["subject"], "dataset": {"name": b["dataset"]["name"], "version": b["dataset"]["version"], "content_hash": b["dataset"].get("content_hash")}},
+        "a": {k: a.get(k) for k in ("run_id", "created_at")}
+        | {
+            "subject": a["subject"],
+            "dataset": {"name": a["dataset"]["name"], "version": a["dataset"]["version"], "content_hash": a["dataset"].get("content_hash")},
+        },
+        "b": {k: b.get(k) for k in ("run_id", "created_at")}
+        | {
+            "subject": b["subject"],
+            "dataset": {"name": b["dataset"]["name"], "version": b["dataset"]["version"], "content_hash": b["dataset"].get("content_hash")},
+        },
         "metrics": rows,
         "paired": paired,
         "primary_metric": a.get("primary_metric"),

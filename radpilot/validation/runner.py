@@ -22,7 +22,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,9 @@ def machine_info(subject: Subject | None = None) -> dict[str, Any]:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if commit.returncode == 0:
             info["git_commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+            dirty = subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+            )
             info["git_dirty"] = bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
@@ -148,7 +150,7 @@ def run_validation(
             raise ValidationError("limit must be at least 1")
         selected = selected[:limit]
     independent, dependence = _independence(subject, manifest)
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     wall0 = time.perf_counter()
     results: list[CaseResult] = []
     heap: list[tuple[float, int, Overlay]] = []  # the worst included cases by the primary metric
@@ -175,7 +177,8 @@ def run_validation(
                 overlay.excluded = result.excluded
                 score = result.metrics.get(evaluator.primary_metric, float("nan"))
                 overlay.caption = (f"{evaluator.primary_metric} {score:.4f}" if math.isfinite(score) else "") + (
-                    f"; {overlay.caption}" if overlay.caption else "")
+                    f"; {overlay.caption}" if overlay.caption else ""
+                )
                 if result.excluded:
                     excluded_overlays.append(overlay)
                 elif math.isfinite(score) and worst > 0:
@@ -284,8 +287,17 @@ def validate(
     subject = resolve_subject(subject_name, model_version=model_version, models_dir=models_dir)
     if not manifest.checks(subject.name) and not (subject.model and manifest.checks(subject.model)):
         logger.info("dataset does not declare this subject", extra={"dataset": manifest.name, "subject": subject.name})
-    outcome = run_validation(subject, manifest, registry, limit=limit, case_ids=case_ids, allow_unverified=allow_unverified,
-                             progress=progress, n_resamples=n_resamples, seed=seed)
+    outcome = run_validation(
+        subject,
+        manifest,
+        registry,
+        limit=limit,
+        case_ids=case_ids,
+        allow_unverified=allow_unverified,
+        progress=progress,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
     store = store or ValidationStore.open(settings)
     stored = store.save(outcome.result, html=None)
     outcome.result["run_id"] = stored.id

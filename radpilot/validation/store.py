@@ -133,9 +133,7 @@ def resolve_engine(where: Any) -> tuple[Engine, Path | None]:
         inner = getattr(where, attribute, None)
         if inner is not None:
             return resolve_engine(inner)
-    raise TypeError(
-        f"expected Settings, an Archive, a SQLAlchemy Engine or an object with .archive/.settings, got {type(where).__name__}"
-    )
+    raise TypeError(f"expected Settings, an Archive, a SQLAlchemy Engine or an object with .archive/.settings, got {type(where).__name__}")
 
 
 def _safe(part: str) -> str:
@@ -252,7 +250,9 @@ class ValidationStore:
         return path
 
     # -- reading -------------------------------------------------------------------------------------
-    def runs(self, subject: str | None = None, version: str | None = None, dataset: str | None = None, *, limit: int = 500) -> list[ValidationRun]:
+    def runs(
+        self, subject: str | None = None, version: str | None = None, dataset: str | None = None, *, limit: int = 500
+    ) -> list[ValidationRun]:
         """Stored runs, newest first."""
         query = select(ValidationRun).order_by(ValidationRun.created_at.desc(), ValidationRun.id.desc()).limit(limit)
         if subject is not None:

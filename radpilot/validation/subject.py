@@ -66,8 +66,9 @@ def resolve_subject(
             manifest = newest
         elif model_version:
             raise ValidationError(f"{name} uses no model; --model-version does not apply")
-        return Subject("analysis", name, str(analysis.version), analysis=analysis, model_manifest=manifest,
-                       models_dirs=registry.models_dirs)
+        return Subject(
+            "analysis", name, str(analysis.version), analysis=analysis, model_manifest=manifest, models_dirs=registry.models_dirs
+        )
     try:
         manifest = registry.manifest(name, model_version)
     except KeyError as exc:

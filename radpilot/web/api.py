@@ -18,7 +18,8 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query as QueryParam, Request
+from fastapi import APIRouter, HTTPException, Request
+from fastapi import Query as QueryParam
 
 from radpilot import __version__
 from radpilot.archive import Archive
@@ -261,8 +262,7 @@ def make_api_router(archive: Archive) -> APIRouter:
         offset: int = QueryParam(0, ge=0),
     ) -> dict[str, Any]:
         """Search studies; results are newest first."""
-        search = StudySearch(patient_name, patient_id, accession_number, study_description, modality,
-                             date_from, date_to, limit, offset)
+        search = StudySearch(patient_name, patient_id, accession_number, study_description, modality, date_from, date_to, limit, offset)
         try:
             return page_json(search_studies(archive, search))
         except SearchError as exc:

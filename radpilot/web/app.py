@@ -15,9 +15,9 @@ from radpilot import __version__
 from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.pacs.dicomweb import make_dicomweb_router
+from radpilot.web.api import make_api_router
 from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
-from radpilot.web.api import make_api_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
 from radpilot.web.pages import make_pages_router, static_files
 

@@ -38,8 +38,27 @@ RESERVED_PREFIXES: tuple[str, ...] = ("api", "dicomweb", "ui")
 # A missing file with one of these extensions is a 404, not the index.html fallback
 # (serving HTML for a script or a wasm module only produces a confusing MIME error).
 ASSET_EXTENSIONS = frozenset(
-    {".js", ".mjs", ".css", ".map", ".wasm", ".json", ".png", ".jpg", ".gif", ".ico", ".svg",
-     ".woff", ".woff2", ".ttf", ".eot", ".txt", ".xml", ".webmanifest", ".html"}
+    {
+        ".js",
+        ".mjs",
+        ".css",
+        ".map",
+        ".wasm",
+        ".json",
+        ".png",
+        ".jpg",
+        ".gif",
+        ".ico",
+        ".svg",
+        ".woff",
+        ".woff2",
+        ".ttf",
+        ".eot",
+        ".txt",
+        ".xml",
+        ".webmanifest",
+        ".html",
+    }
 )
 
 # Browsers ask for /favicon.ico on every page (also RadPilot's /ui pages); OHIF keeps it in assets/.
@@ -74,8 +93,7 @@ def resolve_ohif_dir(settings: Settings) -> Path | None:
     if (candidate / "index.html").is_file():
         return candidate
     if settings.ohif_dir is not None:
-        logger.warning("configured OHIF folder has no index.html; the viewer is disabled",
-                       extra={"ohif_dir": str(candidate)})
+        logger.warning("configured OHIF folder has no index.html; the viewer is disabled", extra={"ohif_dir": str(candidate)})
     else:
         logger.info("OHIF viewer not installed; the viewer is disabled", extra={"ohif_dir": str(candidate)})
     return None

@@ -30,9 +30,9 @@ import yaml
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
 
-from radpilot.modelhub.registry import DEFAULT_MODELS_DIR
 from radpilot.analyses import discover_analyses
 from radpilot.engine.routing import default_rules_text
+from radpilot.modelhub.registry import DEFAULT_MODELS_DIR
 from radpilot.validation.metrics import dice
 from tests.factories import to_part10_bytes
 from tests.fixtures.radpilot import orthanc_node
@@ -82,8 +82,14 @@ def activate_models(node) -> None:  # noqa: ANN001 - tests.fixtures.radpilot.Run
 
     registry = ModelRegistry()
     for model in ChestXray.required_models:
-        activate(node.archive, model, registry.manifest(model).version, user="integration-test", override=True,
-                 reason="chest_xray end-to-end test; the gate is tested in tests/unit/test_validation_gate.py")
+        activate(
+            node.archive,
+            model,
+            registry.manifest(model).version,
+            user="integration-test",
+            override=True,
+            reason="chest_xray end-to-end test; the gate is tested in tests/unit/test_validation_gate.py",
+        )
 
 
 def pdf_labelled_dx(study: Dataset) -> Dataset:
@@ -95,8 +101,18 @@ def pdf_labelled_dx(study: Dataset) -> Dataset:
     ds.SOPClassUID = ENCAPSULATED_PDF
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for keyword in ("StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate",
-                    "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
+    for keyword in (
+        "StudyInstanceUID",
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "ReferringPhysicianName",
+    ):
         setattr(ds, keyword, study.get(keyword, ""))
     ds.SeriesInstanceUID = generate_uid()
     ds.Modality = "DX"
@@ -159,21 +175,23 @@ def _sr_values(orthanc, instance_id: str) -> dict[str, list]:  # noqa: ANN001
     return found
 
 
-def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(
-    radpilot_factory, orthanc, clean_orthanc, tmp_path: Path
-) -> None:
+def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(radpilot_factory, orthanc, clean_orthanc, tmp_path: Path) -> None:
     pa_case, cr_case = jsrt_case(CARDIOMEGALY_CASE), jsrt_case(NORMAL_CASE)
     pa = radiograph_dataset(pa_case.pixels, patient_id="CXRPA", series_number=1)
-    lateral = radiograph_dataset(pa_case.pixels, view_position="LL", study_uid=pa.StudyInstanceUID, patient_id="CXRPA",
-                                 series_number=2, description="CHEST LAT")
+    lateral = radiograph_dataset(
+        pa_case.pixels, view_position="LL", study_uid=pa.StudyInstanceUID, patient_id="CXRPA", series_number=2, description="CHEST LAT"
+    )
     document = pdf_labelled_dx(pa)
     cr = jpeg_compress(cr_monochrome1(cr_case.pixels, patient_id="CXRCR"), JPEGLosslessSV1)
     for ds in (pa, lateral, document, cr):
         orthanc.upload(to_part10_bytes(ds))
 
     node = radpilot_factory(
-        nodes=[orthanc_node(orthanc)], rules_file=default_rules_to(tmp_path, "orthanc"),
-        quiet_period_s=2.0, workers=1, analysis_enabled=True,
+        nodes=[orthanc_node(orthanc)],
+        rules_file=default_rules_to(tmp_path, "orthanc"),
+        quiet_period_s=2.0,
+        workers=1,
+        analysis_enabled=True,
     )
     activate_models(node)
     orthanc.add_modality("radpilot", node.ae_title, node.host, node.dicom_port)
@@ -256,11 +274,11 @@ def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(
 
 def test_a_model_file_with_a_changed_byte_fails_the_job_with_the_registry_error(radpilot_factory, tmp_path: Path) -> None:
     from radpilot.analyses.chest_xray import ChestXray
-    from radpilot.modelhub.registry import ModelRegistry
     from radpilot.engine.pipeline import PipelineRunner, plan_study
     from radpilot.engine.routing import load_rules
     from radpilot.engine.service import make_queue
     from radpilot.engine.worker import WorkerConfig, execute_job
+    from radpilot.modelhub.registry import ModelRegistry
 
     models = tmp_path / "models"
     shutil.copytree(DEFAULT_MODELS_DIR / "cxr_lung_heart_seg", models / "cxr_lung_heart_seg")

@@ -44,10 +44,7 @@ def stow_raw(url: str, parts: list[tuple[str, bytes]], boundary: str = "rp-test-
 
 
 def file_digests(archive) -> dict[str, str]:  # noqa: ANN001 - Archive
-    return {
-        str(p.relative_to(archive.storage_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in archive.storage_dir.rglob("*.dcm")
-    }
+    return {str(p.relative_to(archive.storage_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in archive.storage_dir.rglob("*.dcm")}
 
 
 def pydicom_testfile(name: str) -> Path:
@@ -68,9 +65,7 @@ def test_store_then_retrieve_byte_identical_pixels(radpilot, client: DICOMwebCli
     assert response.RetrieveURL == f"{radpilot.dicomweb_url}/studies/{series[0].StudyInstanceUID}"
     assert radpilot.archive.instance_count() == 3
     for original in series:
-        retrieved = client.retrieve_instance(
-            original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID
-        )
+        retrieved = client.retrieve_instance(original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID)
         assert retrieved.SOPInstanceUID == original.SOPInstanceUID
         assert retrieved.PixelData == original.PixelData
     whole = client.retrieve_study(series[0].StudyInstanceUID)
@@ -85,9 +80,7 @@ def test_retrieved_file_is_the_stored_file(radpilot, client: DICOMwebClient) -> 
     assert stow_raw(radpilot.dicomweb_url, [("application/dicom", data)]).status_code == 200
     series_url = f"{radpilot.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
     url = f"{series_url}/instances/{ds.SOPInstanceUID}"
-    response = requests.get(
-        url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=30
-    )
+    response = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=30)
     media = parse_media_type(response.headers["Content-Type"])
     (part,) = parse_multipart(response.content, media.params["boundary"])
     assert part.content(response.content) == data
@@ -133,9 +126,7 @@ def test_paging_and_fields(client: DICOMwebClient, three_studies: list[list[Data
     assert [len(p) for p in pages] == [2, 1, 0]
     assert sorted(values(pages[0] + pages[1], "0020000D")) == sorted(values(everything, "0020000D"))
     assert len(client.search_for_studies(limit=1, get_remaining=True)) == 3
-    (with_fields,) = client.search_for_studies(
-        search_filters={"PatientID": "QIDO1"}, fields=["StudyDescription", "00200010"]
-    )
+    (with_fields,) = client.search_for_studies(search_filters={"PatientID": "QIDO1"}, fields=["StudyDescription", "00200010"])
     assert with_fields["00081030"]["Value"] == ["CT CHEST"]
     assert with_fields["00200010"]["Value"] == ["1"]
     all_fields = client.search_for_instances(search_filters={"PatientID": "QIDO1"}, fields=["all"])
@@ -190,11 +181,7 @@ def test_retrieve_series_metadata(radpilot, client: DICOMwebClient) -> None:  # 
     assert bytes(pixels) in {s.PixelData for s in series}
     study_metadata = client.retrieve_study_metadata(series[0].StudyInstanceUID)
     assert len(study_metadata) == 2
-    (one,) = [
-        client.retrieve_instance_metadata(
-            series[0].StudyInstanceUID, series[0].SeriesInstanceUID, series[0].SOPInstanceUID
-        )
-    ]
+    (one,) = [client.retrieve_instance_metadata(series[0].StudyInstanceUID, series[0].SeriesInstanceUID, series[0].SOPInstanceUID)]
     assert one["00080018"]["Value"] == [series[0].SOPInstanceUID]
 
 
@@ -264,9 +251,7 @@ def test_broken_parts_beside_good_ones(radpilot) -> None:  # noqa: ANN001
     assert response.status_code == 202
     assert response.headers["content-type"] == "application/dicom+json"
     result = Dataset.from_json(response.json())
-    assert sorted(i.ReferencedSOPInstanceUID for i in result.ReferencedSOPSequence) == sorted(
-        d.SOPInstanceUID for d in good
-    )
+    assert sorted(i.ReferencedSOPInstanceUID for i in result.ReferencedSOPSequence) == sorted(d.SOPInstanceUID for d in good)
     failed = result.FailedSOPSequence
     assert len(failed) == 3
     assert [f.FailureReason for f in failed] == [0xC000, 0xC000, 0xC000]

@@ -82,12 +82,48 @@ def test_findscu_at_study_and_series_level(dcmtk: DcmtkTools, radpilot, tmp_path
     studies.mkdir()
     series.mkdir()
 
-    check(dcmtk.run("findscu", "-S", "-aet", "FINDSCU", "-X", "-od", studies, "-k", "QueryRetrieveLevel=STUDY",
-                    "-k", "PatientName=DCMTK*", "-k", "StudyDate=20200101-20201231", "-k", "StudyInstanceUID",
-                    "-k", "NumberOfStudyRelatedInstances", *peer(radpilot)))
-    check(dcmtk.run("findscu", "-S", "-aet", "FINDSCU", "-X", "-od", series, "-k", "QueryRetrieveLevel=SERIES",
-                    "-k", f"StudyInstanceUID={wanted[0].StudyInstanceUID}", "-k", "SeriesInstanceUID",
-                    "-k", "Modality", *peer(radpilot)))
+    check(
+        dcmtk.run(
+            "findscu",
+            "-S",
+            "-aet",
+            "FINDSCU",
+            "-X",
+            "-od",
+            studies,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "PatientName=DCMTK*",
+            "-k",
+            "StudyDate=20200101-20201231",
+            "-k",
+            "StudyInstanceUID",
+            "-k",
+            "NumberOfStudyRelatedInstances",
+            *peer(radpilot),
+        )
+    )
+    check(
+        dcmtk.run(
+            "findscu",
+            "-S",
+            "-aet",
+            "FINDSCU",
+            "-X",
+            "-od",
+            series,
+            "-k",
+            "QueryRetrieveLevel=SERIES",
+            "-k",
+            f"StudyInstanceUID={wanted[0].StudyInstanceUID}",
+            "-k",
+            "SeriesInstanceUID",
+            "-k",
+            "Modality",
+            *peer(radpilot),
+        )
+    )
 
     (study_answer,) = [pydicom.dcmread(p) for p in studies.glob("rsp*.dcm")]
     assert study_answer.StudyInstanceUID == wanted[0].StudyInstanceUID
@@ -101,8 +137,21 @@ def test_getscu_retrieves_a_study(dcmtk: DcmtkTools, radpilot, tmp_path: Path) -
     out = tmp_path / "got"
     out.mkdir()
 
-    check(dcmtk.run("getscu", "-S", "-aet", "GETSCU", "-od", out, "-k", "QueryRetrieveLevel=STUDY",
-                    "-k", f"StudyInstanceUID={series[0].StudyInstanceUID}", *peer(radpilot)))
+    check(
+        dcmtk.run(
+            "getscu",
+            "-S",
+            "-aet",
+            "GETSCU",
+            "-od",
+            out,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={series[0].StudyInstanceUID}",
+            *peer(radpilot),
+        )
+    )
 
     received = {str(pydicom.dcmread(p).SOPInstanceUID): pydicom.dcmread(p) for p in out.iterdir()}
     assert sorted(received) == sorted(ds.SOPInstanceUID for ds in series)
@@ -119,9 +168,28 @@ def test_movescu_moves_a_series_to_a_configured_destination(dcmtk: DcmtkTools, r
     out = tmp_path / "moved"
     out.mkdir()
 
-    check(dcmtk.run("movescu", "-S", "-aet", "MOVESCU", "-aem", "MOVESCU", "+P", str(port), "+xa", "-od", out,
-                    "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study_uid}",
-                    "-k", f"SeriesInstanceUID={wanted[0].SeriesInstanceUID}", *peer(node)))
+    check(
+        dcmtk.run(
+            "movescu",
+            "-S",
+            "-aet",
+            "MOVESCU",
+            "-aem",
+            "MOVESCU",
+            "+P",
+            str(port),
+            "+xa",
+            "-od",
+            out,
+            "-k",
+            "QueryRetrieveLevel=SERIES",
+            "-k",
+            f"StudyInstanceUID={study_uid}",
+            "-k",
+            f"SeriesInstanceUID={wanted[0].SeriesInstanceUID}",
+            *peer(node),
+        )
+    )
 
     moved = sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in out.iterdir())
     assert moved == sorted(ds.SOPInstanceUID for ds in wanted)
@@ -130,9 +198,20 @@ def test_movescu_moves_a_series_to_a_configured_destination(dcmtk: DcmtkTools, r
 def test_movescu_to_an_unknown_destination_is_told_so(dcmtk: DcmtkTools, radpilot) -> None:  # noqa: ANN001
     series = populate(radpilot, 1)
 
-    result = dcmtk.run("movescu", "-v", "-S", "-aet", "MOVESCU", "-aem", "NOWHERE",
-                       "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={series[0].StudyInstanceUID}",
-                       *peer(radpilot))
+    result = dcmtk.run(
+        "movescu",
+        "-v",
+        "-S",
+        "-aet",
+        "MOVESCU",
+        "-aem",
+        "NOWHERE",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={series[0].StudyInstanceUID}",
+        *peer(radpilot),
+    )
 
     output = result.stdout + result.stderr
     assert "MoveDestinationUnknown" in output, output

@@ -101,7 +101,11 @@ def test_radpilot_sends_files_to_orthanc(radpilot, clean_orthanc: OrthancPeer, t
     ids=["study-by-name", "study-by-date-range", "series", "instances"],
 )
 def test_orthanc_queries_radpilot(
-    node_known_to_orthanc, clean_orthanc: OrthancPeer, level: str, query: dict, expected: str  # noqa: ANN001
+    node_known_to_orthanc,
+    clean_orthanc: OrthancPeer,
+    level: str,
+    query: dict,
+    expected: str,  # noqa: ANN001
 ) -> None:
     series = make_ct_series(3, patient_name="ORTHANC^QUERY", study_date="20190704")
     for ds in series:
@@ -122,15 +126,18 @@ def test_orthanc_queries_radpilot(
 def test_radpilot_finds_on_orthanc(radpilot, clean_orthanc: OrthancPeer) -> None:  # noqa: ANN001
     wanted = make_ct_series(2, patient_name="FIND^ORTHANC", study_date="20220202", patient_id="ORTH-1")
     upload_to_orthanc(clean_orthanc, wanted)
-    upload_to_orthanc(clean_orthanc, make_ct_series(1, patient_name="OTHER^PERSON", study_date="20100101",
-                                                    patient_id="ORTH-2"))
+    upload_to_orthanc(clean_orthanc, make_ct_series(1, patient_name="OTHER^PERSON", study_date="20100101", patient_id="ORTH-2"))
     node = orthanc_node(clean_orthanc)
 
-    studies = scu.find(radpilot.settings, node, "STUDY",
-                       {"PatientName": "FIND*", "StudyDate": "20220101-20221231", "StudyInstanceUID": "",
-                        "NumberOfStudyRelatedInstances": ""})
-    series = scu.find(radpilot.settings, node, "SERIES",
-                      {"StudyInstanceUID": wanted[0].StudyInstanceUID, "SeriesInstanceUID": "", "Modality": ""})
+    studies = scu.find(
+        radpilot.settings,
+        node,
+        "STUDY",
+        {"PatientName": "FIND*", "StudyDate": "20220101-20221231", "StudyInstanceUID": "", "NumberOfStudyRelatedInstances": ""},
+    )
+    series = scu.find(
+        radpilot.settings, node, "SERIES", {"StudyInstanceUID": wanted[0].StudyInstanceUID, "SeriesInstanceUID": "", "Modality": ""}
+    )
 
     assert [s.StudyInstanceUID for s in studies] == [wanted[0].StudyInstanceUID]
     assert int(studies[0].NumberOfStudyRelatedInstances) == 2
@@ -142,8 +149,7 @@ def test_orthanc_c_moves_a_study_from_radpilot_to_itself(node_known_to_orthanc, 
     for ds in datasets:
         assert node_known_to_orthanc.archive.store_file_bytes(to_part10_bytes(ds)).outcome.accepted
 
-    clean_orthanc.move_to("radpilot", "Study", {"StudyInstanceUID": datasets[0].StudyInstanceUID},
-                          target_aet=clean_orthanc.ae_title)
+    clean_orthanc.move_to("radpilot", "Study", {"StudyInstanceUID": datasets[0].StudyInstanceUID}, target_aet=clean_orthanc.ae_title)
 
     assert clean_orthanc.instance_count() == len(datasets)
     for ds in datasets:
@@ -151,7 +157,8 @@ def test_orthanc_c_moves_a_study_from_radpilot_to_itself(node_known_to_orthanc, 
 
 
 def test_radpilot_pulls_a_study_from_orthanc_into_the_running_node(
-    node_known_to_orthanc, clean_orthanc: OrthancPeer  # noqa: ANN001
+    node_known_to_orthanc,
+    clean_orthanc: OrthancPeer,  # noqa: ANN001
 ) -> None:
     datasets = study_datasets()
     upload_to_orthanc(clean_orthanc, datasets)
@@ -168,8 +175,7 @@ def test_radpilot_pulls_a_study_from_orthanc_into_the_running_node(
 
 def test_radpilot_pulls_one_series_without_a_running_listener(clean_orthanc: OrthancPeer, tmp_path: Path) -> None:
     port = free_port()
-    settings = Settings(data_dir=tmp_path / "puller", ae_title="PULLER", dicom_port=port,
-                        nodes=[orthanc_node(clean_orthanc)])
+    settings = Settings(data_dir=tmp_path / "puller", ae_title="PULLER", dicom_port=port, nodes=[orthanc_node(clean_orthanc)])
     clean_orthanc.add_modality("puller", "PULLER", "127.0.0.1", port)
     study_uid = generate_uid()
     first, second = make_ct_series(2, study_uid=study_uid), make_ct_series(3, study_uid=study_uid)

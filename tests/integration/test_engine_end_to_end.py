@@ -79,9 +79,7 @@ def test_study_from_pacs_comes_back_with_seg_sr_and_key_image(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    node = radpilot_factory(
-        nodes=[orthanc_node(orthanc)], rules_file=rules, quiet_period_s=2.0, workers=1, analysis_enabled=True
-    )
+    node = radpilot_factory(nodes=[orthanc_node(orthanc)], rules_file=rules, quiet_period_s=2.0, workers=1, analysis_enabled=True)
     orthanc.add_modality("radpilot", node.ae_title, node.host, node.dicom_port)
     orthanc.store_to("radpilot", orthanc.resource_id(chest_ct_in_orthanc))
     assert node.archive.instance_count() == 64
@@ -107,8 +105,10 @@ def test_study_from_pacs_comes_back_with_seg_sr_and_key_image(
     assert observer == ["lung_ct_quant"]
     # right lung, left lung and both lungs; the total is the regression value of the shared data set
     volumes_ml = sorted(
-        float(i.MeasuredValueSequence[0].NumericValue) for i in items
-        if i.ValueType == "NUM" and _concept_name(i) == "Volume"
+        float(i.MeasuredValueSequence[0].NumericValue)
+        for i in items
+        if i.ValueType == "NUM"
+        and _concept_name(i) == "Volume"
         and i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mL"
     )
     assert len(volumes_ml) == 3, volumes_ml
@@ -147,8 +147,7 @@ def test_series_that_is_not_a_volume_fails_with_a_clear_reason(radpilot_factory,
         node.archive.store_file_bytes(to_part10_bytes(ds))
     engine = node.server.engine
     engine.route_study(str(tiny[0].StudyInstanceUID))
-    [job] = wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 120, "the job to finish",
-                     interval_s=POLL_S)
+    [job] = wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 120, "the job to finish", interval_s=POLL_S)
     assert job.state.value == "failed"
     assert "series has 3 slices" in job.error and "lung_ct_quant needs" in job.error
     assert node.archive.instance_count() == 33
@@ -169,8 +168,7 @@ def test_series_that_grows_is_analysed_again_and_the_old_results_are_superseded(
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
 
     engine.route_study(study_uid)
-    [first] = wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 180, "the first job",
-                       interval_s=POLL_S)
+    [first] = wait_for(lambda: [j for j in engine.queue.list() if j.state.final], 180, "the first job", interval_s=POLL_S)
     assert first.state.value == "done", first.error
     first_results = set(first.result["sop_instance_uids"])
     assert node.archive.instance_count() == 40 + len(first_results)
@@ -178,7 +176,12 @@ def test_series_that_grows_is_analysed_again_and_the_old_results_are_superseded(
     for path in files[40:]:
         node.archive.store_file_bytes(path.read_bytes())
     engine.route_study(study_uid)
-    jobs = wait_for(lambda: (js := engine.queue.list()) and len(js) == 2 and all(j.state.final for j in js) and js, 180, "the second job", interval_s=POLL_S)
+    jobs = wait_for(
+        lambda: (js := engine.queue.list()) and len(js) == 2 and all(j.state.final for j in js) and js,
+        180,
+        "the second job",
+        interval_s=POLL_S,
+    )
     second = next(j for j in jobs if j.id != first.id)
     assert second.state.value == "done", second.error
     assert second.supersedes_job_id == first.id

@@ -81,29 +81,24 @@ def test_echoscu_reaches_orthanc(dcmtk: DcmtkTools, orthanc: OrthancPeer) -> Non
     assert result.returncode == 0, result.stderr
 
 
-def test_sample_study_is_valid_and_storescu_sends_it(
-    dcmtk: DcmtkTools, clean_orthanc: OrthancPeer, tmp_path: Path
-) -> None:
+def test_sample_study_is_valid_and_storescu_sends_it(dcmtk: DcmtkTools, clean_orthanc: OrthancPeer, tmp_path: Path) -> None:
     sample = tmp_path / "sample"
-    subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "make_sample_study.py"), str(sample)], check=True, timeout=120
-    )
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make_sample_study.py"), str(sample)], check=True, timeout=120)
     files = sorted(sample.iterdir())
     assert len(files) == 40
     if Path("/usr/bin/dciodvfy").exists():
         check = subprocess.run(["dciodvfy", "-new", str(files[0])], capture_output=True, text=True, timeout=60)
         assert "Error" not in check.stderr + check.stdout, check.stderr
 
-    result = dcmtk.run("storescu", "-aec", clean_orthanc.ae_title, "+sd", "+r",
-                       clean_orthanc.host, str(clean_orthanc.dicom_port), sample, timeout=120)
+    result = dcmtk.run(
+        "storescu", "-aec", clean_orthanc.ae_title, "+sd", "+r", clean_orthanc.host, str(clean_orthanc.dicom_port), sample, timeout=120
+    )
 
     assert result.returncode == 0, result.stderr
     assert clean_orthanc.instance_count() == 40
 
 
-def test_orthanc_store_to_a_declared_modality(
-    dcmtk: DcmtkTools, clean_orthanc: OrthancPeer, tmp_path: Path
-) -> None:
+def test_orthanc_store_to_a_declared_modality(dcmtk: DcmtkTools, clean_orthanc: OrthancPeer, tmp_path: Path) -> None:
     if dcmtk.storescp is None:
         pytest.skip("storescp not installed")
     port = free_port()
@@ -111,7 +106,8 @@ def test_orthanc_store_to_a_declared_modality(
     received.mkdir()
     scp = subprocess.Popen(
         [str(dcmtk.storescp), "-aet", "SINK", "-od", str(received), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(0.3)
@@ -153,7 +149,8 @@ def test_orthanc_query_and_move_helpers(dcmtk: DcmtkTools, clean_orthanc: Orthan
     clean_orthanc.add_modality("sink", "SINK", "127.0.0.1", port)
     scp = subprocess.Popen(
         [str(dcmtk.storescp), "-aet", "SINK", "-od", str(received), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(0.3)

@@ -35,8 +35,7 @@ CLI = "from radpilot.cli import app; app(prog_name='radpilot')"
 
 def node_logs(nodes: dict[str, Node]) -> Callable[[], str]:
     """The tail of each worker node's log, for a failed wait."""
-    return lambda: "".join(f"\n--- {name} ---\n{node.log.read_text(errors='replace')[-3000:]}"
-                           for name, node in nodes.items())
+    return lambda: "".join(f"\n--- {name} ---\n{node.log.read_text(errors='replace')[-3000:]}" for name, node in nodes.items())
 
 
 class Node:
@@ -46,16 +45,34 @@ class Node:
         self.name = name
         self.log = tmp_path / f"{name}.log"
         command = [
-            sys.executable, "-c", CLI, "worker", "--broker-url", broker_url, "--database-url", database_url,
-            "--concurrency", "1", "--name", f"{name}@%h", "--runner", "tests.integration.job_runners:sleepy_runner",
-            "--lease-seconds", str(LEASE_S), "--visibility-timeout", str(VISIBILITY_TIMEOUT_S),
-            "--retry-base-seconds", str(RETRY.base_s), "--retry-max-seconds", str(RETRY.cap_s),
+            sys.executable,
+            "-c",
+            CLI,
+            "worker",
+            "--broker-url",
+            broker_url,
+            "--database-url",
+            database_url,
+            "--concurrency",
+            "1",
+            "--name",
+            f"{name}@%h",
+            "--runner",
+            "tests.integration.job_runners:sleepy_runner",
+            "--lease-seconds",
+            str(LEASE_S),
+            "--visibility-timeout",
+            str(VISIBILITY_TIMEOUT_S),
+            "--retry-base-seconds",
+            str(RETRY.base_s),
+            "--retry-max-seconds",
+            str(RETRY.cap_s),
         ]
-        env = subprocess_env(PYTHONPATH=str(REPO_ROOT), RADPILOT_LOG_LEVEL="INFO",
-                             **{JOURNAL_ENV: str(journal), SLEEP_ENV: str(SLEEP_S)})
+        env = subprocess_env(PYTHONPATH=str(REPO_ROOT), RADPILOT_LOG_LEVEL="INFO", **{JOURNAL_ENV: str(journal), SLEEP_ENV: str(SLEEP_S)})
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool processes at once."""
@@ -78,8 +95,9 @@ def cluster(fresh_redis_url: str, tmp_path: Path) -> Iterator[tuple[CeleryJobQue
     """The submitting side's queue, a function starting worker nodes, and the runners' journal."""
     database_url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
     journal = tmp_path / "journal.txt"
-    queue = CeleryJobQueue.from_urls(fresh_redis_url, database_url, config=WorkerConfig(lease_s=LEASE_S, retry=RETRY),
-                                     visibility_timeout_s=VISIBILITY_TIMEOUT_S)
+    queue = CeleryJobQueue.from_urls(
+        fresh_redis_url, database_url, config=WorkerConfig(lease_s=LEASE_S, retry=RETRY), visibility_timeout_s=VISIBILITY_TIMEOUT_S
+    )
     nodes: list[Node] = []
 
     def start(name: str) -> Node:
@@ -93,8 +111,14 @@ def cluster(fresh_redis_url: str, tmp_path: Path) -> Iterator[tuple[CeleryJobQue
 
 
 def spec(series: int, analysis: str = "sleepy", **overrides: object) -> JobSpec:
-    return JobSpec(analysis=analysis, analysis_version="1", study_instance_uid=f"2.25.{series}",
-                   series_instance_uid=f"2.25.{series}.1", instances=instances(series), **overrides)
+    return JobSpec(
+        analysis=analysis,
+        analysis_version="1",
+        study_instance_uid=f"2.25.{series}",
+        series_instance_uid=f"2.25.{series}.1",
+        instances=instances(series),
+        **overrides,
+    )
 
 
 def node_of(worker_id: str) -> str:
@@ -118,8 +142,7 @@ def test_killed_worker_node_every_job_completes_exactly_once(cluster) -> None:
     victim_node = node_of(queue.get(victim_id).worker_id)
     nodes[victim_node].kill()
 
-    wait_for(lambda: queue.stats().counts[JobState.DONE] == len(ids), 60, "every job to finish",
-             diagnostics=node_logs(nodes))
+    wait_for(lambda: queue.stats().counts[JobState.DONE] == len(ids), 60, "every job to finish", diagnostics=node_logs(nodes))
     jobs = {job_id: queue.get(job_id) for job_id in ids}
     assert jobs[victim_id].attempts == 2 and node_of(jobs[victim_id].worker_id) != victim_node
     assert sorted(s["job_id"] for s in queue.store.result_sets()) == sorted(ids)

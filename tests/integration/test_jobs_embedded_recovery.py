@@ -34,14 +34,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def spec(series: int) -> JobSpec:
-    return JobSpec(analysis="sleepy", analysis_version="1", study_instance_uid=f"2.25.{series}",
-                   series_instance_uid=f"2.25.{series}.1", instances=instances(series), destinations=("pacs",))
+    return JobSpec(
+        analysis="sleepy",
+        analysis_version="1",
+        study_instance_uid=f"2.25.{series}",
+        series_instance_uid=f"2.25.{series}.1",
+        instances=instances(series),
+        destinations=("pacs",),
+    )
 
 
 def test_sigkilled_worker_job_runs_again_elsewhere_exactly_once(database_url: str, tmp_path: Path) -> None:
     journal = tmp_path / "journal.txt"
-    pool = EmbeddedWorkerPool(database_url, functools.partial(make_sleepy_runner, str(journal), SLEEP_S),
-                              processes=2, config=CONFIG, name="recovery")
+    pool = EmbeddedWorkerPool(
+        database_url, functools.partial(make_sleepy_runner, str(journal), SLEEP_S), processes=2, config=CONFIG, name="recovery"
+    )
     pool.start()
     try:
         queue = pool.queue()
@@ -75,15 +82,18 @@ def test_sigkilled_worker_job_runs_again_elsewhere_exactly_once(database_url: st
 
 def test_sigterm_puts_a_running_job_back_without_counting_the_attempt(tmp_path: Path) -> None:
     journal = tmp_path / "journal.txt"
-    pool = EmbeddedWorkerPool(f"sqlite:///{tmp_path / 'index.sqlite3'}",
-                              functools.partial(make_sleepy_runner, str(journal), 3.0),
-                              processes=2, config=CONFIG, name="sigterm")
+    pool = EmbeddedWorkerPool(
+        f"sqlite:///{tmp_path / 'index.sqlite3'}",
+        functools.partial(make_sleepy_runner, str(journal), 3.0),
+        processes=2,
+        config=CONFIG,
+        name="sigterm",
+    )
     pool.start()
     try:
         queue = pool.queue()
         job_id = queue.submit(spec(1)).job.id
-        [(_, _, _, victim_pid)] = wait_for(lambda: [e for e in read_journal(journal) if e[0] == "start"], 30,
-                                           "the job to start")
+        [(_, _, _, victim_pid)] = wait_for(lambda: [e for e in read_journal(journal) if e[0] == "start"], 30, "the job to start")
         os.kill(victim_pid, signal.SIGTERM)
         done = wait_for(lambda: (job := queue.get(job_id)).state is JobState.DONE and job, 30, "the job to finish")
     finally:
@@ -96,9 +106,9 @@ def test_sigterm_puts_a_running_job_back_without_counting_the_attempt(tmp_path: 
 
 def test_stop_returns_although_a_worker_died_while_it_waited_for_work(tmp_path: Path) -> None:
     """A multiprocessing.Event.set() in stop() used to wait for ever on a waiter that had been killed."""
-    pool = EmbeddedWorkerPool(f"sqlite:///{tmp_path / 'index.sqlite3'}",
-                              functools.partial(make_sleepy_runner, None, 0.1),
-                              processes=2, config=CONFIG, name="idle")
+    pool = EmbeddedWorkerPool(
+        f"sqlite:///{tmp_path / 'index.sqlite3'}", functools.partial(make_sleepy_runner, None, 0.1), processes=2, config=CONFIG, name="idle"
+    )
     pool.start()
     [first, second] = wait_for(lambda: len(pool.pids) == 2 and pool.pids, 30, "two workers")
     time.sleep(1.0)  # both idle now, waiting for work

@@ -122,4 +122,3 @@ def test_same_acquisition_gives_similar_volumes_across_kernels(series_results: d
     sharp = series_results["LUNGCT-001"]["volume_ml"]["total"]
     soft = series_results["LUNGCT-002"]["volume_ml"]["total"]
     assert sharp == pytest.approx(soft, rel=0.03)
-

@@ -23,9 +23,22 @@ pytestmark = pytest.mark.integration
 
 def start_serve(data_dir: Path, dicom_port: int, http_port: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [str(REPO_ROOT / ".venv" / "bin" / "radpilot"), "serve", "--data-dir", str(data_dir),
-         "--dicom-port", str(dicom_port), "--http-port", str(http_port), "--workers", "0"],
-        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(REPO_ROOT / ".venv" / "bin" / "radpilot"),
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--dicom-port",
+            str(dicom_port),
+            "--http-port",
+            str(http_port),
+            "--workers",
+            "0",
+        ],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -41,9 +41,22 @@ def start_serve_in_own_group(data_dir: Path, log: Path) -> tuple[subprocess.Pope
     http_port = free_port()
     with open(log, "w") as output:
         process = subprocess.Popen(
-            [str(REPO_ROOT / ".venv" / "bin" / "radpilot"), "serve", "--data-dir", str(data_dir),
-             "--dicom-port", str(free_port()), "--http-port", str(http_port), "--workers", "2"],
-            env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(REPO_ROOT / ".venv" / "bin" / "radpilot"),
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--dicom-port",
+                str(free_port()),
+                "--http-port",
+                str(http_port),
+                "--workers",
+                "2",
+            ],
+            env=subprocess_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -75,11 +88,18 @@ def queue_series(archive: Archive, store: JobStore, files_or_datasets: list, ana
     for item in files_or_datasets:
         data = item.read_bytes() if isinstance(item, Path) else to_part10_bytes(item)
         assert archive.store_file_bytes(data, source_ae_title="CT1").outcome.accepted
-    first = pydicom.dcmread(files_or_datasets[0], stop_before_pixels=True) if isinstance(files_or_datasets[0], Path) \
-        else files_or_datasets[0]
+    first = (
+        pydicom.dcmread(files_or_datasets[0], stop_before_pixels=True) if isinstance(files_or_datasets[0], Path) else files_or_datasets[0]
+    )
     series_uid = str(first.SeriesInstanceUID)
-    spec = JobSpec(analysis=analysis, analysis_version=version, study_instance_uid=str(first.StudyInstanceUID),
-                   series_instance_uid=series_uid, instances=archive.instance_inputs(series_uid), timeout_s=600)
+    spec = JobSpec(
+        analysis=analysis,
+        analysis_version=version,
+        study_instance_uid=str(first.StudyInstanceUID),
+        series_instance_uid=series_uid,
+        instances=archive.instance_inputs(series_uid),
+        timeout_s=600,
+    )
     return store.submit(spec).job
 
 
@@ -91,8 +111,7 @@ def test_sigterm_stops_serve_quickly_and_keeps_the_jobs(tmp_path: Path, whole_gr
     # Queued before the stop and not due before it (as if waiting for a retry): no worker takes it.
     waiting = queue_series(archive, store, make_ct_series(3, rows=16, columns=16), "lung_ct_quant", "1.0.0")
     with store.sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == waiting.id)
-                        .values(next_attempt_at=store.clock() + timedelta(hours=1)))
+        session.execute(update(Job).where(Job.id == waiting.id).values(next_attempt_at=store.clock() + timedelta(hours=1)))
     # A real chest CT: lung_ct_quant runs for a while on it, so a worker is busy with it at the stop.
     chest_ct = sorted((shared_data_path() / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))
     if not chest_ct and services_required():
@@ -122,8 +141,7 @@ def test_sigterm_stops_serve_quickly_and_keeps_the_jobs(tmp_path: Path, whole_gr
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            pytest.fail(f"radpilot serve did not stop within {STOP_WITHIN_S:g} s of SIGTERM to its group:\n"
-                        f"{log.read_text()[-4000:]}")
+            pytest.fail(f"radpilot serve did not stop within {STOP_WITHIN_S:g} s of SIGTERM to its group:\n{log.read_text()[-4000:]}")
     output = log.read_text()
     assert process.returncode == 0, output
     assert took < STOP_WITHIN_S and "stopped" in output

@@ -27,8 +27,14 @@ from tests.helpers import REPO_ROOT, require_or_skip
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOT = Path("/tmp/radpilot_validation_report.png")
 SUBSET = 20
 
@@ -41,17 +47,37 @@ def workbench(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     data_dir = tmp_path_factory.mktemp("workbench") / "data"
     common = ["--data-dir", str(data_dir), "--data-root", str(shared_data_dir)]
     slices = subprocess.run(
-        [sys.executable, "-m", "radpilot.cli.validation", "validate", "lung_ct_quant", "--dataset", "ct-lung-slices",
-         "--limit", str(SUBSET), "--resamples", "500", "--json", *common],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "radpilot.cli.validation",
+            "validate",
+            "lung_ct_quant",
+            "--dataset",
+            "ct-lung-slices",
+            "--limit",
+            str(SUBSET),
+            "--resamples",
+            "500",
+            "--json",
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=240,
     )
     assert slices.returncode == 0, slices.stderr[-3000:]
     series = CliRunner().invoke(app, ["validate", "lung_ct_quant", "--dataset", "ct-lung", "--resamples", "500", *common])
     assert series.exit_code == 0, series.output
     runs = {r["dataset"]: r for r in json.loads(CliRunner().invoke(app, ["validate", "runs", "--json", *common[:2]]).stdout)}
-    return {"common": common, "slices_stdout": slices.stdout, "runs": runs,
-            "slices": json.loads(Path(runs["ct-lung-slices"]["result_path"]).read_text()),
-            "series": json.loads(Path(runs["ct-lung"]["result_path"]).read_text())}
+    return {
+        "common": common,
+        "slices_stdout": slices.stdout,
+        "runs": runs,
+        "slices": json.loads(Path(runs["ct-lung-slices"]["result_path"]).read_text()),
+        "series": json.loads(Path(runs["ct-lung"]["result_path"]).read_text()),
+    }
 
 
 def test_slices_subset_against_manual_masks(workbench: dict) -> None:

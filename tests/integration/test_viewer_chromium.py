@@ -62,8 +62,7 @@ class BrowserLog:
     def attach(self, page) -> None:  # noqa: ANN001 - playwright Page
         page.on("console", lambda msg: self.console.append(f"[{msg.type}] {msg.text}"))
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
-        page.on("requestfailed", lambda req: self.failed_requests.append(
-            f"{req.method} {req.url} -> {req.failure}"))
+        page.on("requestfailed", lambda req: self.failed_requests.append(f"{req.method} {req.url} -> {req.failure}"))
         page.on("response", self._on_response)
 
     def _on_response(self, response) -> None:  # noqa: ANN001 - playwright Response
@@ -129,8 +128,14 @@ def grey_std(png: bytes, box: dict[str, float] | None = None, central_fraction: 
     if box is not None:
         margin_x = box["width"] * (1 - central_fraction) / 2
         margin_y = box["height"] * (1 - central_fraction) / 2
-        image = image.crop((int(box["x"] + margin_x), int(box["y"] + margin_y),
-                            int(box["x"] + box["width"] - margin_x), int(box["y"] + box["height"] - margin_y)))
+        image = image.crop(
+            (
+                int(box["x"] + margin_x),
+                int(box["y"] + margin_y),
+                int(box["x"] + box["width"] - margin_x),
+                int(box["y"] + box["height"] - margin_y),
+            )
+        )
     return float(np.asarray(image, dtype=np.float32).std())
 
 

@@ -36,6 +36,12 @@ import pytest
 from radpilot.web.ohif import ohif_config
 from tests.fixtures.radpilot import RunningNode, radpilot_factory  # noqa: F401 - fixture
 from tests.helpers import require_or_skip
+from tests.integration.test_engine_end_to_end import (  # noqa: E402
+    COMPREHENSIVE_3D_SR,
+    SECONDARY_CAPTURE,
+    SEG,
+)
+from tests.integration.test_engine_end_to_end import RULES as ENGINE_RULES  # noqa: E402
 from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is a fixture
     CT_FOLDER,
     VIEWPORT_SIZE,
@@ -45,13 +51,6 @@ from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is 
     save_screenshot,
     visible_error_text,
 )
-
-from tests.integration.test_engine_end_to_end import (  # noqa: E402
-    COMPREHENSIVE_3D_SR,
-    SECONDARY_CAPTURE,
-    SEG,
-)
-from tests.integration.test_engine_end_to_end import RULES as ENGINE_RULES  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -125,8 +124,11 @@ def analysed_study(radpilot_factory, shared_data_dir: Path, tmp_path: Path) -> t
     runner.on_committed(job, output)
 
     assert [(j.analysis, j.state.value) for j in engine.queue.list()] == [("lung_ct_quant", "done")]
-    results = {i.sop_class_uid: i.sop_instance_uid for i in node.archive.instances_of(study_uid)
-               if i.sop_class_uid in (SEG, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE)}
+    results = {
+        i.sop_class_uid: i.sop_instance_uid
+        for i in node.archive.instances_of(study_uid)
+        if i.sop_class_uid in (SEG, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE)
+    }
     assert set(results) == {SEG, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE}, results
     assert sorted(output.sop_instance_uids) == sorted(results.values())
     logger.info("engine results in the archive after %.1f s: %s", time.monotonic() - started, results)
@@ -150,8 +152,10 @@ class Overlay:
         return float(np.nonzero(mask)[1].mean() / mask.shape[1]) if mask.any() else float("nan")
 
     def summary(self) -> str:
-        return (f"red {self.red.mean():.2%} of the viewport (mean x {self.mean_x(self.red):.2f}), "
-                f"green {self.green.mean():.2%} (mean x {self.mean_x(self.green):.2f})")
+        return (
+            f"red {self.red.mean():.2%} of the viewport (mean x {self.mean_x(self.red):.2f}), "
+            f"green {self.green.mean():.2%} (mean x {self.mean_x(self.green):.2f})"
+        )
 
 
 def viewport_pixels(png: bytes, box: dict[str, float], mode: str = "RGB") -> np.ndarray:
@@ -165,8 +169,9 @@ def viewport_pixels(png: bytes, box: dict[str, float], mode: str = "RGB") -> np.
 def measure_overlay(png: bytes, box: dict[str, float]) -> Overlay:
     rgb = viewport_pixels(png, box)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return Overlay(red=(r > MIN_CHANNEL) & (r - np.maximum(g, b) > CHANNEL_MARGIN),
-                   green=(g > MIN_CHANNEL) & (g - np.maximum(r, b) > CHANNEL_MARGIN))
+    return Overlay(
+        red=(r > MIN_CHANNEL) & (r - np.maximum(g, b) > CHANNEL_MARGIN), green=(g > MIN_CHANNEL) & (g - np.maximum(r, b) > CHANNEL_MARGIN)
+    )
 
 
 # ----------------------------------------------------------------------------- OHIF, as a reader uses it
@@ -198,7 +203,7 @@ def settled_screenshot(page) -> tuple[bytes, dict[str, float]]:  # noqa: ANN001 
     return page.screenshot(), box
 
 
-def test_ohif_draws_the_engines_seg_over_the_ct(browser, analysed_study, tmp_path: Path) -> None:  # noqa: ANN001
+def test_ohif_draws_the_engines_seg_over_the_ct(browser, analysed_study, tmp_path: Path) -> None:  # noqa: ANN001, F811 - the browser fixture
     node, study_uid = analysed_study
     prompt_expected = not ohif_config().get("disableConfirmationPrompts")
     log = BrowserLog()
@@ -225,8 +230,7 @@ def test_ohif_draws_the_engines_seg_over_the_ct(browser, analysed_study, tmp_pat
         rows = page.locator("[data-cy=data-row]")
         rows.nth(len(SEGMENTS) - 1).wait_for(state="visible")
         titles = [t.strip() for t in page.locator("[data-cy=data-row-title]").all_inner_texts()]
-        colours = page.locator("[data-cy=data-row-colorhex]").evaluate_all(
-            "els => els.map(e => getComputedStyle(e).backgroundColor)")
+        colours = page.locator("[data-cy=data-row-colorhex]").evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
         logger.info("segmentation panel: %s %s", titles, colours)
         assert titles == SEGMENTS, f"{titles}\n{log.report()}"
         assert colours == SEGMENT_COLOURS, colours

@@ -11,7 +11,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from radpilot.engine.jobs import JobSpec, Priority, RetryPolicy
 
 LEASE_S = 10.0
 
-START = datetime(2026, 3, 2, 8, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
 
 
 class FakeClock:
@@ -51,8 +51,7 @@ def instances(series: int, count: int = 3, changed: int | None = None) -> list[t
     return pairs
 
 
-def make_spec(series: int = 1, *, analysis: str = "lung_ct_quant", priority: Priority = Priority.ROUTINE,
-              **overrides: object) -> JobSpec:
+def make_spec(series: int = 1, *, analysis: str = "lung_ct_quant", priority: Priority = Priority.ROUTINE, **overrides: object) -> JobSpec:
     """A job spec on series ``series``."""
     values: dict[str, object] = dict(
         analysis=analysis,
@@ -124,7 +123,6 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store(database_url: str, clock: FakeClock) -> Iterator[JobStore]:
     """A migrated job store on the fake clock, retry delays 2, 4, 8 ... s."""
-    job_store = JobStore.from_url(database_url, retry=RetryPolicy(base_s=2, factor=2, cap_s=60),
-                                  clock=clock)
+    job_store = JobStore.from_url(database_url, retry=RetryPolicy(base_s=2, factor=2, cap_s=60), clock=clock)
     yield job_store
     job_store.close()

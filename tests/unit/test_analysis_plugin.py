@@ -35,7 +35,7 @@ from radpilot.modelhub.registry import file_sha256
 from radpilot.validation.gate import activate, check_activation
 from radpilot.validation.runner import validate
 from tests.unit.test_validation_runner import registry_with
-from tests.unit.validation_support import PHANTOM_SPACING, SERIES_MANIFEST_OPTIONS, make_series_dataset, manifest_dict
+from tests.unit.validation_support import SERIES_MANIFEST_OPTIONS, make_series_dataset, manifest_dict
 
 onnx = pytest.importorskip("onnx")
 
@@ -145,11 +145,20 @@ def write_threshold_model(folder: Path) -> None:
     folder.mkdir(parents=True)
     path = folder / f"{MODEL}.onnx"
     onnx.save(model, path)
-    (folder / "manifest.json").write_text(json.dumps({
-        "name": MODEL, "version": "0.1.0", "file": path.name, "sha256": file_sha256(path),
-        "input": {"name": "hu", "units": "HU"}, "labels": [{"name": "air", "value": 1}],
-        "intended_use": "example plug-in in RadPilot's tests", "training_data": {"none": "a fixed threshold"},
-    }))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "name": MODEL,
+                "version": "0.1.0",
+                "file": path.name,
+                "sha256": file_sha256(path),
+                "input": {"name": "hu", "units": "HU"},
+                "labels": [{"name": "air", "value": 1}],
+                "intended_use": "example plug-in in RadPilot's tests",
+                "training_data": {"none": "a fixed threshold"},
+            }
+        )
+    )
 
 
 @pytest.fixture
@@ -232,9 +241,17 @@ def test_a_plugin_analysis_is_validated_gated_run_and_encoded_without_editing_ra
 
     # Run and encoded by the engine's pipeline: SEG, TID 1500 SR and a key image in its declared window.
     runner = PipelineRunner(settings, archive, analyses=analyses)
-    job = SimpleNamespace(id=1, analysis=PACKAGE, analysis_version="0.1.0", study_instance_uid=study,
-                          series_instance_uid=series, input_sop_uids=(), idempotency_key="d" * 64,
-                          destinations=(), supersedes_job_id=None)
+    job = SimpleNamespace(
+        id=1,
+        analysis=PACKAGE,
+        analysis_version="0.1.0",
+        study_instance_uid=study,
+        series_instance_uid=series,
+        input_sop_uids=(),
+        idempotency_key="d" * 64,
+        destinations=(),
+        supersedes_job_id=None,
+    )
     output = runner(job)
     stored = {}
     for uid in output.sop_instance_uids:

@@ -105,8 +105,7 @@ def test_recovery_keeps_derived_objects_derived(archive: Archive, tmp_path: Path
 
     assert report["files_reindexed"] == 2 and report["temporaries_recovered"] == 1
     by_uid = {i.sop_instance_uid: i.derived for i in archive.instances_of(study_uid)}
-    assert by_uid == {str(results[0].SOPInstanceUID): True, str(results[1].SOPInstanceUID): True,
-                      str(source[0].SOPInstanceUID): False}
+    assert by_uid == {str(results[0].SOPInstanceUID): True, str(results[1].SOPInstanceUID): True, str(source[0].SOPInstanceUID): False}
 
 
 def test_series_summary_and_inputs(archive: Archive) -> None:

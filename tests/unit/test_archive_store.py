@@ -28,10 +28,7 @@ def archive(request, tmp_path: Path):
 
 def stored_files(archive: Archive) -> dict[str, str]:
     """Every stored file with the sha256 of its bytes (temporaries excluded)."""
-    return {
-        str(p.relative_to(archive.storage_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in archive.storage_dir.rglob("*.dcm")
-    }
+    return {str(p.relative_to(archive.storage_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in archive.storage_dir.rglob("*.dcm")}
 
 
 def test_store_writes_file_and_index_that_read_back_identical(archive: Archive) -> None:

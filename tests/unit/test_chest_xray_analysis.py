@@ -75,8 +75,13 @@ def jsrt_case(case_id: str) -> JsrtCase:
     for value, structure in ((1, "right_lung"), (2, "left_lung"), (3, "heart")):
         labels[np.array(Image.open(JSRT_DIR / "masks" / structure / f"{case_id}.png")) > 0] = value
     return JsrtCase(
-        case_id, pixels, labels, float(row["pixel_spacing_mm"]), float(row["ctr"]),
-        float(row["heart_width_mm"]), float(row["thorax_width_mm"]),
+        case_id,
+        pixels,
+        labels,
+        float(row["pixel_spacing_mm"]),
+        float(row["ctr"]),
+        float(row["heart_width_mm"]),
+        float(row["thorax_width_mm"]),
     )
 
 
@@ -149,8 +154,14 @@ def cr_monochrome1(pixels_512: np.ndarray, size: int = 1024, **kwargs) -> Datase
     resampled = ndimage.zoom(pixels_512.astype(np.float64), size / pixels_512.shape[0], order=1, mode="nearest")
     stored = np.clip(np.rint(4095.0 - resampled), 0, 4095).astype(np.uint16)
     spacing = round(512 * 0.7 / size, 4)
-    defaults = dict(modality="CR", sop_class_uid=CR_IMAGE_STORAGE, photometric="MONOCHROME1", imager_spacing_mm=None,
-                    pixel_spacing_mm=spacing, description="CHEST PA CR")
+    defaults = dict(
+        modality="CR",
+        sop_class_uid=CR_IMAGE_STORAGE,
+        photometric="MONOCHROME1",
+        imager_spacing_mm=None,
+        pixel_spacing_mm=spacing,
+        description="CHEST PA CR",
+    )
     defaults.update(kwargs)
     return radiograph_dataset(stored, **defaults)
 
@@ -182,7 +193,8 @@ def labels_of(findings: Findings) -> np.ndarray:
 
 def measurement(findings: Findings, name: str, site: str | None = None) -> float:
     [value] = [
-        m.value for m in findings.measurements
+        m.value
+        for m in findings.measurements
         if m.name.meaning == name and (site is None or (m.finding_site is not None and m.finding_site.meaning == site))
     ]
     return value
@@ -260,7 +272,7 @@ def test_dx_pa_film_masks_ctr_widths_areas_and_cardiomegaly(dx_result, big_heart
 
 def _line_crosses(line, labels: np.ndarray, value: int) -> float:  # noqa: ANN001
     """The fraction of the line's columns whose pixel on the line's row has label ``value``."""
-    (z0, y0, x0), (z1, y1, x1) = line.start_zyx, line.end_zyx
+    (_, y0, x0), (_, _, x1) = line.start_zyx, line.end_zyx
     row = int(round(y0))
     columns = np.arange(int(np.ceil(x0)), int(np.floor(x1)) + 1)
     return float((labels[row, columns] == value).mean())
@@ -467,8 +479,11 @@ def test_nodule_candidates_come_from_the_installed_detector(normal: JsrtCase) ->
     variants = [
         (radiograph_dataset(normal.pixels), centre, 0.7),
         (cr_monochrome1(normal.pixels), (2 * centre[0] + 0.5, 2 * centre[1] + 0.5), 0.35),
-        (radiograph_dataset(np.ascontiguousarray(normal.pixels[:, ::-1]), patient_orientation=("R", "F")),
-         (centre[0], 511 - centre[1]), 0.7),
+        (
+            radiograph_dataset(np.ascontiguousarray(normal.pixels[:, ::-1]), patient_orientation=("R", "F")),
+            (centre[0], 511 - centre[1]),
+            0.7,
+        ),
     ]
     for ds, (row, col), spacing in variants:
         findings, _ = run_analysis(ds)
@@ -527,8 +542,11 @@ def test_seg_sr_and_key_image_of_a_radiograph(dx_result) -> None:
     assert any(str(item.CodingSchemeDesignator) == "99RADPILOT" for item in sr.CodingSchemeIdentificationSequence)
     polylines = [i for i in items(sr) if i.ValueType == "SCOORD" and i.GraphicType == "POLYLINE"]
     assert len(polylines) == 2 and all(len(p.GraphicData) == 4 for p in polylines)
-    lengths = [float(i.MeasuredValueSequence[0].NumericValue) for i in items(sr)
-               if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "410668003"]
+    lengths = [
+        float(i.MeasuredValueSequence[0].NumericValue)
+        for i in items(sr)
+        if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "410668003"
+    ]
     assert lengths == [line.length_mm for line in findings.lines]
     assert key.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and key.BurnedInAnnotation == "YES"
     assert key.SourceImageSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID

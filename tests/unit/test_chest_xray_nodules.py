@@ -23,7 +23,7 @@ from radpilot.analyses.chest_xray.nodules import (
     detect_nodules,
 )
 from radpilot.modelhub.registry import ModelRegistry
-from tests.helpers import REPO_ROOT, require_or_skip
+from tests.helpers import REPO_ROOT
 
 MODEL_DIR = REPO_ROOT / "models" / MODEL_NAME
 TRAINING = REPO_ROOT / "training" / "chest_xray" / "nodules"
@@ -102,7 +102,7 @@ def test_detect_nodules_on_a_synthetic_image(registry: ModelRegistry, manifest: 
     image = 2000 + 600 * np.exp(-(((xx - 250) / 200) ** 2)) + rng.normal(0, 30, (rows, cols))
     for r, c in blobs:
         image += 500 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * sigma**2))
-    lungs = ((yy > 80) & (yy < 520) & (np.abs(xx - 250) > 40) & (np.abs(xx - 250) < 220))
+    lungs = (yy > 80) & (yy < 520) & (np.abs(xx - 250) > 40) & (np.abs(xx - 250) < 220)
     cands = detect_nodules(image, (0.7, 0.7), lungs, registry, score_threshold=0.0)
     assert isinstance(cands, list) and len(cands) > len(blobs)
     assert all(isinstance(c, NoduleCandidate) for c in cands)
@@ -145,12 +145,30 @@ def test_quick_training_and_export(tmp_path: Path, jsrt_dir: Path) -> None:
     pytest.importorskip("onnx")
     env = {**os.environ, "RADPILOT_SHARED_DATA": str(jsrt_dir.parent), "PYTHONPATH": str(REPO_ROOT)}
     out = tmp_path / "run"
-    subprocess.run([sys.executable, str(TRAINING / "train_nodules.py"), "--fold", "0", "--quick", "--threads", "1",
-                    "--out", str(out)], check=True, env=env, cwd=REPO_ROOT, timeout=600)
+    subprocess.run(
+        [sys.executable, str(TRAINING / "train_nodules.py"), "--fold", "0", "--quick", "--threads", "1", "--out", str(out)],
+        check=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
     assert (out / "last.pt").is_file()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and np.isfinite(log[0]["loss"])
-    subprocess.run([sys.executable, str(TRAINING / "export_nodules.py"), "--checkpoint", str(out / "last.pt"),
-                    "--cv-metrics", str(tmp_path / "absent.json"), "--out", str(tmp_path / "model")],
-                   check=True, env=env, cwd=REPO_ROOT, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            str(TRAINING / "export_nodules.py"),
+            "--checkpoint",
+            str(out / "last.pt"),
+            "--cv-metrics",
+            str(tmp_path / "absent.json"),
+            "--out",
+            str(tmp_path / "model"),
+        ],
+        check=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
     assert (tmp_path / "model" / "cxr_nodule_det_v1.onnx").stat().st_size < 20 * 1024 * 1024

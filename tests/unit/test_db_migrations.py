@@ -65,8 +65,9 @@ def test_migrating_imports_no_package_above_the_database_layer(tmp_path: Path) -
         f"migrate(make_engine('sqlite:///{tmp_path / 'index.sqlite3'}'))\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('radpilot'))))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT,
-                            env=subprocess_env(), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, env=subprocess_env(), timeout=120
+    )
     assert result.returncode == 0, result.stderr
     loaded = result.stdout.split()
     assert loaded and all(m == "radpilot" or m.startswith("radpilot.db") for m in loaded), loaded
@@ -80,27 +81,43 @@ def test_an_archive_written_before_derived_objects_opens_and_knows_its_results(t
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, "0004")
-        connection.execute(text(
-            "INSERT INTO patient (id, patient_id, patient_name, patient_birth_date, patient_sex) "
-            "VALUES (1, 'P1', 'DOE^JANE', '', '')"))
-        connection.execute(text(
-            "INSERT INTO study (id, study_instance_uid, patient_fk, study_date, study_time, accession_number, "
-            "study_id, study_description, referring_physician_name, created_at, updated_at) "
-            "VALUES (1, '2.25.1', 1, '20240102', '', '', '', '', '', :at, :at)"), {"at": "2026-11-30 10:00:00"})
+        connection.execute(
+            text("INSERT INTO patient (id, patient_id, patient_name, patient_birth_date, patient_sex) VALUES (1, 'P1', 'DOE^JANE', '', '')")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO study (id, study_instance_uid, patient_fk, study_date, study_time, accession_number, "
+                "study_id, study_description, referring_physician_name, created_at, updated_at) "
+                "VALUES (1, '2.25.1', 1, '20240102', '', '', '', '', '', :at, :at)"
+            ),
+            {"at": "2026-11-30 10:00:00"},
+        )
         for series_id, series_uid, number in ((1, "2.25.1.1", 1), (2, "2.25.1.2", 9901)):
-            connection.execute(text(
-                "INSERT INTO series (id, series_instance_uid, study_fk, modality, series_number, "
-                "series_description, body_part_examined, series_date, series_time, created_at, updated_at) "
-                "VALUES (:id, :uid, 1, 'CT', :number, '', '', '', '', :at, :at)"),
-                {"id": series_id, "uid": series_uid, "number": number, "at": "2026-11-30 10:00:00"})
+            connection.execute(
+                text(
+                    "INSERT INTO series (id, series_instance_uid, study_fk, modality, series_number, "
+                    "series_description, body_part_examined, series_date, series_time, created_at, updated_at) "
+                    "VALUES (:id, :uid, 1, 'CT', :number, '', '', '', '', :at, :at)"
+                ),
+                {"id": series_id, "uid": series_uid, "number": number, "at": "2026-11-30 10:00:00"},
+            )
         for series_id, sop_uid, source in ((1, "2.25.1.1.1", "CT1"), (2, "2.25.1.2.1", "RADPILOT-AI")):
-            connection.execute(text(
-                "INSERT INTO instance (sop_instance_uid, series_fk, sop_class_uid, transfer_syntax_uid, file_path, "
-                "file_size, content_sha256, source_ae_title, received_at) "
-                "VALUES (:uid, :series, '1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', :path, 1, :sha, "
-                ":source, :at)"),
-                {"uid": sop_uid, "series": series_id, "path": f"{sop_uid}.dcm", "sha": "0" * 64, "source": source,
-                 "at": "2026-11-30 10:00:00"})
+            connection.execute(
+                text(
+                    "INSERT INTO instance (sop_instance_uid, series_fk, sop_class_uid, transfer_syntax_uid, file_path, "
+                    "file_size, content_sha256, source_ae_title, received_at) "
+                    "VALUES (:uid, :series, '1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', :path, 1, :sha, "
+                    ":source, :at)"
+                ),
+                {
+                    "uid": sop_uid,
+                    "series": series_id,
+                    "path": f"{sop_uid}.dcm",
+                    "sha": "0" * 64,
+                    "source": source,
+                    "at": "2026-11-30 10:00:00",
+                },
+            )
     engine.dispose()
 
     archive = Archive(tmp_path / "dicom", url, durability="none")

@@ -81,9 +81,7 @@ def stow_body(parts: list[tuple[str, bytes]], boundary: str = "stowboundary") ->
 
 
 def post_stow(client: TestClient, parts: list[tuple[str, bytes]], url: str = "/dicomweb/studies"):  # noqa: ANN201
-    return client.post(
-        url, content=stow_body(parts), headers={"Content-Type": f'{DICOM_PART}; boundary="stowboundary"'}
-    )
+    return client.post(url, content=stow_body(parts), headers={"Content-Type": f'{DICOM_PART}; boundary="stowboundary"'})
 
 
 # -- QIDO-RS ---------------------------------------------------------------------------
@@ -147,9 +145,7 @@ def test_all_series_carry_study_attributes(archive: Archive, client: TestClient)
     (series,) = client.get("/dicomweb/series").json()
     assert series["00100020"]["Value"] == [ds.PatientID]
     assert series["0020000E"]["Value"] == [ds.SeriesInstanceUID]
-    assert series["00081190"]["Value"][0].endswith(
-        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-    )
+    assert series["00081190"]["Value"][0].endswith(f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}")
 
 
 # -- WADO-RS: instances and negotiation -----------------------------------------------
@@ -167,9 +163,7 @@ def test_single_part_instance_and_unknown_resources(archive: Archive, client: Te
     assert missing.status_code == 404
     assert "instance 9.9 is not in series" in missing.json()["error"]
     # a whole series cannot be one bare application/dicom body
-    other = store(
-        archive, to_part10_bytes(make_ct_dataset(study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID))
-    )
+    other = store(archive, to_part10_bytes(make_ct_dataset(study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID)))
     assert other.SeriesInstanceUID == ds.SeriesInstanceUID
     series_url = f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
     assert client.get(series_url, headers={"Accept": "application/dicom"}).status_code == 406
@@ -213,9 +207,7 @@ def test_rle_multiframe_frames_as_stored(archive: Archive, client: TestClient) -
     assert parts[0][0]["content-type"] == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.5"
     natural = multipart_parts(client.get(instance_path(ds) + "/frames/1"))
     assert natural[0][0]["content-type"] == "image/dicom-rle; transfer-syntax=1.2.840.10008.1.2.5"
-    plain = client.get(
-        instance_path(ds) + "/frames/1", headers={"Accept": 'multipart/related; type="application/octet-stream"'}
-    )
+    plain = client.get(instance_path(ds) + "/frames/1", headers={"Accept": 'multipart/related; type="application/octet-stream"'})
     assert plain.status_code == 406, "compressed frames are not decompressed"
 
 
@@ -287,9 +279,7 @@ def test_metadata_of_unknown_study_is_404(client: TestClient) -> None:
 
 
 def test_stow_wrong_content_types(client: TestClient) -> None:
-    assert (
-        client.post("/dicomweb/studies", content=b"x", headers={"Content-Type": "application/dicom"}).status_code == 415
-    )
+    assert client.post("/dicomweb/studies", content=b"x", headers={"Content-Type": "application/dicom"}).status_code == 415
     assert client.post("/dicomweb/studies", content=b"x").status_code == 415
     json_type = client.post(
         "/dicomweb/studies",
@@ -307,9 +297,7 @@ def test_stow_unparseable_or_empty_bodies(client: TestClient) -> None:
     garbage = client.post("/dicomweb/studies", content=b"garbage", headers=headers)
     assert garbage.status_code == 400
     assert "never appears" in garbage.json()["error"]
-    truncated = client.post(
-        "/dicomweb/studies", content=stow_body([("application/dicom", b"x" * 50)])[:-30], headers=headers
-    )
+    truncated = client.post("/dicomweb/studies", content=stow_body([("application/dicom", b"x" * 50)])[:-30], headers=headers)
     assert truncated.status_code == 400
     assert "truncated" in truncated.json()["error"]
     empty = client.post("/dicomweb/studies", content=b"--stowboundary--\r\n", headers=headers)
@@ -321,9 +309,7 @@ def test_stow_unparseable_or_empty_bodies(client: TestClient) -> None:
 def test_stow_body_over_the_limit_is_413(archive: Archive) -> None:
     small = make_client(archive, max_stow_bytes=1000)
     body = stow_body([("application/dicom", to_part10_bytes(make_ct_dataset()))])
-    response = small.post(
-        "/dicomweb/studies", content=body, headers={"Content-Type": f"{DICOM_PART}; boundary=stowboundary"}
-    )
+    response = small.post("/dicomweb/studies", content=body, headers={"Content-Type": f"{DICOM_PART}; boundary=stowboundary"})
     assert response.status_code == 413
     assert "1000 bytes" in response.json()["error"]
 
@@ -331,9 +317,7 @@ def test_stow_body_over_the_limit_is_413(archive: Archive) -> None:
         yield body[:600]
         yield body[600:]
 
-    streamed = small.post(
-        "/dicomweb/studies", content=chunks(), headers={"Content-Type": f"{DICOM_PART}; boundary=stowboundary"}
-    )
+    streamed = small.post("/dicomweb/studies", content=chunks(), headers={"Content-Type": f"{DICOM_PART}; boundary=stowboundary"})
     assert streamed.status_code == 413
     assert archive.instance_count() == 0
 
@@ -383,9 +367,7 @@ def test_stow_base64_part_and_missing_preamble(archive: Archive, client: TestCli
         + without_preamble.getvalue()
         + b"\r\n--stowboundary--"
     )
-    response = client.post(
-        "/dicomweb/studies", content=body, headers={"Content-Type": f"{DICOM_PART}; boundary=stowboundary"}
-    )
+    response = client.post("/dicomweb/studies", content=body, headers={"Content-Type": f"{DICOM_PART}; boundary=stowboundary"})
     assert response.status_code == 200, response.text
     assert archive.instance_count() == 2
 

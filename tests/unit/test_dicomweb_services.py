@@ -186,9 +186,7 @@ def test_stow_boundary_of_a_usable_content_type() -> None:
         ),
     ],
 )
-def test_stow_bodies_refused_as_a_whole(
-    archive: Archive, body: bytes, kind: StowRequestErrorKind, fragment: str
-) -> None:
+def test_stow_bodies_refused_as_a_whole(archive: Archive, body: bytes, kind: StowRequestErrorKind, fragment: str) -> None:
     with pytest.raises(StowRequestError, match=fragment) as caught:
         process_stow(archive, body, "bb", None, "http://x/dicomweb")
     assert caught.value.kind is kind

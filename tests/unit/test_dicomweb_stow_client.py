@@ -47,9 +47,7 @@ def sent(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[s
     return requests
 
 
-def test_files_are_streamed_with_their_length_declared(
-    archive: Archive, sent: list[tuple[dict[str, str], bytes]], tmp_path: Path
-) -> None:
+def test_files_are_streamed_with_their_length_declared(archive: Archive, sent: list[tuple[dict[str, str], bytes]], tmp_path: Path) -> None:
     paths = write_part10(make_ct_series(3), tmp_path / "out")
     answer = stow(BASE_URL, paths)
     assert archive.instance_count() == 3

@@ -67,8 +67,9 @@ def test_echo_succeeds_against_a_listening_node(runner: CliRunner, nodes_file: P
     assert "success" in result.output
 
 
-@pytest.mark.parametrize("command", [["echo", "nosuchnode"], ["send", "nosuchnode", "."], ["find", "nosuchnode"],
-                                     ["pull", "nosuchnode", "1.2.3"]])
+@pytest.mark.parametrize(
+    "command", [["echo", "nosuchnode"], ["send", "nosuchnode", "."], ["find", "nosuchnode"], ["pull", "nosuchnode", "1.2.3"]]
+)
 def test_unknown_node_exits_2_listing_the_known_nodes(runner: CliRunner, nodes_file: Path, command: list[str]) -> None:
     result = runner.invoke(cli.app, [*command, "--nodes-file", str(nodes_file)])
     assert result.exit_code == 2
@@ -77,8 +78,7 @@ def test_unknown_node_exits_2_listing_the_known_nodes(runner: CliRunner, nodes_f
 
 
 def test_echo_to_a_node_that_is_down_exits_1_naming_it(runner: CliRunner, tmp_path: Path) -> None:
-    down = write_nodes_file(tmp_path / "down.yaml", RemoteNode(name="down", ae_title="DOWN", host="127.0.0.1",
-                                                                port=free_port()))
+    down = write_nodes_file(tmp_path / "down.yaml", RemoteNode(name="down", ae_title="DOWN", host="127.0.0.1", port=free_port()))
     result = runner.invoke(cli.app, ["echo", "down", "--nodes-file", str(down)])
     assert result.exit_code == 1
     assert "cannot connect to DICOM node 'down'" in result.output
@@ -100,8 +100,9 @@ def test_send_a_folder_stores_every_file_and_summarises(runner: CliRunner, nodes
 def test_send_exits_1_when_a_file_is_refused(runner: CliRunner, nodes_file: Path, pacs, tmp_path: Path) -> None:  # noqa: ANN001
     first = make_ct_dataset(patient_name="FIRST")
     assert pacs.archive.store_file_bytes(to_part10_bytes(first)).outcome.accepted
-    conflicting = make_ct_dataset(sop_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID,
-                                  series_uid=first.SeriesInstanceUID, patient_name="SECOND")
+    conflicting = make_ct_dataset(
+        sop_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID, patient_name="SECOND"
+    )
     (path,) = write_part10([conflicting], tmp_path / "bad")
 
     result = runner.invoke(cli.app, ["send", "pacs", str(path), "--nodes-file", str(nodes_file)])
@@ -123,8 +124,9 @@ def pacs_with_studies(pacs) -> dict[str, str]:  # noqa: ANN001
 
 
 def test_find_prints_json_matches(runner: CliRunner, nodes_file: Path, pacs_with_studies: dict[str, str]) -> None:
-    result = runner.invoke(cli.app, ["find", "pacs", "--level", "study", "--study-date", "20200101-20201231",
-                                     "--json", "--nodes-file", str(nodes_file)])
+    result = runner.invoke(
+        cli.app, ["find", "pacs", "--level", "study", "--study-date", "20200101-20201231", "--json", "--nodes-file", str(nodes_file)]
+    )
 
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
@@ -134,8 +136,11 @@ def test_find_prints_json_matches(runner: CliRunner, nodes_file: Path, pacs_with
 
 
 def test_find_prints_a_table_at_series_level(runner: CliRunner, nodes_file: Path, pacs_with_studies: dict[str, str]) -> None:
-    result = runner.invoke(cli.app, ["find", "pacs", "--level", "series", "--patient-id", "P2", "-k", "SeriesDate=",
-                                     "--nodes-file", str(nodes_file)], env={"COLUMNS": "400"})
+    result = runner.invoke(
+        cli.app,
+        ["find", "pacs", "--level", "series", "--patient-id", "P2", "-k", "SeriesDate=", "--nodes-file", str(nodes_file)],
+        env={"COLUMNS": "400"},
+    )
 
     assert result.exit_code == 0, result.output
     assert "SeriesInstanceUID" in result.stdout and "SeriesDate" in result.stdout
@@ -143,20 +148,36 @@ def test_find_prints_a_table_at_series_level(runner: CliRunner, nodes_file: Path
 
 
 def test_pull_retrieves_a_study_into_the_local_archive(
-    runner: CliRunner, radpilot_factory, tmp_path: Path  # noqa: ANN001
+    runner: CliRunner,
+    radpilot_factory,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     our_port = free_port()
-    source = radpilot_factory(ae_title="SOURCE", nodes=[RemoteNode(name="us", ae_title="LOCAL", host="127.0.0.1",
-                                                                    port=our_port)])
+    source = radpilot_factory(ae_title="SOURCE", nodes=[RemoteNode(name="us", ae_title="LOCAL", host="127.0.0.1", port=our_port)])
     study_uid = generate_uid()
     for ds in make_ct_series(3, study_uid=study_uid):
         assert source.archive.store_file_bytes(to_part10_bytes(ds)).outcome.accepted
-    nodes = write_nodes_file(tmp_path / "nodes.yaml", RemoteNode(name="source", ae_title="SOURCE", host="127.0.0.1",
-                                                                  port=source.dicom_port))
+    nodes = write_nodes_file(
+        tmp_path / "nodes.yaml", RemoteNode(name="source", ae_title="SOURCE", host="127.0.0.1", port=source.dicom_port)
+    )
     data_dir = tmp_path / "local"
 
-    result = runner.invoke(cli.app, ["pull", "source", study_uid, "--nodes-file", str(nodes), "--data-dir",
-                                     str(data_dir), "--ae-title", "LOCAL", "--dicom-port", str(our_port)])
+    result = runner.invoke(
+        cli.app,
+        [
+            "pull",
+            "source",
+            study_uid,
+            "--nodes-file",
+            str(nodes),
+            "--data-dir",
+            str(data_dir),
+            "--ae-title",
+            "LOCAL",
+            "--dicom-port",
+            str(our_port),
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     assert "3 completed, 0 failed" in result.output

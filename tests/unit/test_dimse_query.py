@@ -43,22 +43,57 @@ def _store(archive, ds: Dataset) -> None:  # noqa: ANN001
 def populated(radpilot) -> tuple:  # noqa: ANN001
     archive = radpilot.archive
     content = Content(
-        study_a=generate_uid(), study_b=generate_uid(), study_c=generate_uid(),
-        series_a_ct=generate_uid(), series_a_sr=generate_uid(), series_b_mr=generate_uid(), sop_a_ct=[],
+        study_a=generate_uid(),
+        study_b=generate_uid(),
+        study_c=generate_uid(),
+        series_a_ct=generate_uid(),
+        series_a_sr=generate_uid(),
+        series_b_mr=generate_uid(),
+        sop_a_ct=[],
     )
     for number in range(1, 4):
-        ds = make_ct_dataset(study_uid=content.study_a, series_uid=content.series_a_ct, patient_id="PAT-A",
-                             patient_name="DOE^JANE", study_date="20200315", study_time="101500",
-                             accession="ACC-A", instance_number=number, seed=number)
+        ds = make_ct_dataset(
+            study_uid=content.study_a,
+            series_uid=content.series_a_ct,
+            patient_id="PAT-A",
+            patient_name="DOE^JANE",
+            study_date="20200315",
+            study_time="101500",
+            accession="ACC-A",
+            instance_number=number,
+            seed=number,
+        )
         content.sop_a_ct.append(ds.SOPInstanceUID)
         _store(archive, ds)
-    _store(archive, make_ct_dataset(study_uid=content.study_a, series_uid=content.series_a_sr, patient_id="PAT-A",
-                                    patient_name="DOE^JANE", study_date="20200315", modality="SR", series_number=2))
-    _store(archive, make_ct_dataset(study_uid=content.study_b, series_uid=content.series_b_mr, patient_id="PAT-B",
-                                    patient_name="MÜLLER^ANNA", study_date="20210620", study_time="083000",
-                                    accession="ACC-B", modality="MR"))
-    _store(archive, make_ct_dataset(study_uid=content.study_c, patient_id="PAT-A", patient_name="DOE^JANE",
-                                    study_date="20220101", accession="ACC-C"))
+    _store(
+        archive,
+        make_ct_dataset(
+            study_uid=content.study_a,
+            series_uid=content.series_a_sr,
+            patient_id="PAT-A",
+            patient_name="DOE^JANE",
+            study_date="20200315",
+            modality="SR",
+            series_number=2,
+        ),
+    )
+    _store(
+        archive,
+        make_ct_dataset(
+            study_uid=content.study_b,
+            series_uid=content.series_b_mr,
+            patient_id="PAT-B",
+            patient_name="MÜLLER^ANNA",
+            study_date="20210620",
+            study_time="083000",
+            accession="ACC-B",
+            modality="MR",
+        ),
+    )
+    _store(
+        archive,
+        make_ct_dataset(study_uid=content.study_c, patient_id="PAT-A", patient_name="DOE^JANE", study_date="20220101", accession="ACC-C"),
+    )
     return radpilot, content
 
 
@@ -105,17 +140,24 @@ def query(level: str, **keys: object) -> Dataset:
         ({"PatientName": ""}, {"study_a", "study_b", "study_c"}),
     ],
     ids=[
-        "name-wildcard", "name-prefix-case-insensitive", "id-single-char-wildcard", "date-range", "date-open-end",
-        "date-open-start", "accession", "modalities-in-study", "modalities-list", "uid-list", "time-range",
+        "name-wildcard",
+        "name-prefix-case-insensitive",
+        "id-single-char-wildcard",
+        "date-range",
+        "date-open-end",
+        "date-open-start",
+        "accession",
+        "modalities-in-study",
+        "modalities-list",
+        "uid-list",
+        "time-range",
         "universal",
     ],
 )
 def test_study_level_matching(populated, keys: dict, expected: set[str]) -> None:  # noqa: ANN001
     node, content = populated
     uids = {name: getattr(content, name) for name in ("study_a", "study_b", "study_c")}
-    resolved = {
-        k: "\\".join(uids.get(part.strip("<>"), part) for part in str(v).split("\\")) for k, v in keys.items()
-    }
+    resolved = {k: "\\".join(uids.get(part.strip("<>"), part) for part in str(v).split("\\")) for k, v in keys.items()}
     matches, final = c_find(node, query("STUDY", **{"StudyInstanceUID": "", **resolved}))
 
     assert final.Status == 0x0000
@@ -126,14 +168,26 @@ def test_study_level_matching(populated, keys: dict, expected: set[str]) -> None
 def test_study_level_returns_exactly_the_requested_keys_with_computed_values(populated) -> None:  # noqa: ANN001
     node, content = populated
     identifier = query(
-        "STUDY", StudyInstanceUID=content.study_a, PatientName="", StudyDate="", ModalitiesInStudy="",
-        NumberOfStudyRelatedInstances="", NumberOfStudyRelatedSeries="", InstitutionName="",
+        "STUDY",
+        StudyInstanceUID=content.study_a,
+        PatientName="",
+        StudyDate="",
+        ModalitiesInStudy="",
+        NumberOfStudyRelatedInstances="",
+        NumberOfStudyRelatedSeries="",
+        InstitutionName="",
     )
     (match,), _ = c_find(node, identifier)
 
     assert {e.keyword for e in match} == {
-        "QueryRetrieveLevel", "StudyInstanceUID", "PatientName", "StudyDate", "ModalitiesInStudy",
-        "NumberOfStudyRelatedInstances", "NumberOfStudyRelatedSeries", "InstitutionName",
+        "QueryRetrieveLevel",
+        "StudyInstanceUID",
+        "PatientName",
+        "StudyDate",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedInstances",
+        "NumberOfStudyRelatedSeries",
+        "InstitutionName",
     }
     assert match.QueryRetrieveLevel == "STUDY"
     assert str(match.PatientName) == "DOE^JANE"
@@ -146,8 +200,7 @@ def test_study_level_returns_exactly_the_requested_keys_with_computed_values(pop
 
 def test_series_level_matches_within_a_study(populated) -> None:  # noqa: ANN001
     node, content = populated
-    identifier = query("SERIES", StudyInstanceUID=content.study_a, SeriesInstanceUID="", Modality="CT",
-                       NumberOfSeriesRelatedInstances="")
+    identifier = query("SERIES", StudyInstanceUID=content.study_a, SeriesInstanceUID="", Modality="CT", NumberOfSeriesRelatedInstances="")
     (match,), final = c_find(node, identifier)
 
     assert final.Status == 0x0000
@@ -162,10 +215,17 @@ def test_series_level_matches_within_a_study(populated) -> None:  # noqa: ANN001
 )
 def test_image_level_matching(populated, keys: dict, count: int) -> None:  # noqa: ANN001
     node, content = populated
-    values = {k: str(v).replace("<first>", content.sop_a_ct[0]).replace("<last>", content.sop_a_ct[-1])
-              for k, v in keys.items()}
-    identifier = query("IMAGE", **{"StudyInstanceUID": content.study_a, "SeriesInstanceUID": content.series_a_ct,
-                                   "SOPInstanceUID": "", "SOPClassUID": "", **values})
+    values = {k: str(v).replace("<first>", content.sop_a_ct[0]).replace("<last>", content.sop_a_ct[-1]) for k, v in keys.items()}
+    identifier = query(
+        "IMAGE",
+        **{
+            "StudyInstanceUID": content.study_a,
+            "SeriesInstanceUID": content.series_a_ct,
+            "SOPInstanceUID": "",
+            "SOPClassUID": "",
+            **values,
+        },
+    )
     matches, final = c_find(node, identifier)
 
     assert final.Status == 0x0000
@@ -176,8 +236,7 @@ def test_image_level_matching(populated, keys: dict, count: int) -> None:  # noq
 @pytest.mark.parametrize("model", [PATIENT_ROOT, PATIENT_STUDY_ONLY], ids=["patient-root", "patient-study-only"])
 def test_patient_level_with_computed_counts(populated, model: str) -> None:  # noqa: ANN001
     node, _ = populated
-    identifier = query("PATIENT", PatientID="PAT-A", PatientName="", NumberOfPatientRelatedStudies="",
-                       NumberOfPatientRelatedInstances="")
+    identifier = query("PATIENT", PatientID="PAT-A", PatientName="", NumberOfPatientRelatedStudies="", NumberOfPatientRelatedInstances="")
     (match,), final = c_find(node, identifier, model)
 
     assert final.Status == 0x0000
@@ -210,8 +269,7 @@ def test_non_ascii_names_come_back_in_utf8(populated) -> None:  # noqa: ANN001
         (STUDY_ROOT, "STUDY", {"StudyDate": "last week"}, "StudyDate"),
         (STUDY_ROOT, "STUDY", {"SeriesInstanceUID": "1.2.3"}, "SeriesInstanceUID"),
     ],
-    ids=["patient-level-in-study-root", "unknown-level", "series-in-patient-study-only", "bad-date",
-         "matching-below-level"],
+    ids=["patient-level-in-study-root", "unknown-level", "series-in-patient-study-only", "bad-date", "matching-below-level"],
 )
 def test_bad_query_fails_with_a_reason(populated, model: str, level: str, keys: dict, expected_in_comment: str) -> None:  # noqa: ANN001
     node, _ = populated

@@ -12,7 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, build_context, build_role, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, build_role, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -30,7 +30,7 @@ STUDY_MOVE = StudyRootQueryRetrieveInformationModelMove
 
 
 def dataset_body(data: bytes) -> bytes:
-    return data[144 + int.from_bytes(data[140:144], "little"):]
+    return data[144 + int.from_bytes(data[140:144], "little") :]
 
 
 @dataclass
@@ -59,10 +59,12 @@ def study_on(radpilot_factory):  # noqa: ANN001, ANN201
     def _make(**settings) -> tuple:
         node = radpilot_factory(**settings)
         study_uid = generate_uid()
-        datasets = [*make_ct_series(3, study_uid=study_uid), _compressed_instance("JPEG2000.dcm", study_uid),
-                    _compressed_instance("SC_rgb_rle.dcm", study_uid)]
-        study = StoredStudy(study_uid, sorted({str(d.SeriesInstanceUID) for d in datasets}),
-                            [str(d.SOPInstanceUID) for d in datasets])
+        datasets = [
+            *make_ct_series(3, study_uid=study_uid),
+            _compressed_instance("JPEG2000.dcm", study_uid),
+            _compressed_instance("SC_rgb_rle.dcm", study_uid),
+        ]
+        study = StoredStudy(study_uid, sorted({str(d.SeriesInstanceUID) for d in datasets}), [str(d.SOPInstanceUID) for d in datasets])
         for ds in datasets:
             result = node.archive.store_file_bytes(to_part10_bytes(ds), source_ae_title="TEST")
             assert result.outcome.accepted, result.message
@@ -118,8 +120,14 @@ def c_get(node, study: StoredStudy, request: Dataset, model: str = STUDY_GET) ->
     contexts = [build_context(model)] + [build_context(cls, [ts]) for cls, ts in sorted(pairs)]
     roles = [build_role(cls, scp_role=True) for cls in sorted({cls for cls, _ in pairs})]
     ae = AE(ae_title="GETSCU")
-    assoc = ae.associate("127.0.0.1", node.dicom_port, contexts=contexts, ae_title=node.ae_title, ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, received.handle_store)])
+    assoc = ae.associate(
+        "127.0.0.1",
+        node.dicom_port,
+        contexts=contexts,
+        ae_title=node.ae_title,
+        ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, received.handle_store)],
+    )
     assert assoc.is_established
     try:
         final = [status for status, _ in assoc.send_c_get(request, model)][-1]
@@ -175,8 +183,7 @@ def test_c_get_at_lower_levels_returns_only_what_matches(study_on, level: str) -
 
 def test_c_get_with_patient_root_at_patient_level(study_on) -> None:  # noqa: ANN001
     node, study = study_on()
-    received, final = c_get(node, study, identifier("PATIENT", PatientID="PAT001"),
-                            PatientRootQueryRetrieveInformationModelGet)
+    received, final = c_get(node, study, identifier("PATIENT", PatientID="PAT001"), PatientRootQueryRetrieveInformationModelGet)
     assert final.Status == 0x0000
     assert sorted(received.bodies) == sorted(study.sop_uids)
 
@@ -190,8 +197,7 @@ def test_c_get_without_a_unique_key_fails_with_a_reason(study_on) -> None:  # no
     assert received.bodies == {}
 
 
-@pytest.mark.parametrize("model", [STUDY_MOVE, PatientRootQueryRetrieveInformationModelMove],
-                         ids=["study-root", "patient-root"])
+@pytest.mark.parametrize("model", [STUDY_MOVE, PatientRootQueryRetrieveInformationModelMove], ids=["study-root", "patient-root"])
 def test_c_move_sends_the_study_to_a_configured_destination(study_on, destination, model: str) -> None:  # noqa: ANN001
     dest_node, received = destination
     node, study = study_on(nodes=[dest_node])

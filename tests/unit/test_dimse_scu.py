@@ -18,8 +18,7 @@ from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes, wr
 from tests.helpers import free_port
 
 # (MR_small_implicit.dcm is the big endian file's instance re-encoded: same UID, other bytes, so a conflict.)
-COMPRESSED_AND_ODD_FILES = ["JPEG2000.dcm", "SC_rgb_rle.dcm", "image_dfl.dcm", "MR_small_bigendian.dcm",
-                            "SC_rgb_jpeg_dcmtk.dcm"]
+COMPRESSED_AND_ODD_FILES = ["JPEG2000.dcm", "SC_rgb_rle.dcm", "image_dfl.dcm", "MR_small_bigendian.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
 
 
 def as_node(running, name: str = "target") -> RemoteNode:  # noqa: ANN001
@@ -27,7 +26,7 @@ def as_node(running, name: str = "target") -> RemoteNode:  # noqa: ANN001
 
 
 def dataset_body(data: bytes) -> bytes:
-    return data[144 + int.from_bytes(data[140:144], "little"):]
+    return data[144 + int.from_bytes(data[140:144], "little") :]
 
 
 def stored_bodies(archive: Archive) -> dict[str, bytes]:
@@ -95,8 +94,9 @@ def test_send_stores_files_as_they_are_and_skips_non_dicom(radpilot, sender_sett
 
 def test_send_reports_refused_files_per_file(radpilot, sender_settings: Settings, tmp_path: Path) -> None:  # noqa: ANN001
     first = make_ct_dataset(patient_name="FIRST")
-    conflicting = make_ct_dataset(sop_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID,
-                                  series_uid=first.SeriesInstanceUID, patient_name="SECOND")
+    conflicting = make_ct_dataset(
+        sop_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID, patient_name="SECOND"
+    )
     ok_path, bad_path = write_part10([first], tmp_path / "a") + write_part10([conflicting], tmp_path / "b")
 
     report = scu.send(sender_settings, as_node(radpilot), [ok_path, bad_path])
@@ -108,7 +108,9 @@ def test_send_reports_refused_files_per_file(radpilot, sender_settings: Settings
 
 
 def test_send_splits_more_than_128_presentation_contexts_over_associations(
-    radpilot, sender_settings: Settings, tmp_path: Path  # noqa: ANN001
+    radpilot,
+    sender_settings: Settings,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     classes = [str(c.abstract_syntax) for c in AllStoragePresentationContexts][:70]
     datasets = []
@@ -144,9 +146,12 @@ def test_find_returns_matches_with_the_requested_keys(radpilot, sender_settings:
     for ds in [*study, *other]:
         assert radpilot.archive.store_file_bytes(to_part10_bytes(ds)).outcome.accepted
 
-    matches = scu.find(sender_settings, as_node(radpilot), "study",
-                       {"PatientName": "FIND*", "StudyDate": "20230101-20231231", "StudyInstanceUID": "",
-                        "NumberOfStudyRelatedInstances": ""})
+    matches = scu.find(
+        sender_settings,
+        as_node(radpilot),
+        "study",
+        {"PatientName": "FIND*", "StudyDate": "20230101-20231231", "StudyInstanceUID": "", "NumberOfStudyRelatedInstances": ""},
+    )
 
     assert [m.StudyInstanceUID for m in matches] == [study[0].StudyInstanceUID]
     assert int(matches[0].NumberOfStudyRelatedInstances) == 2
@@ -182,8 +187,7 @@ def source_with_study(radpilot_factory, tmp_path: Path):  # noqa: ANN001, ANN201
 
 def test_pull_without_a_running_listener_starts_one_for_the_move(source_with_study, tmp_path: Path) -> None:  # noqa: ANN001
     source, puller_port, study_uid, _ = source_with_study
-    settings = Settings(data_dir=tmp_path / "puller", ae_title="PULLER", dicom_port=puller_port,
-                        nodes=[as_node(source, "source")])
+    settings = Settings(data_dir=tmp_path / "puller", ae_title="PULLER", dicom_port=puller_port, nodes=[as_node(source, "source")])
 
     report = scu.pull(settings, "source", study_uid)
 
@@ -211,8 +215,7 @@ def test_pull_of_one_series_into_a_running_node(source_with_study, radpilot_fact
 
 def test_pull_from_a_node_that_does_not_know_us_explains_the_a801(source_with_study, tmp_path: Path) -> None:  # noqa: ANN001
     source, _, study_uid, _ = source_with_study
-    settings = Settings(data_dir=tmp_path / "stranger", ae_title="STRANGER", dicom_port=free_port(),
-                        nodes=[as_node(source, "source")])
+    settings = Settings(data_dir=tmp_path / "stranger", ae_title="STRANGER", dicom_port=free_port(), nodes=[as_node(source, "source")])
 
     with pytest.raises(scu.DimseStatusError, match=r"does not know the move destination 'STRANGER'.*0xA801"):
         scu.pull(settings, "source", study_uid)
@@ -258,8 +261,11 @@ def test_send_reports_files_the_peer_cannot_take_and_sends_the_rest(sender_setti
     ae = AE(ae_title="PLAIN")
     ae.add_supported_context("1.2.840.10008.5.1.4.1.1.2", [ExplicitVRLittleEndian])  # CT, uncompressed only
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[
-        (evt.EVT_C_STORE, lambda event: received.append(str(event.request.AffectedSOPInstanceUID)) or 0x0000)])
+    server = ae.start_server(
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, lambda event: received.append(str(event.request.AffectedSOPInstanceUID)) or 0x0000)],
+    )
     try:
         node = RemoteNode(name="plain", ae_title="PLAIN", host="127.0.0.1", port=port)
         report = scu.send(sender_settings, node, [Path(j2k), ct])

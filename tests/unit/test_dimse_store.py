@@ -71,9 +71,7 @@ def prepare_transfer_syntax_file(syntax: str, folder: Path) -> Path:
     """A Part 10 file in ``syntax`` with all the UIDs the archive needs."""
     source = local_test_file(TRANSFER_SYNTAX_FILES[syntax])
     ds = pydicom.dcmread(source)
-    if str(ds.file_meta.TransferSyntaxUID) == syntax and all(
-        k in ds for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-    ):
+    if str(ds.file_meta.TransferSyntaxUID) == syntax and all(k in ds for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")):
         return source
     # Relabel (.70 -> .57) or add the UIDs a test file lacks; pixel data stays as it is.
     ds.file_meta.TransferSyntaxUID = syntax
@@ -120,7 +118,10 @@ def test_echo_answers_success(radpilot) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("syntax", sorted(TRANSFER_SYNTAX_FILES))
 def test_store_keeps_the_dataset_bytes_of_every_transfer_syntax(
-    radpilot, tmp_path: Path, syntax: str, send_files_as_stored: None  # noqa: ANN001
+    radpilot,
+    tmp_path: Path,
+    syntax: str,
+    send_files_as_stored: None,  # noqa: ANN001
 ) -> None:
     path = prepare_transfer_syntax_file(syntax, tmp_path)
     sent = path.read_bytes()
@@ -133,13 +134,15 @@ def test_store_keeps_the_dataset_bytes_of_every_transfer_syntax(
     assert status.Status == 0x0000, status
     (stored,) = stored_files(radpilot.archive)
     kept = stored.read_bytes()
-    assert kept[dataset_offset(kept):] == sent[dataset_offset(sent):]
+    assert kept[dataset_offset(kept) :] == sent[dataset_offset(sent) :]
     assert str(pydicom.dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID) == syntax
 
 
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"])
 def test_store_of_a_decoded_dataset_keeps_compressed_pixel_data_identical(
-    radpilot, tmp_path: Path, syntax: str  # noqa: ANN001
+    radpilot,
+    tmp_path: Path,
+    syntax: str,  # noqa: ANN001
 ) -> None:
     ds = pydicom.dcmread(prepare_transfer_syntax_file(syntax, tmp_path))
     context = build_context(ds.SOPClassUID, [syntax])
@@ -157,8 +160,17 @@ def make_instance_of_class(kind: str) -> Dataset:
     ds.SOPClassUID = SOP_CLASSES[kind]
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     if kind in NON_IMAGE_CLASSES:
-        for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
-                        "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation"):
+        for keyword in (
+            "PixelData",
+            "Rows",
+            "Columns",
+            "BitsAllocated",
+            "BitsStored",
+            "HighBit",
+            "PixelRepresentation",
+            "SamplesPerPixel",
+            "PhotometricInterpretation",
+        ):
             delattr(ds, keyword)
     if "SR" in kind:
         ds.ValueType = "CONTAINER"
@@ -192,8 +204,9 @@ def test_identical_resend_succeeds_and_stores_one_copy(radpilot) -> None:  # noq
 
 def test_conflicting_resend_is_refused_and_the_first_copy_kept(radpilot) -> None:  # noqa: ANN001
     first = make_ct_dataset(patient_name="FIRST^COPY")
-    second = make_ct_dataset(sop_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID,
-                             series_uid=first.SeriesInstanceUID, patient_name="OTHER^CONTENT")
+    second = make_ct_dataset(
+        sop_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID, patient_name="OTHER^CONTENT"
+    )
 
     with association(radpilot) as assoc:
         assert assoc.send_c_store(first).Status == 0x0000
@@ -222,7 +235,9 @@ def test_dataset_without_study_uid_is_refused_naming_the_attribute(radpilot) -> 
 
 
 def test_dataset_without_sop_instance_uid_is_refused_naming_the_attribute(
-    radpilot, tmp_path: Path, send_files_as_stored: None  # noqa: ANN001
+    radpilot,
+    tmp_path: Path,
+    send_files_as_stored: None,  # noqa: ANN001
 ) -> None:
     # The command set carries an Affected SOP Instance UID (from the file meta), the dataset none.
     ds = make_ct_dataset()
@@ -247,7 +262,7 @@ def partial_store_pdus(ds: Dataset, context_id: int, max_pdu: int) -> list:
     request.AffectedSOPInstanceUID = ds.SOPInstanceUID
     request.Priority = 0x0002
     encoded = to_part10_bytes(ds)
-    request.DataSet = io.BytesIO(encoded[dataset_offset(encoded):])
+    request.DataSet = io.BytesIO(encoded[dataset_offset(encoded) :])
     message = C_STORE_RQ()
     message.primitive_to_message(request)
     pdus = list(message.encode_msg(context_id, max_pdu))
@@ -289,8 +304,7 @@ def test_stop_keeps_every_acknowledged_instance(radpilot) -> None:  # noqa: ANN0
 
     def sender() -> None:
         ae = AE(ae_title="TESTSCU")
-        assoc = ae.associate("127.0.0.1", radpilot.dicom_port, contexts=[build_context(series[0].SOPClassUID)],
-                             ae_title="RADPILOT")
+        assoc = ae.associate("127.0.0.1", radpilot.dicom_port, contexts=[build_context(series[0].SOPClassUID)], ae_title="RADPILOT")
         for index, ds in enumerate(series):
             if index == 10:
                 half_sent.set()

@@ -17,6 +17,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
+from radpilot.analyses.lung_ct import LungCTQuant
 from radpilot.contract import (
     Code,
     Findings,
@@ -41,7 +42,6 @@ from radpilot.dicom.encoders.common import (
     patient_orientation_from_iop,
     to_coded_concept,
 )
-from radpilot.analyses.lung_ct import LungCTQuant
 from radpilot.dicom.encoders.key_image import LINE_COLORS_RGB, SOFT_TISSUE_WINDOW, default_display_window
 
 LUNG_WINDOW = LungCTQuant.display_windows["CT"]
@@ -245,8 +245,17 @@ def test_ct_seg_same_study_new_series_and_identity(ct: Case, ct_seg: Dataset) ->
     assert ct_seg.StudyInstanceUID == source.StudyInstanceUID
     assert ct_seg.SeriesInstanceUID != source.SeriesInstanceUID
     assert ct_seg.FrameOfReferenceUID == source.FrameOfReferenceUID
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                    "AccessionNumber", "ReferringPhysicianName", "StudyID"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "StudyID",
+    ):
         assert ct_seg[keyword].value == source[keyword].value, keyword
     assert ct_seg.Manufacturer == "RadPilot"
     assert ct_seg.ManufacturerModelName == "lung_ct"
@@ -259,9 +268,7 @@ def test_dx_seg_one_frame_with_patient_orientation(dx: Case, dx_seg: Dataset) ->
     assert int(dx_seg.NumberOfFrames) == 1
     assert list(dx_seg.PatientOrientation) == ["L", "F"]
     seg = hd.seg.Segmentation.from_dataset(_round_trip(dx_seg))
-    labels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=[dx.sources[0].SOPInstanceUID], combine_segments=True
-    )
+    labels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[dx.sources[0].SOPInstanceUID], combine_segments=True)
     np.testing.assert_array_equal(labels, dx.expected_labels)
 
 
@@ -333,9 +340,7 @@ def test_ct_sr_observer_procedure_qualitative_and_point(ct: Case, ct_sr: Dataset
 
 def test_ct_sr_procedure_code_and_patient_coordinates(ct: Case, ct_seg: Dataset) -> None:
     chest = Code("24627-2", "LN", "CT Chest")
-    sr = encode_measurement_report(
-        ct.findings, ct.sources, ct_seg, series_number=901, procedure_code=chest, point_coordinates="patient"
-    )
+    sr = encode_measurement_report(ct.findings, ct.sources, ct_seg, series_number=901, procedure_code=chest, point_coordinates="patient")
     items = _content_items(sr)
     assert [i.ConceptCodeSequence[0].CodeValue for i in items if _name(i) == "Procedure reported"] == ["24627-2"]
     (point,) = [i for i in items if i.ValueType == "SCOORD3D"]
@@ -368,10 +373,7 @@ def test_dx_sr_line_is_a_two_point_polyline_with_its_length(dx: Case, dx_seg: Da
     (polyline,) = [i for i in items if i.ValueType == "SCOORD" and i.GraphicType == "POLYLINE"]
     np.testing.assert_allclose(np.reshape(polyline.GraphicData, (-1, 2)), [[90.0, 160.5], [180.0, 160.5]])  # (column, row)
     assert polyline.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == dx.sources[0].SOPInstanceUID
-    lengths = [
-        i for i in items
-        if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "410668003"
-    ]
+    lengths = [i for i in items if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "410668003"]
     (length,) = lengths
     assert float(length.MeasuredValueSequence[0].NumericValue) == 45.0
     assert length.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mm"
@@ -418,7 +420,7 @@ def test_ct_key_image_rgb_size_outline_and_point(ct: Case) -> None:
     assert (pixels[80, 85] == red).all()  # top edge of segment 1 (rows 10..19 -> 80..159)
     assert (pixels[100, 80] == red).all()  # left edge
     assert not (pixels[120, 100] == red).all()  # interior keeps the image
-    assert (pixels[: 512] == np.array(POINT_COLOR_RGB)).all(axis=-1).sum() > 50  # nodule circle
+    assert (pixels[:512] == np.array(POINT_COLOR_RGB)).all(axis=-1).sum() > 50  # nodule circle
     assert image.ConversionType == "WSD" and image.BurnedInAnnotation == "YES"
     assert image.SourceImageSequence[0].ReferencedSOPInstanceUID == ct.sources[3].SOPInstanceUID
     assert image.ReferencedImageSequence[0].ReferencedSOPInstanceUID == ct.sources[3].SOPInstanceUID

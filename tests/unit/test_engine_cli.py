@@ -58,6 +58,8 @@ def test_unknown_study_and_bad_state_are_clear_errors(study: str) -> None:
 def test_serve_rejects_a_broken_rules_file_with_line_and_reason(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - name: a\n    match:\n      Colour: red\n    analyses: [lung_ct_quant]\n")
-    result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path / "d"), "--rules-file", str(rules), "--dicom-port", "0", "--http-port", "0"])
+    result = runner.invoke(
+        app, ["serve", "--data-dir", str(tmp_path / "d"), "--rules-file", str(rules), "--dicom-port", "0", "--http-port", "0"]
+    )
     assert result.exit_code == 1
     assert f"{rules}, line 4: unknown attribute 'Colour'" in " ".join(result.output.split())

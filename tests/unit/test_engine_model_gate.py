@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from radpilot.contract import Analysis, Findings
 from radpilot.archive import Archive
 from radpilot.config import Settings
+from radpilot.contract import Analysis, Findings
 from radpilot.engine.jobs import PermanentJobError
 from radpilot.engine.pipeline import PipelineRunner
 from radpilot.security.audit import AuditEvent
@@ -38,9 +38,15 @@ def runner_and_job(tmp_path: Path):
         archive.store_file_bytes(to_part10_bytes(ds))
     runner = PipelineRunner(settings, archive, analyses={"needs_model": NeedsSegmentationModel()})
     job = SimpleNamespace(
-        id=1, analysis="needs_model", analysis_version="0.1.0", study_instance_uid=str(series[0].StudyInstanceUID),
-        series_instance_uid=str(series[0].SeriesInstanceUID), input_sop_uids=(), idempotency_key="k" * 64,
-        destinations=(), supersedes_job_id=None,
+        id=1,
+        analysis="needs_model",
+        analysis_version="0.1.0",
+        study_instance_uid=str(series[0].StudyInstanceUID),
+        series_instance_uid=str(series[0].SeriesInstanceUID),
+        input_sop_uids=(),
+        idempotency_key="k" * 64,
+        destinations=(),
+        supersedes_job_id=None,
     )
     yield runner, job, archive
     archive.close()

@@ -54,8 +54,7 @@ def test_idempotency_key_refuses_bad_input(analysis: str, version: str, pairs: l
 def test_priority_parsing_and_order() -> None:
     assert Priority.parse("stat") is Priority.STAT and Priority.parse("0") is Priority.STAT
     assert Priority.parse(5) is Priority.ROUTINE
-    assert sorted([Priority.ROUTINE, Priority.BACKGROUND, Priority.STAT]) == [
-        Priority.STAT, Priority.ROUTINE, Priority.BACKGROUND]
+    assert sorted([Priority.ROUTINE, Priority.BACKGROUND, Priority.STAT]) == [Priority.STAT, Priority.ROUTINE, Priority.BACKGROUND]
     assert all(0 <= p <= 9 for p in Priority)  # Redis message priorities
     with pytest.raises(ValueError, match="unknown job priority 'asap'; valid: stat"):
         Priority.parse("asap")
@@ -114,8 +113,12 @@ def test_worker_identity_and_runner_loading() -> None:
 def test_celery_app_settings() -> None:
     from radpilot.engine.queue_celery import JOB_TASK_NAME, make_celery_app
 
-    app = make_celery_app("redis://127.0.0.1:1/0", "sqlite:///unused.sqlite3",
-                          config=WorkerConfig(lease_s=5, retry=RetryPolicy(cap_s=4)), visibility_timeout_s=10)
+    app = make_celery_app(
+        "redis://127.0.0.1:1/0",
+        "sqlite:///unused.sqlite3",
+        config=WorkerConfig(lease_s=5, retry=RetryPolicy(cap_s=4)),
+        visibility_timeout_s=10,
+    )
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1

@@ -81,8 +81,15 @@ def test_failed_or_cancelled_job_is_requeued_only_with_retry(store: JobStore) ->
 
 
 def test_claim_takes_stat_first_then_oldest(store: JobStore, clock: FakeClock) -> None:
-    order = [(1, Priority.ROUTINE), (2, Priority.BACKGROUND), (3, Priority.ROUTINE), (4, Priority.URGENT),
-             (5, Priority.STAT), (6, Priority.ROUTINE), (7, Priority.STAT)]
+    order = [
+        (1, Priority.ROUTINE),
+        (2, Priority.BACKGROUND),
+        (3, Priority.ROUTINE),
+        (4, Priority.URGENT),
+        (5, Priority.STAT),
+        (6, Priority.ROUTINE),
+        (7, Priority.STAT),
+    ]
     ids = {}
     for series, priority in order:
         ids[series] = store.submit(make_spec(series, priority=priority)).job.id
@@ -107,8 +114,7 @@ def test_transient_failures_back_off_then_fail_with_a_message(store: JobStore, c
     claim(store)
     failed = store.fail(job.id, "host:1:w1", "the GPU is busy", ErrorKind.TRANSIENT)
     assert failed.state is JobState.FAILED and failed.attempts == 3 and failed.finished_at == clock()
-    assert failed.error == ("lung_ct_quant failed 3 times with a temporary problem and was given up. "
-                            "Last error: the GPU is busy.")
+    assert failed.error == ("lung_ct_quant failed 3 times with a temporary problem and was given up. Last error: the GPU is busy.")
 
 
 def test_permanent_failure_fails_at_once(store: JobStore) -> None:
@@ -296,9 +302,7 @@ def test_list_and_stats(store: JobStore, clock: FakeClock) -> None:
     assert len(store.list(limit=2)) == 2
 
 
-def test_latest_done_job_is_the_last_finished_of_that_analysis_on_that_series(
-    store: JobStore, clock: FakeClock
-) -> None:
+def test_latest_done_job_is_the_last_finished_of_that_analysis_on_that_series(store: JobStore, clock: FakeClock) -> None:
     series_uid = make_spec(1).series_instance_uid
     assert store.latest_done_job("lung_ct_quant", series_uid) is None
     first = store.submit(make_spec(1)).job

@@ -72,8 +72,7 @@ def test_transient_error_is_retried_after_the_backoff(store: JobStore, clock: Fa
     runner = ScriptedRunner(None, sleep_s=0)
     first = run_once(store, runner)
     assert (first.job.state, first.error_kind) == (JobState.QUEUED, ErrorKind.TRANSIENT)
-    assert first.job.error == ("flaky: attempt 1 of 3 failed with a temporary problem; "
-                               "it will be tried again in 2 s. The GPU is busy.")
+    assert first.job.error == ("flaky: attempt 1 of 3 failed with a temporary problem; it will be tried again in 2 s. The GPU is busy.")
     assert store.claim_next("host:1:w1", LEASE_S) is None
     clock.advance(2)
     second = run_once(store, runner)
@@ -91,22 +90,24 @@ def test_transient_errors_until_the_last_attempt_fail_the_job(store: JobStore, c
         clock.advance(delay)
     last = run_once(store, always_busy)
     assert last.job.state is JobState.FAILED and last.job.attempts == 3
-    assert last.job.error == ("lung_ct_quant failed 3 times with a temporary problem and was given up. "
-                              "Last error: the archive database is restarting.")
+    assert last.job.error == (
+        "lung_ct_quant failed 3 times with a temporary problem and was given up. Last error: the archive database is restarting."
+    )
 
 
 @pytest.mark.parametrize(
     ("error", "kind", "message"),
     [
         (None, ErrorKind.PERMANENT, "broken cannot process this series: the series has no pixel data."),
-        (ValueError("operands could not be broadcast"), ErrorKind.PERMANENT,
-         "broken cannot process this series: ValueError: operands could not be broadcast."),
+        (
+            ValueError("operands could not be broadcast"),
+            ErrorKind.PERMANENT,
+            "broken cannot process this series: ValueError: operands could not be broadcast.",
+        ),
         (ConnectionRefusedError("model server refused"), ErrorKind.TRANSIENT, "model server refused"),
     ],
 )
-def test_runner_exceptions_are_recorded(
-    store: JobStore, error: Exception | None, kind: ErrorKind, message: str
-) -> None:
+def test_runner_exceptions_are_recorded(store: JobStore, error: Exception | None, kind: ErrorKind, message: str) -> None:
     def raising(job: JobRecord) -> JobOutput:
         raise error
 
@@ -213,8 +214,7 @@ def test_cancelling_a_running_embedded_job_stops_its_worker(tmp_path: Path, pool
 def test_graceful_stop_lets_the_running_job_finish(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
     journal = tmp_path / "journal.txt"
-    pool = EmbeddedWorkerPool(url, functools.partial(make_sleepy_runner, str(journal), 0.8), processes=1,
-                              config=FAST_POOL)
+    pool = EmbeddedWorkerPool(url, functools.partial(make_sleepy_runner, str(journal), 0.8), processes=1, config=FAST_POOL)
     pool.start()
     queue = pool.queue()
     finishing = queue.submit(make_spec(1, analysis="sleepy")).job

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from radpilot.contract import NotApplicableError
 from radpilot.analyses.lung_ct import (
     LEFT_LUNG_LABEL,
     RIGHT_LUNG_LABEL,
@@ -26,6 +25,7 @@ from radpilot.analyses.lung_ct import (
     segment_lungs,
     segment_lungs_slice,
 )
+from radpilot.contract import NotApplicableError
 from radpilot.dicom.volume import Volume
 
 SPACING = (5.0, 2.0, 2.0)  # z, y, x in mm
@@ -231,7 +231,9 @@ def test_slice_core_on_an_uncalibrated_scale(phantom: Phantom) -> None:
     """The 2-D core with adaptive thresholds works when air is about -810 and lung about -650 (no HU)."""
     k = 20
     image = np.array(phantom.volume.voxels[k])
-    uncalibrated = np.where(image < -900, -810.0, np.where(image < -500, -650.0, image)) + np.random.default_rng(1).normal(0, 20, image.shape)
+    uncalibrated = np.where(image < -900, -810.0, np.where(image < -500, -650.0, image)) + np.random.default_rng(1).normal(
+        0, 20, image.shape
+    )
     mask = segment_lungs_slice(uncalibrated, pixel_spacing_mm=SPACING[1:])
     truth = phantom.right[k] | phantom.left[k]
     assert _dice(mask, truth) > 0.97

@@ -88,4 +88,3 @@ def test_bad_manifest_is_rejected(models_dir: Path, broken: dict, message: str) 
     path.write_text(json.dumps(content))
     with pytest.raises(ManifestError, match=message):
         ModelRegistry(models_dir).manifests()
-

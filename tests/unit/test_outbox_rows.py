@@ -40,8 +40,7 @@ def test_the_pipeline_queues_deliveries_like_enqueue(archive: Archive, tmp_path:
         runner.on_record(session, job, JobOutput(uids))
 
     rows = [(d.destination, d.uids, d.job_id, d.state, d.attempts) for d in outbox.pending()]
-    assert rows == [("pacs", uids, 7, "pending", 0), ("pacs", uids, job.id, "pending", 0),
-                    ("viewer", uids, job.id, "pending", 0)]
+    assert rows == [("pacs", uids, 7, "pending", 0), ("pacs", uids, job.id, "pending", 0), ("viewer", uids, job.id, "pending", 0)]
 
 
 def test_failed_deliveries_back_off_with_the_jobs_retry_policy(archive: Archive) -> None:

@@ -44,9 +44,7 @@ rules:
 
 def test_matching_series_gets_analysis_destinations_and_priority() -> None:
     decision = parse_rules(RULES).route(CHEST_CT)
-    assert [(a, r.name, r.destinations, r.priority) for a, r in decision.analyses] == [
-        ("lung_ct_quant", "lung", ("pacs",), "stat")
-    ]
+    assert [(a, r.name, r.destinations, r.priority) for a, r in decision.analyses] == [("lung_ct_quant", "lung", ("pacs",), "stat")]
     failed = decision.explanations[1]
     assert not failed.matched
     assert failed.reasons == [(False, "SliceThickness is 1; rule needs at least 5")]

@@ -29,7 +29,7 @@ from radpilot.analyses.chest_xray.preprocess import (
     resize_logits,
 )
 from radpilot.modelhub.registry import ModelRegistry
-from tests.helpers import REPO_ROOT, require_or_skip
+from tests.helpers import REPO_ROOT
 
 MODELS = REPO_ROOT / "models"
 MODEL_DIR = MODELS / "cxr_lung_heart_seg"
@@ -47,8 +47,7 @@ def session(manifest: dict):
     onnxruntime = pytest.importorskip("onnxruntime")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(MODEL_DIR / manifest["file"]), sess_options=options,
-                                        providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(MODEL_DIR / manifest["file"]), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 # --- the committed model and its manifest -----------------------------------------------------
@@ -108,8 +107,9 @@ def test_real_radiograph_lungs_and_heart(session, jsrt_dir: Path) -> None:
     (logits,) = session.run(["logits"], {"image": preprocess(image)})
     labels = labels_from_logits(logits[0], image.shape)
     assert labels.shape == (512, 512)
-    masks = {name: np.array(Image.open(jsrt_dir / "masks" / name / f"{case}.png")).astype(bool)
-             for name in ("right_lung", "left_lung", "heart")}
+    masks = {
+        name: np.array(Image.open(jsrt_dir / "masks" / name / f"{case}.png")).astype(bool) for name in ("right_lung", "left_lung", "heart")
+    }
     assert dice(labels == 1, masks["right_lung"]) > 0.9
     assert dice(labels == 2, masks["left_lung"]) > 0.9
     assert dice(labels == 3, masks["heart"]) > 0.8
@@ -212,13 +212,31 @@ def test_quick_training_and_export(tmp_path: Path, jsrt_dir: Path) -> None:
     pytest.importorskip("onnx")
     env_python = sys.executable
     out = tmp_path / "run"
-    subprocess.run([env_python, str(TRAINING / "train.py"), "--fold", "0", "--quick", "--threads", "1", "--out", str(out)],
-                   check=True, timeout=240, env={**os.environ, "RADPILOT_SHARED_DATA": str(jsrt_dir.parent)})
+    subprocess.run(
+        [env_python, str(TRAINING / "train.py"), "--fold", "0", "--quick", "--threads", "1", "--out", str(out)],
+        check=True,
+        timeout=240,
+        env={**os.environ, "RADPILOT_SHARED_DATA": str(jsrt_dir.parent)},
+    )
     assert (out / "last.pt").is_file() and (out / "log.jsonl").read_text().count("\n") == 1
     models = tmp_path / "models"
-    subprocess.run([env_python, str(TRAINING / "export.py"), "--checkpoint", str(out / "last.pt"), "--threads", "1",
-                    "--cv-metrics", str(tmp_path / "none.json"), "--out", str(models)],
-                   check=True, timeout=240, env={**os.environ, "RADPILOT_SHARED_DATA": str(jsrt_dir.parent)})
+    subprocess.run(
+        [
+            env_python,
+            str(TRAINING / "export.py"),
+            "--checkpoint",
+            str(out / "last.pt"),
+            "--threads",
+            "1",
+            "--cv-metrics",
+            str(tmp_path / "none.json"),
+            "--out",
+            str(models),
+        ],
+        check=True,
+        timeout=240,
+        env={**os.environ, "RADPILOT_SHARED_DATA": str(jsrt_dir.parent)},
+    )
     manifest = json.loads((models / "manifest.json").read_text())
     assert hashlib.sha256((models / manifest["file"]).read_bytes()).hexdigest() == manifest["sha256"]
 
@@ -231,8 +249,24 @@ def test_quick_training_is_repeatable_for_a_seed(tmp_path: Path, jsrt_dir: Path)
 
     def train(seed: int, name: str) -> dict:
         out = tmp_path / name
-        subprocess.run([sys.executable, str(TRAINING / "train.py"), "--fold", "0", "--quick", "--threads", "1",
-                        "--seed", str(seed), "--out", str(out)], check=True, timeout=240, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                str(TRAINING / "train.py"),
+                "--fold",
+                "0",
+                "--quick",
+                "--threads",
+                "1",
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+            ],
+            check=True,
+            timeout=240,
+            env=env,
+        )
         return torch.load(out / "last.pt", map_location="cpu", weights_only=True)["state_dict"]
 
     first, again, other = train(0, "first"), train(0, "again"), train(1, "other")

@@ -123,8 +123,18 @@ def test_registry_verify_statuses(tmp_path: Path) -> None:
     root = make_slice_dataset(tmp_path / "slices", n=3)
     shipped = tmp_path / "shipped"
     digest = compute_content_hash(root)
-    write_manifest(shipped, manifest_dict("pinned", "png-slices", root, SLICE_MANIFEST_OPTIONS, content_hash=digest.value,
-                                          file_count=digest.file_count, total_bytes=digest.total_bytes))
+    write_manifest(
+        shipped,
+        manifest_dict(
+            "pinned",
+            "png-slices",
+            root,
+            SLICE_MANIFEST_OPTIONS,
+            content_hash=digest.value,
+            file_count=digest.file_count,
+            total_bytes=digest.total_bytes,
+        ),
+    )
     write_manifest(shipped, manifest_dict("unpinned", "png-slices", root, SLICE_MANIFEST_OPTIONS))
     write_manifest(shipped, manifest_dict("gone", "png-slices", tmp_path / "nowhere", SLICE_MANIFEST_OPTIONS))
     registry = DatasetRegistry(tmp_path / "data", shipped_dir=shipped)
@@ -145,8 +155,15 @@ def test_user_dataset_is_registered_with_its_hash(tmp_path: Path) -> None:
     shipped = tmp_path / "shipped"
     write_manifest(shipped, manifest_dict("shipped-one", "png-slices", root, SLICE_MANIFEST_OPTIONS))
     registry = DatasetRegistry(tmp_path / "data", shipped_dir=shipped)
-    manifest = registry.add(root, name="my-slices", layout="png-slices", analysis="lung_ct_quant", options=SLICE_MANIFEST_OPTIONS,
-                            licence="hospital internal", limitations=["one scanner"])
+    manifest = registry.add(
+        root,
+        name="my-slices",
+        layout="png-slices",
+        analysis="lung_ct_quant",
+        options=SLICE_MANIFEST_OPTIONS,
+        licence="hospital internal",
+        limitations=["one scanner"],
+    )
     assert manifest.origin == "user" and manifest.source == tmp_path / "data" / "validation" / "datasets" / "my-slices.yaml"
     assert manifest.content_hash == compute_content_hash(root).value
     assert registry.get("my-slices").origin == "user"
@@ -202,8 +219,13 @@ def _phantom_volume(direction: np.ndarray | None = None, origin: tuple = (0.0, 0
     hu, _ = phantom_hu()
     from tests.unit.validation_support import PHANTOM_SPACING
 
-    return Volume(voxels=hu.astype(np.float32), spacing_zyx=PHANTOM_SPACING, origin=origin,
-                  direction=np.eye(3) if direction is None else direction, modality="CT")
+    return Volume(
+        voxels=hu.astype(np.float32),
+        spacing_zyx=PHANTOM_SPACING,
+        origin=origin,
+        direction=np.eye(3) if direction is None else direction,
+        modality="CT",
+    )
 
 
 @pytest.mark.parametrize("flip_k", [False, True])

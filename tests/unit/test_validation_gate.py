@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from radpilot.config import Settings
-from radpilot.security.audit import events
-from radpilot.modelhub.activation import ModelNotActive, require_active
 from radpilot.cli.validation import app
+from radpilot.config import Settings
+from radpilot.modelhub.activation import ModelNotActive, require_active
+from radpilot.security.audit import events
 from radpilot.validation.gate import (
     Criteria,
     CriteriaError,
@@ -35,16 +35,41 @@ MODEL_CRITERIA = [
 ]
 
 
-def fake_result(subject: str, version: str, dataset: str, metrics: dict, *, kind: str = "model", complete: bool = True,
-                verified: bool = True, independent: bool = True, n_failed: int = 0, model: str | None = None,
-                model_version: str | None = None) -> dict:
+def fake_result(
+    subject: str,
+    version: str,
+    dataset: str,
+    metrics: dict,
+    *,
+    kind: str = "model",
+    complete: bool = True,
+    verified: bool = True,
+    independent: bool = True,
+    n_failed: int = 0,
+    model: str | None = None,
+    model_version: str | None = None,
+) -> dict:
     return {
-        "format": "radpilot.validation.result/1", "status": "ok", "created_at": "2026-01-01T00:00:00+00:00", "seconds": 1.0,
+        "format": "radpilot.validation.result/1",
+        "status": "ok",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "seconds": 1.0,
         "subject": {"kind": kind, "name": subject, "version": version, "model": model, "model_version": model_version, "code_path": "test"},
         "dataset": {"name": dataset, "version": "1", "content_hash": "sha256:" + "0" * 64, "verified": verified},
-        "gate_view": {"complete": complete, "independent": independent, "n_cases": 10, "n_evaluated": 10 if complete else 3,
-                      "n_included": 10, "n_excluded": 0, "n_failed": n_failed},
-        "machine": {}, "summary": {}, "metrics": metrics, "outputs": {"ctr": [0.45, 0.5]}, "cases": [],
+        "gate_view": {
+            "complete": complete,
+            "independent": independent,
+            "n_cases": 10,
+            "n_evaluated": 10 if complete else 3,
+            "n_included": 10,
+            "n_excluded": 0,
+            "n_failed": n_failed,
+        },
+        "machine": {},
+        "summary": {},
+        "metrics": metrics,
+        "outputs": {"ctr": [0.45, 0.5]},
+        "cases": [],
     }
 
 
@@ -62,11 +87,21 @@ def models_dir(tmp_path: Path) -> Path:
         sub = folder.parent / f"seg-{version}"
         sub.mkdir()
         (sub / "seg.onnx").write_bytes(weights)
-        (sub / "manifest.json").write_text(json.dumps({
-            "name": "seg", "version": version, "file": "seg.onnx", "sha256": hashlib.sha256(weights).hexdigest(),
-            "input": {}, "labels": [], "intended_use": "test", "training_data": {"source": "somewhere else"},
-            "acceptance_criteria": MODEL_CRITERIA,
-        }))
+        (sub / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "name": "seg",
+                    "version": version,
+                    "file": "seg.onnx",
+                    "sha256": hashlib.sha256(weights).hexdigest(),
+                    "input": {},
+                    "labels": [],
+                    "intended_use": "test",
+                    "training_data": {"source": "somewhere else"},
+                    "acceptance_criteria": MODEL_CRITERIA,
+                }
+            )
+        )
     return folder.parent
 
 
@@ -207,7 +242,9 @@ def test_activation_is_gated_and_the_override_is_audited(store: ValidationStore,
     assert not is_active(store, "seg", "1.0.0")
     with pytest.raises(ValueError, match="needs a reason"):
         activate(store, "seg", "1.0.0", user="alice", override=True, models_dir=models_dir)
-    result = activate(store, "seg", "1.0.0", user="admin", override=True, reason="local validation pending, research use", models_dir=models_dir)
+    result = activate(
+        store, "seg", "1.0.0", user="admin", override=True, reason="local validation pending, research use", models_dir=models_dir
+    )
     assert result.activation["override"] and not result.decision.passed
     assert is_active(store, "seg", "1.0.0") and require_active(store.engine, "seg", "1.0.0").activated_by == "admin"
     audit = events(store.engine, target="seg@1.0.0")
@@ -253,7 +290,9 @@ def test_models_cli_check_and_activate(settings: Settings, store: ValidationStor
     assert refused.exit_code == 1 and "activation refused" in refused.output
     no_reason = runner.invoke(app, ["models", "activate", "seg", "--version", "1.0.0", "--override", *common])
     assert no_reason.exit_code == 2 and "--reason" in no_reason.output
-    override = runner.invoke(app, ["models", "activate", "seg", "--version", "1.0.0", "--override", "--reason", "trial", "--user", "admin", *common])
+    override = runner.invoke(
+        app, ["models", "activate", "seg", "--version", "1.0.0", "--override", "--reason", "trial", "--user", "admin", *common]
+    )
     assert override.exit_code == 0 and "OVERRIDE" in override.output
     history = runner.invoke(app, ["models", "history", "seg", "--json", "--data-dir", str(settings.data_dir)])
     actions = [e["action"] for e in json.loads(history.stdout)]

@@ -258,9 +258,7 @@ def test_mm3_to_ml_and_mask_volume():
     assert m.mm3_to_ml(m.mask_volume_mm3(np.ones((10, 10, 10), bool), (1, 1, 1))) == 1.0
 
 
-@pytest.mark.parametrize(
-    ("a_voxels", "b_voxels", "expected_percent"), [(0, 0, 0.0), (3, 0, math.inf)]
-)
+@pytest.mark.parametrize(("a_voxels", "b_voxels", "expected_percent"), [(0, 0, 0.0), (3, 0, math.inf)])
 def test_volume_difference_empty_reference_convention(a_voxels, b_voxels, expected_percent):
     a = np.zeros((2, 2, 2), bool)
     b = np.zeros((2, 2, 2), bool)
@@ -424,9 +422,7 @@ def test_linear_interpolation_differs_from_step_only_on_tied_tp_and_fp():
     assert m.sensitivity_at_fp(curve, [0.5], interpolation="linear").tolist() == [0.5]
     # without ties the two rules agree on the hand example
     c2 = m.froc(_two_case_example())
-    np.testing.assert_allclose(
-        m.sensitivity_at_fp(c2, interpolation="linear"), m.sensitivity_at_fp(c2)
-    )
+    np.testing.assert_allclose(m.sensitivity_at_fp(c2, interpolation="linear"), m.sensitivity_at_fp(c2))
 
 
 def test_froc_with_explicit_thresholds_always_starts_at_infinity():
@@ -607,8 +603,7 @@ def test_icc_2_1_perfect_agreement_is_one_and_constant_table_is_nan():
 
 @pytest.mark.parametrize(
     ("ratings", "error"),
-    [([1, 2, 3], ValueError), ([[1, 2]], ValueError), ([[1, np.nan], [2, 3]], ValueError),
-     ([["a", "b"], ["c", "d"]], TypeError)],
+    [([1, 2, 3], ValueError), ([[1, 2]], ValueError), ([[1, np.nan], [2, 3]], ValueError), ([["a", "b"], ["c", "d"]], TypeError)],
 )
 def test_icc_2_1_rejects_invalid_tables(ratings, error):
     with pytest.raises(error):
@@ -651,9 +646,7 @@ KAPPA_A = [0, 0, 1, 1, 2, 2]
 KAPPA_B = [0, 1, 1, 1, 2, 0]
 
 
-@pytest.mark.parametrize(
-    ("weights", "expected"), [(None, 0.5), ("linear", 0.4), ("quadratic", 2 / 7)]
-)
+@pytest.mark.parametrize(("weights", "expected"), [(None, 0.5), ("linear", 0.4), ("quadratic", 2 / 7)])
 def test_cohen_kappa_hand_computed_three_categories(weights, expected):
     assert m.cohen_kappa(KAPPA_A, KAPPA_B, weights=weights) == pytest.approx(expected)
 
@@ -746,9 +739,7 @@ def test_bootstrap_resamples_aligned_arrays_with_the_same_indices():
     ci = m.bootstrap_ci((x, x.copy()), statistic=aligned_difference, n_resamples=200)
     assert (ci.lower, ci.upper) == (0.0, 0.0)
 
-    bias_ci = m.bootstrap_ci(
-        (x + 1.0, x), statistic=lambda a, b: m.bland_altman(a, b).bias, n_resamples=200
-    )
+    bias_ci = m.bootstrap_ci((x + 1.0, x), statistic=lambda a, b: m.bland_altman(a, b).bias, n_resamples=200)
     assert bias_ci.estimate == pytest.approx(1.0)
     assert bias_ci.lower == pytest.approx(1.0) and bias_ci.upper == pytest.approx(1.0)
 

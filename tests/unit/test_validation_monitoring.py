@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,26 +19,54 @@ from radpilot.validation.store import ValidationStore
 from radpilot.web.monitoring_api import router
 from tests.unit.test_validation_gate import fake_result
 
-NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def lung_result(volume_ml: float, laa: float) -> dict:
-    return {"sop_instance_uids": [], "details": {"measurements": [
-        {"name": "Volume", "value": volume_ml, "unit": "mL", "site": "Both lungs"},
-        {"name": "Volume", "value": volume_ml / 2, "unit": "mL", "site": "Right lung"},
-        {"name": "Lung low attenuation area below -950 HU", "value": laa, "unit": "%", "site": "Both lungs"},
-    ], "notes": []}}
+    return {
+        "sop_instance_uids": [],
+        "details": {
+            "measurements": [
+                {"name": "Volume", "value": volume_ml, "unit": "mL", "site": "Both lungs"},
+                {"name": "Volume", "value": volume_ml / 2, "unit": "mL", "site": "Right lung"},
+                {"name": "Lung low attenuation area below -950 HU", "value": laa, "unit": "%", "site": "Both lungs"},
+            ],
+            "notes": [],
+        },
+    }
 
 
-def add_job(session: Session, n: int, *, state: str, day: int, seconds: float = 10.0, result: dict | None = None,
-            analysis: str = "lung_ct_quant", version: str = "1.0.0", now: datetime = NOW) -> None:
+def add_job(
+    session: Session,
+    n: int,
+    *,
+    state: str,
+    day: int,
+    seconds: float = 10.0,
+    result: dict | None = None,
+    analysis: str = "lung_ct_quant",
+    version: str = "1.0.0",
+    now: datetime = NOW,
+) -> None:
     created = now - timedelta(days=day, hours=1)
-    session.add(Job(
-        idempotency_key=f"k{n}", analysis=analysis, analysis_version=version, study_instance_uid="1.2", series_instance_uid="1.2.3",
-        input_sop_uids=[], priority=2, state=state, max_attempts=3, timeout_s=600.0, created_at=created,
-        started_at=created + timedelta(seconds=1), finished_at=created + timedelta(seconds=1 + seconds) if state in ("done", "failed") else None,
-        result=result,
-    ))
+    session.add(
+        Job(
+            idempotency_key=f"k{n}",
+            analysis=analysis,
+            analysis_version=version,
+            study_instance_uid="1.2",
+            series_instance_uid="1.2.3",
+            input_sop_uids=[],
+            priority=2,
+            state=state,
+            max_attempts=3,
+            timeout_s=600.0,
+            created_at=created,
+            started_at=created + timedelta(seconds=1),
+            finished_at=created + timedelta(seconds=1 + seconds) if state in ("done", "failed") else None,
+            result=result,
+        )
+    )
 
 
 @pytest.fixture
@@ -102,7 +130,7 @@ def test_monitoring_api(store: ValidationStore) -> None:
     app.state.archive = SimpleNamespace(engine=store.engine)
     app.include_router(router)
     with Session(store.engine) as session, session.begin():
-        add_job(session, 1, state="done", day=0, result=lung_result(5000.0, 2.0), now=datetime.now(timezone.utc))
+        add_job(session, 1, state="done", day=0, result=lung_result(5000.0, 2.0), now=datetime.now(UTC))
     with TestClient(app) as client:
         response = client.get("/api/monitoring", params={"days": 7, "analysis": "lung_ct_quant"})
         assert response.status_code == 200, response.text

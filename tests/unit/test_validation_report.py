@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from radpilot.validation import metrics as M
 from radpilot.cli.validation import app
-from radpilot.validation.report import compare_results, froc_plot, overlay_png, render_comparison, render_report
+from radpilot.validation import metrics as M
 from radpilot.validation.aggregate import detection_summary
+from radpilot.validation.report import compare_results, froc_plot, overlay_png, render_comparison, render_report
 from radpilot.validation.runner import run_validation
 from radpilot.validation.subject import resolve_subject
 from tests.unit.test_validation_runner import registry_with
@@ -109,16 +109,35 @@ def test_cli_datasets_validate_runs_and_compare(tmp_path: Path) -> None:
     root = make_slice_dataset(tmp_path / "mine", n=5)
     data = ["--data-dir", str(tmp_path / "data")]
     options = [f"--option={k}={json.dumps(v)}" for k, v in SLICE_MANIFEST_OPTIONS.items()]
-    added = runner.invoke(app, ["datasets", "add", str(root), "--name", "my-slices", "--layout", "png-slices",
-                                "--analysis", "lung_ct_quant", "--licence", "internal", "--limitation", "one scanner", *options, *data])
+    added = runner.invoke(
+        app,
+        [
+            "datasets",
+            "add",
+            str(root),
+            "--name",
+            "my-slices",
+            "--layout",
+            "png-slices",
+            "--analysis",
+            "lung_ct_quant",
+            "--licence",
+            "internal",
+            "--limitation",
+            "one scanner",
+            *options,
+            *data,
+        ],
+    )
     assert added.exit_code == 0, added.output
     listed = json.loads(runner.invoke(app, ["datasets", "list", "--json", *data]).stdout)
     mine = next(d for d in listed if d["name"] == "my-slices")
     assert mine["origin"] == "user" and mine["present"] and mine["content_hash"].startswith("sha256:")
     assert runner.invoke(app, ["datasets", "verify", "my-slices", *data]).exit_code == 0
 
-    first = runner.invoke(app, ["validate", "lung_ct_quant", "--dataset", "my-slices", "--resamples", "200",
-                                "--output", str(tmp_path / "out"), *data])
+    first = runner.invoke(
+        app, ["validate", "lung_ct_quant", "--dataset", "my-slices", "--resamples", "200", "--output", str(tmp_path / "out"), *data]
+    )
     assert first.exit_code == 0, first.output
     assert "dice_lungs" in first.output and "report:" in first.output
     assert (tmp_path / "out" / "report.html").is_file() and json.loads((tmp_path / "out" / "result.json").read_text())["run_id"] == 1

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from radpilot.contract import Analysis, Code, Findings, Measurement, Segment, Segmentation
+from radpilot.contract import Analysis, Classification, Code, Findings, Measurement, OutputSpec, Segment, Segmentation, StructureSpec
 from radpilot.validation import metrics as M
-from radpilot.validation.datasets import DatasetRegistry, compute_content_hash
-from radpilot.contract import Classification, OutputSpec, StructureSpec
 from radpilot.validation.aggregate import aggregate, detection_summary
+from radpilot.validation.datasets import DatasetRegistry, compute_content_hash
 from radpilot.validation.evaluators import CaseResult, Evaluator, surface_metrics
 from radpilot.validation.outputs import OutputCatalog
 from radpilot.validation.runner import run_validation
@@ -62,7 +61,10 @@ def test_surface_metrics_equal_the_metrics_module(ndim: int) -> None:
     assert hd95 == pytest.approx(M.hausdorff_95(a, b, spacing), abs=1e-12)
     assert assd == pytest.approx(M.average_surface_distance(a, b, spacing), abs=1e-12)
     empty = np.zeros(shape, bool)
-    assert surface_metrics(empty, empty, spacing) == (M.hausdorff_95(empty, empty, spacing), M.average_surface_distance(empty, empty, spacing))
+    assert surface_metrics(empty, empty, spacing) == (
+        M.hausdorff_95(empty, empty, spacing),
+        M.average_surface_distance(empty, empty, spacing),
+    )
     assert surface_metrics(a, empty, spacing) == (M.hausdorff_95(a, empty, spacing), M.average_surface_distance(a, empty, spacing))
 
 
@@ -79,18 +81,32 @@ def test_outputs_match_measurements_by_code_and_by_stored_meaning() -> None:
 
 # --------------------------------------------------------------------------------------------- 2-D slices
 def test_slices_through_the_lung_ct_adapter(tmp_path: Path, slices_root: Path) -> None:
-    registry = registry_with(tmp_path, manifest_dict("tiny-slices", "png-slices", slices_root, SLICE_MANIFEST_OPTIONS,
-                                                     development_use=["lung_ct_quant"]))
+    registry = registry_with(
+        tmp_path, manifest_dict("tiny-slices", "png-slices", slices_root, SLICE_MANIFEST_OPTIONS, development_use=["lung_ct_quant"])
+    )
     calls: list[tuple[int, int, str]] = []
-    outcome = run_validation(resolve_subject("lung_ct_quant"), registry.get("tiny-slices"), registry,
-                             progress=lambda i, n, c: calls.append((i, n, c)), n_resamples=300)
+    outcome = run_validation(
+        resolve_subject("lung_ct_quant"),
+        registry.get("tiny-slices"),
+        registry,
+        progress=lambda i, n, c: calls.append((i, n, c)),
+        n_resamples=300,
+    )
     result = outcome.result
     assert calls[0] == (0, 6, "ID_0000_Z_0010") and calls[-1] == (6, 6, "")
     assert "segment_lungs_slice" in result["subject"]["code_path"] and "NOT used" in result["subject"]["code_path"]
     assert result["dataset"]["verified"] and result["dataset"]["content_hash"].startswith("sha256:")
     gate = result["gate_view"]
-    assert gate == {"complete": True, "independent": False, "dependence": gate["dependence"], "n_cases": 6, "n_evaluated": 6,
-                    "n_included": 5, "n_excluded": 1, "n_failed": 0}
+    assert gate == {
+        "complete": True,
+        "independent": False,
+        "dependence": gate["dependence"],
+        "n_cases": 6,
+        "n_evaluated": 6,
+        "n_included": 5,
+        "n_excluded": 1,
+        "n_failed": 0,
+    }
     excluded = [c for c in result["cases"] if c["excluded"]]
     assert [c["case_id"] for c in excluded] == ["ID_0002_Z_0012"] and "dice_lungs" in excluded[0]["metrics"]  # evaluated, shown
     metrics = result["metrics"]
@@ -183,8 +199,12 @@ class _Refuses(Analysis):
         labels[:, 10:40, 10:40] = 1
         lung = Code("3341006", "SCT", "Right lung")
         segment = Segment(1, "Right lung", Code("123037004", "SCT", "Anatomical Structure"), lung)
-        return Findings(self.name, self.version, measurements=[Measurement(Code("118565006", "SCT", "Volume"), 1.0, Code("mL", "UCUM", "mL"), lung)],
-                        segmentation=Segmentation(labels, [segment]))
+        return Findings(
+            self.name,
+            self.version,
+            measurements=[Measurement(Code("118565006", "SCT", "Volume"), 1.0, Code("mL", "UCUM", "mL"), lung)],
+            segmentation=Segmentation(labels, [segment]),
+        )
 
 
 def test_failed_cases_are_counted(tmp_path: Path, series_root: Path) -> None:
@@ -218,8 +238,10 @@ def test_aggregate_agreement_and_classification_against_known_values() -> None:
 
     reference = [0.40, 0.45, 0.48, 0.52, 0.55, 0.60]
     predicted = [0.42, 0.44, 0.51, 0.50, 0.57, 0.61]
-    cases = [CaseResult(f"c{i}", metrics={"dice_heart": 0.9 + i / 100}, values={"ctr": {"predicted": p, "reference": r}})
-             for i, (p, r) in enumerate(zip(predicted, reference))]
+    cases = [
+        CaseResult(f"c{i}", metrics={"dice_heart": 0.9 + i / 100}, values={"ctr": {"predicted": p, "reference": r}})
+        for i, (p, r) in enumerate(zip(predicted, reference))
+    ]
     cases.append(CaseResult("broken", status="failed", error="boom"))
     cases.append(CaseResult("qc", excluded="mask_qc = bad", metrics={"dice_heart": 0.1}))
     summary, flat = aggregate(cases, Stub(), n_resamples=500)
@@ -257,8 +279,12 @@ def test_detection_summary_froc_and_cpm() -> None:
 
 def test_findings_outputs_of_the_lung_analysis() -> None:
     site = Code("74101002", "SCT", "Both lungs")
-    findings = Findings("x", "1", measurements=[
-        Measurement(Code("118565006", "SCT", "Volume"), 5000.0, Code("mL", "UCUM", "mL"), site),
-        Measurement(Code("LAA950", "99RADPILOT", "Lung low attenuation area below -950 HU"), 3.5, Code("%", "UCUM", "%"), site),
-    ])
+    findings = Findings(
+        "x",
+        "1",
+        measurements=[
+            Measurement(Code("118565006", "SCT", "Volume"), 5000.0, Code("mL", "UCUM", "mL"), site),
+            Measurement(Code("LAA950", "99RADPILOT", "Lung low attenuation area below -950 HU"), 3.5, Code("%", "UCUM", "%"), site),
+        ],
+    )
     assert OutputCatalog.discover().findings_outputs(findings) == {"total_lung_volume_ml": 5000.0, "laa950_percent": 3.5}

@@ -228,7 +228,14 @@ def _enhanced_ct(positions_z: list[float]) -> Dataset:
     ds = copy.deepcopy(base)
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "RescaleSlope", "RescaleIntercept"):
+    for keyword in (
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "SliceThickness",
+        "RescaleSlope",
+        "RescaleIntercept",
+    ):
         delattr(ds, keyword)
     n = len(positions_z)
     ds.NumberOfFrames = n

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from radpilot.archive import Archive
 from radpilot.config import Settings
-from radpilot.web.api import StudySearch, format_person_name, parse_date, SearchError, to_query_keys
+from radpilot.web.api import SearchError, StudySearch, format_person_name, parse_date, to_query_keys
 from radpilot.web.app import create_app
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
 
@@ -99,8 +99,9 @@ def test_filters(client: TestClient, params: dict, expected: list[str]) -> None:
     assert accessions(client.get("/api/studies", params=params)) == expected
 
 
-@pytest.mark.parametrize("params", [{"date_from": "yesterday"}, {"date_to": "2024-02-30"},
-                                    {"date_from": "2024-05-01", "date_to": "2024-01-01"}])
+@pytest.mark.parametrize(
+    "params", [{"date_from": "yesterday"}, {"date_to": "2024-02-30"}, {"date_from": "2024-05-01", "date_to": "2024-01-01"}]
+)
 def test_bad_dates_are_400_with_a_reason(client: TestClient, params: dict) -> None:
     response = client.get("/api/studies", params=params)
     assert response.status_code == 400
@@ -109,8 +110,16 @@ def test_bad_dates_are_400_with_a_reason(client: TestClient, params: dict) -> No
 
 def test_study_detail_lists_series(client: TestClient, archive: Archive) -> None:
     uid = archive.uids["A1"]
-    extra = make_ct_dataset(study_uid=uid, patient_id="P1", patient_name="DOE^JANE", study_date="20240102",
-                            accession="A1", modality="SR", series_number=99, series_description="AI RESULTS")
+    extra = make_ct_dataset(
+        study_uid=uid,
+        patient_id="P1",
+        patient_name="DOE^JANE",
+        study_date="20240102",
+        accession="A1",
+        modality="SR",
+        series_number=99,
+        series_description="AI RESULTS",
+    )
     archive.store_file_bytes(to_part10_bytes(extra))
     body = client.get(f"/api/studies/{uid}").json()
     assert body["study_instance_uid"] == uid and body["accession_number"] == "A1"
@@ -131,8 +140,14 @@ def test_status_counts_and_conflicts(client: TestClient, archive: Archive) -> No
     assert body["viewer_installed"] is False
     original = make_ct_dataset(rows=8, columns=8, seed=1)
     archive.store_file_bytes(to_part10_bytes(original))
-    changed = make_ct_dataset(rows=8, columns=8, seed=2, sop_uid=original.SOPInstanceUID,
-                              study_uid=original.StudyInstanceUID, series_uid=original.SeriesInstanceUID)
+    changed = make_ct_dataset(
+        rows=8,
+        columns=8,
+        seed=2,
+        sop_uid=original.SOPInstanceUID,
+        study_uid=original.StudyInstanceUID,
+        series_uid=original.SeriesInstanceUID,
+    )
     archive.store_file_bytes(to_part10_bytes(changed), source_ae_title="MODALITY")
     body = client.get("/api/status").json()
     assert body["instances"] == 9 and body["conflict_count"] == 1
@@ -147,7 +162,10 @@ def test_search_helpers() -> None:
     with pytest.raises(SearchError):
         parse_date("2024-13-01", "d")
     assert to_query_keys(StudySearch(patient_name="doe", modality="ct", date_from="2024-01-01")) == {
-        "PatientName": "*doe*", "ModalitiesInStudy": "CT", "StudyDate": "20240101-"}
+        "PatientName": "*doe*",
+        "ModalitiesInStudy": "CT",
+        "StudyDate": "20240101-",
+    }
     assert to_query_keys(StudySearch(date_to="2024-01-01")) == {"StudyDate": "-20240101"}
     assert format_person_name("DOE^JANE^Q^DR") == "DOE, JANE Q"
     assert format_person_name("DOE") == "DOE" and format_person_name(None) == ""

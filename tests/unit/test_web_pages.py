@@ -74,7 +74,7 @@ def test_study_description_and_accession_are_escaped(client: TestClient, archive
         ds.StudyDescription = "<script>alert(1)</script>"
         assert archive.store_file_bytes(to_part10_bytes(ds)).outcome.accepted
     html = client.get("/ui/").text
-    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;<span class=\"uid\">Accession A&lt;b&gt;1&lt;/b&gt;</span>" in html
+    assert '<td>&lt;script&gt;alert(1)&lt;/script&gt;<span class="uid">Accession A&lt;b&gt;1&lt;/b&gt;</span>' in html
     assert "<script" not in html.lower() and "<b>1" not in html
 
 

@@ -58,10 +58,28 @@ def make_slice_dataset(root: Path, n: int = 6, *, defective: int | None = None) 
         case = f"ID_{i:04d}_Z_{10 + i:04d}"
         write_png16(root / "images" / f"{case}.png", image + SLICE_OFFSET)
         write_mask_png(root / "masks" / f"{case}.png", mask)
-        rows.append({"slice_id": case, "split": "dev", "image_file": f"images/{case}.png", "mask_file": f"masks/{case}.png",
-                     "png_offset": SLICE_OFFSET, "mask_qc": "FLAG_defect" if i == defective else "ok", "area_stratum": 1 + i % 3})
-    rows.append({"slice_id": "ID_9999_Z_0001", "split": "holdout", "image_file": "images/missing.png", "mask_file": "masks/missing.png",
-                 "png_offset": SLICE_OFFSET, "mask_qc": "ok", "area_stratum": 1})
+        rows.append(
+            {
+                "slice_id": case,
+                "split": "dev",
+                "image_file": f"images/{case}.png",
+                "mask_file": f"masks/{case}.png",
+                "png_offset": SLICE_OFFSET,
+                "mask_qc": "FLAG_defect" if i == defective else "ok",
+                "area_stratum": 1 + i % 3,
+            }
+        )
+    rows.append(
+        {
+            "slice_id": "ID_9999_Z_0001",
+            "split": "holdout",
+            "image_file": "images/missing.png",
+            "mask_file": "masks/missing.png",
+            "png_offset": SLICE_OFFSET,
+            "mask_qc": "ok",
+            "area_stratum": 1,
+        }
+    )
     with open(root / "cases.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -191,14 +209,16 @@ def make_series_dataset(root: Path, n: int = 1, *, mask_format: str = "nifti") -
         else:
             write_metaimage(root / case / "lung_mask.mha", labels.transpose(2, 1, 0), lps_affine_ijk())
         lung = labels > 0
-        rows.append({
-            "case_id": case,
-            "kernel": "B" if i % 2 == 0 else "L",
-            "right_lung_ml": round(float((labels == 1).sum()) * ml, 1),
-            "left_lung_ml": round(float((labels == 2).sum()) * ml, 1),
-            "total_lung_ml": round(float(lung.sum()) * ml, 1),
-            "laa950_percent": round(100.0 * float((hu[lung] < -950).sum()) / float(lung.sum()), 2),
-        })
+        rows.append(
+            {
+                "case_id": case,
+                "kernel": "B" if i % 2 == 0 else "L",
+                "right_lung_ml": round(float((labels == 1).sum()) * ml, 1),
+                "left_lung_ml": round(float((labels == 2).sum()) * ml, 1),
+                "total_lung_ml": round(float(lung.sum()) * ml, 1),
+                "laa950_percent": round(100.0 * float((hu[lung] < -950).sum()) / float(lung.sum()), 2),
+            }
+        )
     with open(root / "cases.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -240,8 +260,15 @@ def make_radiograph_dataset(root: Path, n: int = 3) -> Path:
             write_mask_png(root / "masks" / name / f"{case}.png", mask)
         cols_h = np.flatnonzero(heart.any(axis=0))
         thorax = np.flatnonzero(left.any(axis=0)).max() - np.flatnonzero(right.any(axis=0)).min() + 1
-        rows.append({"case_id": case, "split": "dev", "image_file": f"images/{case}.png", "pixel_spacing_mm": "1.400",
-                     "ctr": round((cols_h.max() - cols_h.min() + 1) / thorax, 4)})
+        rows.append(
+            {
+                "case_id": case,
+                "split": "dev",
+                "image_file": f"images/{case}.png",
+                "pixel_spacing_mm": "1.400",
+                "ctr": round((cols_h.max() - cols_h.min() + 1) / thorax, 4),
+            }
+        )
     with open(root / "metadata.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -263,9 +290,18 @@ RADIOGRAPH_MANIFEST_OPTIONS = {
 def manifest_dict(name: str, layout: str, root: Path, options: dict, *, analysis: str | None = "lung_ct_quant", **extra) -> dict:
     """A manifest mapping for a test dataset (content hash left out: pin it with the registry)."""
     content = {
-        "name": name, "version": "t1", "title": f"test set {name}", "layout": layout, "root": str(root),
-        "analysis": analysis, "reference": {"kind": "phantom", "description": "synthetic, exact truth"},
-        "licence": "test data", "terms": "tests only", "citation": ["none"], "limitations": ["synthetic"], "options": options,
+        "name": name,
+        "version": "t1",
+        "title": f"test set {name}",
+        "layout": layout,
+        "root": str(root),
+        "analysis": analysis,
+        "reference": {"kind": "phantom", "description": "synthetic, exact truth"},
+        "licence": "test data",
+        "terms": "tests only",
+        "citation": ["none"],
+        "limitations": ["synthetic"],
+        "options": options,
     }
     content.update(extra)
     return content

@@ -49,11 +49,7 @@ def augment_batch(
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    labels = (
-        F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
-        .round()
-        .long()
-    )
+    labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0].round().long()
 
     gamma = _uniform(n, *config.gamma, generator).view(n, 1, 1, 1)
     contrast = _uniform(n, *config.contrast, generator).view(n, 1, 1, 1)

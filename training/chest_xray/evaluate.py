@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import data  # noqa: E402
+
 from radpilot.analyses.chest_xray.preprocess import (  # noqa: E402
     cardiothoracic_ratio,
     dice,
@@ -107,9 +108,14 @@ def summarise(records: list[dict], folds: dict[str, int]) -> dict:
     summary: dict = {"dice": {}, "per_fold": {}}
     for s in STRUCTURES:
         values = np.array([r[f"dice_{s}"] for r in records])
-        summary["dice"][s] = {"mean": float(values.mean()), "ci95": bootstrap_ci(values), "median": float(np.median(values)),
-                              "sd": float(values.std(ddof=1)), "min": float(values.min()),
-                              "worst_case": records[int(np.argmin(values))]["case_id"]}
+        summary["dice"][s] = {
+            "mean": float(values.mean()),
+            "ci95": bootstrap_ci(values),
+            "median": float(np.median(values)),
+            "sd": float(values.std(ddof=1)),
+            "min": float(values.min()),
+            "worst_case": records[int(np.argmin(values))]["case_id"],
+        }
     paired = [(r["ctr"], r["ctr_ref"]) for r in records if r["ctr"] is not None]
     pred, ref = np.array(paired).T if paired else (np.array([]), np.array([]))
     diff = pred - ref
@@ -121,7 +127,8 @@ def summarise(records: list[dict], folds: dict[str, int]) -> dict:
         "bias": float(diff.mean()) if len(diff) else None,
         "sd_difference": float(diff.std(ddof=1)) if len(diff) > 1 else None,
         "limits_of_agreement": [float(diff.mean() - 1.96 * diff.std(ddof=1)), float(diff.mean() + 1.96 * diff.std(ddof=1))]
-        if len(diff) > 1 else None,
+        if len(diff) > 1
+        else None,
         "pearson_r": float(np.corrcoef(pred, ref)[0, 1]) if len(diff) > 1 and pred.std() > 0 else None,
         "within_0.02": float(np.mean(np.abs(diff) <= 0.02)) if len(diff) else None,
     }
@@ -203,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             pred = predict(session, image)
             timings.append(time.perf_counter() - started)
-            for name, labels in (("model", pred), ("atlas", atlas.predict_atlas(image)),
-                                 ("atlas_otsu", atlas.predict_atlas_otsu(image))):
+            for name, labels in (("model", pred), ("atlas", atlas.predict_atlas(image)), ("atlas_otsu", atlas.predict_atlas_otsu(image))):
                 row = {"case_id": case_id, "fold": k, **case_metrics(labels, truth[case_id], by_id[case_id].ctr)}
                 records[name].append(row)
         done = [r for r in records["model"] if r["fold"] == k]
@@ -216,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluated = {r["case_id"]: folds[r["case_id"]] for r in records["model"]}
     result = {
         "description": "5-fold cross-validation on the 199 JSRT dev cases (SCR masks); each case predicted by the "
-                       "model of the fold that held it out (ONNX, onnxruntime CPU, runtime numpy pre/post-processing); "
-                       "Dice on the stored 512 x 512 grid; CTR vs metadata.csv ctr",
+        "model of the fold that held it out (ONNX, onnxruntime CPU, runtime numpy pre/post-processing); "
+        "Dice on the stored 512 x 512 grid; CTR vs metadata.csv ctr",
         "checkpoint": args.checkpoint_name,
         "folds_evaluated": available,
         "cases": len(records["model"]),
@@ -225,12 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         "model": summarise(records["model"], evaluated),
         "baselines": {name: summarise(records[name], evaluated) for name in ("atlas", "atlas_otsu")},
         "inference_seconds_one_core" if args.threads == 1 else f"inference_seconds_{args.threads}_threads": {
-            "median": float(np.median(timings)), "p90": float(np.percentile(timings, 90)),
+            "median": float(np.median(timings)),
+            "p90": float(np.percentile(timings, 90)),
             "includes": "numpy preprocessing + onnxruntime + bilinear upsampling to 512 + argmax + largest components",
         },
         "per_case": [
-            {**m, **{f"atlas_otsu_dice_{s}": b[f"dice_{s}"] for s in STRUCTURES}}
-            for m, b in zip(records["model"], records["atlas_otsu"])
+            {**m, **{f"atlas_otsu_dice_{s}": b[f"dice_{s}"] for s in STRUCTURES}} for m, b in zip(records["model"], records["atlas_otsu"])
         ],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -239,11 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'method':<12}" + "".join(f"{s + ' Dice (95% CI)':>30}" for s in STRUCTURES) + f"{'CTR MAE':>10}{'bias':>9}")
     for name, summary in (("model", result["model"]), *result["baselines"].items()):
         cells = "".join(
-            f"{summary['dice'][s]['mean']:>10.4f} ({summary['dice'][s]['ci95'][0]:.4f}-{summary['dice'][s]['ci95'][1]:.4f})"
-            .rjust(30) for s in STRUCTURES)
+            f"{summary['dice'][s]['mean']:>10.4f} ({summary['dice'][s]['ci95'][0]:.4f}-{summary['dice'][s]['ci95'][1]:.4f})".rjust(30)
+            for s in STRUCTURES
+        )
         ctr = summary["ctr"]
-        print(f"{name:<12}{cells}{ctr['mae'] if ctr['mae'] is not None else float('nan'):>10.4f}"
-              f"{ctr['bias'] if ctr['bias'] is not None else float('nan'):>+9.4f}")
+        print(
+            f"{name:<12}{cells}{ctr['mae'] if ctr['mae'] is not None else float('nan'):>10.4f}"
+            f"{ctr['bias'] if ctr['bias'] is not None else float('nan'):>+9.4f}"
+        )
     timing = np.median(timings)
     print(f"\ninference per image (threads={args.threads}): median {timing:.3f} s; wrote {args.out}")
     return 0

@@ -35,12 +35,24 @@ ONNX_FILE = "cxr_lung_heart_seg_v1.onnx"
 TOLERANCE = 1e-4
 
 LABELS = [
-    {"value": 1, "name": "right_lung", "code": {"value": "3341006", "scheme": "SCT", "meaning": "Right lung"},
-     "note": "patient's right lung: on the IMAGE LEFT of a PA radiograph; SCR lung field (excludes lung behind the heart and below the diaphragm dome)"},
-    {"value": 2, "name": "left_lung", "code": {"value": "44029006", "scheme": "SCT", "meaning": "Left lung"},
-     "note": "patient's left lung: on the IMAGE RIGHT; SCR lung field"},
-    {"value": 3, "name": "heart", "code": {"value": "80891009", "scheme": "SCT", "meaning": "Heart"},
-     "note": "SCR heart: where radiation passed through the heart"},
+    {
+        "value": 1,
+        "name": "right_lung",
+        "code": {"value": "3341006", "scheme": "SCT", "meaning": "Right lung"},
+        "note": "patient's right lung: on the IMAGE LEFT of a PA radiograph; SCR lung field (excludes lung behind the heart and below the diaphragm dome)",
+    },
+    {
+        "value": 2,
+        "name": "left_lung",
+        "code": {"value": "44029006", "scheme": "SCT", "meaning": "Left lung"},
+        "note": "patient's left lung: on the IMAGE RIGHT; SCR lung field",
+    },
+    {
+        "value": 3,
+        "name": "heart",
+        "code": {"value": "80891009", "scheme": "SCT", "meaning": "Heart"},
+        "note": "SCR heart: where radiation passed through the heart",
+    },
 ]
 
 PREPROCESSING = (
@@ -93,8 +105,10 @@ def build_manifest(content: bytes, config: dict, cv_metrics: dict | None) -> dic
 
     cases = data.read_cases()
     folds = data.assign_folds(cases, seed=config.get("split_seed", data.SPLIT_SEED))
-    metrics: dict = {"evaluation": "5-fold cross-validation on the 199 JSRT dev cases; each case predicted by the fold "
-                     "model that did not see it, same recipe as the shipped all-data model; Dice on the stored 512 x 512 grid"}
+    metrics: dict = {
+        "evaluation": "5-fold cross-validation on the 199 JSRT dev cases; each case predicted by the fold "
+        "model that did not see it, same recipe as the shipped all-data model; Dice on the stored 512 x 512 grid"
+    }
     if cv_metrics:
         summary = cv_metrics["model"]
         for structure in data.STRUCTURES:
@@ -105,8 +119,10 @@ def build_manifest(content: bytes, config: dict, cv_metrics: dict | None) -> dic
         metrics["ctr_bias"] = summary["ctr"]["bias"]
         metrics["ctr_mae_ci95"] = summary["ctr"]["mae_ci95"]
         metrics["per_fold"] = summary["per_fold"]
-        metrics["baseline"] = {name: {s: v["dice"][s]["mean"] for s in data.STRUCTURES} | {"ctr_mae": v["ctr"]["mae"]}
-                               for name, v in cv_metrics.get("baselines", {}).items()}
+        metrics["baseline"] = {
+            name: {s: v["dice"][s]["mean"] for s in data.STRUCTURES} | {"ctr_mae": v["ctr"]["mae"]}
+            for name, v in cv_metrics.get("baselines", {}).items()
+        }
         metrics["epochs_per_fold"] = cv_metrics.get("epochs")
         if "inference_seconds_one_core" in cv_metrics:
             metrics["inference_seconds_one_core"] = cv_metrics["inference_seconds_one_core"]
@@ -123,8 +139,13 @@ def build_manifest(content: bytes, config: dict, cv_metrics: dict | None) -> dic
         "version": VERSION,
         "file": ONNX_FILE,
         "sha256": hashlib.sha256(content).hexdigest(),
-        "format": {"type": "onnx", "opset": OPSET, "onnxruntime_version": onnxruntime.__version__,
-                   "torch_version": config.get("torch"), "parameters": config.get("parameters")},
+        "format": {
+            "type": "onnx",
+            "opset": OPSET,
+            "onnxruntime_version": onnxruntime.__version__,
+            "torch_version": config.get("torch"),
+            "parameters": config.get("parameters"),
+        },
         "task": "semantic segmentation of right lung, left lung and heart on a posteroanterior chest radiograph",
         "input": {
             "name": "image",
@@ -132,30 +153,30 @@ def build_manifest(content: bytes, config: dict, cv_metrics: dict | None) -> dic
             "dtype": "float32",
             "preprocessing": PREPROCESSING,
             "pixel_spacing": "the model sees the whole film resampled to 256 x 256 whatever its size: trained on JSRT "
-                             "films of 358 mm (512 px x 0.70 mm, so 1.4 mm per model pixel); no physical spacing is used, "
-                             "measurements in mm must use the source image's own spacing",
+            "films of 358 mm (512 px x 0.70 mm, so 1.4 mm per model pixel); no physical spacing is used, "
+            "measurements in mm must use the source image's own spacing",
             "view": "PA chest radiograph, adult; patient's right on the image left",
         },
-        "output": {"name": "logits", "shape": ["N", 4, 256, 256], "dtype": "float32",
-                   "postprocessing": POSTPROCESSING},
+        "output": {"name": "logits", "shape": ["N", 4, 256, 256], "dtype": "float32", "postprocessing": POSTPROCESSING},
         "labels": [{"value": 0, "name": "background"}] + LABELS,
         "training_data": {
             "name": "JSRT + SCR",
             "source": "shared/data/cxr-jsrt developer split (199 of 247 JSRT cases: 124 nodule, 75 non-nodule), "
-                      "JSRT images with SCR first-observer masks; rebuilt from a third-party copy (see that folder's README)",
-            "citation": ["Shiraishi J et al. AJR 174(1):71-74, 2000 (JSRT)",
-                         "van Ginneken B, Stegmann MB, Loog M. Med Image Anal 10(1):19-40, 2006 (SCR)"],
+            "JSRT images with SCR first-observer masks; rebuilt from a third-party copy (see that folder's README)",
+            "citation": [
+                "Shiraishi J et al. AJR 174(1):71-74, 2000 (JSRT)",
+                "van Ginneken B, Stegmann MB, Loog M. Med Image Anal 10(1):19-40, 2006 (SCR)",
+            ],
             "terms": "research use only; JSRT/SCR forbid redistribution and commercial use",
             "cases": len(cases),
             "split": f"{data.N_FOLDS}-fold cross-validation stratified by has_nodule (seeded permutation per stratum, "
-                     "dealt round-robin); the shipped model is trained on all cases with the same recipe",
+            "dealt round-robin); the shipped model is trained on all cases with the same recipe",
             "seed": config.get("split_seed", data.SPLIT_SEED),
             "folds": folds,
         },
         "training": {
             "script": "training/chest_xray/train.py --fold -1",
-            "architecture": f"2-D U-Net, BatchNorm, ReLU, channels {config.get('channels')}, max-pool down, "
-                            "transposed-conv up",
+            "architecture": f"2-D U-Net, BatchNorm, ReLU, channels {config.get('channels')}, max-pool down, transposed-conv up",
             "epochs": config.get("epochs"),
             "batch_size": config.get("batch_size"),
             "optimizer": f"AdamW lr {config.get('lr')} weight decay {config.get('weight_decay')}",
@@ -169,9 +190,9 @@ def build_manifest(content: bytes, config: dict, cv_metrics: dict | None) -> dic
         "metrics": metrics,
         "acceptance_criteria": criteria,
         "intended_use": "research use only: segmentation of the lung fields and heart and cardiothoracic ratio on adult "
-                        "PA chest radiographs as reading support; not a medical device, not for diagnosis or "
-                        "commercial use (JSRT/SCR terms); trained on one Japanese film-digitiser data set of 199 cases, "
-                        "performance on other populations, digital detectors, AP or portable films is unknown",
+        "PA chest radiographs as reading support; not a medical device, not for diagnosis or "
+        "commercial use (JSRT/SCR terms); trained on one Japanese film-digitiser data set of 199 cases, "
+        "performance on other populations, digital detectors, AP or portable films is unknown",
     }
 
 
@@ -191,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: no {args.cv_metrics}; the manifest has no cross-validated metrics", file=sys.stderr)
     manifest = build_manifest(content, config, cv_metrics)
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {args.out / ONNX_FILE} ({len(content) / 1e6:.2f} MB, sha256 {manifest['sha256'][:16]}...) "
-          f"and {args.out / 'manifest.json'}")
+    print(
+        f"wrote {args.out / ONNX_FILE} ({len(content) / 1e6:.2f} MB, sha256 {manifest['sha256'][:16]}...) and {args.out / 'manifest.json'}"
+    )
     return 0
 
 

@@ -99,8 +99,12 @@ def train_epochs(
             for name, value in parts.items():
                 logged.setdefault(name, []).append(float(value.detach()))
             step += 1
-        record = {"epoch": epoch, **{name: float(np.mean(values)) for name, values in logged.items()},
-                  "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(time.perf_counter() - started, 2)}
+        record = {
+            "epoch": epoch,
+            **{name: float(np.mean(values)) for name, values in logged.items()},
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_seconds": round(time.perf_counter() - started, 2),
+        }
         if validate is not None:
             record.update(validate(dict(record)))
         record["seconds"] = round(time.perf_counter() - started, 2)

@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(config).to(memory_format=torch.channels_last)
     config["parameters"] = count_parameters(model)
     write_config(out, config)
-    print(f"fold {args.fold}: {len(train_ids)} training, {len(val_ids)} validation cases, "
-          f"{config['parameters']} parameters, {epochs} epochs", flush=True)
+    print(
+        f"fold {args.fold}: {len(train_ids)} training, {len(val_ids)} validation cases, {config['parameters']} parameters, {epochs} epochs",
+        flush=True,
+    )
 
     generator = torch.Generator().manual_seed(args.seed)
     order_rng = np.random.default_rng(args.seed)
@@ -157,18 +159,33 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal best
         pred = predict_logits(model, val_set.images).argmax(1)
         dice = dice_per_structure(pred, val_set.labels).mean(0)
-        metrics = {"val_dice_right_lung": float(dice[0]), "val_dice_left_lung": float(dice[1]),
-                   "val_dice_heart": float(dice[2]), "val_dice_mean": float(dice.mean())}
+        metrics = {
+            "val_dice_right_lung": float(dice[0]),
+            "val_dice_left_lung": float(dice[1]),
+            "val_dice_heart": float(dice[2]),
+            "val_dice_mean": float(dice.mean()),
+        }
         if dice.mean() > best:
             best = float(dice.mean())
-            torch.save({"state_dict": model.state_dict(), "config": config, "epoch": record["epoch"],
-                        "metrics": {**record, **metrics}}, out / "best.pt")
+            torch.save(
+                {"state_dict": model.state_dict(), "config": config, "epoch": record["epoch"], "metrics": {**record, **metrics}},
+                out / "best.pt",
+            )
         return metrics
 
-    train_epochs(model, epochs=epochs, steps_per_epoch=int(np.ceil(len(train_ids) / args.batch_size)), lr=args.lr,
-                 weight_decay=DEFAULTS["weight_decay"], warmup_epochs=DEFAULTS["warmup_epochs"],
-                 epoch_batches=epoch_batches, batch_losses=batch_losses, out=out, config=config,
-                 validate=validate if val_set is not None else None)
+    train_epochs(
+        model,
+        epochs=epochs,
+        steps_per_epoch=int(np.ceil(len(train_ids) / args.batch_size)),
+        lr=args.lr,
+        weight_decay=DEFAULTS["weight_decay"],
+        warmup_epochs=DEFAULTS["warmup_epochs"],
+        epoch_batches=epoch_batches,
+        batch_losses=batch_losses,
+        out=out,
+        config=config,
+        validate=validate if val_set is not None else None,
+    )
     print(f"done: {out / 'last.pt'}" + (f", best val Dice {best:.4f}" if val_set is not None else ""), flush=True)
     return 0
 

@@ -242,9 +242,7 @@ class ChestXray(Analysis):
                 f"series modality is {volume.modality or 'not recorded'}; {self.name} analyses CR and DX radiographs only"
             )
         if volume.num_slices != 1:
-            raise NotApplicableError(
-                f"series holds {volume.num_slices} images as one volume; {self.name} analyses a single radiograph"
-            )
+            raise NotApplicableError(f"series holds {volume.num_slices} images as one volume; {self.name} analyses a single radiograph")
         header_view = view_from_header(volume.metadata.get("ViewPosition"))
         if header_view.view in (View.LATERAL, View.OBLIQUE):
             raise NotApplicableError(
@@ -353,7 +351,9 @@ class ChestXray(Analysis):
         elif view.view is View.DECUBITUS:
             notes.append(f"Lateral decubitus frontal view (ViewPosition {view.view_position}).")
         else:
-            recorded = f"ViewPosition {view.view_position!r} is not a known chest view" if view.view_position else "ViewPosition is not recorded"
+            recorded = (
+                f"ViewPosition {view.view_position!r} is not a known chest view" if view.view_position else "ViewPosition is not recorded"
+            )
             notes.append(f"{recorded}; the image was accepted as a frontal chest radiograph because its segmentation looks like one.")
         display = prepared.display
         handling = []
@@ -363,8 +363,12 @@ class ChestXray(Analysis):
         if display.voi != "none":
             handling.append(f"{display.voi} applied")
         if display.flip_columns or display.flip_rows:
-            flips = " and ".join(n for n, f in (("mirrored left-right", display.flip_columns), ("turned upside down", display.flip_rows)) if f)
-            handling.append(f"{flips} for the models (Patient Orientation {volume.metadata.get('PatientOrientation')}), results mapped back")
+            flips = " and ".join(
+                n for n, f in (("mirrored left-right", display.flip_columns), ("turned upside down", display.flip_rows)) if f
+            )
+            handling.append(
+                f"{flips} for the models (Patient Orientation {volume.metadata.get('PatientOrientation')}), results mapped back"
+            )
         if handling:
             notes.append("Image: " + "; ".join(handling) + ".")
         if spacing is None:
@@ -425,20 +429,35 @@ class ChestXray(Analysis):
                 if value in areas:
                     out.append(
                         Measurement(
-                            name=AREA, value=round(areas[value], 1), unit=UNIT_CM2, finding_site=site,
-                            segment_number=value, description=f"{site.meaning} field area (projected)",
+                            name=AREA,
+                            value=round(areas[value], 1),
+                            unit=UNIT_CM2,
+                            finding_site=site,
+                            segment_number=value,
+                            description=f"{site.meaning} field area (projected)",
                         )
                     )
             lungs = areas.get(RIGHT_LUNG_LABEL, 0.0) + areas.get(LEFT_LUNG_LABEL, 0.0)
             if lungs > 0:
                 out.append(
-                    Measurement(name=AREA, value=round(lungs, 1), unit=UNIT_CM2, finding_site=BOTH_LUNGS,
-                                description="area of both lung fields (projected)")
+                    Measurement(
+                        name=AREA,
+                        value=round(lungs, 1),
+                        unit=UNIT_CM2,
+                        finding_site=BOTH_LUNGS,
+                        description="area of both lung fields (projected)",
+                    )
                 )
             if HEART_LABEL in areas:
                 out.append(
-                    Measurement(name=AREA, value=round(areas[HEART_LABEL], 1), unit=UNIT_CM2, finding_site=HEART,
-                                segment_number=HEART_LABEL, description="heart area (projected)")
+                    Measurement(
+                        name=AREA,
+                        value=round(areas[HEART_LABEL], 1),
+                        unit=UNIT_CM2,
+                        finding_site=HEART,
+                        segment_number=HEART_LABEL,
+                        description="heart area (projected)",
+                    )
                 )
         return out
 
@@ -455,8 +474,7 @@ class ChestXray(Analysis):
         if geometry is None:
             return []
         out = []
-        for width, what in ((geometry.cardiac, "maximal horizontal cardiac width"),
-                            (geometry.thoracic, "maximal inner thoracic width")):
+        for width, what in ((geometry.cardiac, "maximal horizontal cardiac width"), (geometry.thoracic, "maximal inner thoracic width")):
             row = float(width.row)
             length = round(width.width_px * spacing.column_mm, 1) if spacing is not None else None
             out.append(
@@ -513,9 +531,7 @@ class ChestXray(Analysis):
         if spacing is None:
             return [], ["Nodule candidates: not searched, the image has no pixel spacing (the detector needs sizes in mm)."]
         lung_std = display.to_source(np.isin(labels, (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL)))  # flips are involutions
-        candidates = nodules.detect_nodules(
-            display.pixels, (spacing.row_mm, spacing.column_mm), lung_std, self.registry
-        )
+        candidates = nodules.detect_nodules(display.pixels, (spacing.row_mm, spacing.column_mm), lung_std, self.registry)
         rows, cols = labels.shape
         points = []
         for candidate in candidates:

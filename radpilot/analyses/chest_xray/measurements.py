@@ -200,8 +200,12 @@ def cut_off_structures(labels: np.ndarray) -> list[str]:
     if heart.any():
         height = int(np.ptp(np.flatnonzero(heart.any(axis=1)))) + 1
         width = int(np.ptp(np.flatnonzero(heart.any(axis=0)))) + 1
-        if (_runs_along(heart[:, 0], height) or _runs_along(heart[:, -1], height)
-                or _runs_along(heart[0], width) or _runs_along(heart[-1], width)):
+        if (
+            _runs_along(heart[:, 0], height)
+            or _runs_along(heart[:, -1], height)
+            or _runs_along(heart[0], width)
+            or _runs_along(heart[-1], width)
+        ):
             out.append("the heart")
     lungs = [(labels == value, name) for value, name in ((RIGHT_LUNG_LABEL, "right lung"), (LEFT_LUNG_LABEL, "left lung"))]
     lungs = [(mask, name) for mask, name in lungs if mask.any()]

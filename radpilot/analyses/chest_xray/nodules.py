@@ -142,8 +142,9 @@ def candidates_from_outputs(
             continue
         if mask is not None and not _near_mask(mask, row, col, (mask_margin_mm / sr, mask_margin_mm / sc)):
             continue
-        kept.append(NoduleCandidate(row=float(row), col=float(col),
-                                    diameter_mm=float(diameter_px[i, j] * model_px_mm), score=float(heatmap[i, j])))
+        kept.append(
+            NoduleCandidate(row=float(row), col=float(col), diameter_mm=float(diameter_px[i, j] * model_px_mm), score=float(heatmap[i, j]))
+        )
         kept_mm.append((row_mm, col_mm))
         if len(kept) >= max_candidates:
             break

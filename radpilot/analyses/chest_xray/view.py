@@ -97,7 +97,9 @@ def frontal_plausibility(labels: np.ndarray, confidence: float | None = None) ->
         raise ValueError(f"expected a 2-D label map, got shape {labels.shape}")
     rows, cols = labels.shape
     total = float(rows * cols)
-    masks = {name: labels == value for name, value in (("right lung", RIGHT_LUNG_LABEL), ("left lung", LEFT_LUNG_LABEL), ("heart", HEART_LABEL))}
+    masks = {
+        name: labels == value for name, value in (("right lung", RIGHT_LUNG_LABEL), ("left lung", LEFT_LUNG_LABEL), ("heart", HEART_LABEL))
+    }
     missing = [name for name, mask in masks.items() if not mask.any()]
     if missing:
         return [f"no {' and no '.join(missing)} found"]
@@ -105,12 +107,18 @@ def frontal_plausibility(labels: np.ndarray, confidence: float | None = None) ->
     area = {name: float(mask.sum()) / total for name, mask in masks.items()}
     for name in ("right lung", "left lung"):
         if area[name] < MIN_LUNG_AREA_FRACTION:
-            problems.append(f"the {name} field covers only {100 * area[name]:.1f} % of the image (at least {100 * MIN_LUNG_AREA_FRACTION:.0f} % expected)")
+            problems.append(
+                f"the {name} field covers only {100 * area[name]:.1f} % of the image (at least {100 * MIN_LUNG_AREA_FRACTION:.0f} % expected)"
+            )
     if area["heart"] < MIN_HEART_AREA_FRACTION:
-        problems.append(f"the heart covers only {100 * area['heart']:.1f} % of the image (at least {100 * MIN_HEART_AREA_FRACTION:.0f} % expected)")
+        problems.append(
+            f"the heart covers only {100 * area['heart']:.1f} % of the image (at least {100 * MIN_HEART_AREA_FRACTION:.0f} % expected)"
+        )
     ratio = min(area["right lung"], area["left lung"]) / max(area["right lung"], area["left lung"])
     if ratio < MIN_LUNG_AREA_RATIO:
-        problems.append(f"the two lung fields differ too much in size (smaller / larger = {ratio:.2f}, at least {MIN_LUNG_AREA_RATIO:.2f} expected)")
+        problems.append(
+            f"the two lung fields differ too much in size (smaller / larger = {ratio:.2f}, at least {MIN_LUNG_AREA_RATIO:.2f} expected)"
+        )
     col_index = np.arange(cols)
     centre = {name: float((mask.sum(axis=0) * col_index).sum() / mask.sum()) for name, mask in masks.items()}
     if not centre["right lung"] < centre["heart"] < centre["left lung"]:
@@ -125,9 +133,13 @@ def frontal_plausibility(labels: np.ndarray, confidence: float | None = None) ->
         problems.append("the two lung fields are not side by side")
     thorax = float(extent["left lung"][-1] - extent["right lung"][0] + 1) / cols
     if thorax < MIN_THORAX_WIDTH_FRACTION:
-        problems.append(f"the lung fields span only {100 * thorax:.0f} % of the image width (at least {100 * MIN_THORAX_WIDTH_FRACTION:.0f} % expected)")
+        problems.append(
+            f"the lung fields span only {100 * thorax:.0f} % of the image width (at least {100 * MIN_THORAX_WIDTH_FRACTION:.0f} % expected)"
+        )
     if confidence is not None and confidence < MIN_CONFIDENCE:
-        problems.append(f"the segmentation model is unsure of the anatomy (mean confidence {confidence:.2f}, at least {MIN_CONFIDENCE:.2f} expected)")
+        problems.append(
+            f"the segmentation model is unsure of the anatomy (mean confidence {confidence:.2f}, at least {MIN_CONFIDENCE:.2f} expected)"
+        )
     return problems
 
 

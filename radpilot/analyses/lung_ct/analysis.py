@@ -135,9 +135,7 @@ class LungCTQuant(Analysis):
             raise TypeError(f"volume must be a Volume, got {type(volume).__name__}")
         modality = volume.modality.upper()
         if modality != "CT":
-            raise NotApplicableError(
-                f"series modality is {volume.modality or 'not recorded'}; {self.name} analyses CT only"
-            )
+            raise NotApplicableError(f"series modality is {volume.modality or 'not recorded'}; {self.name} analyses CT only")
         n_slices = volume.num_slices
         coverage = volume.extent_mm[0]
         if n_slices < MIN_SLICES or coverage < MIN_COVERAGE_MM:
@@ -173,9 +171,7 @@ class LungCTQuant(Analysis):
         labels = result.labels
         present = [v for v in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL) if np.any(labels == v)]
         if not present:
-            raise NotApplicableError(
-                f"no aerated lung was found in this series (is it a chest CT?); {self.name} needs the lungs in view"
-            )
+            raise NotApplicableError(f"no aerated lung was found in this series (is it a chest CT?); {self.name} needs the lungs in view")
         ml_per_voxel = volume.ml_per_voxel
         algorithm = f"RadPilot {self.name} {self.version} (threshold segmentation)"
         segments: list[Segment] = []
@@ -183,9 +179,7 @@ class LungCTQuant(Analysis):
         sites = {RIGHT_LUNG_LABEL: RIGHT_LUNG, LEFT_LUNG_LABEL: LEFT_LUNG}
         for value in present:
             site = sites[value]
-            segments.append(
-                Segment(number=value, label=site.meaning, category=ANATOMICAL_STRUCTURE, type=site, algorithm_name=algorithm)
-            )
+            segments.append(Segment(number=value, label=site.meaning, category=ANATOMICAL_STRUCTURE, type=site, algorithm_name=algorithm))
             stats = lung_density_stats(volume.voxels, labels == value, ml_per_voxel)
             measurements.extend(self._measurements(stats, site, value))
         total = lung_density_stats(volume.voxels, labels > 0, ml_per_voxel)
@@ -234,8 +228,12 @@ class LungCTQuant(Analysis):
         if mask is None or volume.modality.upper() != "CT" or not mask.any():
             return {}
         stats = lung_density_stats(volume.voxels, mask, volume.ml_per_voxel)
-        return {"total_lung_volume_ml": stats.volume_ml, "laa950_percent": stats.laa950_percent,
-                "perc15_hu": stats.perc15_hu, "mean_lung_hu": stats.mean_hu}
+        return {
+            "total_lung_volume_ml": stats.volume_ml,
+            "laa950_percent": stats.laa950_percent,
+            "perc15_hu": stats.perc15_hu,
+            "mean_lung_hu": stats.mean_hu,
+        }
 
     @staticmethod
     def _measurements(stats: LungDensityStats, site: Code, segment: int | None) -> list[Measurement]:

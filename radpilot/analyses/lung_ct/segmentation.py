@@ -227,8 +227,7 @@ def estimate_thresholds(image: np.ndarray, params: SegmentationParams = DEFAULT_
     values = _window(stack.ravel())
     if values.size < 100:
         raise ValueError(
-            f"too few values between {HISTOGRAM_WINDOW[0]:.0f} and {HISTOGRAM_WINDOW[1]:.0f}: "
-            "the image does not look like CT in HU"
+            f"too few values between {HISTOGRAM_WINDOW[0]:.0f} and {HISTOGRAM_WINDOW[1]:.0f}: the image does not look like CT in HU"
         )
     first, _, _ = otsu_threshold(values)
     inside = [_window(plane[body_mask_slice(plane, first)]) for plane in stack]
@@ -420,9 +419,7 @@ def _disk(radius_px_y: float, radius_px_x: float) -> np.ndarray:
     return ((y / max(radius_px_y, 1e-9)) ** 2 + (x / max(radius_px_x, 1e-9)) ** 2) <= 1.0
 
 
-def _keep_lung_components(
-    candidates: np.ndarray, ml_per_voxel: float, head_is_high_z: bool, params: SegmentationParams
-) -> np.ndarray:
+def _keep_lung_components(candidates: np.ndarray, ml_per_voxel: float, head_is_high_z: bool, params: SegmentationParams) -> np.ndarray:
     """Keep 3-D components large enough to be lung whose top reaches the upper part of the lungs."""
     if not head_is_high_z:
         return _keep_lung_components(candidates[::-1], ml_per_voxel, True, params)[::-1]
@@ -466,9 +463,7 @@ def _assign_to_nearest_seed(seeds: np.ndarray, mask: np.ndarray, spacing_yx: tup
     for z in np.nonzero(mask.any(axis=(1, 2)))[0]:
         source = int(seeded[np.argmin(np.abs(seeded - z))])
         if source not in nearest_cache:
-            indices = ndi.distance_transform_edt(
-                seeds[source] == 0, sampling=spacing_yx, return_distances=False, return_indices=True
-            )
+            indices = ndi.distance_transform_edt(seeds[source] == 0, sampling=spacing_yx, return_distances=False, return_indices=True)
             nearest_cache[source] = seeds[source][indices[0], indices[1]]
         out[z][mask[z]] = nearest_cache[source][mask[z]]
     return out
@@ -540,9 +535,7 @@ def _split_left_right(
     method = "components"
     for index, sl in enumerate(ndi.find_objects(labels), start=1):
         component = labels[sl] == index
-        offsets = np.broadcast_to(
-            patient_x[sl[1], sl[2]][np.newaxis] - body_centre[sl[0], np.newaxis, np.newaxis], component.shape
-        )
+        offsets = np.broadcast_to(patient_x[sl[1], sl[2]][np.newaxis] - body_centre[sl[0], np.newaxis, np.newaxis], component.shape)
         side = np.where(component, np.sign(offsets), 0)
         right, left = int((side < 0).sum()), int((side > 0).sum())
         count = int(component.sum())

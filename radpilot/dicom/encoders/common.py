@@ -32,14 +32,13 @@ Conformance notes (``dciodvfy -new``, dicom3tools 2022-06)
 
 from __future__ import annotations
 
-from typing import Any
-
 import datetime as _dt
 import hashlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -86,10 +85,38 @@ PRIVATE_CODING_SCHEME = "99RADPILOT"
 #: Coding scheme designators of PS3.16 Table 8-1 that encoders meet in practice (not exhaustive).
 STANDARD_CODING_SCHEMES = frozenset(
     {
-        "DCM", "SCT", "SRT", "SNM3", "LN", "UCUM", "RADLEX", "FMA", "NCIt", "NCIT", "UMLS",
-        "MDC", "ACR", "BI", "ICD10", "I10", "I9C", "ICD10CM", "RFC5646", "ISO3166_1", "ISO639_1",
-        "ISO639_2", "NEU", "UBERON", "MSH", "NDC", "RXNORM", "PUBCHEM_CID", "DCMUID", "HPC",
-        "RADELEMENT", "SNM",
+        "DCM",
+        "SCT",
+        "SRT",
+        "SNM3",
+        "LN",
+        "UCUM",
+        "RADLEX",
+        "FMA",
+        "NCIt",
+        "NCIT",
+        "UMLS",
+        "MDC",
+        "ACR",
+        "BI",
+        "ICD10",
+        "I10",
+        "I9C",
+        "ICD10CM",
+        "RFC5646",
+        "ISO3166_1",
+        "ISO639_1",
+        "ISO639_2",
+        "NEU",
+        "UBERON",
+        "MSH",
+        "NDC",
+        "RXNORM",
+        "PUBCHEM_CID",
+        "DCMUID",
+        "HPC",
+        "RADELEMENT",
+        "SNM",
     }
 )
 
@@ -427,14 +454,12 @@ def prepare_source_datasets(source_datasets: Sequence[Dataset]) -> list[Dataset]
     """
     if isinstance(source_datasets, Dataset) or not isinstance(source_datasets, Sequence):
         hint = (
-            " (encode_segmentation and encode_measurement_report take (findings, source_datasets, ...), "
-            "not the Volume)"
+            " (encode_segmentation and encode_measurement_report take (findings, source_datasets, ...), not the Volume)"
             if hasattr(source_datasets, "voxels")
             else ""
         )
         raise TypeError(
-            f"source_datasets must be a list of pydicom Datasets (the source series), "
-            f"got {type(source_datasets).__name__}{hint}"
+            f"source_datasets must be a list of pydicom Datasets (the source series), got {type(source_datasets).__name__}{hint}"
         )
     items = list(source_datasets)
     if not items:
@@ -512,10 +537,39 @@ def copy_patient_study(source: Dataset, target: Dataset) -> None:
 #: Body Part Examined values of unpaired body parts (General Series Laterality is then not required).
 UNPAIRED_BODY_PARTS = frozenset(
     {
-        "CHEST", "ABDOMEN", "PELVIS", "HEAD", "NECK", "HEART", "LIVER", "SPLEEN", "PANCREAS", "BRAIN",
-        "CSPINE", "TSPINE", "LSPINE", "SSPINE", "SPINE", "WHOLEBODY", "CHESTABDOMEN", "ABDOMENPELVIS",
-        "CHESTABDPELVIS", "HEADNECK", "THORAX", "MEDIASTINUM", "AORTA", "CORONARYARTERY", "STOMACH", "BLADDER",
-        "PROSTATE", "UTERUS", "SKULL", "TRACHEA", "ESOPHAGUS", "SACRUM", "COCCYX",
+        "CHEST",
+        "ABDOMEN",
+        "PELVIS",
+        "HEAD",
+        "NECK",
+        "HEART",
+        "LIVER",
+        "SPLEEN",
+        "PANCREAS",
+        "BRAIN",
+        "CSPINE",
+        "TSPINE",
+        "LSPINE",
+        "SSPINE",
+        "SPINE",
+        "WHOLEBODY",
+        "CHESTABDOMEN",
+        "ABDOMENPELVIS",
+        "CHESTABDPELVIS",
+        "HEADNECK",
+        "THORAX",
+        "MEDIASTINUM",
+        "AORTA",
+        "CORONARYARTERY",
+        "STOMACH",
+        "BLADDER",
+        "PROSTATE",
+        "UTERUS",
+        "SKULL",
+        "TRACHEA",
+        "ESOPHAGUS",
+        "SACRUM",
+        "COCCYX",
     }
 )
 
@@ -598,7 +652,7 @@ def segment_number_map(segments: Sequence[object]) -> dict[int, int]:
     The Segmentation IOD numbers segments from 1 without gaps; an analysis may
     number them freely.  SEG and SR use this same mapping.
     """
-    numbers = [int(getattr(s, "number")) for s in segments]
+    numbers = [int(s.number) for s in segments]
     if len(set(numbers)) != len(numbers):
         duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
         raise ValueError(f"segment numbers must be unique, got duplicates {duplicates}")

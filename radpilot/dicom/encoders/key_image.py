@@ -60,7 +60,15 @@ from radpilot.dicom.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KeyImage", "default_display_window", "render_key_image", "encode_key_image", "SOFT_TISSUE_WINDOW", "LINE_COLORS_RGB", "line_color"]
+__all__ = [
+    "KeyImage",
+    "default_display_window",
+    "render_key_image",
+    "encode_key_image",
+    "SOFT_TISSUE_WINDOW",
+    "LINE_COLORS_RGB",
+    "line_color",
+]
 
 KEY_IMAGE_KIND = "key-image"
 #: (center, width) of the CT soft-tissue window, for a CT whose analysis declares no window.
@@ -197,11 +205,11 @@ def _format_value(value: float, unit: str) -> str:
     return f"{text} {shown}" if shown else text
 
 
-def _legend_lines(findings: Findings, slice_index: int, num_slices: int, colors: dict[int, tuple[int, int, int]]) -> list[tuple[str, tuple[int, int, int]]]:
+def _legend_lines(
+    findings: Findings, slice_index: int, num_slices: int, colors: dict[int, tuple[int, int, int]]
+) -> list[tuple[str, tuple[int, int, int]]]:
     segments = {s.number: s for s in (findings.segmentation.segments if findings.segmentation else [])}
-    lines: list[tuple[str, tuple[int, int, int]]] = [
-        (f"{findings.analysis} {findings.version} - AI result, unverified", TEXT_COLOR)
-    ]
+    lines: list[tuple[str, tuple[int, int, int]]] = [(f"{findings.analysis} {findings.version} - AI result, unverified", TEXT_COLOR)]
     for m in findings.measurements:
         label = segments[m.segment_number].label + ": " if m.segment_number in segments else ""
         color = colors.get(m.segment_number, TEXT_COLOR) if m.segment_number is not None else TEXT_COLOR
@@ -379,9 +387,7 @@ def _source_of_slice(volume: Volume, sources: Sequence[Dataset], index: int) -> 
                 return ds
         raise ValueError(f"slice {index} of the volume is instance {wanted}, which is not among source_datasets")
     if len(sources) != volume.num_slices:
-        raise ValueError(
-            f"source_datasets has {len(sources)} image(s) but the volume has {volume.num_slices} slice(s)"
-        )
+        raise ValueError(f"source_datasets has {len(sources)} image(s) but the volume has {volume.num_slices} slice(s)")
     return sources[index]
 
 
@@ -439,11 +445,11 @@ def encode_key_image(
         raise TypeError(f"volume must be a radpilot Volume, got {type(volume).__name__}")
     if volume.series_uid and volume.series_uid != str(sources[0].SeriesInstanceUID):
         raise ValueError("source_datasets belong to another series than the volume")
-    key = render_key_image(
-        findings, volume, slice_index, window=window, min_size=min_size, max_size=max_size, legend_lines=legend_lines
-    )
+    key = render_key_image(findings, volume, slice_index, window=window, min_size=min_size, max_size=max_size, legend_lines=legend_lines)
     source = _source_of_slice(volume, sources, key.slice_index)
-    uids = UidFactory(uid_seed or make_uid_seed(identity.algorithm_name, identity.algorithm_version, (str(d.SOPInstanceUID) for d in sources)))
+    uids = UidFactory(
+        uid_seed or make_uid_seed(identity.algorithm_name, identity.algorithm_version, (str(d.SOPInstanceUID) for d in sources))
+    )
 
     _, row_spacing, column_spacing = volume.spacing_zyx
     image = hd.sc.SCImage(

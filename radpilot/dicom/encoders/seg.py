@@ -175,7 +175,9 @@ def encode_segmentation(
         raise ValueError("the segmentation is empty (no labelled voxel): there is nothing to encode as SEG")
 
     numbers = segment_number_map(segmentation.segments)
-    uids = UidFactory(uid_seed or make_uid_seed(identity.algorithm_name, identity.algorithm_version, (str(d.SOPInstanceUID) for d in sources)))
+    uids = UidFactory(
+        uid_seed or make_uid_seed(identity.algorithm_name, identity.algorithm_version, (str(d.SOPInstanceUID) for d in sources))
+    )
 
     # Label map with contiguous SEG segment numbers 1..N (highdicom's label-map style input).
     lut = np.zeros(int(max(int(labels.max()), max(numbers))) + 1, dtype=np.uint16)

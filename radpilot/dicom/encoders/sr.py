@@ -189,9 +189,7 @@ def _measurement(m: Measurement, identity: DeviceIdentity, index: int) -> hd.sr.
         algorithm_id=identity.sr_algorithm_identification(),
         derivation=to_coded_concept(m.derivation, what=f"{what} derivation") if m.derivation is not None else None,
         finding_sites=(
-            [hd.sr.FindingSite(to_coded_concept(m.finding_site, what=f"{what} finding site"))]
-            if m.finding_site is not None
-            else None
+            [hd.sr.FindingSite(to_coded_concept(m.finding_site, what=f"{what} finding site"))] if m.finding_site is not None else None
         ),
     )
 
@@ -230,9 +228,7 @@ def _frame_segment_number(seg: Dataset, frame: Dataset) -> int:
 
 def _frames_of_segment(seg: Dataset, seg_number: int) -> list[int]:
     return [
-        index + 1
-        for index, frame in enumerate(seg.PerFrameFunctionalGroupsSequence)
-        if _frame_segment_number(seg, frame) == seg_number
+        index + 1 for index, frame in enumerate(seg.PerFrameFunctionalGroupsSequence) if _frame_segment_number(seg, frame) == seg_number
     ]
 
 
@@ -316,7 +312,9 @@ def encode_measurement_report(
     if point_coordinates == "patient" and (findings.points or findings.lines) and not volumetric:
         raise ValueError("point_coordinates='patient' needs sources with a frame of reference and image position")
     procedure = procedure_code or default_procedure_code(str(first.get("Modality", "")))
-    uids = UidFactory(uid_seed or make_uid_seed(identity.algorithm_name, identity.algorithm_version, (str(d.SOPInstanceUID) for d in sources)))
+    uids = UidFactory(
+        uid_seed or make_uid_seed(identity.algorithm_name, identity.algorithm_version, (str(d.SOPInstanceUID) for d in sources))
+    )
     algorithm_id = identity.sr_algorithm_identification()
 
     segments = {s.number: s for s in (findings.segmentation.segments if findings.segmentation else [])}
@@ -394,9 +392,7 @@ def encode_measurement_report(
             # PS3.3 Table 10-3b: Referenced Segment Number shall not be present with Referenced Frame
             # Number (the frame identifies the segment); highdicom writes both, dciodvfy flags an error.
             del frame_reference[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
-            groups.append(
-                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_segment=frame_reference, **group_args)
-            )
+            groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_segment=frame_reference, **group_args))
 
     for index, point in enumerate(findings.points):
         z, y, x = _check_point(point, sources, index)
@@ -488,9 +484,7 @@ def encode_measurement_report(
         label = line.description.split(",")[0].strip() if line.description else line.name.meaning
         groups.append(
             hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=uids.uid(SR_KIND, "line", index), identifier=f"{label} {index + 1}"[:64]
-                ),
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=uids.uid(SR_KIND, "line", index), identifier=f"{label} {index + 1}"[:64]),
                 referenced_region=line_region,
                 finding_type=name,
                 algorithm_id=algorithm_id,

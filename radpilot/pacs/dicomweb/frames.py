@@ -109,9 +109,7 @@ def _value_bytes(source: PixelSource, start: int, length: int) -> bytes:
     else:
         data = bytes(value[start : start + length])
     if len(data) < length:
-        raise FrameError(
-            FrameErrorKind.UNREADABLE, f"pixel data of {source.path.name} is shorter than its attributes say"
-        )
+        raise FrameError(FrameErrorKind.UNREADABLE, f"pixel data of {source.path.name} is shorter than its attributes say")
     return data
 
 
@@ -171,9 +169,7 @@ def encapsulated_frames(source: PixelSource, numbers: Sequence[int]) -> list[byt
             buffer = io.BytesIO(bytes(raw.value))
         for number in numbers:
             try:
-                frames.append(
-                    get_frame(buffer, number - 1, number_of_frames=source.number_of_frames, extended_offsets=extended)
-                )
+                frames.append(get_frame(buffer, number - 1, number_of_frames=source.number_of_frames, extended_offsets=extended))
             except (ValueError, EOFError) as exc:
                 raise FrameError(
                     FrameErrorKind.UNREADABLE, f"frame {number} cannot be read from the encapsulated pixel data: {exc}"

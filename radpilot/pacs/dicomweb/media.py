@@ -80,9 +80,7 @@ def choose_instance_encoding(ranges: Sequence[MediaType], syntaxes: set[str], co
             continue
         if syntax in (None, "*"):
             return PartChoice(APPLICATION_DICOM, None, multipart)
-        if all(
-            s == syntax or (syntax == EXPLICIT_VR_LITTLE_ENDIAN and s in TRANSCODABLE_TO_EXPLICIT_LE) for s in syntaxes
-        ):
+        if all(s == syntax or (syntax == EXPLICIT_VR_LITTLE_ENDIAN and s in TRANSCODABLE_TO_EXPLICIT_LE) for s in syntaxes):
             return PartChoice(APPLICATION_DICOM, syntax, multipart)
     return None
 

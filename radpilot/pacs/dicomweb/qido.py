@@ -194,9 +194,7 @@ def qido_result_json(result: dict[str, Any], return_keys: Iterable[str], level: 
     return dict(sorted(attributes.items()))
 
 
-def search(
-    archive: Archive, level: QueryLevel, fixed: dict[str, str], qido: QidoRequest, base: str
-) -> list[dict]:
+def search(archive: Archive, level: QueryLevel, fixed: dict[str, str], qido: QidoRequest, base: str) -> list[dict]:
     """Run a parsed QIDO-RS query at ``level`` and answer it as DICOM JSON objects.
 
     Parameters

@@ -244,9 +244,7 @@ def _wado_instances(request: Request, archive: Archive, instances: list[Instance
     return _multipart_response(parts, APPLICATION_DICOM, None)
 
 
-def _wado_metadata(
-    request: Request, archive: Archive, study: str, series: str | None, sop: str | None, threshold: int
-) -> Response:
+def _wado_metadata(request: Request, archive: Archive, study: str, series: str | None, sop: str | None, threshold: int) -> Response:
     _require_json_accept(request)
     instances = wado_rs.find_instances(archive, study, series, sop)
     base = _service_base(request)

@@ -145,9 +145,7 @@ def stow_boundary(content_type: str | None) -> str:
     try:
         media_type = parse_media_type(content_type)
     except MultipartError as exc:
-        raise StowRequestError(
-            StowRequestErrorKind.MALFORMED, f"unreadable Content-Type: {exc}", "Content-Type"
-        ) from None
+        raise StowRequestError(StowRequestErrorKind.MALFORMED, f"unreadable Content-Type: {exc}", "Content-Type") from None
     if media_type.type != "multipart/related":
         raise StowRequestError(
             StowRequestErrorKind.UNSUPPORTED_MEDIA_TYPE,
@@ -170,9 +168,7 @@ def stow_boundary(content_type: str | None) -> str:
 def _best_effort_uids(data: bytes) -> tuple[str, str]:
     """SOP Class and Instance UID of a refused part, where they can be read at all (for the failure item)."""
     try:
-        dataset = pydicom.dcmread(
-            io.BytesIO(data), force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"]
-        )
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
         return str(dataset.get("SOPClassUID", "") or ""), str(dataset.get("SOPInstanceUID", "") or "")
     except Exception:  # noqa: BLE001 - the part is already refused; the UIDs are a courtesy
         return "", ""
@@ -267,9 +263,7 @@ def _referenced_item(outcome: StowOutcome) -> dict[str, Any]:
     return item
 
 
-def stow_response_json(
-    outcomes: Sequence[StowOutcome], base: str, study: str | None, series_of: dict[str, str]
-) -> dict:
+def stow_response_json(outcomes: Sequence[StowOutcome], base: str, study: str | None, series_of: dict[str, str]) -> dict:
     """The PS3.18 Store Instances Response (Table 10.5.3-3) as DICOM JSON."""
     stored = [o for o in outcomes if o.accepted]
     failed = [o for o in outcomes if not o.accepted]
@@ -290,9 +284,7 @@ def stow_response_json(
             item = _referenced_item(outcome)
             series = series_of.get(outcome.sop_instance_uid)
             if series:
-                url = (
-                    f"{base}/studies/{outcome.study_instance_uid}/series/{series}/instances/{outcome.sop_instance_uid}"
-                )
+                url = f"{base}/studies/{outcome.study_instance_uid}/series/{series}/instances/{outcome.sop_instance_uid}"
                 item["00081190"] = attribute_json("UR", url)
             items.append(dict(sorted(item.items())))
         response["00081199"] = {"vr": "SQ", "Value": items}
@@ -308,9 +300,7 @@ def _series_of_stored(archive: Archive, outcomes: Sequence[StowOutcome]) -> dict
     return series_of
 
 
-def process_stow(
-    archive: Archive, buffer: bytes | mmap.mmap, boundary: str, study: str | None, base: str
-) -> StowAnswer:
+def process_stow(archive: Archive, buffer: bytes | mmap.mmap, boundary: str, study: str | None, base: str) -> StowAnswer:
     """Parse a STOW-RS body, store its parts, and build the response (blocking; run in a thread).
 
     Parameters
@@ -329,13 +319,9 @@ def process_stow(
     try:
         parts = parse_multipart(buffer, boundary)
     except MultipartError as exc:
-        raise StowRequestError(
-            StowRequestErrorKind.MALFORMED, f"the multipart/related body cannot be parsed: {exc}"
-        ) from None
+        raise StowRequestError(StowRequestErrorKind.MALFORMED, f"the multipart/related body cannot be parsed: {exc}") from None
     if not parts:
-        raise StowRequestError(
-            StowRequestErrorKind.MALFORMED, "the multipart/related body has no parts: nothing to store"
-        )
+        raise StowRequestError(StowRequestErrorKind.MALFORMED, "the multipart/related body has no parts: nothing to store")
     outcomes = [store_part(archive, part, buffer, study) for part in parts]
     if all(o.not_dicom for o in outcomes):
         raise StowRequestError(

@@ -131,9 +131,7 @@ def instance_part(archive: Archive, instance: Instance, syntax: str | None) -> t
     """(content type, chunks) of one instance, as stored (``syntax`` None or the stored one) or transcoded."""
     path = archive.path_of(instance)
     if syntax is None or syntax == instance.transfer_syntax_uid:
-        return f"{APPLICATION_DICOM}; transfer-syntax={instance.transfer_syntax_uid}", LazyChunks(
-            lambda: file_chunks(path)
-        )
+        return f"{APPLICATION_DICOM}; transfer-syntax={instance.transfer_syntax_uid}", LazyChunks(lambda: file_chunks(path))
     return f"{APPLICATION_DICOM}; transfer-syntax={syntax}", LazyChunks(lambda: iter([transcode_to_explicit_le(path)]))
 
 

@@ -176,7 +176,9 @@ class PngSlicesAdapter(Adapter):
             ref=case,
             kind="image2d",
             image=image,
-            pixel_spacing_mm=(float(spacing), float(spacing)) if isinstance(spacing, (int, float)) else (tuple(spacing) if spacing else None),  # type: ignore[arg-type]
+            pixel_spacing_mm=(float(spacing), float(spacing))
+            if isinstance(spacing, (int, float))
+            else (tuple(spacing) if spacing else None),  # type: ignore[arg-type]
             reference_masks={_required(options, "structure"): mask},
         )
 

@@ -22,7 +22,11 @@ def labels_on_volume_grid(image: LabelImage, volume: Any, *, tolerance: float = 
     mapping = np.linalg.inv(volume_affine) @ image.affine_lps  # (i, j, k, 1) -> (x, y, z, 1)
     rot = mapping[:3, :3]
     perm = np.round(rot)
-    if not np.allclose(rot, perm, atol=tolerance) or not np.allclose(np.abs(perm).sum(axis=0), 1) or not np.allclose(np.abs(perm).sum(axis=1), 1):
+    if (
+        not np.allclose(rot, perm, atol=tolerance)
+        or not np.allclose(np.abs(perm).sum(axis=0), 1)
+        or not np.allclose(np.abs(perm).sum(axis=1), 1)
+    ):
         where = f" ({image.path})" if image.path else ""
         raise DatasetError(
             f"reference volume{where} is not on the image's voxel grid (its axes map to {np.round(rot, 3).tolist()} "

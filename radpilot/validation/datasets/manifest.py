@@ -116,8 +116,24 @@ def parse_manifest(content: Any, *, source: Path | None = None, origin: Literal[
     if missing:
         raise DatasetError(f"{where}: missing required field(s) {missing}")
     known = {
-        "name", "version", "title", "layout", "root", "analysis", "models", "outputs", "reference", "licence",
-        "terms", "citation", "limitations", "content_hash", "file_count", "total_bytes", "options", "development_use",
+        "name",
+        "version",
+        "title",
+        "layout",
+        "root",
+        "analysis",
+        "models",
+        "outputs",
+        "reference",
+        "licence",
+        "terms",
+        "citation",
+        "limitations",
+        "content_hash",
+        "file_count",
+        "total_bytes",
+        "options",
+        "development_use",
     }
     unknown = sorted(set(content) - known)
     if unknown:

@@ -82,8 +82,18 @@ def read_nifti(path: Path) -> LabelImage:
 
 # nibabel reads no MetaImage (.mha/.mhd: ITK's format), so this small reader stays.
 _MET_TYPES = {
-    "MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2", "MET_UINT": "u4", "MET_INT": "i4",
-    "MET_ULONG": "u8", "MET_LONG": "i8", "MET_ULONG_LONG": "u8", "MET_LONG_LONG": "i8", "MET_FLOAT": "f4", "MET_DOUBLE": "f8",
+    "MET_UCHAR": "u1",
+    "MET_CHAR": "i1",
+    "MET_USHORT": "u2",
+    "MET_SHORT": "i2",
+    "MET_UINT": "u4",
+    "MET_INT": "i4",
+    "MET_ULONG": "u8",
+    "MET_LONG": "i8",
+    "MET_ULONG_LONG": "u8",
+    "MET_LONG_LONG": "i8",
+    "MET_FLOAT": "f4",
+    "MET_DOUBLE": "f8",
 }
 
 
@@ -124,7 +134,10 @@ def read_metaimage(path: Path) -> LabelImage:
     dims = [int(v) for v in header["DimSize"].split()]
     spacing = [float(v) for v in (header.get("ElementSpacing") or header.get("ElementSize") or "1 1 1").split()]
     offset = [float(v) for v in (header.get("Offset") or header.get("Origin") or header.get("Position") or "0 0 0").split()]
-    matrix = [float(v) for v in (header.get("TransformMatrix") or header.get("Rotation") or header.get("Orientation") or "1 0 0 0 1 0 0 0 1").split()]
+    matrix = [
+        float(v)
+        for v in (header.get("TransformMatrix") or header.get("Rotation") or header.get("Orientation") or "1 0 0 0 1 0 0 0 1").split()
+    ]
     msb = header.get("BinaryDataByteOrderMSB", header.get("ElementByteOrderMSB", "False")).lower() == "true"
     data_file = header["ElementDataFile"]
     payload = raw[position:] if data_file == "LOCAL" else (path.parent / data_file).read_bytes()

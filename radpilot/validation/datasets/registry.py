@@ -89,7 +89,9 @@ class DatasetRegistry:
         Folder of shipped manifests (tests point it elsewhere).
     """
 
-    def __init__(self, data_dir: Path | None = None, *, shared_root: Path | None = None, shipped_dir: Path | None = SHIPPED_MANIFEST_DIR) -> None:
+    def __init__(
+        self, data_dir: Path | None = None, *, shared_root: Path | None = None, shipped_dir: Path | None = SHIPPED_MANIFEST_DIR
+    ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.shared_root = Path(shared_root) if shared_root is not None else default_shared_root()
         self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else None
@@ -150,20 +152,30 @@ class DatasetRegistry:
         manifest = self.get(name_or_manifest) if isinstance(name_or_manifest, str) else name_or_manifest
         root = self.root_of(manifest)
         if not root.is_dir():
-            return Verification(manifest.name, "missing", root, manifest.content_hash, None, None, None, None,
-                                f"dataset folder {root} does not exist")
+            return Verification(
+                manifest.name, "missing", root, manifest.content_hash, None, None, None, None, f"dataset folder {root} does not exist"
+            )
         actual = compute_content_hash(root)
         try:
             n_cases: int | None = len(self.cases(manifest))
             problem = None
         except (DatasetError, KeyError, OSError) as exc:
             n_cases, problem = None, str(exc)
-        common = dict(name=manifest.name, root=root, expected_hash=manifest.content_hash, actual_hash=actual.value,
-                      file_count=actual.file_count, total_bytes=actual.total_bytes, n_cases=n_cases)
+        common = dict(
+            name=manifest.name,
+            root=root,
+            expected_hash=manifest.content_hash,
+            actual_hash=actual.value,
+            file_count=actual.file_count,
+            total_bytes=actual.total_bytes,
+            n_cases=n_cases,
+        )
         if problem:
             return Verification(status="invalid", message=f"the folder does not match layout {manifest.layout}: {problem}", **common)
         if manifest.content_hash is None:
-            return Verification(status="unpinned", message="the manifest has no content_hash: results on it cannot be tied to a fixed content", **common)
+            return Verification(
+                status="unpinned", message="the manifest has no content_hash: results on it cannot be tied to a fixed content", **common
+            )
         if actual.value != manifest.content_hash:
             details = sha256sums_differences(root, actual.files)
             counts = []
@@ -171,9 +183,8 @@ class DatasetRegistry:
                 counts.append(f"{actual.file_count} files instead of {manifest.file_count}")
             if manifest.total_bytes is not None and manifest.total_bytes != actual.total_bytes:
                 counts.append(f"{actual.total_bytes} bytes instead of {manifest.total_bytes}")
-            message = (
-                f"content changed: hash {actual.value[:19]}... differs from the manifest's {manifest.content_hash[:19]}..."
-                + (f" ({', '.join(counts)})" if counts else "")
+            message = f"content changed: hash {actual.value[:19]}... differs from the manifest's {manifest.content_hash[:19]}..." + (
+                f" ({', '.join(counts)})" if counts else ""
             )
             return Verification(status="changed", message=message, details=tuple(details[:50]), **common)
         return Verification(status="ok", message=f"{actual.file_count} files, {n_cases} cases, hash matches", **common)
@@ -209,11 +220,23 @@ class DatasetRegistry:
             raise DatasetError(f"dataset {name!r} is already registered ({target}); pass overwrite to replace it")
         manifest = parse_manifest(
             {
-                "name": name, "version": version, "title": title or name, "layout": layout, "root": str(root),
-                "analysis": analysis, "models": list(models),
-                "reference": {"kind": reference_kind, "description": reference_description or "reference annotations of the user's own folder"},
-                "licence": licence, "terms": terms, "citation": list(citation), "limitations": list(limitations),
-                "options": dict(options or {}), "development_use": list(development_use),
+                "name": name,
+                "version": version,
+                "title": title or name,
+                "layout": layout,
+                "root": str(root),
+                "analysis": analysis,
+                "models": list(models),
+                "reference": {
+                    "kind": reference_kind,
+                    "description": reference_description or "reference annotations of the user's own folder",
+                },
+                "licence": licence,
+                "terms": terms,
+                "citation": list(citation),
+                "limitations": list(limitations),
+                "options": dict(options or {}),
+                "development_use": list(development_use),
             },
             source=target,
             origin="user",

@@ -101,8 +101,9 @@ def summarise(case_ids: list[str], results: list, cands: dict, nodules: dict, fo
     ok = np.flatnonzero(curve.fps_per_case <= 1.0 + 1e-12)
     j = int(ok[-1])
     threshold = float(curve.thresholds[j])
-    detected = {c: (r.n_references > 0 and bool(np.nan_to_num(r.reference_scores, nan=-1.0)[0] >= threshold))
-                for c, r in zip(case_ids, results)}
+    detected = {
+        c: (r.n_references > 0 and bool(np.nan_to_num(r.reference_scores, nan=-1.0)[0] >= threshold)) for c, r in zip(case_ids, results)
+    }
     fp_counts = np.array([int(np.sum(r.fp_scores >= threshold)) for r in results])
     nod_ids = [c for c in case_ids if c in nodules]
     out["operating_point"] = {
@@ -133,10 +134,8 @@ def summarise(case_ids: list[str], results: list, cands: dict, nodules: dict, fo
 
     out["by_subtlety"] = {str(s): group_stats([c for c in nod_ids if nodules[c].subtlety == s]) for s in range(1, 6)}
     size_groups = {"<10mm": (0, 10), "10-20mm": (10, 20), "20-30mm": (20, 30), ">=30mm": (30, 1000)}
-    out["by_size"] = {g: group_stats([c for c in nod_ids if lo <= nodules[c].diameter_mm < hi])
-                      for g, (lo, hi) in size_groups.items()}
-    out["by_malignancy"] = {m: group_stats([c for c in nod_ids if nodules[c].malignancy == m])
-                            for m in ("malignant", "benign")}
+    out["by_size"] = {g: group_stats([c for c in nod_ids if lo <= nodules[c].diameter_mm < hi]) for g, (lo, hi) in size_groups.items()}
+    out["by_malignancy"] = {m: group_stats([c for c in nod_ids if nodules[c].malignancy == m]) for m in ("malignant", "benign")}
     per_fold = {}
     for fold in sorted({folds[c] for c in case_ids}):
         idx = [i for i, c in enumerate(case_ids) if folds[c] == fold]
@@ -148,17 +147,24 @@ def summarise(case_ids: list[str], results: list, cands: dict, nodules: dict, fo
             errors.append(cands[c][int(r.matched_candidate[0])].diameter_mm - nodules[c].diameter_mm)
     if errors:
         errors = np.array(errors)
-        out["diameter_error_mm"] = {"detected_nodules_any_score": int(len(errors)), "mae": float(np.abs(errors).mean()),
-                                    "bias": float(errors.mean()), "median_abs": float(np.median(np.abs(errors)))}
+        out["diameter_error_mm"] = {
+            "detected_nodules_any_score": int(len(errors)),
+            "mae": float(np.abs(errors).mean()),
+            "bias": float(errors.mean()),
+            "median_abs": float(np.median(np.abs(errors))),
+        }
     return out
-
-
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, nargs="+", default=[HERE.parent / "runs" / "nodules" / "cv"],
-                        help="one CV run folder, or several (e.g. seeds): their fold models are averaged (ensemble)")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=[HERE.parent / "runs" / "nodules" / "cv"],
+        help="one CV run folder, or several (e.g. seeds): their fold models are averaged (ensemble)",
+    )
     parser.add_argument("--seg-runs", type=Path, default=HERE.parent / "runs" / "cv")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results" / "nodule_cv_metrics.json")
     parser.add_argument("--tta-scales", type=float, nargs="*", default=[], help="extra test-time scales (in the graph)")
@@ -177,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(available) < data.N_FOLDS:
         print(f"warning: folds {sorted(set(range(data.N_FOLDS)) - set(available))} missing; left out", file=sys.stderr)
     outputs, masks, log_maps, timings, configs = {}, {}, {}, [], {}
+
     def run_name(r: Path) -> str:
         r = r.resolve()
         return str(r.relative_to(HERE.parent)) if HERE.parent in r.parents else str(r)
@@ -185,11 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     for k in available:
         model, config = load_checkpoints([r / f"fold{k}" / "last.pt" for r in args.runs], tuple(args.tta_scales))
         configs[k] = config
-        onnx_name = ("last" if len(args.runs) == 1 else f"ensemble{len(args.runs)}") + (
-            "_tta" + "_".join(f"{s:g}" for s in args.tta_scales) if args.tta_scales else "") + ".onnx"
+        onnx_name = (
+            ("last" if len(args.runs) == 1 else f"ensemble{len(args.runs)}")
+            + ("_tta" + "_".join(f"{s:g}" for s in args.tta_scales) if args.tta_scales else "")
+            + ".onnx"
+        )
         session = onnx_session(export_onnx(model, args.runs[0] / f"fold{k}" / onnx_name), args.threads)
-        singles = {run_name(r): onnx_session(export_onnx(load_checkpoints([r / f"fold{k}" / "last.pt"])[0]), args.threads)
-                   for r in args.runs} if len(args.runs) > 1 else {}
+        singles = (
+            {run_name(r): onnx_session(export_onnx(load_checkpoints([r / f"fold{k}" / "last.pt"])[0]), args.threads) for r in args.runs}
+            if len(args.runs) > 1
+            else {}
+        )
         seg = onnx_session((args.seg_runs / f"fold{k}" / "last.onnx").read_bytes(), args.threads)
         for case_id in sorted(c for c, f in folds.items() if f == k):
             image = data.load_image(case_id)
@@ -213,13 +226,28 @@ def main(argv: list[str] | None = None) -> int:
         for c in case_ids:
             if kind == "model":
                 heat, diam = outputs_of[c]
-                cands[c] = runtime.candidates_from_outputs(heat, diam, (512, 512), SPACING, mask_of[c], mask_margin_mm=margin,
-                                                           min_score=runtime.MIN_SCORE, max_candidates=runtime.MAX_CANDIDATES)
+                cands[c] = runtime.candidates_from_outputs(
+                    heat,
+                    diam,
+                    (512, 512),
+                    SPACING,
+                    mask_of[c],
+                    mask_margin_mm=margin,
+                    min_score=runtime.MIN_SCORE,
+                    max_candidates=runtime.MAX_CANDIDATES,
+                )
             else:
                 response, diam = log_maps[c]
-                cands[c] = runtime.candidates_from_outputs(response, diam, (512, 512), SPACING, mask_of[c],
-                                                           mask_margin_mm=margin, min_score=1e-6,
-                                                           max_candidates=runtime.MAX_CANDIDATES)
+                cands[c] = runtime.candidates_from_outputs(
+                    response,
+                    diam,
+                    (512, 512),
+                    SPACING,
+                    mask_of[c],
+                    mask_margin_mm=margin,
+                    min_score=1e-6,
+                    max_candidates=runtime.MAX_CANDIDATES,
+                )
             results.append(case_result(cands[c], nodules.get(c)))
         return cands, results
 
@@ -229,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         cands, results = evaluate("model", margin)
         curve = froc(results)
         key = "none" if margin is None else f"{margin:g}"
-        margins_table[key] = {"cpm": cpm(curve), **{f"sens_at_{r:g}fp": float(s) for r, s in
-                                                    zip(LUNA16_FP_RATES, sensitivity_at_fp(curve))},
-                              "max_sensitivity": float(curve.sensitivity[-1])}
+        margins_table[key] = {
+            "cpm": cpm(curve),
+            **{f"sens_at_{r:g}fp": float(s) for r, s in zip(LUNA16_FP_RATES, sensitivity_at_fp(curve))},
+            "max_sensitivity": float(curve.sensitivity[-1]),
+        }
         evaluated[key] = (margin, cands, results)
         print(f"model, mask margin {key}: CPM {margins_table[key]['cpm']:.3f}, sens@1FP {margins_table[key]['sens_at_1fp']:.3f}")
     default_key = f"{TIE_BREAK_MARGIN_MM:g}"  # ties go to the a-priori default
@@ -249,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     ):
         b_cands, b_results = evaluate("log", margin_b, mask_of)
         baselines[name] = summarise(case_ids, b_results, b_cands, nodules, folds)
-        baselines[name]["description"] = ("multi-scale scale-normalised LoG on the preprocessed 256 image, sigma "
-                                          f"{list(LOG_SIGMAS)} model px, score = max over scales of -sigma^2 LoG, local "
-                                          f"maxima + 10 mm suppression as for the model, candidates {where}")
+        baselines[name]["description"] = (
+            "multi-scale scale-normalised LoG on the preprocessed 256 image, sigma "
+            f"{list(LOG_SIGMAS)} model px, score = max over scales of -sigma^2 LoG, local "
+            f"maxima + 10 mm suppression as for the model, candidates {where}"
+        )
 
     single_models = {}
     for name, outs in single_outputs.items():
@@ -263,21 +295,26 @@ def main(argv: list[str] | None = None) -> int:
     per_case = []
     for c, r in zip(case_ids, results):
         nod = nodules.get(c)
-        row = {"case_id": c, "fold": folds[c], "n_candidates": len(cands[c]),
-               "fp_at_operating_point": int(np.sum(r.fp_scores >= op))}
+        row = {"case_id": c, "fold": folds[c], "n_candidates": len(cands[c]), "fp_at_operating_point": int(np.sum(r.fp_scores >= op))}
         if nod:
             score = float(r.reference_scores[0]) if r.matched_candidate[0] >= 0 else None
-            row.update({"subtlety": nod.subtlety, "size_mm": nod.diameter_mm, "hit_score": score,
-                        "detected_at_operating_point": bool(score is not None and score >= op),
-                        "inside_lung_mask": bool(masks[c][int(round(nod.row)), int(round(nod.col))])})
+            row.update(
+                {
+                    "subtlety": nod.subtlety,
+                    "size_mm": nod.diameter_mm,
+                    "hit_score": score,
+                    "detected_at_operating_point": bool(score is not None and score >= op),
+                    "inside_lung_mask": bool(masks[c][int(round(nod.row)), int(round(nod.col))]),
+                }
+            )
         per_case.append(row)
     result = {
         "description": "5-fold cross-validation on the 199 JSRT dev cases (124 nodules); each case predicted by the fold "
-                       "model that held it out (ONNX, onnxruntime CPU, runtime numpy pre/post-processing), lung mask from "
-                       "the same fold's cxr_lung_heart_seg model; FROC pooled over all 199 images",
+        "model that held it out (ONNX, onnxruntime CPU, runtime numpy pre/post-processing), lung mask from "
+        "the same fold's cxr_lung_heart_seg model; FROC pooled over all 199 images",
         "hit_criterion": "candidate centre within nodule radius (JSRT size / 2) + 5 mm of the JSRT centre, 512 grid at "
-                         "0.7 mm; one TP per nodule (best hit), further hits ignored, others false positives "
-                         "(radpilot.validation.metrics.detection_hits, margin_mm=5)",
+        "0.7 mm; one TP per nodule (best hit), further hits ignored, others false positives "
+        "(radpilot.validation.metrics.detection_hits, margin_mm=5)",
         "bootstrap": f"percentile, cases resampled, {N_BOOT} resamples, seed 0",
         "checkpoint": "last.pt (last epoch)",
         "runs": [run_name(r) for r in args.runs],
@@ -285,16 +322,26 @@ def main(argv: list[str] | None = None) -> int:
         "tta_scales": list(args.tta_scales),
         "folds_evaluated": available,
         "epochs": sorted({c.get("epochs") for c in configs.values()}),
-        "postprocessing_parameters": {"min_score": runtime.MIN_SCORE, "nms_mm": runtime.NMS_MM,
-                                      "mask_margin_mm": margin, "max_candidates": runtime.MAX_CANDIDATES,
-                                      "peak_window": runtime.PEAK_WINDOW},
-        "mask_margin_selection": {"chosen": best_key, "rule": "highest CV CPM among the margins tried (ties: the default 10 mm)", "table": margins_table},
+        "postprocessing_parameters": {
+            "min_score": runtime.MIN_SCORE,
+            "nms_mm": runtime.NMS_MM,
+            "mask_margin_mm": margin,
+            "max_candidates": runtime.MAX_CANDIDATES,
+            "peak_window": runtime.PEAK_WINDOW,
+        },
+        "mask_margin_selection": {
+            "chosen": best_key,
+            "rule": "highest CV CPM among the margins tried (ties: the default 10 mm)",
+            "table": margins_table,
+        },
         "model": model_summary,
         "baselines": baselines,
         "single_seed_models": single_models,
-        "inference_seconds_one_core": {"median": float(np.median(timings)), "p90": float(np.percentile(timings, 90)),
-                                       "includes": "numpy preprocessing + onnxruntime (1 thread) + candidate extraction; "
-                                                   "not the lung segmentation"},
+        "inference_seconds_one_core": {
+            "median": float(np.median(timings)),
+            "p90": float(np.percentile(timings, 90)),
+            "includes": "numpy preprocessing + onnxruntime (1 thread) + candidate extraction; not the lung segmentation",
+        },
         "per_case": per_case,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -302,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'method':<20}{'CPM':>22}" + "".join(f"{r:>8g}" for r in LUNA16_FP_RATES))
     for name, summ in (("model", model_summary), *baselines.items(), *single_models.items()):
-        print(f"{name[-20:]:<20}{summ['cpm']['estimate']:>8.3f} ({summ['cpm']['ci95'][0]:.3f}-{summ['cpm']['ci95'][1]:.3f})"
-              + "".join(f"{summ['froc'][str(r)]['estimate']:>8.3f}" for r in LUNA16_FP_RATES))
+        print(
+            f"{name[-20:]:<20}{summ['cpm']['estimate']:>8.3f} ({summ['cpm']['ci95'][0]:.3f}-{summ['cpm']['ci95'][1]:.3f})"
+            + "".join(f"{summ['froc'][str(r)]['estimate']:>8.3f}" for r in LUNA16_FP_RATES)
+        )
     print(f"operating point: {json.dumps(_rounded(model_summary['operating_point']))}")
     print(f"by subtlety: {json.dumps(_rounded(model_summary['by_subtlety']))}")
     print(f"inference {np.median(timings):.3f} s/image (one core); wrote {args.out}")

@@ -38,9 +38,14 @@ ONNX_FILE = "cxr_nodule_det_v1.onnx"
 TOLERANCE = 1e-4
 OUT_SIZE = MODEL_SIZE // 2
 
-LABELS = [{"value": 1, "name": "nodule", "code": {"value": "27925004", "scheme": "SCT", "meaning": "Nodule"},
-           "note": "JSRT solitary lung nodule (benign or malignant, 5-60 mm); the model outputs candidate centres, "
-                   "not masks"}]
+LABELS = [
+    {
+        "value": 1,
+        "name": "nodule",
+        "code": {"value": "27925004", "scheme": "SCT", "meaning": "Nodule"},
+        "note": "JSRT solitary lung nodule (benign or malignant, 5-60 mm); the model outputs candidate centres, not masks",
+    }
+]
 
 
 def load_checkpoints(paths: list[Path], tta_scales: tuple[float, ...] = ()) -> tuple[torch.nn.Module, dict]:
@@ -75,8 +80,10 @@ def export_onnx(model: torch.nn.Module, path: Path | None = None) -> bytes:
         # between torch and onnxruntime; allow that at a few pixels only
         bad = float(np.mean(rel >= TOLERANCE)) if name == "diameter" else float(rel.max() >= TOLERANCE)
         if bad > (1e-3 if name == "diameter" else 0.0):
-            raise RuntimeError(f"onnxruntime {name} differs from torch by up to {rel.max():.2e} "
-                               f"(limit {TOLERANCE:.0e}; fraction of pixels over it {bad:.2e})")
+            raise RuntimeError(
+                f"onnxruntime {name} differs from torch by up to {rel.max():.2e} "
+                f"(limit {TOLERANCE:.0e}; fraction of pixels over it {bad:.2e})"
+            )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
@@ -116,55 +123,90 @@ def build_manifest(content: bytes, config: dict, cv: dict) -> dict:
         "version": VERSION,
         "file": ONNX_FILE,
         "sha256": hashlib.sha256(content).hexdigest(),
-        "format": {"type": "onnx", "opset": OPSET, "onnxruntime_version": onnxruntime.__version__,
-                   "torch_version": str(torch.__version__), "parameters": config.get("parameters")},
+        "format": {
+            "type": "onnx",
+            "opset": OPSET,
+            "onnxruntime_version": onnxruntime.__version__,
+            "torch_version": str(torch.__version__),
+            "parameters": config.get("parameters"),
+        },
         "task": "lung nodule candidate detection (centre, diameter, score) on a posteroanterior chest radiograph",
         "input": {
-            "name": "image", "shape": ["N", 1, MODEL_SIZE, MODEL_SIZE], "dtype": "float32",
+            "name": "image",
+            "shape": ["N", 1, MODEL_SIZE, MODEL_SIZE],
+            "dtype": "float32",
             "preprocessing": "radpilot.analyses.chest_xray.preprocess.preprocess (numpy only), identical to "
-                             "cxr_lung_heart_seg: the 2-D radiograph in the display convention (MONOCHROME2: bone bright, "
-                             "lungs dark), PA view, not flipped; area resampling to 256 x 256; p1, p99 = "
-                             "numpy.percentile(x, [1, 99]); x = clip((x - p1) / (p99 - p1), 0, 1) float32.",
+            "cxr_lung_heart_seg: the 2-D radiograph in the display convention (MONOCHROME2: bone bright, "
+            "lungs dark), PA view, not flipped; area resampling to 256 x 256; p1, p99 = "
+            "numpy.percentile(x, [1, 99]); x = clip((x - p1) / (p99 - p1), 0, 1) float32.",
             "pixel_spacing": "the whole film is resampled to 256 x 256: trained on JSRT films of 358 mm (1.4 mm per model "
-                             "pixel); diameters in mm use the source image's own spacing",
+            "pixel); diameters in mm use the source image's own spacing",
             "view": "PA chest radiograph, adult; patient's right on the image left",
         },
         "output": [
-            {"name": "heatmap", "shape": ["N", 1, OUT_SIZE, OUT_SIZE], "dtype": "float32",
-             "meaning": "nodule-centre probability at stride 2 of the 256 model grid (sigmoid applied)"},
-            {"name": "diameter", "shape": ["N", 1, OUT_SIZE, OUT_SIZE], "dtype": "float32",
-             "meaning": "nodule diameter in pixels of the 256 model grid (exp applied); read at a heatmap peak"},
+            {
+                "name": "heatmap",
+                "shape": ["N", 1, OUT_SIZE, OUT_SIZE],
+                "dtype": "float32",
+                "meaning": "nodule-centre probability at stride 2 of the 256 model grid (sigmoid applied)",
+            },
+            {
+                "name": "diameter",
+                "shape": ["N", 1, OUT_SIZE, OUT_SIZE],
+                "dtype": "float32",
+                "meaning": "nodule diameter in pixels of the 256 model grid (exp applied); read at a heatmap peak",
+            },
         ],
         "postprocessing": "radpilot.analyses.chest_xray.nodules.candidates_from_outputs: local maxima of the heatmap "
-                          "(5 x 5) with score >= min_score, centre = score-weighted centroid of the 3 x 3 neighbourhood "
-                          "mapped to the input grid (half-pixel centres), greedy suppression of weaker peaks closer than "
-                          "nms_mm, candidates farther than mask_margin_mm from the lung mask (cxr_lung_heart_seg right | "
-                          "left lung) dropped, at most max_candidates; then score >= operating_point.score_threshold.",
+        "(5 x 5) with score >= min_score, centre = score-weighted centroid of the 3 x 3 neighbourhood "
+        "mapped to the input grid (half-pixel centres), greedy suppression of weaker peaks closer than "
+        "nms_mm, candidates farther than mask_margin_mm from the lung mask (cxr_lung_heart_seg right | "
+        "left lung) dropped, at most max_candidates; then score >= operating_point.score_threshold.",
         "postprocessing_parameters": post,
         "labels": LABELS,
         "operating_point": op,
         "intended_use": "research use only: nodule candidate marks on adult PA chest radiographs for research and "
-                        "evaluation; not a medical device, not for diagnosis or screening; about one false positive per "
-                        "image and roughly half of the JSRT nodules missed at the operating point (cross-validated); "
-                        "trained on one film-digitised Japanese data set (JSRT) whose terms allow research use only",
+        "evaluation; not a medical device, not for diagnosis or screening; about one false positive per "
+        "image and roughly half of the JSRT nodules missed at the operating point (cross-validated); "
+        "trained on one film-digitised Japanese data set (JSRT) whose terms allow research use only",
         "training_data": {
             "name": "JSRT (nodule centres and sizes) + SCR lung fields",
             "source": "shared/data/cxr-jsrt developer split (199 of 247 JSRT cases: 124 nodule, 75 non-nodule); "
-                      "rebuilt from a third-party copy (see that folder's README); nodule centres approximate (a few mm)",
-            "citation": ["Shiraishi J et al. AJR 174(1):71-74, 2000 (JSRT)",
-                         "van Ginneken B, Stegmann MB, Loog M. Med Image Anal 10(1):19-40, 2006 (SCR)"],
+            "rebuilt from a third-party copy (see that folder's README); nodule centres approximate (a few mm)",
+            "citation": [
+                "Shiraishi J et al. AJR 174(1):71-74, 2000 (JSRT)",
+                "van Ginneken B, Stegmann MB, Loog M. Med Image Anal 10(1):19-40, 2006 (SCR)",
+            ],
             "terms": "research use only; JSRT/SCR forbid redistribution and commercial use; the weights are derived "
-                     "from the data and carry the same terms",
+            "from the data and carry the same terms",
             "cases": len(folds),
             "nodules": len(nodule_data.read_nodules()),
             "split": "5-fold cross-validation stratified by has_nodule (the cxr_lung_heart_seg folds); the shipped model "
-                     "is trained on all dev cases with the same recipe",
+            "is trained on all dev cases with the same recipe",
             "seed": data.SPLIT_SEED,
             "folds": folds,
         },
-        "training": {**{k: config[k] for k in ("channels", "stem", "crop", "pos_repeats", "neg_crops_per_case", "batch_size",
-                                               "lr", "weight_decay", "epochs", "seed", "loss", "flips", "threads")},
-                     **{k: config[k] for k in ("ensemble_seeds", "tta_scales") if k in config}},
+        "training": {
+            **{
+                k: config[k]
+                for k in (
+                    "channels",
+                    "stem",
+                    "crop",
+                    "pos_repeats",
+                    "neg_crops_per_case",
+                    "batch_size",
+                    "lr",
+                    "weight_decay",
+                    "epochs",
+                    "seed",
+                    "loss",
+                    "flips",
+                    "threads",
+                )
+            },
+            **{k: config[k] for k in ("ensemble_seeds", "tta_scales") if k in config},
+        },
         "metrics": metrics,
         "acceptance_criteria": criteria,
         "limits": [
@@ -180,8 +222,13 @@ def build_manifest(content: bytes, config: dict, cv: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, nargs="+", default=[HERE.parent / "runs" / "nodules" / "final" / "last.pt"],
-                        help="one checkpoint, or several (exported as one ensemble graph)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        nargs="+",
+        default=[HERE.parent / "runs" / "nodules" / "final" / "last.pt"],
+        help="one checkpoint, or several (exported as one ensemble graph)",
+    )
     parser.add_argument("--cv-metrics", type=Path, default=HERE.parent / "results" / "nodule_cv_metrics.json")
     parser.add_argument("--out", type=Path, default=HERE.parents[2] / "models" / MODEL_NAME)
     parser.add_argument("--tta-scales", type=float, nargs="*", default=[], help="extra test-time scales (in the graph)")

@@ -20,6 +20,7 @@ if str(CHEST) not in sys.path:
     sys.path.insert(0, str(CHEST))
 
 import data  # noqa: E402  (training/chest_xray/data.py)
+
 from radpilot.analyses.chest_xray.preprocess import MODEL_SIZE  # noqa: E402
 
 STORED_SIZE = 512
@@ -41,8 +42,7 @@ class Nodule:
         f = stored / size
         return (self.row + 0.5) / f - 0.5, (self.col + 0.5) / f - 0.5
 
-    def diameter_model_px(self, size: int = MODEL_SIZE, stored: int = STORED_SIZE,
-                          spacing: float = STORED_SPACING_MM) -> float:
+    def diameter_model_px(self, size: int = MODEL_SIZE, stored: int = STORED_SIZE, spacing: float = STORED_SPACING_MM) -> float:
         return self.diameter_mm / (spacing * stored / size)
 
 
@@ -54,8 +54,14 @@ def read_nodules(root: Path | None = None) -> dict[str, Nodule]:
         for row in csv.DictReader(handle):
             if row["split"] != "dev" or row["has_nodule"] != "1":
                 continue
-            out[row["case_id"]] = Nodule(row["case_id"], float(row["nodule_y"]), float(row["nodule_x"]),
-                                         float(row["nodule_size_mm"]), int(row["subtlety"]), row["malignancy"])
+            out[row["case_id"]] = Nodule(
+                row["case_id"],
+                float(row["nodule_y"]),
+                float(row["nodule_x"]),
+                float(row["nodule_size_mm"]),
+                int(row["subtlety"]),
+                row["malignancy"],
+            )
     return out
 
 

@@ -34,12 +34,15 @@ class NoduleNet(UNetLevels):
         super().__init__()
         self.channels = tuple(channels)
         self.stem = nn.Sequential(
-            nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True),
-            nn.Conv2d(stem, stem, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True),
+            nn.Conv2d(1, stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(stem, stem, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.ReLU(inplace=True),
         )
         self._build_levels(stem, self.channels)
-        self.head = nn.Sequential(nn.Conv2d(channels[0], channels[0], 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(channels[0], 2, 1))
+        self.head = nn.Sequential(nn.Conv2d(channels[0], channels[0], 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(channels[0], 2, 1))
         with torch.no_grad():
             self.head[-1].bias[0] = HEATMAP_PRIOR_BIAS
             self.head[-1].bias[1] = 2.5  # exp(2.5) ~ 12 px ~ 17 mm at 1.4 mm per model pixel
@@ -96,4 +99,3 @@ class MultiScale(nn.Module):
 def build_model(config: dict | None = None) -> NoduleNet:
     config = config or {}
     return NoduleNet(channels=tuple(config.get("channels", (16, 32, 64, 128, 128))), stem=int(config.get("stem", 16)))
-

@@ -109,8 +109,15 @@ def sample_epoch(train_ids: list[str], nodules: dict, rng: np.random.Generator, 
     return [samples[i] for i in rng.permutation(len(samples))]
 
 
-def crop_batch(images: torch.Tensor, batch: list[tuple[str, float, float]], index: dict[str, int], nodules: dict,
-               rng: np.random.Generator, generator: torch.Generator, cfg: dict):
+def crop_batch(
+    images: torch.Tensor,
+    batch: list[tuple[str, float, float]],
+    index: dict[str, int],
+    nodules: dict,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    cfg: dict,
+):
     """Crops with rotation/scale + intensity augmentation, and their targets."""
     n, size, crop = len(batch), MODEL_SIZE, cfg["crop"]
     out_size = crop // STRIDE
@@ -200,18 +207,32 @@ def main(argv: list[str] | None = None) -> int:
     val_set = data.load_arrays_cached(val_ids) if val_ids and args.val_every > 0 else None
 
     config = {
-        **cfg, "epochs": epochs, "seed": args.seed, "fold": args.fold, "split_seed": data.SPLIT_SEED,
-        "n_folds": data.N_FOLDS, "train_cases": len(train_ids), "train_nodules": sum(c in nodules for c in train_ids),
-        "val_cases": len(val_ids), "optimizer": "AdamW", "schedule": "linear warm-up then cosine to 0, per step",
+        **cfg,
+        "epochs": epochs,
+        "seed": args.seed,
+        "fold": args.fold,
+        "split_seed": data.SPLIT_SEED,
+        "n_folds": data.N_FOLDS,
+        "train_cases": len(train_ids),
+        "train_nodules": sum(c in nodules for c in train_ids),
+        "val_cases": len(val_ids),
+        "optimizer": "AdamW",
+        "schedule": "linear warm-up then cosine to 0, per step",
         "loss": "CenterNet focal loss on Gaussian centre heatmaps + 0.1 x L1 on log diameter near centres",
-        "intensity_augmentation": AugmentConfig().describe(), "flips": "none", "quick": args.quick,
-        "torch": str(torch.__version__), "threads": args.threads,
+        "intensity_augmentation": AugmentConfig().describe(),
+        "flips": "none",
+        "quick": args.quick,
+        "torch": str(torch.__version__),
+        "threads": args.threads,
     }
     model = build_model(config)
     config["parameters"] = count_parameters(model)
     write_config(out, config)
-    print(f"fold {args.fold}: {len(train_ids)} training cases ({config['train_nodules']} nodules), "
-          f"{len(val_ids)} held out, {config['parameters']} parameters, {epochs} epochs", flush=True)
+    print(
+        f"fold {args.fold}: {len(train_ids)} training cases ({config['train_nodules']} nodules), "
+        f"{len(val_ids)} held out, {config['parameters']} parameters, {epochs} epochs",
+        flush=True,
+    )
 
     generator = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -239,9 +260,19 @@ def main(argv: list[str] | None = None) -> int:
             return quick_validation(model, val_set, nodules)
         return {}
 
-    train_epochs(model, epochs=epochs, steps_per_epoch=int(np.ceil(per_epoch / cfg["batch_size"])), lr=args.lr,
-                 weight_decay=cfg["weight_decay"], warmup_epochs=cfg["warmup_epochs"], epoch_batches=epoch_batches,
-                 batch_losses=batch_losses, out=out, config=config, validate=validate if val_set is not None else None)
+    train_epochs(
+        model,
+        epochs=epochs,
+        steps_per_epoch=int(np.ceil(per_epoch / cfg["batch_size"])),
+        lr=args.lr,
+        weight_decay=cfg["weight_decay"],
+        warmup_epochs=cfg["warmup_epochs"],
+        epoch_batches=epoch_batches,
+        batch_losses=batch_losses,
+        out=out,
+        config=config,
+        validate=validate if val_set is not None else None,
+    )
     print(f"done: {out / 'last.pt'}", flush=True)
     return 0
 
