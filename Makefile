@@ -2,6 +2,7 @@
 #   make setup   Debian packages (as root), .venv with radpilot[test], OHIF viewer
 #   make run     setup, a synthetic sample study imported, then `radpilot serve`
 #   make test    setup, then pytest (PYTEST_ARGS passed through; fails when pytest fails)
+#   make lint    ruff (lint + formatter check), mypy on the typed seams, import-linter layers
 #   make sample  write the synthetic CT study into SAMPLE_DIR
 #   make bench   benchmarks/run_all.py
 
@@ -19,7 +20,7 @@ SAMPLE_DIR   ?= $(DATA_DIR)/sample
 PYTEST_ARGS  ?=
 PYTEST_STATUS_FILE ?=
 
-.PHONY: help setup system-packages venv ohif sample run test bench
+.PHONY: help setup system-packages venv ohif sample run test lint bench
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -74,6 +75,14 @@ test: setup
 	if [ -n "$(PYTEST_STATUS_FILE)" ]; then echo "$$status" > "$(PYTEST_STATUS_FILE)"; fi; \
 	if [ "$$status" != 0 ]; then echo "make test: pytest exited with status $$status" >&2; fi; \
 	exit "$$status"
+
+LINT_PATHS := radpilot tests benchmarks scripts training
+
+lint: system-packages venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup
 	$(VENV_PY) benchmarks/run_all.py
