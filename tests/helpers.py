@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import IO, NoReturn, TypeVar
 
+import httpx
 import pytest
 
 T = TypeVar("T")
@@ -72,3 +75,54 @@ def wait_for(
         time.sleep(interval_s)
     details = diagnostics() if diagnostics is not None else ""
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{details}")
+
+
+def start_serve(
+    data_dir: Path,
+    *,
+    dicom_port: int,
+    http_port: int,
+    workers: int = 0,
+    output: IO[str] | int = subprocess.PIPE,
+    own_process_group: bool = False,
+) -> subprocess.Popen:
+    """``radpilot serve`` as a real process on ``data_dir``, returned once ``/api/health`` answers.
+
+    ``output`` receives its stdout and stderr (default a pipe, read when it exits early);
+    ``own_process_group`` starts it in a new session, so a test can signal the whole group
+    the way systemd and a terminal do.
+    """
+    process = subprocess.Popen(
+        [
+            str(REPO_ROOT / ".venv" / "bin" / "radpilot"),
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--dicom-port",
+            str(dicom_port),
+            "--http-port",
+            str(http_port),
+            "--workers",
+            str(workers),
+        ],
+        env=subprocess_env(),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=own_process_group,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/api/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if process.poll() is not None:
+            early = process.stdout.read() if process.stdout is not None else "(see its log)"
+            raise AssertionError(f"radpilot serve exited early: {early}")
+    if own_process_group:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.kill()
+    raise AssertionError("radpilot serve did not start within 60 s")

@@ -4,59 +4,25 @@ without losing an acknowledged instance."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from radpilot.archive import Archive
 from tests.factories import make_ct_series
-from tests.helpers import REPO_ROOT, free_port, subprocess_env
+from tests.helpers import free_port, start_serve
 
 pytestmark = pytest.mark.integration
-
-
-def start_serve(data_dir: Path, dicom_port: int, http_port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [
-            str(REPO_ROOT / ".venv" / "bin" / "radpilot"),
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--dicom-port",
-            str(dicom_port),
-            "--http-port",
-            str(http_port),
-            "--workers",
-            "0",
-        ],
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{http_port}/api/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if process.poll() is not None:
-            raise AssertionError(f"radpilot serve exited early: {process.stdout.read()}")
-    process.kill()
-    raise AssertionError("radpilot serve did not start within 60 s")
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_stop_signal_loses_no_acknowledged_instance(tmp_path: Path, stop_signal: signal.Signals) -> None:
     dicom_port, http_port = free_port(), free_port()
-    process = start_serve(tmp_path / "data", dicom_port, http_port)
+    process = start_serve(tmp_path / "data", dicom_port=dicom_port, http_port=http_port)
     datasets = make_ct_series(200, rows=128, columns=128)
     acknowledged: list[str] = []
     ae = AE(ae_title="SENDER")

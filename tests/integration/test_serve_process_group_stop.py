@@ -16,7 +16,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pydicom
 import pytest
 from sqlalchemy import update
@@ -26,7 +25,7 @@ from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobRecord, JobSpec, JobState
 from radpilot.engine.jobs_models import Job
 from tests.factories import make_ct_series, to_part10_bytes
-from tests.helpers import REPO_ROOT, free_port, services_required, shared_data_path, subprocess_env
+from tests.helpers import free_port, services_required, shared_data_path, start_serve
 
 pytestmark = pytest.mark.integration
 
@@ -40,35 +39,8 @@ def database_url(data_dir: Path) -> str:
 def start_serve_in_own_group(data_dir: Path, log: Path) -> tuple[subprocess.Popen, int]:
     http_port = free_port()
     with open(log, "w") as output:
-        process = subprocess.Popen(
-            [
-                str(REPO_ROOT / ".venv" / "bin" / "radpilot"),
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--dicom-port",
-                str(free_port()),
-                "--http-port",
-                str(http_port),
-                "--workers",
-                "2",
-            ],
-            env=subprocess_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{http_port}/api/health", timeout=1).status_code == 200:
-                return process, http_port
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if process.poll() is not None:
-            raise AssertionError(f"radpilot serve exited early:\n{log.read_text()}")
-    os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError("radpilot serve did not start within 60 s")
+        process = start_serve(data_dir, dicom_port=free_port(), http_port=http_port, workers=2, output=output, own_process_group=True)
+    return process, http_port
 
 
 def group_members(pgid: int) -> list[int]:
