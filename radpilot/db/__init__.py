@@ -1,7 +1,7 @@
 """The database layer under every package that keeps rows: one declarative base, engines, one migration chain.
 
 Each package declares its own tables on :class:`Base` (``archive.models``,
-``engine.jobs_models``, ``engine.outbox_models``, ``validation.store``,
+``engine.jobs_models``, ``engine.outbox_models``, ``validation.store``, ``modelhub.activation``,
 ``security.audit``); this package knows none of them. The one Alembic chain in
 ``radpilot/db/migrations`` creates them all with explicit ``op.*`` statements.
 """

@@ -181,6 +181,16 @@ class JobStore:
         with self.sessions() as session:
             return [to_record(job) for job in session.scalars(query)]
 
+    def created_since(self, since: datetime, analysis: str | None = None, version: str | None = None) -> list[JobRecord]:
+        """Jobs submitted at or after ``since`` (of one analysis and version when given), oldest first."""
+        query = select(Job).where(Job.created_at >= since).order_by(Job.created_at, Job.id)
+        if analysis:
+            query = query.where(Job.analysis == analysis)
+        if version:
+            query = query.where(Job.analysis_version == version)
+        with self.sessions() as session:
+            return [to_record(job) for job in session.scalars(query)]
+
     def latest_done_job(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
         """The job of ``analysis`` on this series that finished last with a result set, or None."""
         query = (

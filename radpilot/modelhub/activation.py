@@ -81,6 +81,26 @@ def activation_history(engine: Engine, subject: str | None = None) -> list[Model
         return list(session.scalars(query))
 
 
+def active_versions(session: Session, subject: str) -> list[ModelActivation]:
+    """The active rows of ``subject``, in the caller's transaction (normally one)."""
+    return list(session.scalars(select(ModelActivation).where(ModelActivation.subject == subject, ModelActivation.active.is_(True))))
+
+
+def deactivate_rows(rows: list[ModelActivation], *, user: str, when: datetime) -> list[str]:
+    """Mark ``rows`` inactive (by ``user`` at ``when``); returns them as ``subject@version``."""
+    for row in rows:
+        row.active, row.deactivated_at, row.deactivated_by = False, when, user
+    return [f"{r.subject}@{r.version}" for r in rows]
+
+
+def add_activation(session: Session, **fields: Any) -> ModelActivation:
+    """A new active row for one version (the fields of :class:`ModelActivation`), flushed so it has its id."""
+    row = ModelActivation(active=True, **fields)
+    session.add(row)
+    session.flush()
+    return row
+
+
 def require_active(engine: Engine, model_name: str, version: str) -> ModelActivation:
     """The activation of ``model_name`` ``version``; raises :class:`ModelNotActive` with a plain message otherwise."""
     row = active_activation(engine, model_name, version)

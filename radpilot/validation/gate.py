@@ -67,7 +67,7 @@ import yaml
 from sqlalchemy import or_, select
 
 from radpilot.analyses import discover_analyses, model_registry
-from radpilot.modelhub.activation import ModelActivation
+from radpilot.modelhub.activation import active_versions, add_activation, deactivate_rows
 from radpilot.modelhub.registry import ModelManifest
 from radpilot.security.audit import record
 from radpilot.validation.store import ValidationRun, ValidationStore
@@ -457,7 +457,7 @@ def activate(
         raise ValueError("an override of a failing gate needs a reason (--reason)")
     now = datetime.now(UTC)
     with store.sessions() as session, session.begin():
-        previous = list(session.query(ModelActivation).filter(ModelActivation.subject == model_name, ModelActivation.active.is_(True)))
+        previous = active_versions(session, model_name)
         action = "model.activate" if decision.passed else "model.activate.override"
         event = record(
             session,
@@ -467,15 +467,12 @@ def activate(
             reason=reason,
             details={"gate": decision.to_dict(), "deactivated": [f"{p.subject}@{p.version}" for p in previous]},
         )
-        for row in previous:
-            row.active = False
-            row.deactivated_at = now
-            row.deactivated_by = user
-        row = ModelActivation(
+        deactivated = tuple(deactivate_rows(previous, user=user, when=now))
+        row = add_activation(
+            session,
             subject=model_name,
             subject_kind=decision.kind,
             version=version,
-            active=True,
             activated_at=now,
             activated_by=user,
             gate_passed=decision.passed,
@@ -484,11 +481,8 @@ def activate(
             gate=json.loads(json.dumps(decision.to_dict())),
             audit_event_id=event.id,
         )
-        session.add(row)
-        session.flush()
         snapshot = row.to_dict()
         event_id = event.id
-        deactivated = tuple(f"{p.subject}@{p.version}" for p in previous)
     return Activation(decision, snapshot, event_id, deactivated)
 
 
@@ -499,11 +493,8 @@ def deactivate(where: Any, model_name: str, *, user: str, reason: str = "") -> l
     store = where if isinstance(where, ValidationStore) else ValidationStore.open(where)
     now = datetime.now(UTC)
     with store.sessions() as session, session.begin():
-        rows = list(session.query(ModelActivation).filter(ModelActivation.subject == model_name, ModelActivation.active.is_(True)))
-        for row in rows:
-            row.active, row.deactivated_at, row.deactivated_by = False, now, user
-        versions = [f"{r.subject}@{r.version}" for r in rows]
-        if rows:
+        versions = deactivate_rows(active_versions(session, model_name), user=user, when=now)
+        if versions:
             record(session, who=user, action="model.deactivate", target=model_name, reason=reason, details={"versions": versions})
     return versions
 

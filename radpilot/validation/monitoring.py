@@ -38,7 +38,8 @@ from scipy.stats import ks_2samp
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.orm import Session
 
-from radpilot.engine.jobs_models import Job
+from radpilot.engine.job_store import JobStore
+from radpilot.engine.jobs import JobState
 from radpilot.validation.outputs import OutputCatalog
 from radpilot.validation.store import ValidationRun
 
@@ -68,18 +69,19 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def job_rows(engine: Engine, since: datetime, analysis: str | None = None, version: str | None = None) -> list[JobRow]:
-    query = select(
-        Job.id, Job.analysis, Job.analysis_version, Job.state, Job.created_at, Job.started_at, Job.finished_at, Job.result
-    ).where(Job.created_at >= since)
-    if analysis:
-        query = query.where(Job.analysis == analysis)
-    if version:
-        query = query.where(Job.analysis_version == version)
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
+    """The engine's jobs submitted since ``since``, as the engine's job store reports them."""
     return [
-        JobRow(r.analysis, r.analysis_version, r.state, _utc(r.created_at), _utc(r.started_at), _utc(r.finished_at), r.result, r.id)
-        for r in rows
+        JobRow(
+            job.analysis,
+            job.analysis_version,
+            JobState(job.state).value,
+            _utc(job.created_at),
+            _utc(job.started_at),
+            _utc(job.finished_at),
+            job.result,
+            job.id,
+        )
+        for job in JobStore(engine).created_since(since, analysis, version)
     ]
 
 

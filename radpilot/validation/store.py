@@ -1,6 +1,6 @@
 """Stored validation results, per analysis (or model) and version, in the archive database.
 
-Tables (migration 0004, the archive's :class:`~radpilot.archive.models.Base`):
+Table (migration 0004, on :class:`radpilot.db.Base`):
 
 ``validation_run``
     One validation of one subject (an analysis or a model) at one version on one
