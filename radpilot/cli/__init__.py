@@ -1,7 +1,12 @@
 """RadPilot's command line (Typer): the top layer, which may call every package below it.
 
-``radpilot.cli.engine`` holds the engine's commands (analyze, route, jobs) and
-``radpilot.cli.validation`` the workbench's (datasets, validate, models).
+``radpilot.cli.engine`` holds the engine's commands (analyze, route, jobs, analyses, rules)
+and ``radpilot.cli.validation`` the workbench's (datasets, validate, models).
+
+Each command imports the layer it drives when it runs (the one place where imports inside
+functions are the rule, so ruff's PLC0415 is waived for this package in pyproject.toml):
+``radpilot --help`` and a quick ``radpilot jobs`` do not load the web server, pynetdicom,
+matplotlib or the analyses.
 """
 
 from __future__ import annotations
