@@ -7,6 +7,7 @@ the engine, the validation workbench and the web read it without naming an analy
 from radpilot.contract.analysis import ACCEPTANCE_FILE, MODELS_FOLDER, ROUTING_FILE, Analysis
 from radpilot.contract.declarations import (
     Classification,
+    DetectionSpec,
     InputRequirements,
     ModelPrediction,
     OutputSpec,
@@ -31,6 +32,7 @@ __all__ = [
     "Analysis",
     "Classification",
     "Code",
+    "DetectionSpec",
     "Findings",
     "InputRequirements",
     "LineFinding",

@@ -32,6 +32,7 @@ import numpy as np
 
 from radpilot.contract.declarations import (
     Classification,
+    DetectionSpec,
     InputRequirements,
     ModelPrediction,
     OutputSpec,
@@ -62,6 +63,8 @@ class Analysis(abc.ABC):
     structures: ClassVar[tuple[StructureSpec, ...]] = ()
     #: Binary questions the workbench scores from an output (e.g. cardiomegaly from the CTR).
     classifications: ClassVar[tuple[Classification, ...]] = ()
+    #: Located findings scored as detections (FROC, CPM) against a dataset's reference points.
+    detections: ClassVar[tuple[DetectionSpec, ...]] = ()
     #: Key image display window (center, width) per modality; a modality not listed gets a percentile stretch.
     display_windows: ClassVar[Mapping[str, tuple[float, float]]] = {}
     #: How the 2-D entry point relates to the production path (shown in validation reports).

@@ -108,6 +108,26 @@ class Classification:
     operating_threshold: float
 
 
+@dataclass(frozen=True)
+class DetectionSpec:
+    """Located findings the analysis reports (its PointFindings named ``concept``), scored as detections.
+
+    Reference datasets name their reference points ``name``; a candidate hits a reference
+    when its centre lies within the reference radius (diameter / 2) plus ``margin_mm``;
+    each reference counts once, by its best-scoring hit (LUNA16); FROC and CPM follow.
+    """
+
+    name: str
+    concept: str  # the code value of the PointFinding's name, e.g. SNOMED CT 27925004 "Nodule"
+    margin_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"DetectionSpec.name must be an identifier (it names metrics), got {self.name!r}")
+        if not self.margin_mm >= 0:
+            raise ValueError(f"detection {self.name!r}: margin_mm must be >= 0, got {self.margin_mm!r}")
+
+
 @dataclass
 class ModelPrediction:
     """What one model predicts for one reference image, through the analysis' own pre/post-processing."""

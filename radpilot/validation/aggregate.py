@@ -155,6 +155,24 @@ def aggregate(
                 entry["note"] = "AUC not computed: it needs both classes among the reference labels and at least 5 cases"
         summary["classification"][question.name] = entry
 
+    for spec in evaluator.detections:
+        matched = [c.detections[spec.name] for c in included if spec.name in c.detections]
+        if not matched:
+            continue
+        entry = detection_summary(matched, seed=seed, n_resamples=n_resamples)
+        entry.update(name=spec.name, margin_mm=spec.margin_mm)
+        summary.setdefault("detections", {})[spec.name] = entry
+        summary.setdefault("detection", entry)  # the first is drawn as the report's FROC plot
+        if math.isfinite(entry["cpm"]):
+            flat[f"{spec.name}_cpm"] = entry["cpm"]
+            flat[f"{spec.name}_cpm_ci{pct}_lower"], flat[f"{spec.name}_cpm_ci{pct}_upper"] = (
+                entry["cpm_ci"]["lower"],
+                entry["cpm_ci"]["upper"],
+            )
+        for rate, sensitivity in entry["sensitivity_at_fp"].items():
+            if sensitivity is not None and math.isfinite(sensitivity):
+                flat[f"{spec.name}_sensitivity_at_{_rate_name(float(rate))}fp"] = sensitivity
+
     n_attempted = len(cases)
     n_failed = sum(1 for c in cases if c.status == "failed")
     flat["n_cases_evaluated"] = float(n_attempted)
@@ -162,6 +180,11 @@ def aggregate(
     flat["n_failed"] = float(n_failed)
     flat["failure_rate"] = n_failed / n_attempted if n_attempted else float("nan")
     return summary, {k: float(v) for k, v in flat.items() if v is not None and math.isfinite(float(v))}
+
+
+def _rate_name(rate: float) -> str:
+    """FP/case as a metric-name part: 1 -> "1", 0.125 -> "0_125"."""
+    return f"{rate:g}".replace(".", "_")
 
 
 def detection_summary(cases: Sequence[M.DetectionResult], *, seed: int = SEED, n_resamples: int = N_RESAMPLES) -> dict[str, Any]:

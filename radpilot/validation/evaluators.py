@@ -38,7 +38,16 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from radpilot.contract import Analysis, Classification, NotApplicableError, OutputSpec, Segmentation, StructureSpec
+from radpilot.contract import (
+    Analysis,
+    Classification,
+    DetectionSpec,
+    Findings,
+    NotApplicableError,
+    OutputSpec,
+    Segmentation,
+    StructureSpec,
+)
 from radpilot.dicom.volume import volume_from_datasets
 from radpilot.modelhub.registry import ModelRegistry
 from radpilot.validation import metrics as M
@@ -73,6 +82,7 @@ class CaseResult:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     overlay: Overlay | None = None
+    detections: dict[str, M.DetectionResult] = field(default_factory=dict)  # detection name -> matched candidates
 
     @property
     def included(self) -> bool:
@@ -90,6 +100,14 @@ class CaseResult:
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
+            "detections": {
+                name: {
+                    "references": int(d.reference_scores.size),
+                    "found": int(np.isfinite(d.reference_scores).sum()),
+                    "false_positives": int(d.fp_scores.size),
+                }
+                for name, d in self.detections.items()
+            },
         }
 
 
@@ -175,6 +193,12 @@ def declared_structures(analysis: Analysis, names: Sequence[str], *, with_unions
     return specs
 
 
+def scored_detections(analysis: Analysis, manifest: DatasetManifest) -> tuple[DetectionSpec, ...]:
+    """The analysis' declared detections that the dataset has reference points for."""
+    references = manifest.options.get("reference_points") or {}
+    return tuple(d for d in analysis.detections if d.name in references)
+
+
 def compared_outputs(analysis: Analysis, manifest: DatasetManifest) -> tuple[OutputSpec, ...]:
     """The analysis' declared outputs that the dataset has reference values for."""
     references = manifest.options.get("reference_values") or {}
@@ -189,6 +213,7 @@ class Evaluator:
     primary_metric: str = ""  # the metric that ranks cases (lower = worse) for the worst-case overlays
     outputs: tuple[OutputSpec, ...] = ()  # paired outputs compared with reference values
     classifications: tuple[Classification, ...] = ()
+    detections: tuple[DetectionSpec, ...] = ()  # located findings scored against the dataset's reference points
 
     def __init__(self, subject: Subject, manifest: DatasetManifest) -> None:
         self.subject = subject
@@ -205,6 +230,24 @@ class Evaluator:
             pred, ref = produced.get(spec.name), data.ref.reference_values.get(spec.name)
             result.values[spec.name] = {"predicted": pred, "reference": ref}
             result.metrics.update(paired_metrics(spec.name, pred, ref, spec.relative))
+
+    def _score_detections(
+        self, analysis: Analysis, findings: Findings, data: CaseData, result: CaseResult, spacing: tuple[float, float] | None
+    ) -> None:
+        """Match the analysis' located findings to the case's reference points (2-D, on the image grid)."""
+        if spacing is None:
+            raise RuntimeError("detections need the pixel spacing to apply the hit distance in mm")
+        for spec in scored_detections(analysis, self.manifest):
+            candidates = [p for p in findings.points if p.name.value == spec.concept]
+            references = data.ref.reference_points.get(spec.name, [])
+            result.detections[spec.name] = M.detection_hits(
+                np.array([p.center_zyx[1:] for p in candidates], dtype=float).reshape(-1, 2),
+                np.array([1.0 if p.score is None else p.score for p in candidates], dtype=float),
+                np.array([(r.row, r.column) for r in references], dtype=float).reshape(-1, 2),
+                np.array([r.diameter_mm / 2.0 for r in references], dtype=float),
+                spacing,
+                margin_mm=spec.margin_mm,
+            )
 
     def _scored(self, analysis: Analysis) -> tuple[Classification, ...]:
         names = {o.name for o in self.outputs}
@@ -429,6 +472,7 @@ class RadiographAnalysisEvaluator(Evaluator):
         self.primary_metric = "dice_mean"
         self.outputs = compared_outputs(analysis, manifest)
         self.classifications = self._scored(analysis)
+        self.detections = scored_detections(analysis, manifest)
         cls = type(analysis).__name__
         models = f", model {subject.model} {subject.model_version}" if subject.model else ""
         self.code_path = (
@@ -460,6 +504,8 @@ class RadiographAnalysisEvaluator(Evaluator):
         for spec in self.outputs:
             if produced.get(spec.name) is None:
                 result.notes.append(f"no {spec.name} reported by the analysis")
+        if self.detections:
+            self._score_detections(analysis, findings, data, result, data.pixel_spacing_mm)
         result.overlay = Overlay(data.ref.case_id, data.image, predicted, {s: data.reference_masks[s] for s in names})
 
 

@@ -53,6 +53,7 @@ class CaseRecord(_Record):
     error: str | None
     seconds: float = Field(ge=0)
     cpu_seconds: float
+    detections: dict[str, dict[str, int]] = {}  # detection name -> references, found, false_positives
 
 
 class ValidationResult(_Record):

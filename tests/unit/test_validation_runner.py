@@ -9,7 +9,19 @@ import numpy as np
 import pytest
 import yaml
 
-from radpilot.contract import Analysis, Classification, Code, Findings, Measurement, OutputSpec, Segment, Segmentation, StructureSpec
+from radpilot.contract import (
+    Analysis,
+    Classification,
+    Code,
+    DetectionSpec,
+    Findings,
+    Measurement,
+    OutputSpec,
+    PointFinding,
+    Segment,
+    Segmentation,
+    StructureSpec,
+)
 from radpilot.validation import metrics as M
 from radpilot.validation.aggregate import aggregate, detection_summary
 from radpilot.validation.datasets import DatasetRegistry, compute_content_hash
@@ -288,3 +300,93 @@ def test_findings_outputs_of_the_lung_analysis() -> None:
         ],
     )
     assert OutputCatalog.discover().findings_outputs(findings) == {"total_lung_volume_ml": 5000.0, "laa950_percent": 3.5}
+
+
+# --------------------------------------------------------------------------------------------- detections
+class _SpotFinder(Analysis):
+    """Segments the phantom radiograph by its grey levels and reports fixed candidates per image (exact truth)."""
+
+    name = "spot_finder"
+    version = "0.1"
+    structures = (
+        StructureSpec("right_lung", ("3341006",)),
+        StructureSpec("left_lung", ("44029006",)),
+        StructureSpec("heart", ("80891009",)),
+    )
+    detections = (DetectionSpec("nodule", "27925004", margin_mm=5.0),)
+
+    def __init__(self, candidates: dict[str, list[tuple[float, float, float]]]) -> None:
+        self.candidates = candidates  # series UID -> (row, column, score)
+
+    def check_input(self, volume):  # noqa: ANN001, ANN201
+        pass
+
+    def run(self, volume):  # noqa: ANN001, ANN201
+        image = volume.voxels[0]
+        labels = np.zeros(volume.shape, np.uint8)
+        lung = image < 1500
+        labels[0][lung & (np.arange(image.shape[1]) < image.shape[1] // 2)] = 1
+        labels[0][lung & (np.arange(image.shape[1]) >= image.shape[1] // 2)] = 2
+        labels[0][(image > 2000) & (image < 2700)] = 3
+        structure = Code("123037004", "SCT", "Anatomical Structure")
+        segments = [
+            Segment(1, "Right lung", structure, Code("3341006", "SCT", "Right lung")),
+            Segment(2, "Left lung", structure, Code("44029006", "SCT", "Left lung")),
+            Segment(3, "Heart", structure, Code("80891009", "SCT", "Heart")),
+        ]
+        nodule = Code("27925004", "SCT", "Nodule")
+        points = [PointFinding(nodule, (0.0, r, c), score=s) for r, c, s in self.candidates.get(volume.series_uid, [])]
+        return Findings(self.name, self.version, segmentation=Segmentation(labels, segments), points=points)
+
+
+def test_a_dataset_run_scores_located_findings_as_froc_and_cpm(tmp_path: Path) -> None:
+    import csv
+
+    from radpilot.validation.evaluators import radiograph_dataset
+    from tests.unit.validation_support import RADIOGRAPH_MANIFEST_OPTIONS, make_radiograph_dataset
+
+    root = make_radiograph_dataset(tmp_path / "cxr", n=3)
+    with open(root / "metadata.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    nodules = {"CXR000": (40.0, 30.0, 14.0), "CXR002": (70.0, 95.0, 7.0)}  # row, column, diameter mm (1.4 mm pixels)
+    for row in rows:
+        row["nodule_row"], row["nodule_column"], row["nodule_mm"] = nodules.get(row["case_id"], ("", "", ""))
+    with open(root / "metadata.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    options = dict(
+        RADIOGRAPH_MANIFEST_OPTIONS,
+        reference_points={"nodule": {"row": "nodule_row", "column": "nodule_column", "diameter_mm": "nodule_mm"}},
+    )
+    registry = registry_with(tmp_path, manifest_dict("spots", "png-radiographs", root, options, analysis="spot_finder"))
+
+    manifest = registry.get("spots")
+    loaded = {ref.case_id: registry.load_case(manifest, ref) for ref in registry.cases(manifest)}
+
+    def series(case: str) -> str:  # the UID of the DICOM the evaluator builds for the case
+        return str(radiograph_dataset(loaded[case].image, loaded[case].pixel_spacing_mm, case).SeriesInstanceUID)
+
+    # CXR000: a hit 3 px (4.2 mm) off its centre at 0.9, a false positive at 0.5.
+    # CXR001 (no nodule): a false positive at 0.7.  CXR002: the nodule missed by 10 px (14 mm > 3.5 + 5), scored 0.8.
+    candidates = {
+        series("CXR000"): [(43.0, 30.0, 0.9), (100.0, 100.0, 0.5)],
+        series("CXR001"): [(60.0, 60.0, 0.7)],
+        series("CXR002"): [(80.0, 95.0, 0.8)],
+    }
+    subject = Subject("analysis", "spot_finder", "0.1", analysis=_SpotFinder(candidates))
+    result = run_validation(subject, registry.get("spots"), registry, n_resamples=200).result
+    expected = [
+        M.match_detections([0.9, 0.5], [[True], [False]]),
+        M.match_detections([0.7], np.zeros((1, 0), bool)),
+        M.match_detections([0.8], [[False]]),
+    ]
+    curve = M.froc(expected)
+    assert result["metrics"]["nodule_cpm"] == pytest.approx(M.cpm(curve))
+    assert result["metrics"]["nodule_sensitivity_at_1fp"] == pytest.approx(0.5)  # 1 of 2 nodules at <= 1 FP/image
+    assert result["summary"]["detection"]["n_references"] == 2 and result["summary"]["detection"]["n_cases"] == 3
+    assert [c["detections"]["nodule"] for c in result["cases"]] == [
+        {"references": 1, "found": 1, "false_positives": 1},
+        {"references": 0, "found": 0, "false_positives": 1},
+        {"references": 1, "found": 0, "false_positives": 1},
+    ]

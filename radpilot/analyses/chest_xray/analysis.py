@@ -88,6 +88,7 @@ from radpilot.contract import (
     Analysis,
     Classification,
     Code,
+    DetectionSpec,
     Findings,
     InputRequirements,
     LineFinding,
@@ -191,6 +192,8 @@ class ChestXray(Analysis):
         StructureSpec("heart", (HEART.value,)),
     )
     classifications = (Classification("cardiomegaly", "Cardiomegaly (reference CTR > 0.5)", "ctr", CTR_THRESHOLD, CTR_THRESHOLD),)
+    # Hit: within the nodule's radius + 5 mm of its centre, as the detector's cross-validation counts it.
+    detections = (DetectionSpec("nodule", NODULE.value, margin_mm=5.0),)
 
     def __init__(self, registry: Any | None = None, *, detect_nodules: bool = True) -> None:
         self._registry = registry

@@ -32,7 +32,7 @@ from radpilot.validation.datasets.adapters import (
     PngSlicesAdapter,
     VolumeFilesAdapter,
 )
-from radpilot.validation.datasets.cases import CaseData, CaseRef
+from radpilot.validation.datasets.cases import CaseData, CaseRef, ReferencePoint
 from radpilot.validation.datasets.errors import DatasetError
 from radpilot.validation.datasets.grid import labels_on_volume_grid, volume_from_label_image
 from radpilot.validation.datasets.hashing import HASH_PREFIX, ContentHash, compute_content_hash, dataset_files
@@ -69,6 +69,7 @@ __all__ = [
     "Adapter",
     "CaseData",
     "CaseRef",
+    "ReferencePoint",
     "ContentHash",
     "DatasetError",
     "DatasetManifest",

@@ -31,7 +31,7 @@ import pydicom
 from PIL import Image
 from pydicom.errors import InvalidDicomError
 
-from radpilot.validation.datasets.cases import CaseData, CaseRef
+from radpilot.validation.datasets.cases import CaseData, CaseRef, ReferencePoint
 from radpilot.validation.datasets.errors import DatasetError
 from radpilot.validation.datasets.grid import volume_from_label_image
 from radpilot.validation.datasets.readers import read_label_image
@@ -88,6 +88,17 @@ def _reference_values(row: dict[str, str], options: dict[str, Any]) -> dict[str,
         value = _float_or_none(row.get(column))
         if value is not None:
             out[str(output)] = value
+    return out
+
+
+def _reference_points(row: dict[str, str], options: dict[str, Any]) -> dict[str, list[ReferencePoint]]:
+    """``options.reference_points``: {detection name: {row, column, diameter_mm columns}}; a row without a centre has none."""
+    out: dict[str, list[ReferencePoint]] = {}
+    for name, columns in (options.get("reference_points") or {}).items():
+        if not isinstance(columns, dict) or not {"row", "column", "diameter_mm"} <= set(columns):
+            raise DatasetError(f"options.reference_points.{name} must name its row, column and diameter_mm columns, got {columns!r}")
+        y, x, size = (_float_or_none(row.get(columns[key])) for key in ("row", "column", "diameter_mm"))
+        out[str(name)] = [ReferencePoint(y, x, size or 0.0)] if y is not None and x is not None else []
     return out
 
 
@@ -220,7 +231,16 @@ class PngRadiographsAdapter(Adapter):
             attributes = _attributes(row, options)
             if spacing_col and row.get(spacing_col):
                 attributes["pixel_spacing_mm"] = row[spacing_col]
-            out.append(CaseRef(case_id, files, _reference_values(row, options), attributes, _exclusion(row, options)))
+            out.append(
+                CaseRef(
+                    case_id,
+                    files,
+                    _reference_values(row, options),
+                    attributes,
+                    _exclusion(row, options),
+                    _reference_points(row, options),
+                )
+            )
         return out
 
     def load(self, root: Path, case: CaseRef, options: dict[str, Any]) -> CaseData:

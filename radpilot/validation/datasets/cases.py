@@ -19,6 +19,16 @@ class CaseRef:
     reference_values: dict[str, float] = field(default_factory=dict)
     attributes: dict[str, str] = field(default_factory=dict)
     excluded: str | None = None  # evaluated and shown, but left out of the statistics, because ...
+    reference_points: dict[str, list[ReferencePoint]] = field(default_factory=dict)  # detection name -> points
+
+
+@dataclass(frozen=True)
+class ReferencePoint:
+    """A located reference finding (e.g. a nodule) on a 2-D image: centre (row, column) in pixels, diameter in mm."""
+
+    row: float
+    column: float
+    diameter_mm: float
 
 
 @dataclass
