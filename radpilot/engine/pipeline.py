@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -24,7 +23,7 @@ from radpilot.contract import Analysis, Findings, NotApplicableError
 from radpilot.dicom.encoders import encode_key_image, encode_measurement_report, encode_segmentation
 from radpilot.dicom.volume import Volume, volume_from_datasets
 from radpilot.engine.job_store import JobStore
-from radpilot.engine.jobs import JobOutput, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
+from radpilot.engine.jobs import JobOutput, JobQueue, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
 from radpilot.engine.outbox import add_delivery
 from radpilot.engine.routing import RoutingDecision, RuleSet
 from radpilot.engine.series_facts import series_facts, series_of_study
@@ -60,7 +59,7 @@ def plan_study(
     rules: RuleSet,
     analyses: dict[str, Analysis],
     study_uid: str,
-    queue: Any | None = None,
+    queue: JobQueue | None = None,
     *,
     priority_override: Priority | None = None,
 ) -> list[SeriesPlan]:
@@ -90,7 +89,7 @@ def plan_study(
                     rule=rule.name,
                     destinations=rule.destinations,
                     priority=priority_override if priority_override is not None else Priority.parse(rule.priority),
-                    timeout_s=float(getattr(analysis, "timeout_s", 600.0)),
+                    timeout_s=float(analysis.timeout_s),
                     supersedes_job_id=_previous_job(queue, analysis.name, series_uid),
                 )
                 result = queue.submit(spec)
@@ -99,7 +98,7 @@ def plan_study(
     return plans
 
 
-def _previous_job(queue: Any, analysis: str, series_uid: str) -> int | None:
+def _previous_job(queue: JobQueue, analysis: str, series_uid: str) -> int | None:
     """The latest finished job of this analysis on this series: a new job's results supersede its results."""
     previous = queue.latest_done_job(analysis, series_uid)
     return previous.id if previous is not None else None
