@@ -51,6 +51,13 @@ Outputs
   ``(RP-NR-AP, 99RADPILOT, "Not reliable on AP view")`` (the heart is magnified), on a
   decubitus view ``RP-NR-DECUB`` and when the view is not recorded ``RP-NR-VIEW``, each with
   a note.
+* Segmentation quality (:mod:`radpilot.analyses.chest_xray.quality`): when the segmentation of an
+  accepted image is implausible (lung sizes and heights, lung share of the image, heart size and
+  level, CTR range, fragmented or ragged masks, low model confidence), the CTR, both widths and
+  their lines, the cardiomegaly finding and the areas are withheld; the qualitative finding
+  ``(RP-SEGQ, 99RADPILOT, "Segmentation quality")`` = ``(RP-SEGQ-IMPL, 99RADPILOT, "Implausible:
+  CTR withheld")`` goes into the SR and the key image legend, and a note gives the reasons.  The
+  segmentation itself is still returned, for review.
 * Point findings: nodule candidates, SCT 27925004 "Nodule", centre (0, row, column) on the
   source grid, approximate diameter in mm and the detector score (0..1).
 * Notes: the view, the image handling (inversion, VOI, orientation), spacing caveats, the
