@@ -510,7 +510,7 @@ class ChestXray(Analysis):
         reasons = "; ".join(quality.problems)
         notes.append(
             f"Segmentation implausible: {reasons}. The cardiothoracic ratio, the widths, the cardiomegaly finding and the "
-            "areas are withheld; the outlines are shown for review only."
+            "areas are withheld; the outlines are shown for review only, and nodule candidates were searched only inside them."
         )
         return QualitativeFinding(SEGMENTATION_QUALITY, IMPLAUSIBLE_SEGMENTATION, description=f"segmentation implausible: {reasons}")
 
