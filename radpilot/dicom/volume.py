@@ -11,7 +11,7 @@ Conventions
 -----------
 * ``voxels`` is indexed ``(z, y, x)``: slice, row, column.  Values are modality
   values (Hounsfield units for CT) after the Modality LUT (RescaleSlope and
-  RescaleIntercept), stored as float32.
+  RescaleIntercept, or a Modality LUT Sequence), stored as float32.
 * ``direction`` is a 3x3 array whose rows are unit vectors in the patient
   coordinate system (DICOM LPS): row 0 is the direction of increasing column
   index ``x`` (the first triplet of ImageOrientationPatient), row 1 the
@@ -39,7 +39,9 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels.processing import apply_voi
+from pydicom.uid import ExplicitVRBigEndian
+
+from radpilot.dicom.grayscale import Lut, read_lut
 
 logger = logging.getLogger(__name__)
 
@@ -321,16 +323,19 @@ def _frames_from_single(ds: Dataset, where: str) -> list[_Frame]:
     pixels = _pixel_array(ds, where)
     if pixels.ndim != 2:
         raise ValueError(f"{where}: expected one 2-D frame, got pixel array of shape {pixels.shape}")
-    if ds.get("ModalityLUTSequence"):
-        raise ValueError(f"{where}: a Modality LUT Sequence is not supported (only RescaleSlope/Intercept)")
-    slope, intercept = _rescale(ds, where)
+    modality_lut = _modality_lut(ds, where)
+    if modality_lut is None:
+        slope, intercept = _rescale(ds, where)
+        values = _modality_values(pixels, slope, intercept)
+    else:
+        values = modality_lut.apply(pixels).astype(np.float32)
     position = ds.get("ImagePositionPatient")
     orientation = ds.get("ImageOrientationPatient")
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     thickness = ds.get("SliceThickness")
     return [
         _Frame(
-            pixels=_modality_values(pixels, slope, intercept),
+            pixels=values,
             position=None if position is None else _floats(position, 3, "ImagePositionPatient", where),
             orientation=None if orientation is None else _floats(orientation, 6, "ImageOrientationPatient", where),
             pixel_spacing=None if not spacing else tuple(_floats(spacing, 2, "PixelSpacing", where)),  # type: ignore[arg-type]
@@ -429,20 +434,40 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
     return meta
 
 
-def _voi_lut(ds: Dataset) -> dict[str, Any] | None:
-    """The first VOI LUT of ``ds`` as ``{"first_mapped": int, "bits": int, "data": uint16 array}``, or None."""
+def _little_endian(ds: Dataset) -> bool:
+    """Byte order of OW LUT Data: the order the file was read in, else its transfer syntax (little endian unless Big Endian)."""
+    encoding = getattr(ds, "original_encoding", (None, None))
+    if encoding[1] is not None:
+        return bool(encoding[1])
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return syntax != ExplicitVRBigEndian
 
+
+def _modality_lut(ds: Dataset, where: str) -> Lut | None:
+    """The Modality LUT Sequence's first table (C.11.1), which replaces Rescale Slope/Intercept; None when absent."""
+    sequence = ds.get("ModalityLUTSequence")
+    if not sequence:
+        return None
+    if ds.get("RescaleSlope") not in (None, "") or ds.get("RescaleIntercept") not in (None, ""):
+        # C.11.1: one or the other, never both; the table is the more specific description of the two.
+        logger.warning("%s: both a Modality LUT Sequence and Rescale Slope/Intercept; the Modality LUT is used", where)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     try:
-        descriptor = [int(v) for v in ds.VOILUTSequence[0].LUTDescriptor]
-        entries = descriptor[0] or 2**16
-        # apply_voi decodes LUT Data (US or OW, either byte order); feeding it the mapped range tabulates the LUT.
-        data = apply_voi(np.arange(descriptor[1], descriptor[1] + entries, dtype=np.int64), ds).astype(np.uint16)
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-        first = descriptor[1] - 2**16 if signed and descriptor[1] >= 2**15 else descriptor[1]
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError, NotImplementedError) as exc:
+        return read_lut(sequence[0], signed_input=signed, little_endian=_little_endian(ds), what=f"{where}: Modality LUT Sequence")
+    except (AttributeError, TypeError) as exc:
+        raise ValueError(f"{where}: the Modality LUT Sequence cannot be read: {exc}") from exc
+
+
+def _voi_lut(ds: Dataset) -> dict[str, Any] | None:
+    """The first VOI LUT of ``ds`` as ``{"first_mapped": int, "bits": int, "data": int64 array}``, or None (with a warning)."""
+    # The VOI LUT's input is the Modality LUT's output; its first value mapped is read as signed when the stored values are.
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    try:
+        lut = read_lut(ds.VOILUTSequence[0], signed_input=signed, little_endian=_little_endian(ds), what="VOI LUT Sequence")
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
         logger.warning("VOI LUT Sequence ignored: %s", exc)
         return None
-    return {"first_mapped": int(first), "bits": int(descriptor[2]), "data": data}
+    return lut.as_metadata()
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

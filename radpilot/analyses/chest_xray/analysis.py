@@ -51,6 +51,13 @@ Outputs
   ``(RP-NR-AP, 99RADPILOT, "Not reliable on AP view")`` (the heart is magnified), on a
   decubitus view ``RP-NR-DECUB`` and when the view is not recorded ``RP-NR-VIEW``, each with
   a note.
+* Segmentation quality (:mod:`radpilot.analyses.chest_xray.quality`): when the segmentation of an
+  accepted image is implausible (lung sizes and heights, lung share of the image, heart size and
+  level, CTR range, fragmented or ragged masks, low model confidence), the CTR, both widths and
+  their lines, the cardiomegaly finding and the areas are withheld; the qualitative finding
+  ``(RP-SEGQ, 99RADPILOT, "Segmentation quality")`` = ``(RP-SEGQ-IMPL, 99RADPILOT, "Implausible:
+  CTR withheld")`` goes into the SR and the key image legend, and a note gives the reasons.  The
+  segmentation itself is still returned, for review.
 * Point findings: nodule candidates, SCT 27925004 "Nodule", centre (0, row, column) on the
   source grid, approximate diameter in mm and the detector score (0..1).
 * Notes: the view, the image handling (inversion, VOI, orientation), spacing caveats, the
@@ -83,6 +90,7 @@ from radpilot.analyses.chest_xray.measurements import (
     pixel_spacing,
 )
 from radpilot.analyses.chest_xray.preprocess import cardiothoracic_ratio, labels_from_logits, preprocess
+from radpilot.analyses.chest_xray.quality import QualityReport, segmentation_quality
 from radpilot.analyses.chest_xray.view import HeaderView, View, frontal_plausibility, heart_side_warning, view_from_header
 from radpilot.contract import (
     Analysis,
@@ -129,6 +137,8 @@ NOT_RELIABLE_AP = Code("RP-NR-AP", "99RADPILOT", "Not reliable on AP view")
 NOT_RELIABLE_DECUBITUS = Code("RP-NR-DECUB", "99RADPILOT", "Not reliable on decubitus view")
 NOT_RELIABLE_UNKNOWN_VIEW = Code("RP-NR-VIEW", "99RADPILOT", "Not reliable: view position not recorded")
 NODULE = Code("27925004", "SCT", "Nodule")
+SEGMENTATION_QUALITY = Code("RP-SEGQ", "99RADPILOT", "Segmentation quality")
+IMPLAUSIBLE_SEGMENTATION = Code("RP-SEGQ-IMPL", "99RADPILOT", "Implausible: CTR withheld")
 UNIT_RATIO = Code("1", "UCUM", "no units")
 UNIT_MM = Code("mm", "UCUM", "millimeter")
 UNIT_CM2 = Code("cm2", "UCUM", "square centimeter")
@@ -294,7 +304,8 @@ class ChestXray(Analysis):
         labels = display.to_source(prepared.labels_std).astype(np.uint8)
         spacing = pixel_spacing(volume.metadata)
         notes = self._image_notes(volume, prepared, spacing)
-        geometry = ctr_geometry(labels)
+        quality = segmentation_quality(prepared.labels_std, prepared.confidence)
+        geometry = ctr_geometry(labels) if quality.plausible else None
         cut_off = cut_off_structures(labels)
         if geometry is not None and cut_off:
             geometry = None
@@ -306,9 +317,11 @@ class ChestXray(Analysis):
         if warning:
             notes.append(warning)
 
-        measurements = self._measurements(labels, geometry, spacing)
+        measurements = self._measurements(labels, geometry, spacing if quality.plausible else None)
         lines = self._width_lines(geometry, spacing)
         qualitative: list[QualitativeFinding] = []
+        if not quality.plausible:
+            qualitative.append(self._implausible(quality, notes))
         if geometry is not None:
             qualitative.append(self._cardiomegaly(geometry.ratio, prepared.header_view, notes))
 
@@ -328,6 +341,7 @@ class ChestXray(Analysis):
                 "series_uid": volume.series_uid,
                 "ctr": None if geometry is None else round(geometry.ratio, 3),
                 "view": prepared.header_view.view.value,
+                "segmentation_plausible": quality.plausible,
                 "nodule_candidates": len(points),
             },
         )
@@ -493,6 +507,15 @@ class ChestXray(Analysis):
                 )
             )
         return out
+
+    @staticmethod
+    def _implausible(quality: QualityReport, notes: list[str]) -> QualitativeFinding:
+        reasons = "; ".join(quality.problems)
+        notes.append(
+            f"Segmentation implausible: {reasons}. The cardiothoracic ratio, the widths, the cardiomegaly finding and the "
+            "areas are withheld; the outlines are shown for review only, and nodule candidates were searched only inside them."
+        )
+        return QualitativeFinding(SEGMENTATION_QUALITY, IMPLAUSIBLE_SEGMENTATION, description=f"segmentation implausible: {reasons}")
 
     @staticmethod
     def _cardiomegaly(ratio: float, header_view: HeaderView, notes: list[str]) -> QualitativeFinding:

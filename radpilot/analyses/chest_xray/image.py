@@ -29,14 +29,13 @@ turns it into what a viewer would show and what the models were trained on:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from radpilot.dicom.grayscale import is_inverted
+from radpilot.dicom.grayscale import apply_voi, has_voi, is_inverted
 from radpilot.dicom.volume import Volume
 
 #: SOP Class UIDs of the projection radiographs this analysis reads.
@@ -94,34 +93,11 @@ class DisplayImage:
         return (rows - 1 - row if self.flip_rows else row, cols - 1 - col if self.flip_columns else col)
 
 
-def _first_number(value: Any) -> float | None:
-    """The first number of a (possibly multi-valued) header value as stored in ``Volume.metadata``."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-        if value is None:
-            return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _upper(metadata: Mapping[str, Any], keyword: str) -> str:
     value = metadata.get(keyword)
     if isinstance(value, (list, tuple)):
         value = value[0] if value else ""
     return str(value or "").strip().upper()
-
-
-def has_voi(metadata: Mapping[str, Any]) -> bool:
-    """True when the header carries a usable VOI LUT or window."""
-    if metadata.get("VOILUTSequence"):
-        return True
-    width = _first_number(metadata.get("WindowWidth"))
-    return _first_number(metadata.get("WindowCenter")) is not None and width is not None and width > 0
 
 
 def check_displayable(volume: Volume) -> None:
@@ -138,34 +114,6 @@ def check_displayable(volume: Volume) -> None:
                 f"{relationship or 'not recorded'}) and no window or VOI LUT cannot be shown as a radiograph; "
                 "send the 'for presentation' image"
             )
-
-
-def apply_voi(values: np.ndarray, metadata: Mapping[str, Any]) -> tuple[np.ndarray, str]:
-    """Apply the header's VOI transformation to modality values; returns (0..1 image, what was applied).
-
-    The VOI LUT Sequence wins over a window (PS3.3 C.11.2.1: a viewer may use either; the LUT
-    is the more specific).  Without either, the values are returned unchanged as float64.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    lut = metadata.get("VOILUTSequence")
-    if isinstance(lut, Mapping) and len(lut.get("data", ())) > 0:
-        data = np.asarray(lut["data"], dtype=np.float64)
-        index = np.clip(np.rint(values - float(lut["first_mapped"])), 0, data.size - 1).astype(np.int64)
-        top = float(2 ** int(lut.get("bits", 16)) - 1)
-        return data[index] / (top if top > 0 else 1.0), "VOI LUT"
-    center = _first_number(metadata.get("WindowCenter"))
-    width = _first_number(metadata.get("WindowWidth"))
-    if center is None or width is None or width <= 0:
-        return values, "none"
-    function = _upper(metadata, "VOILUTFunction") or "LINEAR"
-    if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width)), "window SIGMOID"
-    if function == "LINEAR_EXACT":
-        return np.clip((values - center) / width + 0.5, 0.0, 1.0), "window LINEAR_EXACT"
-    if width < 1:  # LINEAR needs width >= 1 (PS3.3 C.11.2.1.2.1)
-        width = 1.0
-    denominator = max(width - 1.0, 1e-6)
-    return np.clip((values - (center - 0.5)) / denominator + 0.5, 0.0, 1.0), "window LINEAR"
 
 
 def orientation_flips(metadata: Mapping[str, Any]) -> tuple[bool, bool]:

@@ -2,7 +2,10 @@
 
 The key slice (``findings.key_slices[0]``, else the middle slice) is windowed
 for display (the window the analysis declares for the modality; without one, CT
-soft tissue W400/L40 and other modalities 1st-99th percentile),
+soft tissue W400/L40, other modalities the image's own VOI (its VOI LUT, else its
+first window, with its VOI LUT Function) as a viewer shows it, and 1st-99th
+percentile when the image has none), with the polarity of its Photometric
+Interpretation and Presentation LUT Shape (:mod:`radpilot.dicom.grayscale`),
 scaled so that its short side is at least ``min_size`` pixels (integer factor,
 nearest neighbour) and its long side at most ``max_size``, and converted to RGB.
 On it are drawn:
@@ -29,8 +32,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -55,7 +59,7 @@ from radpilot.dicom.encoders.common import (
     segment_number_map,
     set_content_datetime,
 )
-from radpilot.dicom.grayscale import is_inverted
+from radpilot.dicom.grayscale import apply_voi, has_voi, is_inverted
 from radpilot.dicom.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -142,8 +146,13 @@ def default_display_window(volume: Volume) -> tuple[float, float] | None:
     return SOFT_TISSUE_WINDOW if volume.modality.upper() == "CT" else None
 
 
-def _to_grey(image: np.ndarray, window: tuple[float, float] | None, invert: bool) -> np.ndarray:
+def _to_grey(image: np.ndarray, window: tuple[float, float] | None, invert: bool, metadata: Mapping[str, Any] | None = None) -> np.ndarray:
     values = image.astype(np.float64)
+    if window is None and metadata is not None and has_voi(metadata):
+        grey, _ = apply_voi(values, metadata)  # already 0..1
+        if invert:
+            grey = 1.0 - grey
+        return np.nan_to_num(grey * 255.0).round().astype(np.uint8)
     if window is not None:
         center, width = window
         low, high = center - width / 2.0, center + width / 2.0
@@ -337,7 +346,7 @@ def render_key_image(
         colors = {number: segment_color(seg_number - 1) for number, seg_number in numbers.items()}
 
     invert = is_inverted(volume.metadata)
-    grey = _to_grey(volume.voxels[index], window, invert)
+    grey = _to_grey(volume.voxels[index], window, invert, volume.metadata)
     scale = _scale_factor(grey.shape[0], grey.shape[1], min_size, max_size)
     grey, labels = _resize(grey, labels, scale)
     rgb = np.repeat(grey[:, :, np.newaxis], 3, axis=2)
