@@ -127,11 +127,21 @@ def make_phantom(
     decoys = np.zeros((n_slices, rows, columns), dtype=bool)
     insert_voxels = [0] * len(inserts)
     rib_angles = np.radians(np.arange(-150, 181, 30))
+    base = np.full((rows, columns), AIR_HU, dtype=np.float32)  # what is the same on every slice
+    base[_ellipse(xx, yy, 0.0, 0.0, 150.0, 110.0)] = SOFT_HU
+    base[_ellipse(xx, yy, -65.0, 0.0, 50.0, 75.0)] = LUNG_HU
+    base[_ellipse(xx, yy, 65.0, 0.0, 50.0, 75.0)] = LUNG_HU
+    # Bone: vertebral body (marrow in a cortex), sternum, ribs: continuous in z, drawn last on every slice.
+    bone = np.full((rows, columns), np.nan, dtype=np.float32)
+    bone[_ellipse(xx, yy, 0.0, 72.0, 18.0, 16.0)] = CORTEX_HU
+    bone[_ellipse(xx, yy, 0.0, 72.0, 15.0, 13.0)] = MARROW_HU
+    bone[_ellipse(xx, yy, 0.0, -100.0, 14.0, 6.0)] = 500.0
+    for angle in rib_angles:
+        bone[_ellipse(xx, yy, 138.0 * math.sin(angle), -100.0 * math.cos(angle), 6.0, 6.0)] = CORTEX_HU
+    is_bone = ~np.isnan(bone)
+    wall_desc = _ellipse(xx, yy, *aorta_desc[:2], 12.5, 12.5) & ~_ellipse(xx, yy, *aorta_desc[:2], 10.5, 10.5)
     for k, z in enumerate(z_centres):
-        image = np.full((rows, columns), AIR_HU, dtype=np.float32)
-        image[_ellipse(xx, yy, 0.0, 0.0, 150.0, 110.0)] = SOFT_HU
-        image[_ellipse(xx, yy, -65.0, 0.0, 50.0, 75.0)] = LUNG_HU
-        image[_ellipse(xx, yy, 65.0, 0.0, 50.0, 75.0)] = LUNG_HU
+        image = base.copy()
         dz = (z - heart_z) / hc
         if abs(dz) < 1.0:
             s = math.sqrt(1.0 - dz * dz)
@@ -141,7 +151,6 @@ def make_phantom(
             image[_ellipse(xx, yy, cx, cy, r, r)] = blood_hu
         # Aortic wall calcium (decoys): the descending aorta over 9 mm at the heart's level (its anterior wall
         # faces the heart), the ascending aorta over 9 mm above the heart.
-        wall_desc = _ellipse(xx, yy, *aorta_desc[:2], 12.5, 12.5) & ~_ellipse(xx, yy, *aorta_desc[:2], 10.5, 10.5)
         if heart_z - 4.5 <= z < heart_z + 4.5:
             arc = wall_desc & ((yy < aorta_desc[1] - 6.0) | (xx > aorta_desc[0] + 6.0))
             image[arc] = CORTEX_HU
@@ -151,12 +160,7 @@ def make_phantom(
             wall = _ellipse(xx, yy, cx, cy, r + 0.5, r + 0.5) & ~_ellipse(xx, yy, cx, cy, r - 1.5, r - 1.5) & (xx < cx)
             image[wall] = 600.0
             decoys[k] |= wall
-        # Bone: vertebral body (marrow in a cortex), sternum, ribs: continuous in z.
-        image[_ellipse(xx, yy, 0.0, 72.0, 18.0, 16.0)] = CORTEX_HU
-        image[_ellipse(xx, yy, 0.0, 72.0, 15.0, 13.0)] = MARROW_HU
-        image[_ellipse(xx, yy, 0.0, -100.0, 14.0, 6.0)] = 500.0
-        for angle in rib_angles:
-            image[_ellipse(xx, yy, 138.0 * math.sin(angle), -100.0 * math.cos(angle), 6.0, 6.0)] = CORTEX_HU
+        image[is_bone] = bone[is_bone]
         # Calcium inserts on the heart's surface, in the fat layer.
         for n, insert in enumerate(inserts):
             z0 = heart_z + insert.z_offset_mm
