@@ -185,13 +185,13 @@ class CoronaryCalcium(Analysis):
         """Find the heart, refuse a contrast-enhanced blood pool, score the calcium."""
         self.check_input(volume)
         region = heart_region(volume.voxels, volume.spacing_zyx)
-        if not region.core.any():
-            raise NotApplicableError(f"no heart was found between the lungs; {self.name} needs a chest CT that shows the heart and lungs")
         if region.blood_pool_hu is not None and region.blood_pool_hu > CONTRAST_BLOOD_POOL_HU:
             raise NotApplicableError(
                 f"the blood pool measures {region.blood_pool_hu:.0f} HU (non-contrast blood is 30-60 HU): this looks like a "
                 f"contrast-enhanced CT; calcium scoring needs a non-contrast CT"
             )
+        if not region.core.any():
+            raise NotApplicableError(f"no heart was found between the lungs; {self.name} needs a chest CT that shows the heart and lungs")
         result = measure_calcium(volume.voxels, volume.spacing_zyx, volume.affine_lps, region, self.mass_calibration)
         findings = Findings(
             analysis=self.name,

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from radpilot.analyses.coronary_calcium.scoring import REFERENCE_INCREMENT_MM, cac_drs_category, density_weight
 
@@ -181,3 +183,55 @@ def make_phantom(
         voxels += np.random.default_rng(seed).normal(0.0, noise_hu, size=voxels.shape).astype(np.float32)
     origin = (float(x[0]), float(y[0]), 0.0)
     return Phantom(voxels, (increment_mm, pixel_mm, pixel_mm), origin, labels, decoys, tuple(inserts), insert_voxels)
+
+
+def phantom_datasets(
+    phantom: Phantom,
+    *,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    patient_id: str = "CACPHANTOM",
+    contrast_agent: str | None = None,
+    slice_thickness_mm: float | None = None,
+    series_description: str = "CALCIUM SCORE PHANTOM",
+) -> list[Dataset]:
+    """The phantom as a CT Image Storage series (int16, rescale intercept -1024), one dataset per slice."""
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    frame_uid = generate_uid()
+    pixels = np.clip(np.rint(phantom.voxels + 1024.0), -32768, 32767).astype(np.int16)
+    n, rows, columns = pixels.shape
+    datasets = []
+    for k in range(n):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = patient_id, "PHANTOM^CALCIUM", "19600101", "O"
+        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "090000", "CAC1", "1"
+        ds.ReferringPhysicianName, ds.StudyDescription = "", "CT CALCIUM SCORE"
+        ds.Modality, ds.SeriesNumber, ds.SeriesDescription, ds.BodyPartExamined = "CT", 1, series_description, "CHEST"
+        ds.Manufacturer = "RadPilot digital phantom"
+        ds.InstanceNumber = k + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PatientPosition = "FFS"
+        if contrast_agent:
+            ds.ContrastBolusAgent = contrast_agent
+        ds.ImagePositionPatient = [phantom.origin_lps[0], phantom.origin_lps[1], phantom.origin_lps[2] + k * phantom.increment_mm]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [phantom.spacing_zyx[1], phantom.spacing_zyx[2]]
+        ds.SliceThickness = slice_thickness_mm if slice_thickness_mm is not None else phantom.increment_mm
+        ds.KVP = 120
+        ds.ConvolutionKernel = "B35f"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = rows, columns
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.PixelData = pixels[k].tobytes()
+        datasets.append(ds)
+    return datasets

@@ -66,7 +66,7 @@ class HeartRegion:
     region: np.ndarray  # where calcium is scored
     core: np.ndarray  # the opened mediastinum's largest component (the heart)
     bone: np.ndarray  # excluded high-density structures (dilated)
-    blood_pool_hu: float | None  # median HU deep inside the core (NaN-free), None when the core is too thin
+    blood_pool_hu: float | None  # median HU deeper than BLOOD_POOL_DEPTH_MM inside the mediastinum; None when none is that deep
 
 
 def _largest_component_filled(mask: np.ndarray) -> np.ndarray:
@@ -156,6 +156,7 @@ def heart_region(voxels: np.ndarray, spacing_zyx: tuple[float, float, float]) ->
     bone_coarse = _pool(bone_mask(voxels, spacing_zyx), factor, "any")
     mediastinum = np.zeros(coarse.shape, dtype=bool)
     opened = np.zeros(coarse.shape, dtype=bool)
+    deep_all = np.zeros(coarse.shape, dtype=bool)
     for z, image in enumerate(coarse):
         body = _largest_component_filled(image > BODY_HU)
         air = (image < LUNG_HU) & body
@@ -171,16 +172,18 @@ def heart_region(voxels: np.ndarray, spacing_zyx: tuple[float, float, float]) ->
         mediastinum[z] = hull & ~lungs & body & (image > MEDIASTINUM_HU)
         core = _erode_mm(mediastinum[z] & ~bone_coarse[z], OPENING_RADIUS_MM, spacing_yx)
         opened[z] = _dilate_mm(core, OPENING_RADIUS_MM, spacing_yx) & mediastinum[z]
+        # The blood pool is measured deep inside the mediastinum *with* its dense voxels: an iodinated heart is
+        # one large >= 130 HU structure that the bone rule would otherwise remove before it could be measured.
+        deep_all[z] = _erode_mm(mediastinum[z], BLOOD_POOL_DEPTH_MM, spacing_yx)
+    blood_pool = float(np.median(coarse[deep_all])) if deep_all.any() else None
     labels, n = ndimage.label(opened)
     if n == 0:
         empty = np.zeros(voxels.shape, dtype=bool)
-        return HeartRegion(empty, empty, _unpool(bone_coarse, factor, voxels.shape), None)
+        return HeartRegion(empty, empty, _unpool(bone_coarse, factor, voxels.shape), blood_pool)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
     core = _heart_slices(labels == int(np.argmax(sizes)))
     region = np.stack([_dilate_mm(c, HEART_MARGIN_MM, spacing_yx) if c.any() else c for c in core]) & mediastinum & ~bone_coarse
-    deep = np.stack([_erode_mm(c, BLOOD_POOL_DEPTH_MM, spacing_yx) for c in core])
-    blood_pool = float(np.median(coarse[deep])) if deep.any() else None
     shape = voxels.shape
     return HeartRegion(_unpool(region, factor, shape), _unpool(core, factor, shape), _unpool(bone_coarse, factor, shape), blood_pool)
 
