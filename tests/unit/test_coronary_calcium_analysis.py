@@ -72,7 +72,7 @@ def test_cac_drs_category_and_vessel_count_are_exact(scored: tuple[Phantom, Find
     truth, out = phantom.truth(), _outputs(findings)
     assert out["cac_drs_category"] == truth["cac_drs_category"] == 3.0
     assert out["vessels_with_calcium"] == truth["vessels_with_calcium"] == 4.0
-    assert [q.value.meaning for q in findings.qualitative] == ["CAC-DRS A3/N4"]
+    assert [q.value.meaning for q in findings.qualitative] == ["CAC-DRS A3/N4", "Validated on phantoms only"]
 
 
 def test_no_decoy_voxel_is_counted_and_every_insert_voxel_is_labelled_with_its_artery(scored: tuple[Phantom, Findings]) -> None:
@@ -99,7 +99,7 @@ def test_a_phantom_without_inserts_scores_zero_with_no_segmentation() -> None:
     findings = ANALYSIS.run(_volume(phantom))
     assert _outputs(findings)["agatston_total"] == 0.0
     assert findings.segmentation is None and findings.key_slices == []
-    assert [q.value.meaning for q in findings.qualitative] == ["CAC-DRS A0"]
+    assert [q.value.meaning for q in findings.qualitative] == ["CAC-DRS A0", "Validated on phantoms only"]
 
 
 def test_mass_score_is_reported_only_with_a_calibration_and_matches_the_inserts() -> None:

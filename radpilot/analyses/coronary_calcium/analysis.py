@@ -16,7 +16,8 @@ Outputs
   - CAC-DRS Agatston category 0-3 and the number of vessels with calcium (private codes:
     no standard concept exists).
 
-* Qualitative finding: CAC-DRS as reported (e.g. "A2/N3").
+* Qualitative findings: CAC-DRS as reported (e.g. "A2/N3"), and the validation status
+  "Validated on phantoms only" (private code), so that the SR itself says it.
 * Segmentation: the lesions by artery, segment 1 LM, 2 LAD, 3 LCX, 4 RCA (only those
   present), type SCT 29483008 "Calcified atheromatous plaque" with the artery as the
   anatomic region.
@@ -75,6 +76,8 @@ ARTERY_CODES = {
 }
 ABNORMAL = Code("49755003", "SCT", "Morphologically Abnormal Structure")
 CALCIFIED_PLAQUE = Code("29483008", "SCT", "Calcified atheromatous plaque")
+VALIDATION_STATUS = Code("VALIDATION", "99RADPILOT", "Validation status")
+PHANTOMS_ONLY = Code("PHANTOMONLY", "99RADPILOT", "Validated on phantoms only")
 UNIT_NONE = Code("1", "UCUM", "no units")
 UNIT_MM3 = Code("mm3", "UCUM", "cubic millimeter")
 UNIT_MG = Code("mg", "UCUM", "milligram")
@@ -198,7 +201,8 @@ class CoronaryCalcium(Analysis):
             version=self.version,
             measurements=self._measurements(result),
             segmentation=self._segmentation(result),
-            qualitative=[self._cac_drs(result)],
+            # The SR carries coded findings, not notes: the validation status travels as one, so a reader of the SR sees it.
+            qualitative=[self._cac_drs(result), QualitativeFinding(VALIDATION_STATUS, PHANTOMS_ONLY, PHANTOM_NOTE)],
             key_slices=[int(np.argmax(result.agatston_per_slice))] if result.total.agatston > 0 else [],
             notes=self._notes(volume, result, region.blood_pool_hu),
         )
