@@ -98,7 +98,8 @@ def test_a_phantom_without_inserts_scores_zero_with_no_segmentation() -> None:
     phantom = make_phantom(inserts=(), noise_hu=15.0, **SHAPE)
     findings = ANALYSIS.run(_volume(phantom))
     assert _outputs(findings)["agatston_total"] == 0.0
-    assert findings.segmentation is None and findings.key_slices == []
+    assert findings.segmentation is not None and not findings.segmentation.labels.any() and findings.segmentation.segments == []
+    assert findings.key_slices == []
     assert [q.value.meaning for q in findings.qualitative] == ["CAC-DRS A0", "Validated on phantoms only"]
 
 

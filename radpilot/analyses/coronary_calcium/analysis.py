@@ -276,10 +276,10 @@ class CoronaryCalcium(Analysis):
         )
         return out
 
-    def _segmentation(self, result: CalciumResult) -> Segmentation | None:
+    def _segmentation(self, result: CalciumResult) -> Segmentation:
+        # Without calcium the segmentation is empty (no segment): the engine writes no SEG for it, and the
+        # workbench can still compare "no lesion" with a reference that has none.
         present = [a for a, s in result.per_artery.items() if s.n_slice_lesions]
-        if not present:
-            return None
         algorithm = f"RadPilot {self.name} {self.version} (threshold {CALCIUM_THRESHOLD_HU:.0f} HU)"
         segments = [
             Segment(ARTERY_LABEL[a], f"{a} calcium", ABNORMAL, CALCIFIED_PLAQUE, ARTERY_CODES[a], algorithm_name=algorithm) for a in present

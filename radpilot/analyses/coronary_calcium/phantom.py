@@ -21,10 +21,13 @@ its band at the noise levels used (up to 20 HU).
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import nibabel
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -235,3 +238,91 @@ def phantom_datasets(
         ds.PixelData = pixels[k].tobytes()
         datasets.append(ds)
     return datasets
+
+
+# ----------------------------------------------------------------------------------------- validation set
+#: Insert sets chosen so that every CAC-DRS category occurs.
+INSERT_SETS: dict[str, tuple[Insert, ...]] = {
+    "A0": (),
+    "A1": tuple(i for i in DEFAULT_INSERTS if i.artery == "LCX" and i.hu == 210.0),  # one small low-density plaque
+    "A2": tuple(i for i in DEFAULT_INSERTS if i.artery in ("LAD", "RCA") and i.diameter_mm == 3.0),
+    "A3": DEFAULT_INSERTS,
+}
+TRUTH_FIELDS = (
+    "agatston_total",
+    "volume_score_mm3",
+    "agatston_lm",
+    "agatston_lad",
+    "agatston_lcx",
+    "agatston_rca",
+    "cac_drs_category",
+    "vessels_with_calcium",
+)
+#: The ``dicom-series`` layout options of a folder written by :func:`write_validation_set`.
+MANIFEST_OPTIONS: dict[str, object] = {
+    "cases_file": "cases.csv",
+    "case_id_column": "case_id",
+    "series_dir": "{case}/dicom",
+    "mask_file": "{case}/calcium_mask.nii.gz",
+    "mask_labels": {1: "coronary_calcium"},
+    "reference_values": {name: name for name in TRUTH_FIELDS},
+    "attributes": {"increment_mm": "increment_mm", "noise_hu": "noise_hu"},
+}
+
+
+def write_nifti_mask(path: Path, phantom: Phantom) -> None:
+    """The insert voxels (1) as NIfTI: index (i, j, k) = column, row, slice, RAS affine from the phantom's LPS grid."""
+    sz, sy, sx = phantom.spacing_zyx
+    affine_lps = np.diag([sx, sy, sz, 1.0])
+    affine_lps[:3, 3] = phantom.origin_lps
+    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    array = np.ascontiguousarray((phantom.labels > 0).astype(np.uint8).transpose(2, 1, 0))
+    image = nibabel.Nifti1Image(array, affine_ras)
+    image.set_qform(affine_ras, code=1)
+    image.set_sform(affine_ras, code=1)
+    nibabel.save(image, str(path))
+
+
+def write_validation_set(
+    out: Path,
+    *,
+    rows: int = 320,
+    pixel_mm: float = 0.9,
+    coverage_mm: float = 120.0,
+    increments_mm: Sequence[float] = (3.0, 1.5),
+    noises_hu: Sequence[float] = (10.0, 20.0),
+    categories: Sequence[str] = tuple(INSERT_SETS),
+) -> list[dict[str, object]]:
+    """Write one phantom case per (increment, noise, CAC-DRS insert set) in the ``dicom-series`` layout; returns the truth rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, object]] = []
+    seed = 0
+    for increment in increments_mm:
+        for noise in noises_hu:
+            for category in categories:
+                seed += 1
+                case = f"CAC-{increment:g}mm-n{noise:.0f}-{category}".replace(".", "p")
+                phantom = make_phantom(
+                    n_slices=int(round(coverage_mm / increment)),
+                    rows=rows,
+                    columns=rows,
+                    pixel_mm=pixel_mm,
+                    increment_mm=increment,
+                    noise_hu=noise,
+                    inserts=INSERT_SETS[category],
+                    seed=seed,
+                )
+                folder = out / case / "dicom"
+                folder.mkdir(parents=True, exist_ok=True)
+                for k, ds in enumerate(phantom_datasets(phantom, patient_id=case)):
+                    ds.save_as(folder / f"CT{k + 1:04d}.dcm", enforce_file_format=True)
+                write_nifti_mask(out / case / "calcium_mask.nii.gz", phantom)
+                truth = phantom.truth()
+                records.append(
+                    {"case_id": case, "increment_mm": increment, "noise_hu": noise} | {f: round(truth[f], 3) for f in TRUTH_FIELDS}
+                )
+    with open(out / "cases.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return records
