@@ -9,7 +9,9 @@ Method (every step is an approximation stated here, so a reader can judge where 
 4. **Bone**: 3-D components of >= 130 HU voxels larger than ``BONE_MIN_VOLUME_MM3``
    (spine, sternum, ribs are long continuous structures; a single coronary plaque is far
    smaller), with a margin of one block of the coarse grid (about 2 mm); excluded from scoring.
-5. **Heart core**: the mediastinum opened per slice with a disk of radius
+5. **Heart core**: on slices whose lung area is at least ``MIN_LUNG_FRACTION`` (60 %) of the
+   largest (below the heart the lung bases are thin crescents whose hull holds the liver
+   dome), the mediastinum opened per slice with a disk of radius
    ``OPENING_RADIUS_MM`` (20 mm).  Opening keeps what a 40 mm disk fits into: the heart
    (8-12 cm across) survives, the aorta (up to 40 mm across), the other great vessels,
    the oesophagus and the spine between the lungs do not.  The largest 3-D connected
@@ -55,6 +57,7 @@ HEART_MARGIN_MM = 8.0
 BLOOD_POOL_DEPTH_MM = 20.0
 LM_BAND_MM = 15.0
 MIN_SLICE_AREA_FRACTION = 0.4
+MIN_LUNG_FRACTION = 0.6
 
 ARTERIES = ("LM", "LAD", "LCX", "RCA")
 
@@ -157,6 +160,7 @@ def heart_region(voxels: np.ndarray, spacing_zyx: tuple[float, float, float]) ->
     mediastinum = np.zeros(coarse.shape, dtype=bool)
     opened = np.zeros(coarse.shape, dtype=bool)
     deep_all = np.zeros(coarse.shape, dtype=bool)
+    lung_area = np.zeros(coarse.shape[0])
     for z, image in enumerate(coarse):
         body = _largest_component_filled(image > BODY_HU)
         air = (image < LUNG_HU) & body
@@ -168,6 +172,7 @@ def heart_region(voxels: np.ndarray, spacing_zyx: tuple[float, float, float]) ->
         lungs = (sizes >= MIN_LUNG_AREA_MM2)[labels]
         if not lungs.any():
             continue
+        lung_area[z] = float(lungs.sum())
         hull = _convex_hull_mask(lungs)
         mediastinum[z] = hull & ~lungs & body & (image > MEDIASTINUM_HU)
         core = _erode_mm(mediastinum[z] & ~bone_coarse[z], OPENING_RADIUS_MM, spacing_yx)
@@ -176,6 +181,9 @@ def heart_region(voxels: np.ndarray, spacing_zyx: tuple[float, float, float]) ->
         # one large >= 130 HU structure that the bone rule would otherwise remove before it could be measured.
         deep_all[z] = _erode_mm(mediastinum[z], BLOOD_POOL_DEPTH_MM, spacing_yx)
     blood_pool = float(np.median(coarse[deep_all])) if deep_all.any() else None
+    # Below the heart the lung bases are thin crescents around the liver dome, whose hull holds the liver:
+    # slices with little lung are not heart slices.
+    opened[lung_area < MIN_LUNG_FRACTION * lung_area.max(initial=0.0)] = False
     labels, n = ndimage.label(opened)
     if n == 0:
         empty = np.zeros(voxels.shape, dtype=bool)
