@@ -179,3 +179,16 @@ def test_it_is_discovered_routed_to_non_contrast_ct_only_and_declares_acceptance
     assert rules.route(thick).analyses == []
     criteria = criteria_for("coronary_calcium", analyses=analyses)
     assert {c.metric for c in criteria.criteria} >= {"agatston_total_abs_error_percent_max", "cac_drs_category_mae"}
+
+
+def test_a_series_stored_head_to_feet_scores_as_feet_to_head(plain: Phantom) -> None:
+    top = plain.origin_lps[2] + (plain.voxels.shape[0] - 1) * plain.increment_mm
+    reversed_volume = Volume(
+        plain.voxels[::-1].copy(),
+        plain.spacing_zyx,
+        origin=(plain.origin_lps[0], plain.origin_lps[1], top),
+        direction=np.diag([1.0, 1.0, -1.0]),
+        modality="CT",
+        metadata={"SliceThickness": plain.increment_mm},
+    )
+    assert _outputs(ANALYSIS.run(reversed_volume)) == _outputs(ANALYSIS.run(_volume(plain)))

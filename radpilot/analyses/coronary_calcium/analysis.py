@@ -187,7 +187,8 @@ class CoronaryCalcium(Analysis):
     def run(self, volume: Volume) -> Findings:
         """Find the heart, refuse a contrast-enhanced blood pool, score the calcium."""
         self.check_input(volume)
-        region = heart_region(volume.voxels, volume.spacing_zyx)
+        # LPS z grows towards the head: the sign of the slice normal's z says which way the slice index goes.
+        region = heart_region(volume.voxels, volume.spacing_zyx, superior=1 if volume.direction[2][2] >= 0 else -1)
         if region.blood_pool_hu is not None and region.blood_pool_hu > CONTRAST_BLOOD_POOL_HU:
             raise NotApplicableError(
                 f"the blood pool measures {region.blood_pool_hu:.0f} HU (non-contrast blood is 30-60 HU): this looks like a "

@@ -18,7 +18,9 @@ Method (every step is an approximation stated here, so a reader can judge where 
    component of what remains is the heart core, cut to the contiguous slices around its
    widest slice whose area is at least 40 % of the widest (the heart is the widest
    part of the mediastinum; what survives the opening above it is the anterior
-   mediastinum between the lungs' anterior edges, not heart).
+   mediastinum between the lungs' anterior edges, not heart), extended towards the head
+   while the core continues, up to ``HEART_HEIGHT_MM`` (100 mm) above the run's lowest
+   slice, so that the narrower heart base (aortic root, left main) stays in.
 6. **Heart region**: the core dilated by ``HEART_MARGIN_MM`` (the coronary arteries run
    in the epicardial fat on the heart's surface), inside the mediastinum, minus bone.
 
@@ -55,9 +57,10 @@ COARSE_PIXEL_MM = 2.0
 OPENING_RADIUS_MM = 20.0
 HEART_MARGIN_MM = 8.0
 BLOOD_POOL_DEPTH_MM = 20.0
-LM_BAND_MM = 15.0
+LM_BAND_MM = 25.0
 MIN_SLICE_AREA_FRACTION = 0.4
 MIN_LUNG_FRACTION = 0.6
+HEART_HEIGHT_MM = 100.0
 
 ARTERIES = ("LM", "LAD", "LCX", "RCA")
 
@@ -143,7 +146,7 @@ def _unpool(mask: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray
     return np.repeat(np.repeat(mask, factor, axis=1), factor, axis=2)[:, : shape[1], : shape[2]]
 
 
-def heart_region(voxels: np.ndarray, spacing_zyx: tuple[float, float, float]) -> HeartRegion:
+def heart_region(voxels: np.ndarray, spacing_zyx: tuple[float, float, float], superior: int = 1) -> HeartRegion:
     """The heart region of a chest CT in HU (see the module docstring for the method).
 
     The anatomy (body, lungs, mediastinum, opening) is found on a grid of about
@@ -190,14 +193,21 @@ def heart_region(voxels: np.ndarray, spacing_zyx: tuple[float, float, float]) ->
         return HeartRegion(empty, empty, _unpool(bone_coarse, factor, voxels.shape), blood_pool)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
-    core = _heart_slices(labels == int(np.argmax(sizes)))
+    core = _heart_slices(labels == int(np.argmax(sizes)), spacing_zyx[0], superior)
     region = np.stack([_dilate_mm(c, HEART_MARGIN_MM, spacing_yx) if c.any() else c for c in core]) & mediastinum & ~bone_coarse
     shape = voxels.shape
     return HeartRegion(_unpool(region, factor, shape), _unpool(core, factor, shape), _unpool(bone_coarse, factor, shape), blood_pool)
 
 
-def _heart_slices(core: np.ndarray) -> np.ndarray:
-    """Cut the core to the contiguous run of slices around its widest whose area is at least ``MIN_SLICE_AREA_FRACTION`` of the widest."""
+def _heart_slices(core: np.ndarray, increment_mm: float, superior: int) -> np.ndarray:
+    """Cut the core to the heart's slices (see step 5 of the module docstring).
+
+    The run of contiguous slices around the widest whose area is at least
+    ``MIN_SLICE_AREA_FRACTION`` of the widest, extended towards the head (``superior``: +1 when
+    the slice index grows towards the head, -1 otherwise) while the core continues, up to
+    ``HEART_HEIGHT_MM`` above the run's lowest slice: the heart base (aortic root, left main)
+    is narrower than the ventricles and the 40 % rule alone cuts it off.
+    """
     areas = core.sum(axis=(1, 2))
     if not areas.any():
         return core
@@ -209,6 +219,13 @@ def _heart_slices(core: np.ndarray) -> np.ndarray:
     hi = widest
     while hi < len(areas) - 1 and keep[hi + 1]:
         hi += 1
+    reach = int(HEART_HEIGHT_MM // increment_mm)
+    if superior >= 0:
+        while hi < min(len(areas) - 1, lo + reach) and areas[hi + 1] > 0:
+            hi += 1
+    else:
+        while lo > max(0, hi - reach) and areas[lo - 1] > 0:
+            lo -= 1
     cut = core.copy()
     cut[:lo] = False
     cut[hi + 1 :] = False
