@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["dicom_node.py", "engine_e2e.py", "lung_ct_accuracy.py", "chest_xray_speed.py", "chest_xray_accuracy.py", "chest_xray_quality_check.py"]
+BENCHMARKS = [
+    "dicom_node.py",
+    "engine_e2e.py",
+    "lung_ct_accuracy.py",
+    "chest_xray_speed.py",
+    "chest_xray_accuracy.py",
+    "coronary_calcium_speed.py",
+    "chest_xray_quality_check.py",
+]
 
 
 def main() -> int:

@@ -101,9 +101,14 @@ def test_stop_ends_evaluation() -> None:
     assert len(decision.explanations) == 1
 
 
-def test_default_rules_route_a_chest_ct_to_lung_quantification() -> None:
+def test_default_rules_route_a_non_contrast_chest_ct_to_calcium_scoring_and_lung_quantification() -> None:
     decision = load_rules().route(CHEST_CT)
-    assert [a for a, _ in decision.analyses] == ["lung_ct_quant"]
+    assert [a for a, _ in decision.analyses] == ["coronary_calcium", "lung_ct_quant"]
+
+
+def test_default_rules_route_a_contrast_chest_ct_to_lung_quantification_only() -> None:
+    contrast = SeriesFacts("1.2.3", "1.2.3.5", {**CHEST_CT.attributes, "ContrastBolusAgent": "IOPAMIDOL"})
+    assert [a for a, _ in load_rules().route(contrast).analyses] == ["lung_ct_quant"]
 
 
 def test_series_no_rule_matches_is_not_an_error() -> None:
