@@ -175,7 +175,13 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise _fail(f"--option expects KEY=VALUE (VALUE in YAML), got {item!r}")
-        options[key.strip()] = yaml.safe_load(value)
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise _fail(
+                f"--option {key.strip()}: {value!r} is not valid YAML ({getattr(exc, 'problem', exc)}); "
+                "quote a value that starts with { or [ but is text, e.g. \"series_dir='{case}/dicom'\""
+            ) from exc
     return options
 
 

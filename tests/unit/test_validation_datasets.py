@@ -345,3 +345,29 @@ def test_a_manifest_that_does_not_name_its_mask_structure_is_refused(tmp_path: P
     cases = ADAPTERS["png-slices"].cases(root, {"value_offset": SLICE_OFFSET})
     with pytest.raises(DatasetError, match="options.structure is required"):
         ADAPTERS["png-slices"].load(root, cases[0], {"value_offset": SLICE_OFFSET})
+
+
+def test_datasets_add_refuses_an_option_that_is_not_yaml_with_a_hint(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from radpilot.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "datasets",
+            "add",
+            str(tmp_path),
+            "--name",
+            "x",
+            "--layout",
+            "dicom-series",
+            "--option",
+            "series_dir={case}/dicom",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "--option series_dir: '{case}/dicom' is not valid YAML" in result.output and "quote a value" in result.output
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("*.yaml"))
