@@ -691,23 +691,29 @@ class Archive:
             entries.append(MetadataEntry(instance, series, zlib.decompress(document) if document is not None else None, threshold))
         return entries
 
-    def keep_metadata(self, instance: Instance, document: bytes, bulk_data_threshold: int) -> bool:
-        """Keep the metadata document of an instance stored without one (before metadata was kept at ingest).
+    def keep_metadata(self, documents: dict[int, bytes], bulk_data_threshold: int) -> int:
+        """Keep the metadata documents (by instance row id) of instances stored before metadata was kept at ingest.
 
-        Returns False when it was not kept: the instance is gone, or another request kept its own first.
+        One transaction for all. Returns how many were kept: none when another request kept
+        some of them first or an instance is gone meanwhile (they are then read again next time).
         """
+        if not documents:
+            return 0
+        rows = [
+            {
+                "instance_fk": instance_id,
+                "bulk_data_threshold": bulk_data_threshold,
+                "document": zlib.compress(document, METADATA_COMPRESSION_LEVEL),
+            }
+            for instance_id, document in documents.items()
+        ]
         try:
             with self.sessions() as session, session.begin():
-                session.execute(
-                    insert(InstanceMetadata).values(
-                        instance_fk=instance.id,
-                        bulk_data_threshold=bulk_data_threshold,
-                        document=zlib.compress(document, METADATA_COMPRESSION_LEVEL),
-                    )
-                )
+                session.execute(insert(InstanceMetadata), rows)
         except IntegrityError:
-            return False
-        return True
+            logger.info("metadata of some instances was kept meanwhile by another request", extra={"instances": len(rows)})
+            return 0
+        return len(rows)
 
     def find(self, query: Query) -> list[dict[str, Any]]:
         """Run a C-FIND / QIDO-RS query (see :mod:`radpilot.archive.query`)."""

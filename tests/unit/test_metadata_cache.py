@@ -300,3 +300,14 @@ def test_explicit_big_endian_ct_bulk_values_survive(archive: Archive, big_endian
     assert stored.file_meta.TransferSyntaxUID == (ExplicitVRBigEndian if big_endian else ExplicitVRLittleEndian)
     response = make_client(archive).get(series_url(stored) + "/metadata", headers=ACCEPT)
     assert response.content == expected_series_metadata(archive, stored)
+
+
+def test_keeping_metadata_another_request_kept_first_keeps_the_first(archive: Archive) -> None:
+    ds = make_ct_dataset()
+    store(archive, to_part10_bytes(ds))
+    forget_kept_metadata(archive)
+    [instance] = archive.instances_of(str(ds.StudyInstanceUID))
+    assert archive.keep_metadata({instance.id: b'{"first":1}'}, DEFAULT_BULK_DATA_THRESHOLD) == 1
+    assert archive.keep_metadata({instance.id: b'{"second":2}'}, DEFAULT_BULK_DATA_THRESHOLD) == 0
+    [entry] = archive.metadata_entries(str(ds.StudyInstanceUID))
+    assert entry.document == b'{"first":1}'

@@ -161,19 +161,21 @@ def find_metadata(archive: Archive, study: str, series: str | None = None, sop: 
     return entries
 
 
-def metadata_document(archive: Archive, entry: MetadataEntry, threshold: int) -> bytes:
+def metadata_document(archive: Archive, entry: MetadataEntry, threshold: int, to_keep: dict[int, bytes] | None = None) -> bytes:
     """The metadata of one instance with bare bulk data paths: as kept at ingest, or read from its file.
 
-    An instance stored before metadata was kept at ingest is read from its file once, and
-    what is read is kept, so the next request does not read it again.
+    An instance stored before metadata was kept at ingest is read from its file; when
+    ``to_keep`` is given and the archive keeps metadata at this threshold, what was read
+    is added to it (by instance row id) for the caller to keep, so the next request does
+    not read the file again.
     """
     if entry.document is not None and entry.bulk_data_threshold == threshold:
         return entry.document
     instance = entry.instance
     dataset = read_header(archive.path_of(instance), instance.transfer_syntax_uid, threshold)
     document = instance_metadata_document(dataset, instance.transfer_syntax_uid, threshold)
-    if entry.document is None and threshold == archive.metadata_threshold:
-        archive.keep_metadata(instance, document, threshold)
+    if to_keep is not None and entry.document is None and threshold == archive.metadata_threshold:
+        to_keep[instance.id] = document
     return document
 
 
@@ -183,12 +185,17 @@ def instance_metadata(archive: Archive, entry: MetadataEntry, url: str, threshol
 
 
 def metadata_stream(archive: Archive, entries: list[MetadataEntry], urls: list[str], threshold: int) -> Iterator[bytes]:
-    """The JSON array of the instances' metadata, kept documents joined as bytes (an unreadable instance is left out)."""
+    """The JSON array of the instances' metadata, kept documents joined as bytes (an unreadable instance is left out).
+
+    Metadata read from files (instances stored before it was kept at ingest) is kept in one
+    transaction once the answer is complete.
+    """
     buffer = bytearray(b"[")
     first = True
+    to_keep: dict[int, bytes] = {}
     for entry, url in zip(entries, urls, strict=True):
         try:
-            document = with_bulk_base(metadata_document(archive, entry, threshold), url)
+            document = with_bulk_base(metadata_document(archive, entry, threshold, to_keep), url)
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not cut the whole answer short
             logger.error(
                 "metadata of an instance could not be read",
@@ -204,6 +211,7 @@ def metadata_stream(archive: Archive, entries: list[MetadataEntry], urls: list[s
             buffer.clear()
     buffer += b"]"
     yield bytes(buffer)
+    archive.keep_metadata(to_keep, threshold)
 
 
 # -- bulk data -----------------------------------------------------------------------
