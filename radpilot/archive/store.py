@@ -16,6 +16,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,8 @@ TOUCH_INTERVAL_S = 1.0
 METADATA_COMPRESSION_LEVEL = 1
 # Rows per query when metadata of many instances is read: below every database's parameter limit.
 METADATA_BATCH = 900
+# Threads that write and sync files while the storing thread builds the instance's metadata: one per concurrent store.
+WRITER_THREADS = 16
 
 
 class StoreOutcome(enum.Enum):
@@ -161,12 +164,14 @@ class Archive:
         self._uid_locks_guard = threading.Lock()
         # The bulk data threshold of the metadata kept at ingest (WADO-RS serves it when it asks for the same).
         self.metadata_threshold = DEFAULT_BULK_DATA_THRESHOLD
+        self._writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="archive-write")
 
     @classmethod
     def from_settings(cls, settings) -> Archive:  # noqa: ANN001 - avoid import cycle with config
         return cls(settings.storage_dir, settings.resolved_database_url, durability=settings.durability)
 
     def close(self) -> None:
+        self._writers.shutdown(wait=True)
         self.engine.dispose()
 
     @contextmanager
@@ -230,8 +235,14 @@ class Archive:
         name = f"{parsed.sop_instance_uid}.{digest[:16]}{DERIVED_MARK if derived else ''}.dcm"
         relative = Path(str(ds.StudyInstanceUID)) / str(ds.SeriesInstanceUID) / name
         final_path = self.storage_dir / relative
-        metadata = self._metadata_of(data, parsed)
-        self._write_atomically(final_path, data, derived)
+        if self.durability == "none":
+            metadata = self._metadata_of(data, parsed)
+            self._write_atomically(final_path, data, derived)
+        else:
+            # The sync releases the GIL: building the metadata meanwhile hides most of its cost.
+            writing = self._writers.submit(self._write_atomically, final_path, data, derived)
+            metadata = self._metadata_of(data, parsed)
+            writing.result()
         try:
             self._index_with_retry(parsed, relative, len(data), digest, source_ae_title, derived, metadata)
         except IntegrityError:
