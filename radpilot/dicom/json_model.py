@@ -38,7 +38,7 @@ from typing import Any
 
 import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
 from pydicom.multival import MultiValue
@@ -57,6 +57,7 @@ SWAP_UNITS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 DEFAULT_BULK_DATA_THRESHOLD = 1024
 _INTEGER_TEXT = re.compile(r"^[+-]?\d+$")
 AVAILABLE_TRANSFER_SYNTAX_TAG = 0x00083002
+SPECIFIC_CHARACTER_SET_TAG = 0x00080005
 # How every BulkDataURI value starts in compact JSON. Inside a JSON string a quote is always
 # escaped, so these bytes can only be the start of a BulkDataURI member, never part of a value.
 _BULK_URI_MEMBER = b'"BulkDataURI":"'
@@ -305,6 +306,10 @@ def _element_json(
 ) -> dict[str, Any]:
     if vr in BINARY_VRS:
         return _binary_json(raw, vr, path, bulk_data_uri, threshold, "/" not in path, little_endian)
+    if _plain_raw(raw, tag):
+        # Converted without storing it back in the dataset: Dataset.__getitem__ does that too, at about twice the cost.
+        value = convert_raw_data_element(raw, encoding=dataset.original_character_set or dataset._character_set, ds=dataset).value
+        return attribute_json(vr, value)
     element = dataset[tag]  # converts a raw element (and reads a deferred non-binary value)
     if vr == "SQ":
         items = [
@@ -320,6 +325,18 @@ def _element_json(
         ]
         return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
     return attribute_json(vr, element.value)
+
+
+def _plain_raw(raw: DataElement | RawDataElement, tag: int) -> bool:
+    """A raw element read with an explicit, unambiguous VR other than SQ, not deferred: nothing but its value to convert."""
+    return (
+        isinstance(raw, RawDataElement)
+        and raw.value is not None
+        and raw.VR is not None
+        and " or " not in raw.VR
+        and raw.VR != "SQ"
+        and tag != SPECIFIC_CHARACTER_SET_TAG
+    )
 
 
 def resolve_bulk_path(dataset: Dataset, path: str) -> DataElement:

@@ -311,3 +311,15 @@ def test_keeping_metadata_another_request_kept_first_keeps_the_first(archive: Ar
     assert archive.keep_metadata({instance.id: b'{"second":2}'}, DEFAULT_BULK_DATA_THRESHOLD) == 0
     [entry] = archive.metadata_entries(str(ds.StudyInstanceUID))
     assert entry.document == b'{"first":1}'
+
+
+def test_long_text_values_deferred_at_ingest_are_kept_whole(archive: Archive) -> None:
+    ds = make_ct_dataset()
+    ds.ImageComments = "LONG COMMENT " * 200  # LT above the bulk data threshold: read deferred, still text
+    ds.add_new(0x00400280, "ST", "x" * 1020)
+    stored = store(archive, to_part10_bytes(ds))
+    assert kept_rows(archive) == 1
+    client = make_client(archive)
+    assert served_without_files(archive, client, stored) == expected_series_metadata(archive, stored)
+    (metadata,) = client.get(series_url(stored) + "/metadata", headers=ACCEPT).json()
+    assert metadata["00204000"]["Value"] == [("LONG COMMENT " * 200).rstrip()]
