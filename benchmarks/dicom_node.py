@@ -7,7 +7,10 @@
    its DICOMweb plugin).  Runs alternate between the two; instances/s, MB/s and
    the ratio RadPilot/Orthanc are reported as medians.
 2. DICOMweb latency on the same stored data: QIDO-RS study search and WADO-RS
-   series metadata, repeated, median and p90 per peer.
+   series metadata, repeated, median and p90 per peer. RadPilot's series metadata
+   is measured twice: as served (kept at ingest in the index) and as it was served
+   before metadata was kept, read from every file (the kept rows are deleted before
+   each such request), so before and after are measured side by side in one run.
 
 Every dcmtk peer and Orthanc run with TCP_NODELAY=1 (see ARCHITECTURE.md).
 Usage: .venv/bin/python benchmarks/dicom_node.py [--instances 512] [--runs 3]
@@ -21,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -118,6 +122,21 @@ def latency(url: str, headers: dict[str, str], repeats: int) -> dict[str, float]
     return {"median_ms": round(statistics.median(samples), 2), "p90_ms": round(samples[int(0.9 * (len(samples) - 1))], 2), "n": repeats}
 
 
+def latency_from_files(url: str, headers: dict[str, str], repeats: int, database: Path) -> dict[str, float]:
+    """Latency of ``url`` when no instance has its metadata kept: the rows are deleted before each request."""
+    samples = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(repeats + 1):
+            with sqlite3.connect(database) as connection:
+                connection.execute("DELETE FROM instance_metadata")
+            started = time.perf_counter()
+            response = client.get(url, headers=headers)
+            samples.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+    samples = sorted(samples[1:])  # the first is the warm-up
+    return {"median_ms": round(statistics.median(samples), 2), "p90_ms": round(samples[int(0.9 * (len(samples) - 1))], 2), "n": repeats}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=512)
@@ -167,20 +186,28 @@ def main() -> None:
         rp_base, or_base = f"http://127.0.0.1:{rp_http}/dicomweb", orthanc.dicomweb_url
         rp_series, or_series = series_of(rp_base, study_uid), series_of(or_base, or_study)
         json_accept = {"Accept": "application/dicom+json"}
+        metadata_repeats = max(5, args.latency_repeats // 5)
+        rp_metadata_url = f"{rp_base}/studies/{study_uid}/series/{rp_series}/metadata"
+        or_metadata_url = f"{or_base}/studies/{or_study}/series/{or_series}/metadata"
+        rp_metadata = httpx.get(rp_metadata_url, headers=json_accept, timeout=60).json()
+        or_metadata = httpx.get(or_metadata_url, headers=json_accept, timeout=60).json()
+        if len(rp_metadata) != args.instances or len(or_metadata) != args.instances:
+            raise RuntimeError(f"series metadata has {len(rp_metadata)} (radpilot) / {len(or_metadata)} (orthanc) instances")
         dicomweb = {
             "qido_studies_by_patient_id": {
                 "radpilot": latency(f"{rp_base}/studies?PatientID=BENCH-radpilot0", json_accept, args.latency_repeats),
                 "orthanc": latency(f"{or_base}/studies?PatientID=BENCH-orthanc0", json_accept, args.latency_repeats),
             },
             "wado_series_metadata": {
-                "radpilot": latency(
-                    f"{rp_base}/studies/{study_uid}/series/{rp_series}/metadata", json_accept, max(5, args.latency_repeats // 5)
-                ),
-                "orthanc": latency(
-                    f"{or_base}/studies/{or_study}/series/{or_series}/metadata", json_accept, max(5, args.latency_repeats // 5)
+                "radpilot": latency(rp_metadata_url, json_accept, metadata_repeats),
+                "orthanc": latency(or_metadata_url, json_accept, metadata_repeats),
+                "radpilot_read_from_files": latency_from_files(
+                    rp_metadata_url, json_accept, metadata_repeats, work / "radpilot-data" / "index.sqlite3"
                 ),
             },
         }
+        # The kept metadata again, after the rows the last measurement deleted were filled once more.
+        dicomweb["wado_series_metadata"]["radpilot_again"] = latency(rp_metadata_url, json_accept, metadata_repeats)
     finally:
         for process in (radpilot, radpilot_full):
             process.terminate()
@@ -198,13 +225,24 @@ def main() -> None:
         "ingest_ratio_radpilot_over_orthanc": round(medians["radpilot"] / medians["orthanc"], 3),
         "ingest_ratio_radpilot_full_sync_over_orthanc": round(medians["radpilot_full_sync"] / medians["orthanc"], 3),
         "dicomweb_latency": dicomweb,
+        "wado_series_metadata_ratio_radpilot_over_orthanc": round(
+            dicomweb["wado_series_metadata"]["radpilot"]["median_ms"] / dicomweb["wado_series_metadata"]["orthanc"]["median_ms"], 3
+        ),
+        "wado_series_metadata_ratio_read_from_files_over_kept": round(
+            dicomweb["wado_series_metadata"]["radpilot_read_from_files"]["median_ms"]
+            / dicomweb["wado_series_metadata"]["radpilot"]["median_ms"],
+            3,
+        ),
         "notes": "radpilot: durability=file (default; the file is fdatasync'ed before it is renamed and acknowledged, "
         "index WAL synchronous=NORMAL, recovery re-indexes after an unclean stop). radpilot_full_sync: "
         "durability=full (file, folder and index synced before each acknowledgement: three syncs). "
-        "Orthanc 1.10.1 with its defaults (SyncStorageArea true: one fsync per file). All with TCP_NODELAY=1.",
+        "Orthanc 1.10.1 with its defaults (SyncStorageArea true: one fsync per file). All with TCP_NODELAY=1. "
+        "wado_series_metadata.radpilot: metadata kept at ingest (instance_metadata); radpilot_read_from_files: the kept rows "
+        "deleted before each request, so every file is read as before metadata was kept (and the rows are written again).",
     }
     for name, peers in dicomweb.items():
-        print(f"{name}: radpilot {peers['radpilot']['median_ms']} ms, orthanc {peers['orthanc']['median_ms']} ms (median)")
+        print(f"{name}: " + ", ".join(f"{peer} {values['median_ms']} ms" for peer, values in peers.items()) + " (median)")
+    print(f"series metadata ratio radpilot/orthanc = {summary['wado_series_metadata_ratio_radpilot_over_orthanc']}")
     print(
         f"ingest ratio radpilot/orthanc = {summary['ingest_ratio_radpilot_over_orthanc']}, "
         f"full sync/orthanc = {summary['ingest_ratio_radpilot_full_sync_over_orthanc']}"

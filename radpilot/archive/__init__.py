@@ -4,6 +4,6 @@ Only this package reads and writes the archive's tables; other packages ask an
 :class:`Archive` (its methods return plain values or detached rows).
 """
 
-from radpilot.archive.store import Archive, ArchiveCounts, SeriesSummary, StoreOutcome, StoreResult
+from radpilot.archive.store import Archive, ArchiveCounts, MetadataEntry, SeriesSummary, StoreOutcome, StoreResult
 
-__all__ = ["Archive", "ArchiveCounts", "SeriesSummary", "StoreOutcome", "StoreResult"]
+__all__ = ["Archive", "ArchiveCounts", "MetadataEntry", "SeriesSummary", "StoreOutcome", "StoreResult"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from radpilot.db import Base, utcnow
@@ -86,6 +86,22 @@ class Instance(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class InstanceMetadata(Base):
+    """The WADO-RS metadata of an instance, written when it is stored, so that metadata is served without reading files.
+
+    ``document`` is zlib-compressed DICOM JSON whose BulkDataURI values are bare bulk data
+    paths (see :func:`radpilot.dicom.json_model.instance_metadata_document`), built with
+    ``bulk_data_threshold``. A table of its own keeps these kilobytes out of every query
+    that loads instance rows. Instances stored before it have no row until first served.
+    """
+
+    __tablename__ = "instance_metadata"
+
+    instance_fk: Mapped[int] = mapped_column(ForeignKey("instance.id", ondelete="CASCADE"), primary_key=True)
+    bulk_data_threshold: Mapped[int] = mapped_column(Integer)
+    document: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class StoreConflict(Base):

@@ -14,7 +14,9 @@ import logging
 import os
 import tempfile
 import threading
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine, exists, func, insert, select, update
+from sqlalchemy import Engine, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from radpilot.archive.models import Instance, Patient, Series, StoreConflict, Study, utcnow
+from radpilot.archive.models import Instance, InstanceMetadata, Patient, Series, StoreConflict, Study, utcnow
 from radpilot.archive.query import Query, run_query
 from radpilot.db import make_engine, make_session_factory, migrate
 from radpilot.dicom import status as dimse_status
+from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document, read_metadata_header
 from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, dataset_offset, parse_part10
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,12 @@ OPEN_MARKER = ".open"  # present while a server has the archive open; left behin
 DERIVED_MARK = ".derived"
 ID_CACHE_SIZE = 4096
 TOUCH_INTERVAL_S = 1.0
+# Level 1 compresses a CT header's JSON about 4:1 at a fraction of the cost of building it.
+METADATA_COMPRESSION_LEVEL = 1
+# Rows per query when metadata of many instances is read: below every database's parameter limit.
+METADATA_BATCH = 900
+# Threads that write and sync files while the storing thread builds the instance's metadata: one per concurrent store.
+WRITER_THREADS = 16
 
 
 class StoreOutcome(enum.Enum):
@@ -85,6 +94,16 @@ class SeriesSummary:
     instance_count: int
     frame_count: int  # frames of all instances (an instance without NumberOfFrames counts one)
     derived: bool  # RadPilot's own result series
+
+
+@dataclass(frozen=True)
+class MetadataEntry:
+    """An instance to answer WADO-RS metadata for, with its series and its metadata kept at ingest (if any)."""
+
+    instance: Instance
+    series_instance_uid: str
+    document: bytes | None  # uncompressed, see radpilot.dicom.json_model.instance_metadata_document
+    bulk_data_threshold: int | None
 
 
 @dataclass(frozen=True)
@@ -143,12 +162,16 @@ class Archive:
         self._series_ids: dict[str, int] = {}
         self._touched: dict[int, datetime] = {}
         self._uid_locks_guard = threading.Lock()
+        # The bulk data threshold of the metadata kept at ingest (WADO-RS serves it when it asks for the same).
+        self.metadata_threshold = DEFAULT_BULK_DATA_THRESHOLD
+        self._writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="archive-write")
 
     @classmethod
     def from_settings(cls, settings) -> Archive:  # noqa: ANN001 - avoid import cycle with config
         return cls(settings.storage_dir, settings.resolved_database_url, durability=settings.durability)
 
     def close(self) -> None:
+        self._writers.shutdown(wait=True)
         self.engine.dispose()
 
     @contextmanager
@@ -212,9 +235,16 @@ class Archive:
         name = f"{parsed.sop_instance_uid}.{digest[:16]}{DERIVED_MARK if derived else ''}.dcm"
         relative = Path(str(ds.StudyInstanceUID)) / str(ds.SeriesInstanceUID) / name
         final_path = self.storage_dir / relative
-        self._write_atomically(final_path, data, derived)
+        if self.durability == "none":
+            metadata = self._metadata_of(data, parsed)
+            self._write_atomically(final_path, data, derived)
+        else:
+            # The sync releases the GIL: building the metadata meanwhile hides most of its cost.
+            writing = self._writers.submit(self._write_atomically, final_path, data, derived)
+            metadata = self._metadata_of(data, parsed)
+            writing.result()
         try:
-            self._index_with_retry(parsed, relative, len(data), digest, source_ae_title, derived)
+            self._index_with_retry(parsed, relative, len(data), digest, source_ae_title, derived, metadata)
         except IntegrityError:
             # Another process indexed the same SOP Instance UID first: judge this copy against that one.
             with self.sessions() as session:
@@ -231,14 +261,39 @@ class Archive:
         logger.debug("stored instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "source_ae": source_ae_title})
         return self._result(parsed, StoreOutcome.STORED)
 
+    def _metadata_of(self, data: bytes, parsed: ParsedInstance) -> bytes | None:
+        """The compressed WADO-RS metadata of an instance about to be stored; None if it cannot be built.
+
+        Read again with large values deferred, exactly as a file is read to serve its metadata,
+        so that the document kept is the one that reading the file would give. An instance
+        whose metadata cannot be built is still stored; its metadata is then built from the
+        file when it is asked for (and fails there with a logged reason).
+        """
+        try:
+            dataset = read_metadata_header(data, parsed.transfer_syntax_uid, self.metadata_threshold)
+            document = instance_metadata_document(dataset, parsed.transfer_syntax_uid, self.metadata_threshold)
+        except Exception as exc:  # noqa: BLE001 - metadata is a cache: the instance itself must still be stored
+            logger.warning(
+                "metadata of an instance not kept at ingest", extra={"sop_instance_uid": parsed.sop_instance_uid, "error": str(exc)}
+            )
+            return None
+        return zlib.compress(document, METADATA_COMPRESSION_LEVEL)
+
     def _index_with_retry(
-        self, parsed: ParsedInstance, relative: Path, size: int, digest: str, source_ae_title: str, derived: bool
+        self,
+        parsed: ParsedInstance,
+        relative: Path,
+        size: int,
+        digest: str,
+        source_ae_title: str,
+        derived: bool,
+        metadata: bytes | None = None,
     ) -> None:
         """Index in one transaction; once more with fresh ids if a cached study or series vanished meanwhile."""
         for attempt in (1, 2):
             try:
                 with self.sessions() as session, session.begin():
-                    self._index(session, parsed, relative, size, digest, source_ae_title, derived)
+                    self._index(session, parsed, relative, size, digest, source_ae_title, derived, metadata)
                 return
             except IntegrityError:
                 self._forget_ids()
@@ -312,8 +367,9 @@ class Archive:
         digest: str,
         source_ae_title: str,
         derived: bool,
+        metadata: bytes | None = None,
     ) -> None:
-        """Insert the instance row, creating its patient, study and series rows on first sight.
+        """Insert the instance row (and its metadata row), creating its patient, study and series rows on first sight.
 
         Core statements and a cache of known study and series ids keep this to one
         INSERT for most instances: the index write is on every C-STORE's critical path.
@@ -323,7 +379,7 @@ class Archive:
         study_id = self._study_id(session, ds, study_uid)
         series_id = self._series_id(session, ds, series_uid, study_id)
         now = utcnow()
-        session.execute(
+        instance_id = session.execute(
             insert(Instance).values(
                 sop_instance_uid=parsed.sop_instance_uid,
                 series_fk=series_id,
@@ -340,7 +396,11 @@ class Archive:
                 derived=derived,
                 received_at=now,
             )
-        )
+        ).inserted_primary_key[0]
+        if metadata is not None:
+            session.execute(
+                insert(InstanceMetadata).values(instance_fk=instance_id, bulk_data_threshold=self.metadata_threshold, document=metadata)
+            )
         if not derived:
             self._touch(session, study_id, series_id, now)
 
@@ -608,6 +668,64 @@ class Archive:
             query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
             return list(session.scalars(query))
 
+    def metadata_entries(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[MetadataEntry]:
+        """Instances of a study (optionally one series or one instance) with the metadata kept for them, as :meth:`instances_of` orders them.
+
+        One query for the rows and one per batch of instances for their metadata.
+        """
+        with self.sessions() as session:
+            query = (
+                select(Instance, Series.series_instance_uid)
+                .join(Series, Instance.series_fk == Series.id)
+                .join(Study, Series.study_fk == Study.id)
+                .where(Study.study_instance_uid == study_uid)
+            )
+            if series_uid is not None:
+                query = query.where(Series.series_instance_uid == series_uid)
+            if sop_uid is not None:
+                query = query.where(Instance.sop_instance_uid == sop_uid)
+            query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
+            rows = session.execute(query).all()
+            kept: dict[int, tuple[int, bytes]] = {}
+            ids = [instance.id for instance, _ in rows]
+            for start in range(0, len(ids), METADATA_BATCH):
+                batch = ids[start : start + METADATA_BATCH]
+                for instance_fk, threshold, document in session.execute(
+                    select(InstanceMetadata.instance_fk, InstanceMetadata.bulk_data_threshold, InstanceMetadata.document).where(
+                        InstanceMetadata.instance_fk.in_(batch)
+                    )
+                ):
+                    kept[instance_fk] = (threshold, document)
+        entries = []
+        for instance, series in rows:
+            threshold, document = kept.get(instance.id, (None, None))
+            entries.append(MetadataEntry(instance, series, zlib.decompress(document) if document is not None else None, threshold))
+        return entries
+
+    def keep_metadata(self, documents: dict[int, bytes], bulk_data_threshold: int) -> int:
+        """Keep the metadata documents (by instance row id) of instances stored before metadata was kept at ingest.
+
+        One transaction for all. Returns how many were kept: none when another request kept
+        some of them first or an instance is gone meanwhile (they are then read again next time).
+        """
+        if not documents:
+            return 0
+        rows = [
+            {
+                "instance_fk": instance_id,
+                "bulk_data_threshold": bulk_data_threshold,
+                "document": zlib.compress(document, METADATA_COMPRESSION_LEVEL),
+            }
+            for instance_id, document in documents.items()
+        ]
+        try:
+            with self.sessions() as session, session.begin():
+                session.execute(insert(InstanceMetadata), rows)
+        except IntegrityError:
+            logger.info("metadata of some instances was kept meanwhile by another request", extra={"instances": len(rows)})
+            return 0
+        return len(rows)
+
     def find(self, query: Query) -> list[dict[str, Any]]:
         """Run a C-FIND / QIDO-RS query (see :mod:`radpilot.archive.query`)."""
         with self.sessions() as session:
@@ -621,6 +739,8 @@ class Archive:
             instances = list(session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(sop_instance_uids))))
             paths = [self.path_of(i) for i in instances]
             series_ids = {i.series_fk for i in instances}
+            # Explicitly, not by ON DELETE CASCADE alone: a SQLite connection may have foreign keys off.
+            session.execute(delete(InstanceMetadata).where(InstanceMetadata.instance_fk.in_([i.id for i in instances])))
             for instance in instances:
                 session.delete(instance)
             session.flush()

@@ -17,23 +17,33 @@ writes the model itself:
 Bulk data paths (see :func:`dataset_to_json`) are the tag of each element down the
 sequence hierarchy with the item index between: ``7FE00010`` or
 ``00540016/0/00181072``. :func:`resolve_bulk_path` follows such a path back.
+
+:func:`instance_metadata_document` writes the whole WADO-RS metadata of one instance
+as bytes whose ``BulkDataURI`` values are these bare paths, so that the archive can
+keep it from ingest on; :func:`with_bulk_base` makes them this server's URLs when the
+document is served (the URL depends on the Host a client asked through).
 """
 
 from __future__ import annotations
 
 import base64
+import io
+import json
 import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 from pydicom.valuerep import PersonName
 
 logger = logging.getLogger(__name__)
@@ -46,6 +56,11 @@ PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 SWAP_UNITS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 DEFAULT_BULK_DATA_THRESHOLD = 1024
 _INTEGER_TEXT = re.compile(r"^[+-]?\d+$")
+AVAILABLE_TRANSFER_SYNTAX_TAG = 0x00083002
+SPECIFIC_CHARACTER_SET_TAG = 0x00080005
+# How every BulkDataURI value starts in compact JSON. Inside a JSON string a quote is always
+# escaped, so these bytes can only be the start of a BulkDataURI member, never part of a value.
+_BULK_URI_MEMBER = b'"BulkDataURI":"'
 
 BulkDataUriFactory = Callable[[str], str]
 
@@ -291,6 +306,10 @@ def _element_json(
 ) -> dict[str, Any]:
     if vr in BINARY_VRS:
         return _binary_json(raw, vr, path, bulk_data_uri, threshold, "/" not in path, little_endian)
+    if _plain_raw(raw, tag):
+        # Converted without storing it back in the dataset: Dataset.__getitem__ does that too, at about twice the cost.
+        value = convert_raw_data_element(raw, encoding=dataset.original_character_set or dataset._character_set, ds=dataset).value
+        return attribute_json(vr, value)
     element = dataset[tag]  # converts a raw element (and reads a deferred non-binary value)
     if vr == "SQ":
         items = [
@@ -306,6 +325,18 @@ def _element_json(
         ]
         return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
     return attribute_json(vr, element.value)
+
+
+def _plain_raw(raw: DataElement | RawDataElement, tag: int) -> bool:
+    """A raw element read with an explicit, unambiguous VR other than SQ, not deferred: nothing but its value to convert."""
+    return (
+        isinstance(raw, RawDataElement)
+        and raw.value is not None
+        and raw.VR is not None
+        and " or " not in raw.VR
+        and raw.VR != "SQ"
+        and tag != SPECIFIC_CHARACTER_SET_TAG
+    )
 
 
 def resolve_bulk_path(dataset: Dataset, path: str) -> DataElement:
@@ -347,3 +378,37 @@ def _path_item(element: DataElement, segment: str, path: str) -> Dataset:
     if index >= len(items):
         raise DicomJsonError(f"bulk data path {path!r}: sequence {tag_key(element.tag)} has {len(items)} item(s), no item {index}")
     return items[index]
+
+
+# -- whole instances, as WADO-RS metadata -------------------------------------------
+
+
+def read_metadata_header(source: Path | bytes, transfer_syntax: str, threshold: int = DEFAULT_BULK_DATA_THRESHOLD) -> Dataset:
+    """Read an instance (a file or Part 10 bytes) with values above ``threshold`` bytes deferred (not loaded).
+
+    Deflated files are read whole: a deferred value cannot be found again in the deflated stream.
+    """
+    defer = None if transfer_syntax == DeflatedExplicitVRLittleEndian else threshold
+    return pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source, defer_size=defer)
+
+
+def instance_metadata_document(dataset: Dataset, transfer_syntax: str, threshold: int = DEFAULT_BULK_DATA_THRESHOLD) -> bytes:
+    """The WADO-RS metadata of one instance as compact UTF-8 JSON, each ``BulkDataURI`` its bare bulk data path.
+
+    The instance's header in DICOM JSON (group 0002 left out) plus AvailableTransferSyntaxUID
+    (0008,3002), keys in ascending order. Serve it through :func:`with_bulk_base`.
+    """
+    result = dataset_to_json(
+        dataset,
+        bulk_data_uri=lambda path: path,
+        threshold=threshold,
+        little_endian=transfer_syntax != ExplicitVRBigEndian,
+    )
+    result[tag_key(AVAILABLE_TRANSFER_SYNTAX_TAG)] = attribute_json("UI", transfer_syntax)
+    return json.dumps(dict(sorted(result.items())), separators=(",", ":")).encode("utf-8")
+
+
+def with_bulk_base(document: bytes, instance_url: str) -> bytes:
+    """A document of :func:`instance_metadata_document` with its bulk data paths made URLs under ``instance_url``/bulk/."""
+    prefix = json.dumps(f"{instance_url}/bulk/")[1:-1].encode("utf-8")
+    return document.replace(_BULK_URI_MEMBER, _BULK_URI_MEMBER + prefix)

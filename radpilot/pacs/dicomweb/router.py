@@ -246,11 +246,10 @@ def _wado_instances(request: Request, archive: Archive, instances: list[Instance
 
 def _wado_metadata(request: Request, archive: Archive, study: str, series: str | None, sop: str | None, threshold: int) -> Response:
     _require_json_accept(request)
-    instances = wado_rs.find_instances(archive, study, series, sop)
+    entries = wado_rs.find_metadata(archive, study, series, sop)
     base = _service_base(request)
-    series_uids = wado_rs.series_uids(archive, study, instances, series)
-    urls = [wado_rs.instance_url(base, i, study, series_uids[i.id]) for i in instances]
-    return StreamingResponse(wado_rs.metadata_stream(archive, instances, urls, threshold), media_type=DICOM_JSON)
+    urls = [wado_rs.instance_url(base, e.instance, study, e.series_instance_uid) for e in entries]
+    return StreamingResponse(wado_rs.metadata_stream(archive, entries, urls, threshold), media_type=DICOM_JSON)
 
 
 def _frames_response(request: Request, frames: list[bytes], syntax: str) -> Response:

@@ -23,20 +23,18 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from radpilot.archive.models import Instance
-from radpilot.archive.query import Query, QueryLevel
-from radpilot.archive.store import Archive
+from radpilot.archive.store import Archive, MetadataEntry
 from radpilot.dicom.json_model import (
     DEFAULT_BULK_DATA_THRESHOLD,
     DicomJsonError,
-    attribute_json,
-    dataset_to_json,
+    instance_metadata_document,
     little_endian_bytes,
+    read_metadata_header,
     resolve_bulk_path,
-    tag_key,
+    with_bulk_base,
 )
 from radpilot.pacs.dicomweb.media import (
     APPLICATION_DICOM,
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
 )
@@ -137,55 +135,83 @@ def instance_part(archive: Archive, instance: Instance, syntax: str | None) -> t
 
 # -- metadata ------------------------------------------------------------------------
 
+# Metadata is sent in chunks of about this many bytes: one write per instance costs more than the copy.
+METADATA_CHUNK_BYTES = 256 * 1024
+
 
 def read_header(path: Path, transfer_syntax: str, threshold: int = DEFAULT_BULK_DATA_THRESHOLD) -> Dataset:
     """Read an instance with values above ``threshold`` bytes deferred (not loaded).
 
     Deflated files are read whole: a deferred value cannot be found again in the deflated stream.
     """
-    defer = None if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else threshold
-    return pydicom.dcmread(path, defer_size=defer)
+    return read_metadata_header(path, transfer_syntax, threshold)
 
 
-def instance_metadata(archive: Archive, instance: Instance, url: str, threshold: int) -> dict[str, Any]:
-    """The DICOM JSON metadata of one instance, bulk data as URIs under its ``url``/bulk/."""
+def find_metadata(archive: Archive, study: str, series: str | None = None, sop: str | None = None) -> list[MetadataEntry]:
+    """The instances of a study, series or instance with the metadata the archive keeps for them.
+
+    Raises
+    ------
+    ResourceNotFoundError
+        Naming the first of study, series and instance that the archive does not hold.
+    """
+    entries = archive.metadata_entries(study, series, sop)
+    if not entries:
+        find_instances(archive, study, series, sop)  # raises, naming what is missing
+    return entries
+
+
+def metadata_document(archive: Archive, entry: MetadataEntry, threshold: int, to_keep: dict[int, bytes] | None = None) -> bytes:
+    """The metadata of one instance with bare bulk data paths: as kept at ingest, or read from its file.
+
+    An instance stored before metadata was kept at ingest is read from its file; when
+    ``to_keep`` is given and the archive keeps metadata at this threshold, what was read
+    is added to it (by instance row id) for the caller to keep, so the next request does
+    not read the file again.
+    """
+    if entry.document is not None and entry.bulk_data_threshold == threshold:
+        return entry.document
+    instance = entry.instance
     dataset = read_header(archive.path_of(instance), instance.transfer_syntax_uid, threshold)
-    little_endian = instance.transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
-    result = dataset_to_json(
-        dataset,
-        bulk_data_uri=lambda path: f"{url}/bulk/{path}",
-        threshold=threshold,
-        little_endian=little_endian,
-    )
-    result[tag_key(0x00083002)] = attribute_json("UI", instance.transfer_syntax_uid)  # AvailableTransferSyntaxUID
-    return dict(sorted(result.items()))
+    document = instance_metadata_document(dataset, instance.transfer_syntax_uid, threshold)
+    if to_keep is not None and entry.document is None and threshold == archive.metadata_threshold:
+        to_keep[instance.id] = document
+    return document
 
 
-def metadata_stream(archive: Archive, instances: list[Instance], urls: list[str], threshold: int) -> Iterator[bytes]:
-    """The JSON array of the instances' metadata, one instance at a time (an unreadable one is left out)."""
-    yield b"["
+def instance_metadata(archive: Archive, entry: MetadataEntry, url: str, threshold: int) -> dict[str, Any]:
+    """The DICOM JSON metadata of one instance, bulk data as URIs under its ``url``/bulk/."""
+    return json.loads(with_bulk_base(metadata_document(archive, entry, threshold), url))
+
+
+def metadata_stream(archive: Archive, entries: list[MetadataEntry], urls: list[str], threshold: int) -> Iterator[bytes]:
+    """The JSON array of the instances' metadata, kept documents joined as bytes (an unreadable instance is left out).
+
+    Metadata read from files (instances stored before it was kept at ingest) is kept in one
+    transaction once the answer is complete.
+    """
+    buffer = bytearray(b"[")
     first = True
-    for instance, url in zip(instances, urls, strict=True):
+    to_keep: dict[int, bytes] = {}
+    for entry, url in zip(entries, urls, strict=True):
         try:
-            item = instance_metadata(archive, instance, url, threshold)
+            document = with_bulk_base(metadata_document(archive, entry, threshold, to_keep), url)
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not cut the whole answer short
             logger.error(
                 "metadata of an instance could not be read",
-                extra={"sop_instance_uid": instance.sop_instance_uid, "error": str(exc)},
+                extra={"sop_instance_uid": entry.instance.sop_instance_uid, "error": str(exc)},
             )
             continue
-        yield (b"" if first else b",") + json.dumps(item, separators=(",", ":")).encode("utf-8")
+        if not first:
+            buffer += b","
+        buffer += document
         first = False
-    yield b"]"
-
-
-def series_uids(archive: Archive, study: str, instances: list[Instance], series: str | None) -> dict[int, str]:
-    """SeriesInstanceUID of each instance (by row id), from the index."""
-    if series is not None:
-        return {i.id: series for i in instances}
-    results = archive.find(Query(QueryLevel.IMAGE, {"StudyInstanceUID": study}))
-    by_sop = {r["SOPInstanceUID"]: r["SeriesInstanceUID"] for r in results}
-    return {i.id: by_sop.get(i.sop_instance_uid, "") for i in instances}
+        if len(buffer) >= METADATA_CHUNK_BYTES:
+            yield bytes(buffer)
+            buffer.clear()
+    buffer += b"]"
+    yield bytes(buffer)
+    archive.keep_metadata(to_keep, threshold)
 
 
 # -- bulk data -----------------------------------------------------------------------
