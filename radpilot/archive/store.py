@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine, delete, exists, func, insert, select, update
+from sqlalchemy import Engine, Select, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -655,18 +655,7 @@ class Archive:
     def instances_of(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Instance]:
         """Instances of a study (optionally one series or one instance), in series then instance order."""
         with self.sessions() as session:
-            query = (
-                select(Instance)
-                .join(Series, Instance.series_fk == Series.id)
-                .join(Study, Series.study_fk == Study.id)
-                .where(Study.study_instance_uid == study_uid)
-            )
-            if series_uid is not None:
-                query = query.where(Series.series_instance_uid == series_uid)
-            if sop_uid is not None:
-                query = query.where(Instance.sop_instance_uid == sop_uid)
-            query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
-            return list(session.scalars(query))
+            return list(session.scalars(_instances_query((Instance,), study_uid, series_uid, sop_uid)))
 
     def metadata_entries(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[MetadataEntry]:
         """Instances of a study (optionally one series or one instance) with the metadata kept for them, as :meth:`instances_of` orders them.
@@ -674,18 +663,7 @@ class Archive:
         One query for the rows and one per batch of instances for their metadata.
         """
         with self.sessions() as session:
-            query = (
-                select(Instance, Series.series_instance_uid)
-                .join(Series, Instance.series_fk == Series.id)
-                .join(Study, Series.study_fk == Study.id)
-                .where(Study.study_instance_uid == study_uid)
-            )
-            if series_uid is not None:
-                query = query.where(Series.series_instance_uid == series_uid)
-            if sop_uid is not None:
-                query = query.where(Instance.sop_instance_uid == sop_uid)
-            query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
-            rows = session.execute(query).all()
+            rows = session.execute(_instances_query((Instance, Series.series_instance_uid), study_uid, series_uid, sop_uid)).all()
             kept: dict[int, tuple[int, bytes]] = {}
             ids = [instance.id for instance, _ in rows]
             for start in range(0, len(ids), METADATA_BATCH):
@@ -767,3 +745,18 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _instances_query(columns: tuple[Any, ...], study_uid: str, series_uid: str | None, sop_uid: str | None) -> Select[Any]:
+    """``columns`` of the instances of a study (optionally one series or one instance), in series then instance order."""
+    query = (
+        select(*columns)
+        .join(Series, Instance.series_fk == Series.id)
+        .join(Study, Series.study_fk == Study.id)
+        .where(Study.study_instance_uid == study_uid)
+    )
+    if series_uid is not None:
+        query = query.where(Series.series_instance_uid == series_uid)
+    if sop_uid is not None:
+        query = query.where(Instance.sop_instance_uid == sop_uid)
+    return query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
