@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -126,3 +127,11 @@ def start_serve(
     else:
         process.kill()
     raise AssertionError("radpilot serve did not start within 60 s")
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The error lines ``dciodvfy -new`` (Debian dicom3tools) reports for the DICOM file at ``path``."""
+    if shutil.which("dciodvfy") is None:
+        require_or_skip("dciodvfy (Debian dicom3tools) is not installed")
+    report = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]

@@ -20,7 +20,6 @@ with the registry's clear error.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from radpilot.modelhub.registry import DEFAULT_MODELS_DIR
 from radpilot.validation.metrics import dice
 from tests.factories import to_part10_bytes
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import require_or_skip, wait_for
+from tests.helpers import dciodvfy_errors, wait_for
 from tests.integration.test_engine_end_to_end import (
     COMPREHENSIVE_3D_SR,
     POLL_S,
@@ -261,14 +260,11 @@ def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(radpilot_fact
     assert key.PhotometricInterpretation == "RGB" and key.Columns == 1024 and key.BurnedInAnnotation == "YES"
     assert key.SourceImageSequence[0].ReferencedSOPInstanceUID == cr.SOPInstanceUID
 
-    if shutil.which("dciodvfy") is None:
-        require_or_skip("dciodvfy (Debian dicom3tools) is not installed")
     for study, found in results.items():
         for sop_class, instance_id in found.items():
             path = tmp_path / f"{sop_class}-{study[-8:]}.dcm"
             path.write_bytes(orthanc.instance_file(instance_id))
-            report = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True)
-            errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+            errors = dciodvfy_errors(path)
             assert not errors, f"{sop_class}: {errors}"
 
 

@@ -9,8 +9,6 @@ only") and the key image arrive back in Orthanc, and dciodvfy finds no error in 
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -18,7 +16,7 @@ import pytest
 
 from radpilot.analyses.coronary_calcium.phantom import make_phantom, phantom_datasets
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import require_or_skip, wait_for
+from tests.helpers import dciodvfy_errors, wait_for
 from tests.integration.test_engine_end_to_end import COMPREHENSIVE_3D_SR, POLL_S, SECONDARY_CAPTURE, SEG, _concept_name, _content_items
 
 pytestmark = pytest.mark.integration
@@ -90,11 +88,8 @@ def test_phantom_study_from_pacs_comes_back_with_calcium_seg_sr_and_key_image(
     meanings = {str(i.ConceptCodeSequence[0].CodeMeaning) for i in items if i.ValueType == "CODE"}
     assert {"CAC-DRS A3/N4", "Validated on phantoms only"} <= meanings
 
-    if shutil.which("dciodvfy") is None:
-        require_or_skip("dciodvfy (Debian dicom3tools) is not installed")
     for sop_class, instance_id in results.items():
         path = tmp_path / f"{sop_class}.dcm"
         path.write_bytes(orthanc.instance_file(instance_id))
-        report = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True)
-        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        errors = dciodvfy_errors(path)
         assert not errors, f"{sop_class}: {errors}"
