@@ -6,6 +6,12 @@ restart, a crash or a destination that is down for an hour loses nothing: the
 deliverer retries with capped exponential backoff (the jobs' :class:`RetryPolicy`)
 until the destination takes every instance.
 
+Several front ends (``radpilot serve`` processes sharing one database) each run an
+outbox. Before sending, a front end claims the delivery with one conditional UPDATE
+(``claimed_by``, ``claimed_until``): exactly one claim succeeds, so a result set is
+never sent by two front ends at once, and the claim of a front end that died runs
+out after :data:`CLAIM_LEASE` and the delivery is taken by another.
+
 A delivery row is added in one way only, :func:`add_delivery`: by :meth:`Outbox.enqueue`
 in its own transaction, and by the pipeline in the transaction that records a job's
 result set.
@@ -15,11 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from radpilot.archive import Archive
@@ -39,6 +48,9 @@ class DeliveryError(RuntimeError):
 DELIVERY_RETRY = RetryPolicy(base_s=5.0, factor=2.0, cap_s=300.0)
 """5, 10, 20 ... seconds between attempts of a delivery, never more than five minutes."""
 
+CLAIM_LEASE = timedelta(minutes=10)
+"""How long one front end's claim on a delivery holds: longer than any single send should take."""
+
 
 def add_delivery(session: Session, destination: str, sop_instance_uids: Sequence[str], *, job_id: int | None = None) -> Delivery:
     """Add a pending delivery of ``sop_instance_uids`` to ``destination`` in the caller's transaction."""
@@ -54,10 +66,14 @@ Sender = Callable[[str, list], None]
 class Outbox:
     """Persisted deliveries and the loop that works them off."""
 
-    def __init__(self, archive: Archive, sender: Sender, *, backoff: RetryPolicy = DELIVERY_RETRY) -> None:
+    def __init__(
+        self, archive: Archive, sender: Sender, *, backoff: RetryPolicy = DELIVERY_RETRY, claim_lease: timedelta = CLAIM_LEASE
+    ) -> None:
         self.archive = archive
         self.sender = sender
         self.backoff = backoff
+        self.claim_lease = claim_lease
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sessions = make_session_factory(archive.engine)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -85,9 +101,25 @@ class Outbox:
         now = now or utcnow()
         with self.sessions() as session:
             due = list(
-                session.scalars(select(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at <= now).order_by(Delivery.id))
+                session.scalars(
+                    select(Delivery)
+                    .where(Delivery.state == "pending", Delivery.next_attempt_at <= now, _claim_free(now))
+                    .order_by(Delivery.id)
+                )
             )
-        return sum(1 for delivery in due if self._attempt(delivery))
+        return sum(1 for delivery in due if self._claim(delivery.id) and self._attempt(delivery))
+
+    def _claim(self, delivery_id: int) -> bool:
+        """Take ``delivery_id`` for this outbox unless another front end holds a live claim on it."""
+        now = utcnow()
+        with self.sessions() as session, session.begin():
+            taken = session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.state == "pending", _claim_free(now))
+                .values(claimed_by=self.owner, claimed_until=now + self.claim_lease)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        return taken == 1
 
     def _files_of(self, uids: list[str]) -> list:
         instances = self.archive.instances_by_uid(uids)
@@ -105,6 +137,7 @@ class Outbox:
         with self.sessions() as session, session.begin():
             row = session.get(Delivery, delivery.id)
             row.state, row.delivered_at, row.attempts, row.last_error = "done", utcnow(), row.attempts + 1, ""
+            row.claimed_until = None
         logger.info("delivered", extra={"delivery": delivery.id, "destination": delivery.destination})
         return True
 
@@ -115,6 +148,7 @@ class Outbox:
             row.last_error = error[:2000]
             delay = self.backoff.delay_s(row.attempts)
             row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            row.claimed_until = None
             attempts = row.attempts
         logger.warning(
             "delivery failed; will retry",
@@ -141,6 +175,11 @@ class Outbox:
                 logger.exception("outbox loop error")
             self._wake.wait(poll_s)
             self._wake.clear()
+
+
+def _claim_free(now: datetime):  # noqa: ANN202 - a SQLAlchemy boolean clause
+    """No front end holds a live claim on the delivery."""
+    return or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now)
 
 
 def make_sender(settings) -> Sender:  # noqa: ANN001 - radpilot.config.Settings
