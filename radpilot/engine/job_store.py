@@ -203,6 +203,22 @@ class JobStore:
             job = session.scalars(query).first()
             return to_record(job) if job is not None else None
 
+    def job_to_supersede(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
+        """The newest queued, running or done job of ``analysis`` on this series: the one a new job on it replaces."""
+        query = (
+            select(Job)
+            .where(
+                Job.analysis == analysis,
+                Job.series_instance_uid == series_instance_uid,
+                Job.state.in_((*OPEN_STATES, JobState.DONE.value)),
+            )
+            .order_by(Job.id.desc())
+            .limit(1)
+        )
+        with self.sessions() as session:
+            job = session.scalars(query).first()
+            return to_record(job) if job is not None else None
+
     def result_sets(self, job_id: int | None = None) -> list[dict[str, Any]]:
         """Recorded result sets (all, or the one of ``job_id``) as plain dicts, oldest first."""
         query = select(ResultSet).order_by(ResultSet.id)
@@ -291,12 +307,23 @@ class JobStore:
         return to_record(row)
 
     def _supersede(self, old_job_id: int | None, new_job: JobRecord) -> None:
-        """Cancel the superseded job if it has not started (its input is out of date)."""
+        """Cancel the superseded job if it has not finished (its input is out of date).
+
+        A running one is cancelled too: its worker's result set is then refused and its
+        output discarded, so a series that grew while its first job ran is never delivered
+        twice (the scale-out topology test found this with a front end restarted mid-study).
+        """
         if old_job_id is None:
             return
         reason = f"Superseded by job {new_job.id}: the series grew and is analysed again with all its images."
         if self._set_state_where(
-            old_job_id, (JobState.QUEUED.value,), state=JobState.CANCELLED.value, finished_at=self.clock(), error=reason, error_kind=None
+            old_job_id,
+            OPEN_STATES,
+            state=JobState.CANCELLED.value,
+            finished_at=self.clock(),
+            lease_expires_at=None,
+            error=reason,
+            error_kind=None,
         ):
             logger.info("superseded job cancelled", extra={"job_id": old_job_id, "superseded_by": new_job.id})
 

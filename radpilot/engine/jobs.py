@@ -410,6 +410,10 @@ class JobQueue(abc.ABC):
         """The job of ``analysis`` on this series that finished last (a new job's results supersede its results)."""
         return self.store.latest_done_job(analysis, series_instance_uid)
 
+    def job_to_supersede(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
+        """The newest queued, running or done job of ``analysis`` on this series (a new job on it supersedes it)."""
+        return self.store.job_to_supersede(analysis, series_instance_uid)
+
     def cancel(self, job_id: int, reason: str = "cancelled by an administrator") -> bool:
         """Cancel a queued or running job; False when it was already finished or does not exist.
 

@@ -99,8 +99,12 @@ def plan_study(
 
 
 def _previous_job(queue: JobQueue, analysis: str, series_uid: str) -> int | None:
-    """The latest finished job of this analysis on this series: a new job's results supersede its results."""
-    previous = queue.latest_done_job(analysis, series_uid)
+    """The newest queued, running or done job of this analysis on this series: a new job supersedes it.
+
+    Not only a finished one: a series that grows while its first job waits or runs must not
+    be analysed and delivered twice (the older job is cancelled and its output discarded).
+    """
+    previous = queue.job_to_supersede(analysis, series_uid)
     return previous.id if previous is not None else None
 
 
@@ -212,7 +216,16 @@ class PipelineRunner:
             self._remove_superseded(job.supersedes_job_id, keep=set(output.sop_instance_uids))
 
     def on_discarded(self, job: JobRecord, output: JobOutput) -> None:
-        logger.info("discarding duplicate output", extra={"job": job.id, "instances": len(output.sop_instance_uids)})
+        """Delete what this attempt stored, except objects of the job's recorded result set.
+
+        Result UIDs derive from the job, so an attempt that lost the race to another worker
+        wrote the recorded objects themselves: those stay. A cancelled (superseded) job has
+        no result set: everything it wrote goes.
+        """
+        recorded = {uid for result in JobStore(self.archive.engine).result_sets(job.id) for uid in result["sop_instance_uids"]}
+        orphans = [uid for uid in output.sop_instance_uids if uid not in recorded]
+        removed = self.archive.delete_instances(orphans) if orphans else 0
+        logger.info("discarded output", extra={"job": job.id, "instances": len(output.sop_instance_uids), "removed": removed})
 
     def _remove_superseded(self, old_job_id: int, keep: set[str]) -> None:
         old = JobStore(self.archive.engine).get(old_job_id)

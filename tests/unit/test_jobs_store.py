@@ -318,3 +318,26 @@ def test_latest_done_job_is_the_last_finished_of_that_analysis_on_that_series(st
     assert latest is not None and latest.id == grown.id and latest.id != still_queued.id
     assert store.latest_done_job("liver_ct", series_uid).id == other_analysis.id
     assert store.latest_done_job("lung_ct_quant", make_spec(2).series_instance_uid) is None
+
+
+def test_supersede_cancels_a_running_older_job_and_refuses_its_result(store: JobStore) -> None:
+    old = store.submit(make_spec(1)).job
+    running = claim(store)
+    assert running.id == old.id
+    assert store.job_to_supersede("lung_ct_quant", old.series_instance_uid).id == old.id
+    grown = store.submit(make_spec(1, instances=instances(1, count=5), supersedes_job_id=old.id)).job
+    cancelled = store.get(old.id)
+    assert cancelled.state is JobState.CANCELLED and f"Superseded by job {grown.id}" in cancelled.error
+    assert not store.complete(old.id, "host:1:w1", JobOutput(["2.25.1.9"])), "a superseded job's late output must not be recorded"
+    assert store.result_sets(old.id) == []
+
+
+def test_job_to_supersede_is_the_newest_open_or_done_job_of_that_analysis_on_that_series(store: JobStore) -> None:
+    series_uid = make_spec(1).series_instance_uid
+    assert store.job_to_supersede("lung_ct_quant", series_uid) is None
+    first = store.submit(make_spec(1)).job
+    assert store.job_to_supersede("lung_ct_quant", series_uid).id == first.id
+    store.submit(make_spec(1, analysis="liver_ct"))
+    assert store.job_to_supersede("lung_ct_quant", series_uid).id == first.id
+    store.cancel(first.id)
+    assert store.job_to_supersede("lung_ct_quant", series_uid) is None, "a cancelled job has nothing to supersede"

@@ -58,3 +58,16 @@ def test_failed_deliveries_back_off_with_the_jobs_retry_policy(archive: Archive)
         waits.append((pending.next_attempt_at.replace(tzinfo=before.tzinfo) - before).total_seconds())
     assert [round(w) for w in waits] == [1, 3, 5]
     assert "pacs refused 1 file(s)" in pending.last_error and pending.attempts == 3
+
+
+def test_discarded_output_is_deleted_except_the_objects_of_the_recorded_result_set(archive: Archive, tmp_path: Path) -> None:
+    runner = PipelineRunner(Settings(data_dir=tmp_path / "unused"), archive=archive, analyses={})
+    store = JobStore(archive.engine)
+    recorded_uid, orphan_uid = (archive.store_file_bytes(to_part10_bytes(ds), derived=True).sop_instance_uid for ds in make_ct_series(2))
+    job = store.submit(make_spec(3)).job
+    assert store.claim_next("host:1:w1", 30) is not None
+    assert store.complete(job.id, "host:1:w1", JobOutput([recorded_uid]))
+
+    runner.on_discarded(job, JobOutput([recorded_uid, orphan_uid]))  # a second attempt lost the race and wrote one more object
+
+    assert [i.sop_instance_uid for i in archive.instances_by_uid([recorded_uid, orphan_uid])] == [recorded_uid]
