@@ -90,6 +90,9 @@ class Settings(BaseSettings):
             "rename and index without waiting for the disk, and re-index after an unclean stop; none: no fsync"
         ),
     )
+    organisation: str = Field(
+        default="RadPilot", description="Verifying Organization written into the SR a radiologist verifies (the hospital's name)"
+    )
     log_level: str = "INFO"
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
