@@ -26,7 +26,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from radpilot.archive import Archive, StoreOutcome
@@ -507,8 +507,14 @@ class FeedbackRow:
 
 
 def review_feedback(
-    engine: Any, *, days: int | None = None, analysis: str | None = None, version: str | None = None, top: int = 5
-) -> list[FeedbackRow]:  # noqa: ANN401 - SQLAlchemy Engine
+    engine: Engine,
+    *,
+    days: int | None = None,
+    since: datetime | None = None,
+    analysis: str | None = None,
+    version: str | None = None,
+    top: int = 5,
+) -> list[FeedbackRow]:
     """Per analysis and version: how the latest decision on each finding went, and why findings were rejected.
 
     Only a finding's latest decision counts (a radiologist who changes their mind is counted once).
@@ -517,6 +523,8 @@ def review_feedback(
     query = select(FindingDecision).order_by(FindingDecision.id)
     if days is not None:
         query = query.where(FindingDecision.decided_at >= utcnow() - timedelta(days=days))
+    if since is not None:
+        query = query.where(FindingDecision.decided_at >= since)
     if analysis is not None:
         query = query.where(FindingDecision.analysis == analysis)
     if version is not None:

@@ -20,6 +20,8 @@ from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
 from radpilot.web.pages import make_pages_router, static_files
+from radpilot.web.review_api import router as review_router
+from radpilot.web.review_pages import make_review_pages_router
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +41,11 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
 
     app.include_router(engine_router)
     app.include_router(monitoring_router)
+    app.include_router(review_router)
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_pages_router(archive), prefix="/ui")
+    app.include_router(make_review_pages_router(), prefix="/ui")
     app.include_router(make_ohif_router(app.state.ohif_dir))
     if app.state.ohif_dir is not None:
         logger.info("serving the OHIF viewer", extra={"ohif_dir": str(app.state.ohif_dir)})
