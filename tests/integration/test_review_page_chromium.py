@@ -83,7 +83,7 @@ def _finding(page, name: str):  # noqa: ANN001, ANN202 - playwright objects
     return page.locator(".finding", has=page.locator(".name", has_text=name)).first
 
 
-def test_review_page_shows_the_seg_in_ohif_and_records_accept_edit_reject(  # noqa: ANN001
+def test_review_page_shows_the_seg_in_ohif_and_records_accept_edit_reject(  # noqa: ANN001, F811 - the browser fixture
     browser, reviewed_study, acting: ActingAs, tmp_path: Path
 ) -> None:
     node, study_uid = reviewed_study
