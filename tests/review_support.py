@@ -15,7 +15,7 @@ from radpilot.security.principal import Principal, Role
 from tests.factories import to_part10_bytes
 from tests.unit.test_encoders import LUNG_WINDOW, WHEN, build_ct_case
 
-RADIOLOGIST = Principal("Doe^Jane", Role.RADIOLOGIST)
+RADIOLOGIST = Principal("jdoe", Role.RADIOLOGIST)
 TECHNOLOGIST = Principal("tech1", Role.TECHNOLOGIST)
 ADMINISTRATOR = Principal("admin1", Role.ADMINISTRATOR)
 

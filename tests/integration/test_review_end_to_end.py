@@ -11,7 +11,6 @@ observer, and dciodvfy finds no error in it.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,8 +19,8 @@ import pytest
 
 from radpilot.dicom.encoders.verified_sr import report_findings
 from radpilot.engine.pipeline import PipelineRunner
-from tests.fixtures.principal import ActingAs, Api, start_node_acting
-from tests.fixtures.radpilot import RunningNode, make_settings, orthanc_node
+from tests.fixtures.principal import Api
+from tests.fixtures.radpilot import RunningNode, orthanc_node, radpilot_factory  # noqa: F401 - fixture
 from tests.helpers import dciodvfy_errors, require_or_skip, wait_for
 from tests.integration.test_engine_end_to_end import COMPREHENSIVE_3D_SR, RULES
 from tests.review_support import RADIOLOGIST
@@ -32,18 +31,10 @@ WORKER_ID = "review-e2e"
 
 
 @pytest.fixture
-def acting() -> ActingAs:
-    return ActingAs(RADIOLOGIST)
-
-
-@pytest.fixture
-def node(orthanc, clean_orthanc, acting: ActingAs, tmp_path: Path) -> Iterator[RunningNode]:  # noqa: ANN001
+def node(orthanc, clean_orthanc, radpilot_factory, tmp_path: Path) -> RunningNode:  # noqa: ANN001, F811
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    settings = make_settings(tmp_path / "node", nodes=[orthanc_node(orthanc)], rules_file=rules, organisation="General Hospital")
-    running = start_node_acting(settings, acting)
-    yield running
-    running.server.stop()
+    return radpilot_factory(nodes=[orthanc_node(orthanc)], rules_file=rules, organisation="General Hospital")
 
 
 def _srs_in_orthanc(orthanc, study_uid: str) -> dict[str, pydicom.Dataset]:  # noqa: ANN001
@@ -56,7 +47,7 @@ def _srs_in_orthanc(orthanc, study_uid: str) -> dict[str, pydicom.Dataset]:  # n
 
 
 def test_verified_sr_in_orthanc_holds_exactly_the_accepted_and_edited_findings(
-    orthanc, node: RunningNode, acting: ActingAs, shared_data_dir: Path, tmp_path: Path
+    orthanc, node: RunningNode, shared_data_dir: Path, tmp_path: Path
 ) -> None:  # noqa: ANN001
     files = sorted((shared_data_dir / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))
     if not files:
@@ -78,7 +69,7 @@ def test_verified_sr_in_orthanc_holds_exactly_the_accepted_and_edited_findings(
     [ai_sr] = wait_for(lambda: list(_srs_in_orthanc(orthanc, study_uid).values()), 120, "the AI SR in Orthanc", interval_s=1.0)
 
     with httpx.Client(base_url=node.base_url, timeout=60) as client:
-        api = Api(client, acting)
+        api = Api(client, node.archive.engine, RADIOLOGIST)
         review = api.call("GET", f"/api/studies/{study_uid}/review").json()
         findings = review["findings"]
         assert len(findings) >= 3 and {f["id"] for f in findings} == {f.id for f in report_findings(ai_sr)}

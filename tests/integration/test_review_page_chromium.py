@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,9 +22,11 @@ import pydicom
 import pytest
 
 from radpilot.engine.pipeline import PipelineRunner
+from radpilot.security.principal import Role
 from radpilot.web.ohif import ohif_config
-from tests.fixtures.principal import ActingAs, Api, start_node_acting
-from tests.fixtures.radpilot import RunningNode, make_settings
+from tests.fixtures.auth import sign_in
+from tests.fixtures.principal import Api
+from tests.fixtures.radpilot import RunningNode, radpilot_factory  # noqa: F401 - fixture
 from tests.helpers import require_or_skip
 from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is a fixture
     CT_FOLDER,
@@ -49,48 +50,39 @@ FAILURE_SCREENSHOT = Path("/tmp/radpilot_review_page_failure.png")
 
 
 @pytest.fixture
-def acting() -> ActingAs:
-    return ActingAs(RADIOLOGIST)
-
-
-@pytest.fixture
-def reviewed_study(acting: ActingAs, shared_data_dir: Path, tmp_path: Path) -> Iterator[tuple[RunningNode, str]]:
+def reviewed_study(radpilot_factory, shared_data_dir: Path, tmp_path: Path) -> tuple[RunningNode, str]:  # noqa: ANN001, F811
     files = sorted((shared_data_dir / CT_FOLDER).glob("*.dcm"))
     if not files:
         require_or_skip(f"no CT slices in {shared_data_dir / CT_FOLDER}")
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    node = start_node_acting(make_settings(tmp_path / "node", rules_file=rules), acting)
-    try:
-        if node.server.app.state.ohif_dir is None:
-            require_or_skip("the OHIF viewer is not installed (make ohif / scripts/install_ohif.sh)")
-        for path in files:
-            assert node.archive.store_file_bytes(path.read_bytes()).outcome.accepted
-        study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-        engine = node.server.engine
-        engine.route_study(study_uid)
-        job = engine.queue.store.claim_next("review-page", lease_s=600)
-        assert job is not None and job.analysis == "lung_ct_quant"
-        runner = PipelineRunner(node.settings, node.archive, analyses=engine.analyses)
-        output = runner(job)
-        assert engine.queue.store.complete(job.id, "review-page", output, on_record=runner.on_record)
-        yield node, study_uid
-    finally:
-        node.server.stop()
+    node = radpilot_factory(rules_file=rules)
+    if node.server.app.state.ohif_dir is None:
+        require_or_skip("the OHIF viewer is not installed (make ohif / scripts/install_ohif.sh)")
+    for path in files:
+        assert node.archive.store_file_bytes(path.read_bytes()).outcome.accepted
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    engine = node.server.engine
+    engine.route_study(study_uid)
+    job = engine.queue.store.claim_next("review-page", lease_s=600)
+    assert job is not None and job.analysis == "lung_ct_quant"
+    runner = PipelineRunner(node.settings, node.archive, analyses=engine.analyses)
+    output = runner(job)
+    assert engine.queue.store.complete(job.id, "review-page", output, on_record=runner.on_record)
+    return node, study_uid
 
 
-def _finding(page, name: str):  # noqa: ANN001, ANN202 - playwright objects
-    return page.locator(".finding", has=page.locator(".name", has_text=name)).first
-
-
-def test_review_page_shows_the_seg_in_ohif_and_records_accept_edit_reject(  # noqa: ANN001, F811 - the browser fixture
-    browser, reviewed_study, acting: ActingAs, tmp_path: Path
+def test_review_page_shows_the_seg_in_ohif_and_records_accept_edit_reject(
+    browser,  # noqa: ANN001, F811 - the browser fixture
+    reviewed_study: tuple[RunningNode, str],
+    tmp_path: Path,
 ) -> None:
     node, study_uid = reviewed_study
     log = BrowserLog()
     context = browser.new_context(viewport=VIEWPORT_SIZE)
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_S * 1000)
+    user = sign_in(page, node.base_url, node.archive.engine, Role.RADIOLOGIST)
     log.attach(page)
     try:
         page.goto(f"{node.base_url}/ui/studies/{study_uid}/review", wait_until="load")
@@ -160,13 +152,18 @@ def test_review_page_shows_the_seg_in_ohif_and_records_accept_edit_reject(  # no
             page.locator("#review-error", has_text="a reason is required").wait_for()
 
         with httpx.Client(base_url=node.base_url, timeout=30) as client:
-            review = Api(client, acting).call("GET", f"/api/studies/{study_uid}/review").json()
+            review = Api(client, node.archive.engine, RADIOLOGIST).call("GET", f"/api/studies/{study_uid}/review").json()
         decided = {f["name"] + "|" + f["location"]: f["decision"] for f in review["findings"] if f["decision"]}
         assert len(decided) == 3, decided
         by_state = {d["decision"]: d for d in decided.values()}
         assert set(by_state) == {"accept", "edit", "reject"}
         assert by_state["edit"]["edited"]["value"] == 1234.5 and by_state["reject"]["reason"] == MARKUP_REASON
-        assert all(d["decided_by"] == RADIOLOGIST.name for d in decided.values())
+        assert all(d["decided_by"] == user for d in decided.values())
+
+        # the signed-in session may not change anything without the page's CSRF token
+        finding_id = findings.nth(3).get_attribute("data-finding-id")
+        forged = page.request.post(f"{node.base_url}/api/studies/{study_uid}/findings/{finding_id}/decision", data={"decision": "accept"})
+        assert forged.status == 403 and "CSRF" in forged.text(), forged.text()
         assert any(k.startswith(second_name + "|") for k, d in decided.items() if d["decision"] == "accept")
 
         # 3. decide the rest with the keyboard and finish the review from the page

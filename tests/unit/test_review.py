@@ -60,11 +60,11 @@ def test_findings_of_an_ai_report_have_ids_that_stay_the_same_when_read_again(ca
 def test_a_decision_is_stored_with_who_and_when_and_audited(case: ReviewCase, service: ReviewService) -> None:
     finding = case.findings["Diameter"]
     item = service.decide(RADIOLOGIST, case.study_uid, finding, "edit", reason="measured 7 mm on the lung window", value=7.0)
-    assert item.decision.decided_by == "Doe^Jane" and item.decision.edited == {"value": 7.0, "unit": "mm"}
+    assert item.decision.decided_by == RADIOLOGIST.name and item.decision.edited == {"value": 7.0, "unit": "mm"}
     shown = service.study(case.study_uid).item(finding)
     assert shown.decision is not None and shown.decision.decision == "edit" and shown.decision.decided_at is not None
     [event] = events(case.archive.engine, action_prefix="finding.")
-    assert event.who == "Doe^Jane" and event.action == "finding.edit" and finding in event.target
+    assert event.who == RADIOLOGIST.name and event.action == "finding.edit" and finding in event.target
     assert event.reason == "measured 7 mm on the lung window" and event.details["original"]["value"] == 6.0
 
 
@@ -153,7 +153,7 @@ def test_the_verified_sr_keeps_accepted_and_edited_findings_and_is_queued_for_th
     assert sr.VerificationFlag == "VERIFIED" and sr.PreliminaryFlag == "FINAL"
     assert sr.StudyInstanceUID == case.study_uid and sr.SOPInstanceUID != case.sr_uid
     [observer] = sr.VerifyingObserverSequence
-    assert str(observer.VerifyingObserverName) == "Doe^Jane" and observer.VerifyingOrganization == "General Hospital"
+    assert str(observer.VerifyingObserverName) == RADIOLOGIST.name and observer.VerifyingOrganization == "General Hospital"
     assert sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == case.sr_uid
     values = _nums(sr)
     # the first Volume (rejected) is gone; the second segment's Volume was accepted with the rest
