@@ -114,7 +114,10 @@ def key_image_thumbnail(request: Request, study_uid: str, sop_uid: str) -> Respo
     service = review_service(request)
     if sop_uid not in {r.key_image_uid for r in service.results(study_uid)}:
         raise HTTPException(404, f"{sop_uid} is not an AI key image of study {study_uid}")
-    [instance] = service.archive.instances_by_uid([sop_uid])
+    instances = service.archive.instances_by_uid([sop_uid])
+    if not instances:
+        raise HTTPException(404, f"key image {sop_uid} is no longer in the archive")
+    instance = instances[0]
     pixels = pydicom.dcmread(service.archive.path_of(instance)).pixel_array
     if pixels.dtype != np.uint8:
         low, high = float(pixels.min()), float(pixels.max())
