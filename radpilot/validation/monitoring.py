@@ -20,9 +20,9 @@ values no test is made and the status says so (the shared ``ct-lung`` set gives 
 reference values: drift cannot be judged against it). LAA-950 depends on the
 reconstruction kernel: a change in the kernel mix shows as drift.
 
-The radiologists' accept/reject rate appears once the reading room records reviews
-(a ``finding_review`` table with ``job_id`` and ``decision``); until then it is reported
-as not available.
+Review feedback: per analysis and version, how radiologists decided on its findings in
+the window (accept / edit / reject counts and rates, the commonest rejection reasons;
+the latest decision per finding counts), from :func:`radpilot.engine.review.review_feedback`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import ks_2samp
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobState
+from radpilot.engine.review import FeedbackRow, review_feedback
 from radpilot.validation.outputs import OutputCatalog
 from radpilot.validation.store import ValidationRun
 
@@ -47,7 +48,6 @@ MIN_REFERENCE = 20
 MIN_PRODUCTION = 20
 PSI_THRESHOLD = 0.2
 KS_ALPHA = 0.01
-REVIEW_TABLE = "finding_review"
 
 
 @dataclass(frozen=True)
@@ -179,30 +179,12 @@ def _reference_outputs(engine: Engine, analysis: str, version: str) -> tuple[dic
         return merged, run_id, dataset
 
 
-def _review_rates(engine: Engine, job_ids: list[int]) -> dict[str, Any]:
-    if REVIEW_TABLE not in inspect(engine).get_table_names():
-        return {"available": False, "message": "the reading room records no reviews yet; accept/reject rates appear once it does"}
-    if not job_ids:
-        return {"available": True, "n": 0}
-    counts: dict[str, int] = defaultdict(int)
-    with engine.connect() as connection:
-        for start in range(0, len(job_ids), 500):
-            chunk = job_ids[start : start + 500]
-            placeholders = ", ".join(f":j{i}" for i in range(len(chunk)))
-            rows = connection.execute(
-                text(f"SELECT decision, COUNT(*) FROM {REVIEW_TABLE} WHERE job_id IN ({placeholders}) GROUP BY decision"),
-                {f"j{i}": j for i, j in enumerate(chunk)},
-            ).all()
-            for decision, n in rows:
-                counts[str(decision)] += int(n)
-    total = sum(counts.values())
-    return {
-        "available": True,
-        "n": total,
-        "counts": dict(counts),
-        "accept_rate": counts.get("accepted", 0) / total if total else None,
-        "reject_rate": counts.get("rejected", 0) / total if total else None,
-    }
+def _review_rates(feedback: dict[tuple[str, str], FeedbackRow], analysis: str, version: str) -> dict[str, Any]:
+    """The radiologists' decisions on this version's findings in the window (see radpilot.engine.review)."""
+    row = feedback.get((analysis, version))
+    if row is None:
+        return {"available": True, "n": 0, "message": "no finding of this version was reviewed in the window"}
+    return {"available": True, "n": row.decided, **row.to_dict()}
 
 
 def monitoring_report(
@@ -217,6 +199,7 @@ def monitoring_report(
     groups: dict[tuple[str, str], list[JobRow]] = defaultdict(list)
     for row in job_rows(engine, since, analysis, version):
         groups[(row.analysis, row.version)].append(row)
+    feedback = {(r.analysis, r.version): r for r in review_feedback(engine, since=since, analysis=analysis, version=version)}
     out = []
     for (name, ver), rows in sorted(groups.items()):
         daily: dict[date, dict[str, Any]] = {}
@@ -280,7 +263,7 @@ def monitoring_report(
                     for o in outputs
                     if outputs[o]["drift"].get("status") == "drift"
                 ],
-                "review": _review_rates(engine, [r.id for r in rows if r.state == "done"]),
+                "review": _review_rates(feedback, name, ver),
             }
         )
     return {
@@ -290,4 +273,6 @@ def monitoring_report(
         "key_outputs": [o.name for o in catalog.key_outputs],
         "drift_rule": f"PSI >= {PSI_THRESHOLD} and KS p < {KS_ALPHA}; needs >= {MIN_REFERENCE} validation and >= {MIN_PRODUCTION} production values",
         "analyses": out,
+        # every version reviewed in the window, also one whose jobs ran before it
+        "review_feedback": [row.to_dict() for row in feedback.values()],
     }

@@ -26,6 +26,7 @@ from radpilot.web.api import (
     format_date,
     search_studies,
 )
+from radpilot.web.deidentify import deidentified
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def make_pages_router(archive: Archive) -> APIRouter:
             page, error = search_studies(archive, search), ""
         except SearchError as exc:
             page, error = StudyPage(search=search), str(exc)
+        deidentified(request, page.studies)
         html = render_study_list(page, error=error, instance_count=archive.instance_count())
         return HTMLResponse(html, status_code=400 if error else 200, headers=PAGE_HEADERS)
 

@@ -25,9 +25,11 @@ MODEL_MODULES = (
     "radpilot.archive.models",
     "radpilot.engine.jobs_models",
     "radpilot.engine.outbox_models",
+    "radpilot.engine.review_models",
     "radpilot.validation.store",
     "radpilot.security.audit",
     "radpilot.modelhub.activation",
+    "radpilot.security.models",
 )
 
 

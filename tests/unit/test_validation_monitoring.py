@@ -120,7 +120,7 @@ def test_monitoring_report_per_analysis_and_version(store: ValidationStore) -> N
     assert volume["n"] == 30 and volume["drift"]["status"] == "drift" and volume["drift"]["reference_dataset"] == "ref-set"
     assert current["outputs"]["laa950_percent"]["drift"]["status"] == "ok"
     assert current["drift_warnings"] and "Total lung volume" in current["drift_warnings"][0]
-    assert current["review"]["available"] is False
+    assert current["review"]["available"] is True and current["review"]["n"] == 0
     old = report["analyses"][0]
     assert old["outputs"] == {} and old["done"] == 1  # no validation of 0.9.0: nothing to compare
 
