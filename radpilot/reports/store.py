@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,8 +131,8 @@ def phrase_present(section_text: str, phrase_text: str) -> bool:
     return phrase_text in section_text
 
 
-# Called inside the signing transaction with the report as it will be signed; returns the SR's SOP
-# Instance UID and queues the deliveries in the same session, so signing and sending happen together.
+# Called inside the signing transaction with the signed report; queues its deliveries in that session
+# (so signing and sending happen together) and returns the SOP Instance UID of its SR.
 SignHook = Callable[[Session, ReportView], str | None]
 
 
@@ -288,7 +288,30 @@ class ReportStore:
             self._move(session, row, to_status, who, reason)
             return _view(row)
 
-    def sign(self, report_id: int, who: Principal, *, confirm: bool, on_sign: SignHook | None = None) -> ReportView:
+    def as_signed(self, report_id: int, who: Principal, *, confirm: bool, signed_at: datetime) -> ReportView:
+        """The report as it will read once ``who`` signs it at ``signed_at`` (nothing is changed); the errors of :meth:`sign`."""
+        with self.sessions() as session:
+            row = self._check_signable(session, report_id, who, confirm)
+            view = _view(row)
+        status = AMENDED if view.version > 1 else FINAL
+        return replace(view, status=status, signed_by=who.name, signed_at=signed_at)
+
+    def _check_signable(self, session: Session, report_id: int, who: Principal, confirm: bool) -> Report:
+        who.require(Role.RADIOLOGIST)
+        if confirm is not True:
+            raise ReportError("signing needs confirmation: send confirm=true")
+        row = self._editable(session, report_id)
+        if not (row.sections.get("impression") or "").strip():
+            raise ReportError("the impression is empty: a report is signed with an impression")
+        pending = [p for p in row.ai_phrases or [] if p["state"] == "pending"]
+        if pending:
+            listed = "; ".join(f"{p['id']} {p['text']!r}" for p in pending[:5])
+            raise ReportError(f"{len(pending)} AI-sourced phrase(s) are not yet accepted: {listed}")
+        return row
+
+    def sign(
+        self, report_id: int, who: Principal, *, confirm: bool, on_sign: SignHook | None = None, signed_at: datetime | None = None
+    ) -> ReportView:
         """Sign: final (first version) or amended (later versions); the report is read-only afterwards.
 
         Raises
@@ -298,18 +321,9 @@ class ReportStore:
         ReportError
             Without confirmation, with an empty impression, or with AI-sourced phrases not yet accepted.
         """
-        who.require(Role.RADIOLOGIST)
-        if confirm is not True:
-            raise ReportError("signing needs confirmation: send confirm=true")
         with self.sessions() as session, session.begin():
-            row = self._editable(session, report_id)
-            if not (row.sections.get("impression") or "").strip():
-                raise ReportError("the impression is empty: a report is signed with an impression")
-            pending = [p for p in row.ai_phrases or [] if p["state"] == "pending"]
-            if pending:
-                listed = "; ".join(f"{p['id']} {p['text']!r}" for p in pending[:5])
-                raise ReportError(f"{len(pending)} AI-sourced phrase(s) are not yet accepted: {listed}")
-            row.signed_by, row.signed_at = who.name, utcnow()
+            row = self._check_signable(session, report_id, who, confirm)
+            row.signed_by, row.signed_at = who.name, signed_at or utcnow()
             target = AMENDED if row.version > 1 else FINAL
             self._move(session, row, target, who, "")
             if on_sign is not None:

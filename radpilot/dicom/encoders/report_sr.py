@@ -116,6 +116,8 @@ def encode_report_sr(
         raise ValueError("a signed report SR needs the name of the radiologist who signed it")
     series_number = check_positive_int(series_number, "series_number")
     instance_number = check_positive_int(instance_number, "instance_number")
+    # A user name without components ("dr.grey") is a family name only, written with its caret (PS3.5 6.2.1.2).
+    observer_name = observer_name.strip() if "^" in observer_name else observer_name.strip()[:60] + "^"
     uids = UidFactory(uid_seed)
 
     items: list[hd.sr.ContentItem] = [
