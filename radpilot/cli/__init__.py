@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from radpilot.cli import engine as engine_commands
+from radpilot.cli import report as report_commands
 from radpilot.cli import validation as validation_commands
 from radpilot.config import Settings
 from radpilot.logging_setup import configure_logging
@@ -454,6 +455,7 @@ app.command("rules")(engine_commands.rules)
 app.add_typer(validation_commands.datasets_app, name="datasets")
 app.add_typer(validation_commands.validate_app, name="validate")
 app.add_typer(validation_commands.models_app, name="models")
+app.add_typer(report_commands.report_app, name="report")
 
 
 if __name__ == "__main__":

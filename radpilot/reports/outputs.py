@@ -64,6 +64,7 @@ class StudyContext:
     study_description: str
     referring_physician: str
     modality: str
+    body_part: str = ""
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> StudyContext:
@@ -82,6 +83,7 @@ class StudyContext:
             study_description=text("StudyDescription"),
             referring_physician=text("ReferringPhysicianName"),
             modality=text("Modality"),
+            body_part=text("BodyPartExamined"),
         )
 
 

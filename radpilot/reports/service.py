@@ -89,10 +89,10 @@ class ReportService:
 
     # ---- reports -------------------------------------------------------------------------
     def template_for(self, study_uid: str, name: str | None) -> ReportTemplate:
+        context = self.study_context(study_uid)  # StudyNotFound for a study the archive does not hold
         if name:
             return self.library.get(name)
-        context = self.study_context(study_uid)
-        template = self.library.suggest([context.modality])
+        template = self.library.suggest([context.modality], f"{context.study_description} {context.body_part}")
         if template is None:
             raise TemplateError(f"no report template is for modality {context.modality!r}; name one ({', '.join(self.library.templates)})")
         return template

@@ -63,6 +63,7 @@ class ReportTemplate:
     fields: tuple[TemplateField, ...]
     source: Path
     inactive_outputs: tuple[str, ...] = field(default=())  # fields no installed analysis declares (yet)
+    keywords: tuple[str, ...] = field(default=())  # words of the study description / body part that choose it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,7 +135,7 @@ def parse_template(path: Path, outputs: Mapping[str, OutputSpec]) -> ReportTempl
         raise TemplateError(f"{path}: cannot be read as YAML: {exc}") from exc
     if not isinstance(content, dict):
         raise TemplateError(f"{path}: must hold a mapping with name, title, modalities, procedure, sections, fields")
-    unknown = set(content) - {"name", "title", "modalities", "procedure", "sections", "fields"}
+    unknown = set(content) - {"name", "title", "modalities", "keywords", "procedure", "sections", "fields"}
     if unknown:
         raise TemplateError(f"{path}: unknown keys {sorted(unknown)}")
     name = content.get("name")
@@ -148,6 +149,9 @@ def parse_template(path: Path, outputs: Mapping[str, OutputSpec]) -> ReportTempl
     modalities = content.get("modalities") or []
     if not isinstance(modalities, list) or not all(isinstance(m, str) and m for m in modalities):
         raise TemplateError(f"{path}: 'modalities' must be a list of modality codes, e.g. [CT]")
+    keywords = content.get("keywords") or []
+    if not isinstance(keywords, list) or not all(isinstance(k, str) and k for k in keywords):
+        raise TemplateError(f"{path}: 'keywords' must be a list of words matched in the study description or body part")
     procedure = content.get("procedure") or {}
     try:
         procedure_code = Code(str(procedure["code"]), str(procedure["scheme"]), str(procedure["meaning"]))
@@ -179,7 +183,17 @@ def parse_template(path: Path, outputs: Mapping[str, OutputSpec]) -> ReportTempl
         elif unit and spec.unit and unit != spec.unit:
             raise TemplateError(f"{path}: {where}: unit {unit!r} differs from output {output!r}'s declared unit {spec.unit!r}")
         fields.append(TemplateField(output, section, _check_format(path, where, entry.get("text")), unit or (spec.unit if spec else "")))
-    return ReportTemplate(name, title.strip(), tuple(modalities), procedure_code, texts, tuple(fields), path, tuple(inactive))
+    return ReportTemplate(
+        name,
+        title.strip(),
+        tuple(modalities),
+        procedure_code,
+        texts,
+        tuple(fields),
+        path,
+        tuple(inactive),
+        tuple(k.upper() for k in keywords),
+    )
 
 
 def declared_outputs(analyses: Mapping[str, Analysis]) -> dict[str, OutputSpec]:
@@ -208,10 +222,14 @@ class TemplateLibrary:
         except KeyError:
             raise TemplateError(f"unknown report template {name!r}; known: {', '.join(self.templates)}") from None
 
-    def suggest(self, modalities: Sequence[str]) -> ReportTemplate | None:
-        """The first template (by name) for one of the study's modalities."""
+    def suggest(self, modalities: Sequence[str], description: str = "") -> ReportTemplate | None:
+        """The template for one of the study's modalities whose keywords best match ``description`` (first by name on a tie)."""
         wanted = {m.upper() for m in modalities}
-        return next((t for t in self.templates.values() if wanted & {m.upper() for m in t.modalities}), None)
+        words = description.upper()
+        candidates = [t for t in self.templates.values() if wanted & {m.upper() for m in t.modalities}]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda t: sum(1 for k in t.keywords if k in words))
 
 
 def prefill(template: ReportTemplate, findings: Sequence[ReportFinding]) -> Prefill:

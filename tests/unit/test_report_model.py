@@ -39,6 +39,10 @@ def test_every_shipped_exam_template_loads(library: TemplateLibrary) -> None:
     assert {"chest_ct", "low_dose_lung_ct", "chest_xray", "abdominal_liver_ct", "cardiac_mr", "calcium_score_ct"} <= set(library.templates)
     assert library.get("chest_ct").fields[0].output == "laa950_percent"
     assert library.suggest(["DX"]).name == "chest_xray"
+    assert library.suggest(["CT"], "CT CHEST WITH CONTRAST").name == "chest_ct"
+    assert library.suggest(["CT"], "LOW DOSE CHEST SCREENING").name == "low_dose_lung_ct"
+    assert library.suggest(["CT"], "ABDOMEN PORTAL VENOUS").name == "abdominal_liver_ct"
+    assert library.suggest(["US"]) is None
 
 
 def test_prefill_quotes_findings_marks_pending_ones_and_never_shows_rejected(library: TemplateLibrary) -> None:

@@ -128,3 +128,18 @@ def test_an_amended_report_sr_references_the_signed_one_and_is_corrected_in_hl7(
     assert predecessor.ReferencedSOPInstanceUID == first_sr
     assert parse_message(service.export(signed.study_instance_uid, "hl7").decode(), find_groups=False).obr.obr_25.value == "C"
     assert parse_fhir_bundle(service.export(signed.study_instance_uid, "fhir")).entry[-1].resource.status == "amended"
+
+
+def test_cli_exports_the_signed_report_and_refuses_an_unknown_study(service: ReportService, signed, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from radpilot.cli import app
+
+    settings = service.settings
+    out = tmp_path / "report.hl7"
+    args = ["--data-dir", str(settings.data_dir)]
+    result = CliRunner().invoke(app, ["report", "export", signed.study_instance_uid, "--format", "hl7", "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"MSH|^~\\&|RADPILOT")
+    missing = CliRunner().invoke(app, ["report", "export", "1.2.3.4", "--format", "pdf", *args])
+    assert missing.exit_code == 1 and "has no report" in missing.output
