@@ -124,21 +124,32 @@
   let recorder = null;
   let chunks = [];
 
+  let held = false;
+  let starting = false;
+
   async function startDictation() {
-    if (recorder || !navigator.mediaDevices) { if (!navigator.mediaDevices) say("This browser gives no microphone here."); return; }
+    held = true;
+    if (recorder || starting) return;
+    if (!navigator.mediaDevices) { say("This browser gives no microphone here."); return; }
+    starting = true;
     try {
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
       chunks = [];
-      recorder = new MediaRecorder(stream);
-      recorder.ondataavailable = (event) => { if (event.data.size) chunks.push(event.data); };
-      recorder.onstop = () => { stream.getTracks().forEach((t) => t.stop()); sendDictation(new Blob(chunks, { type: recorder.mimeType })); recorder = null; };
-      recorder.start();
+      const current = new MediaRecorder(stream);
+      recorder = current;
+      current.ondataavailable = (event) => { if (event.data.size) chunks.push(event.data); };
+      current.onstop = () => { stream.getTracks().forEach((t) => t.stop()); recorder = null; sendDictation(new Blob(chunks, { type: current.mimeType })); };
+      current.start();
       dictate.classList.add("recording");
       say("Listening...");
+      // The button may have been released while the microphone was opening.
+      if (!held) stopDictation();
     } catch (e) { say("No microphone: " + e.message); recorder = null; }
+    finally { starting = false; }
   }
 
   function stopDictation() {
+    held = false;
     if (recorder && recorder.state === "recording") recorder.stop();
     if (dictate) dictate.classList.remove("recording");
   }
