@@ -17,7 +17,7 @@ from radpilot.engine.jobs import RetryPolicy
 from radpilot.engine.outbox import Outbox, make_message_senders, make_sender
 from radpilot.reports.service import ReportService
 from tests.fixtures.radpilot import make_settings, orthanc_node
-from tests.helpers import dciodvfy_errors
+from tests.helpers import dciodvfy_errors, wait_for
 from tests.report_factories import LUNG_MEASUREMENTS, RADIOLOGIST, record_finished_job, store_study
 
 pytestmark = pytest.mark.integration
@@ -119,3 +119,11 @@ def test_an_ae_then_aa_is_delivered_on_the_retry(tmp_path: Path, mllp_listener) 
         assert (delivery["state"], delivery["attempts"]) == ("done", 2)
     finally:
         archive.close()
+
+
+def test_radpilot_serve_delivers_a_signed_report_with_its_own_outbox(radpilot_factory, mllp_listener) -> None:
+    node = radpilot_factory(hl7_destinations=[Hl7Destination(name="ris", host=mllp_listener.host, port=mllp_listener.port)])
+    service = ReportService(node.settings, node.archive)
+    _, report = _sign_report(service)
+    wait_for(lambda: mllp_listener.received, timeout_s=30, what="the ORU at the MLLP listener")
+    wait_for(lambda: service.deliveries(report)[0]["state"] == "done", timeout_s=10, what="the delivery marked done")
