@@ -20,6 +20,7 @@ refuses a result the same way.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import logging
 from collections.abc import Callable, Iterable
@@ -203,7 +204,7 @@ class JobStore:
             job = session.scalars(query).first()
             return to_record(job) if job is not None else None
 
-    def done_jobs_of_study(self, study_instance_uid: str) -> list[JobRecord]:
+    def done_jobs_of_study(self, study_instance_uid: str) -> builtins.list[JobRecord]:
         """The finished jobs of a study whose results no later job superseded, oldest first."""
         superseded = select(Job.supersedes_job_id).where(Job.supersedes_job_id.is_not(None), Job.state == JobState.DONE.value)
         query = (

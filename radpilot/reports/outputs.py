@@ -298,6 +298,8 @@ def build_oru(
 
 # ------------------------------------------------------------------------------------ PDF
 class _ReportPdf(FPDF):
+    _family = "Helvetica"  # the font family the page uses (DejaVu when installed, for text beyond Latin-1)
+
     def footer(self) -> None:
         self.set_y(-12)
         self.set_font(self._family, size=8)
@@ -314,7 +316,7 @@ def build_pdf(report: ReportView, template: ReportTemplate, study: StudyContext)
         family = "DejaVu"
     else:
         family = "Helvetica"
-    pdf._family = family  # type: ignore[attr-defined]
+    pdf._family = family
 
     def safe(text: str) -> str:
         return text if family == "DejaVu" else text.encode("latin-1", "replace").decode("latin-1")

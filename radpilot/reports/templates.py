@@ -244,20 +244,20 @@ def prefill(template: ReportTemplate, findings: Sequence[ReportFinding]) -> Pref
         by_output.setdefault(finding.output, finding)
     added: dict[str, list[str]] = {s: [] for s in SECTIONS}
     for number, template_field in enumerate(template.fields, start=1):
-        finding = by_output.get(template_field.output)
-        if finding is None:
+        quoted_finding = by_output.get(template_field.output)
+        if quoted_finding is None:
             continue
-        text = template_field.render(finding.shown_value)
+        text = template_field.render(quoted_finding.shown_value)
         added[template_field.section].append(text)
-        quoted.append(finding)
+        quoted.append(quoted_finding)
         phrases.append(
             AiPhrase(
                 id=f"ai{number}",
-                finding_id=finding.finding_id,
-                output=finding.output,
+                finding_id=quoted_finding.finding_id,
+                output=quoted_finding.output,
                 section=template_field.section,
                 text=text,
-                state="accepted" if finding.verified else "pending",
+                state="accepted" if quoted_finding.verified else "pending",
             )
         )
     for section, lines in added.items():
