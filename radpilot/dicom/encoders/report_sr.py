@@ -93,7 +93,7 @@ def encode_report_sr(
     uid_seed: str,
     measurements: Sequence[ReportMeasurement] = (),
     predecessor: Dataset | None = None,
-    series_number: int = 9904,
+    series_number: int = 9905,  # 9901-9903 AI results, 9904 the review's verified SR
     instance_number: int = 1,
     series_description: str = "RadPilot report",
 ) -> hd.sr.EnhancedSR:
