@@ -56,6 +56,16 @@ class AllowedPeer(BaseModel):
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
 
 
+class Hl7Destination(BaseModel):
+    """An HL7 v2 receiver (RIS, EHR interface engine) that takes ORU^R01 results over MLLP."""
+
+    name: str = Field(description="Short name, e.g. 'ris'")
+    host: str
+    port: int = Field(ge=1, le=65535)
+    receiving_application: str = Field(default="", description="MSH-5")
+    receiving_facility: str = Field(default="", description="MSH-6")
+
+
 class Settings(BaseSettings):
     """RadPilot's settings (environment prefix ``RADPILOT_``)."""
 
@@ -111,6 +121,17 @@ class Settings(BaseSettings):
         default=50, ge=1, description="Wrong sign-ins from one address in login_window_s before that address is refused"
     )
     log_level: str = "INFO"
+    report_templates_dir: Path | None = Field(
+        default=None, description="Folder of report template YAML files overriding the shipped ones of the same name"
+    )
+    hl7_destinations: list[Hl7Destination] = Field(default_factory=list, description="MLLP receivers of signed reports (ORU^R01)")
+    hl7_sending_application: str = Field(default="RADPILOT", description="MSH-3 of the ORU messages")
+    hl7_sending_facility: str = Field(default="RADIOLOGY", description="MSH-4 of the ORU messages")
+    fhir_base_url: str | None = Field(default=None, description="FHIR R4 server that receives signed reports (POST DiagnosticReport)")
+    message_timeout_s: float = Field(default=30.0, gt=0, description="Connect and answer timeout for MLLP and FHIR deliveries (s)")
+    report_delivery_max_attempts: int = Field(
+        default=8, ge=1, description="Attempts of an HL7 or FHIR delivery before it is marked failed (retried with backoff)"
+    )
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
 

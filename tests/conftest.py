@@ -25,6 +25,8 @@ pytest_plugins = [
     "tests.fixtures.dcmtk",
     "tests.fixtures.radpilot",
     "tests.fixtures.redis",
+    "tests.fixtures.mllp",
+    "tests.fixtures.fhir_server",
 ]
 
 

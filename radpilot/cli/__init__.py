@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from radpilot.cli import engine as engine_commands
+from radpilot.cli import report as report_commands
 from radpilot.cli import security as security_commands
 from radpilot.cli import validation as validation_commands
 from radpilot.config import Settings
@@ -474,6 +475,7 @@ app.add_typer(validation_commands.validate_app, name="validate")
 app.add_typer(validation_commands.models_app, name="models")
 app.add_typer(security_commands.users_app, name="users")
 app.add_typer(security_commands.tokens_app, name="tokens")
+app.add_typer(report_commands.report_app, name="report")
 
 
 if __name__ == "__main__":

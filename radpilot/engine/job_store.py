@@ -20,6 +20,7 @@ refuses a result the same way.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import logging
 from collections.abc import Callable, Iterable
@@ -218,6 +219,17 @@ class JobStore:
         with self.sessions() as session:
             job = session.scalars(query).first()
             return to_record(job) if job is not None else None
+
+    def done_jobs_of_study(self, study_instance_uid: str) -> builtins.list[JobRecord]:
+        """The finished jobs of a study whose results no later job superseded, oldest first."""
+        superseded = select(Job.supersedes_job_id).where(Job.supersedes_job_id.is_not(None), Job.state == JobState.DONE.value)
+        query = (
+            select(Job)
+            .where(Job.study_instance_uid == study_instance_uid, Job.state == JobState.DONE.value, Job.id.not_in(superseded))
+            .order_by(Job.id)
+        )
+        with self.sessions() as session:
+            return [to_record(job) for job in session.scalars(query)]
 
     def result_sets(self, job_id: int | None = None) -> list[dict[str, Any]]:
         """Recorded result sets (all, or the one of ``job_id``) as plain dicts, oldest first."""

@@ -1,10 +1,12 @@
 """The outbox: results waiting to be delivered to their destinations, retried until taken.
 
 A delivery is one result set (a list of stored SOP Instance UIDs) for one
-destination node.  It is written in the same database as the archive, so a
+destination node, or one message (an HL7 v2 message for an MLLP peer, a FHIR resource
+for a FHIR server) carried in the row itself.  It is written in the same database as the archive, so a
 restart, a crash or a destination that is down for an hour loses nothing: the
 deliverer retries with capped exponential backoff (the jobs' :class:`RetryPolicy`)
-until the destination takes every instance.
+until the destination takes every instance. A delivery with ``max_attempts`` stops
+after that many attempts and is marked ``failed`` with its last error, for a person to see.
 
 Several front ends (``radpilot serve`` processes sharing one database) each run an
 outbox. Before sending, a front end claims the delivery with one conditional UPDATE
@@ -36,6 +38,8 @@ from radpilot.db import make_session_factory, utcnow
 from radpilot.engine.jobs import RetryPolicy
 from radpilot.engine.outbox_models import Delivery
 from radpilot.pacs import scu
+from radpilot.pacs.fhir_client import FhirDeliveryError, post_resource
+from radpilot.pacs.mllp import MllpError, send_message
 from radpilot.pacs.stow_client import stow
 
 logger = logging.getLogger(__name__)
@@ -52,25 +56,67 @@ CLAIM_LEASE = timedelta(minutes=10)
 """How long one front end's claim on a delivery holds: longer than any single send should take."""
 
 
-def add_delivery(session: Session, destination: str, sop_instance_uids: Sequence[str], *, job_id: int | None = None) -> Delivery:
+def add_delivery(
+    session: Session,
+    destination: str,
+    sop_instance_uids: Sequence[str],
+    *,
+    job_id: int | None = None,
+    reference: str = "",
+    max_attempts: int | None = None,
+) -> Delivery:
     """Add a pending delivery of ``sop_instance_uids`` to ``destination`` in the caller's transaction."""
-    delivery = Delivery(destination=destination, sop_instance_uids=json.dumps(list(sop_instance_uids)), job_id=job_id)
+    delivery = Delivery(
+        destination=destination,
+        sop_instance_uids=json.dumps(list(sop_instance_uids)),
+        job_id=job_id,
+        kind="dicom",
+        reference=reference,
+        max_attempts=max_attempts,
+    )
+    session.add(delivery)
+    return delivery
+
+
+MESSAGE_KINDS = ("hl7", "fhir")
+
+
+def add_message_delivery(
+    session: Session, kind: str, destination: str, payload: bytes, *, reference: str = "", max_attempts: int | None = None
+) -> Delivery:
+    """Add a pending delivery of one message (``kind`` 'hl7' or 'fhir') to ``destination`` in the caller's transaction."""
+    if kind not in MESSAGE_KINDS:
+        raise ValueError(f"unknown message kind {kind!r}: expected one of {', '.join(MESSAGE_KINDS)}")
+    if not payload:
+        raise ValueError(f"a {kind} delivery to {destination!r} needs a non-empty payload")
+    delivery = Delivery(
+        destination=destination, sop_instance_uids="[]", kind=kind, payload=payload, reference=reference, max_attempts=max_attempts
+    )
     session.add(delivery)
     return delivery
 
 
 # A sender takes (destination name, list of file paths) and raises DeliveryError unless all were taken.
 Sender = Callable[[str, list], None]
+# A message sender takes (destination name, payload bytes) and raises DeliveryError unless the peer took it.
+MessageSender = Callable[[str, bytes], None]
 
 
 class Outbox:
     """Persisted deliveries and the loop that works them off."""
 
     def __init__(
-        self, archive: Archive, sender: Sender, *, backoff: RetryPolicy = DELIVERY_RETRY, claim_lease: timedelta = CLAIM_LEASE
+        self,
+        archive: Archive,
+        sender: Sender,
+        *,
+        backoff: RetryPolicy = DELIVERY_RETRY,
+        message_senders: dict[str, MessageSender] | None = None,
+        claim_lease: timedelta = CLAIM_LEASE,
     ) -> None:
         self.archive = archive
         self.sender = sender
+        self.message_senders = dict(message_senders or {})
         self.backoff = backoff
         self.claim_lease = claim_lease
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -128,9 +174,18 @@ class Outbox:
             raise DeliveryError(f"{len(missing)} instance(s) are no longer in the archive: {sorted(missing)[:3]}")
         return [self.archive.path_of(i) for i in instances]
 
+    def _send(self, delivery: Delivery) -> None:
+        if delivery.kind in (None, "dicom"):
+            self.sender(delivery.destination, self._files_of(delivery.uids))
+            return
+        message_sender = self.message_senders.get(delivery.kind)
+        if message_sender is None:
+            raise DeliveryError(f"this RadPilot has no sender for {delivery.kind!r} deliveries")
+        message_sender(delivery.destination, delivery.payload or b"")
+
     def _attempt(self, delivery: Delivery) -> bool:
         try:
-            self.sender(delivery.destination, self._files_of(delivery.uids))
+            self._send(delivery)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
             self._reschedule(delivery.id, str(exc))
             return False
@@ -150,6 +205,15 @@ class Outbox:
             row.next_attempt_at = utcnow() + timedelta(seconds=delay)
             row.claimed_until = None
             attempts = row.attempts
+            gave_up = row.max_attempts is not None and attempts >= row.max_attempts
+            if gave_up:
+                row.state = "failed"
+        if gave_up:
+            logger.error(
+                "delivery failed; no more attempts",
+                extra={"delivery": delivery_id, "attempts": attempts, "error": error[:300]},
+            )
+            return
         logger.warning(
             "delivery failed; will retry",
             extra={"delivery": delivery_id, "attempt": attempts, "retry_in_s": round(delay, 1), "error": error[:300]},
@@ -199,3 +263,27 @@ def make_sender(settings) -> Sender:  # noqa: ANN001 - radpilot.config.Settings
             raise DeliveryError(f"{node.name} did not take {report.failed + report.skipped} instance(s): {problems}")
 
     return send
+
+
+def make_message_senders(settings) -> dict[str, MessageSender]:  # noqa: ANN001 - radpilot.config.Settings
+    """Senders of HL7 v2 messages (MLLP, to ``settings.hl7_destinations`` by name) and FHIR resources (``fhir_base_url``)."""
+
+    def send_hl7(destination: str, payload: bytes) -> None:
+        peer = next((d for d in settings.hl7_destinations if d.name == destination), None)
+        if peer is None:
+            known = ", ".join(d.name for d in settings.hl7_destinations) or "none"
+            raise DeliveryError(f"unknown HL7 destination {destination!r}; configured: {known}")
+        try:
+            send_message(peer.host, peer.port, payload, timeout_s=settings.message_timeout_s)
+        except MllpError as exc:
+            raise DeliveryError(str(exc)) from exc
+
+    def send_fhir(destination: str, payload: bytes) -> None:
+        if not settings.fhir_base_url:
+            raise DeliveryError("no FHIR server is configured (RADPILOT_FHIR_BASE_URL)")
+        try:
+            post_resource(settings.fhir_base_url, payload, timeout_s=settings.message_timeout_s)
+        except FhirDeliveryError as exc:
+            raise DeliveryError(str(exc)) from exc
+
+    return {"hl7": send_hl7, "fhir": send_fhir}

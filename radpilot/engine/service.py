@@ -10,7 +10,7 @@ from radpilot.config import Settings
 from radpilot.engine.detector import StudyCompleteDetector
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobQueue, Priority
-from radpilot.engine.outbox import Outbox, make_sender
+from radpilot.engine.outbox import Outbox, make_message_senders, make_sender
 from radpilot.engine.pipeline import RunnerFactory, SeriesPlan, plan_study
 from radpilot.engine.queue_embedded import EmbeddedJobQueue, EmbeddedWorkerPool
 from radpilot.engine.routing import load_rules
@@ -59,7 +59,7 @@ class Engine:
             )
         self._queue: JobQueue | None = None
         self.detector = StudyCompleteDetector(archive, self.on_study_complete, quiet_period_s=settings.quiet_period_s)
-        self.outbox = Outbox(archive, make_sender(settings))
+        self.outbox = Outbox(archive, make_sender(settings), message_senders=make_message_senders(settings))
 
     @property
     def queue(self) -> JobQueue:

@@ -24,6 +24,7 @@ from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
 from radpilot.web.pages import make_pages_router, static_files
+from radpilot.web.reports_api import make_reports_router
 from radpilot.web.review_api import router as review_router
 from radpilot.web.review_pages import make_review_pages_router
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(engine_router)
     app.include_router(monitoring_router)
     app.include_router(review_router)
+    app.include_router(make_reports_router())
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_auth_router(archive.engine, settings), prefix="/ui")

@@ -30,6 +30,7 @@ MODEL_MODULES = (
     "radpilot.security.audit",
     "radpilot.modelhub.activation",
     "radpilot.security.models",
+    "radpilot.reports.models",
 )
 
 
