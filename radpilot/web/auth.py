@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 from starlette.datastructures import Headers
@@ -35,7 +35,7 @@ from starlette.datastructures import Headers
 from radpilot.config import Settings
 from radpilot.html import template_environment
 from radpilot.security.audit import record
-from radpilot.security.principal import Principal
+from radpilot.security.principal import Principal, Role, RoleRefused
 from radpilot.security.sessions import SessionInfo, close_session, lookup_session, open_session
 from radpilot.security.tokens import principal_for_token
 from radpilot.security.users import AccountError, SignInRefused, set_password, sign_in
@@ -83,6 +83,27 @@ def principal_of(request: Request) -> Principal:
     if not isinstance(principal, Principal):
         raise RuntimeError("request reached a route without authentication")
     return principal
+
+
+def require_roles(*roles: Role) -> Any:
+    """A route dependency: 403 naming the allowed roles unless the principal has one of ``roles``.
+
+    Use as ``@router.post(..., dependencies=[require_roles(Role.ADMINISTRATOR)])`` or as a
+    parameter ``principal: Principal = require_roles(...)``.
+    """
+
+    def check(request: Request) -> Principal:
+        principal = getattr(request.state, "principal", None)
+        if not isinstance(principal, Principal):
+            raise HTTPException(401, "sign in, or send 'Authorization: Bearer TOKEN'")
+        try:
+            principal.require(*roles)
+        except RoleRefused as exc:
+            logger.info("role refused", extra={"principal": principal.name, "role": principal.role.value, "path": request.url.path})
+            raise HTTPException(403, str(exc)) from exc
+        return principal
+
+    return Depends(check)
 
 
 def is_browser_page_request(method: str, path: str, headers: Headers) -> bool:

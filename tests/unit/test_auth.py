@@ -313,3 +313,12 @@ def test_cli_users_and_tokens(tmp_path: Path, client: TestClient, settings: Sett
     assert runner.invoke(cli_app, ["tokens", "revoke", "orthanc-bridge", *data]).exit_code == 0
     assert client.get("/api/studies", headers=auth_headers(token)).status_code == 401
     assert runner.invoke(cli_app, ["tokens", "revoke", "orthanc-bridge", *data]).exit_code == 1
+
+
+def test_script_in_the_sign_in_pages_inputs_is_escaped(client: TestClient) -> None:
+    script = '/"><script>alert(1)</script>'
+    page = client.get("/ui/login", params={"next": script})
+    assert "<script>" not in page.text and "&lt;script&gt;" in page.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    refused = client.post("/ui/login", data={"username": "<script>x</script>", "password": "p" * 12, "csrf_token": token, "next": script})
+    assert refused.status_code == 401 and "<script>" not in refused.text
