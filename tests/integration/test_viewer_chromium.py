@@ -261,7 +261,9 @@ def test_a_researcher_sees_only_pseudonyms_in_ohif(browser, ct_node) -> None:  #
         try:
             page.get_by_text(pseudonym).first.wait_for(state="visible", timeout=RENDER_TIMEOUT_S * 1000)
         except Exception as exc:
-            raise AssertionError(f"{pseudonym} not shown: {page.inner_text('body')[:1500]}\n{log.report()}\n{log.dicomweb_requests}") from exc
+            raise AssertionError(
+                f"{pseudonym} not shown: {page.inner_text('body')[:1500]}\n{log.report()}\n{log.dicomweb_requests}"
+            ) from exc
         shown = page.inner_text("body")
         page.goto(f"{node.base_url}/viewer?StudyInstanceUIDs={study_uid}", wait_until="load")
         wait_for_rendered_image(page, log)
