@@ -277,3 +277,19 @@ def test_a_researcher_sees_only_pseudonyms_in_ohif(browser, ct_node) -> None:  #
     finally:
         log.log()
         context.close()
+
+
+def test_chromium_keeps_a_secure_httponly_session_cookie_on_loopback(browser, radpilot_factory) -> None:  # noqa: ANN001, F811
+    """With the Secure flag forced on plain http://127.0.0.1 (which browsers count as a secure origin), signing in works."""
+    node = radpilot_factory(session_cookie_secure=True)
+    context = browser.new_context(viewport=VIEWPORT_SIZE)
+    page = context.new_page()
+    try:
+        sign_in(page, node.base_url, node.archive.engine)
+        (cookie,) = [c for c in context.cookies() if c["name"] == "radpilot_session"]
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        page.goto(f"{node.base_url}/ui/", wait_until="load")
+        assert page.url == f"{node.base_url}/ui/" and page.locator("table.studies").count() == 1
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads the session
+    finally:
+        context.close()
