@@ -9,6 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "dicom_node.py",
+    "auth_overhead.py",
     "engine_e2e.py",
     "lung_ct_accuracy.py",
     "chest_xray_speed.py",

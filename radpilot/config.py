@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     pseudonym_secret_file: Path | None = Field(
         default=None, description="Secret the researcher's patient pseudonyms derive from; default data_dir/pseudonym.key (created)"
     )
+    oidc_issuer: str | None = Field(default=None, description="OpenID Connect issuer URL of the hospital's single sign-on (optional)")
+    oidc_client_id: str | None = Field(default=None, description="RadPilot's client ID at the OpenID Connect provider")
+    oidc_client_secret_file: Path | None = Field(default=None, description="File holding the OpenID Connect client secret")
+    oidc_username_claim: str = Field(default="preferred_username", description="ID token claim that names the RadPilot user")
+    oidc_scope: str = Field(default="openid profile", description="Scopes asked of the OpenID Connect provider")
     create_first_users: bool = Field(
         default=True, description="On a node without users, 'radpilot serve' creates an administrator and a radiologist"
     )

@@ -24,6 +24,8 @@ from fastapi import Query as QueryParam
 from radpilot import __version__
 from radpilot.archive import Archive
 from radpilot.archive.query import Query, QueryError, QueryLevel
+from radpilot.security.principal import Role
+from radpilot.web.auth import require_roles
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +278,7 @@ def make_api_router(archive: Archive) -> APIRouter:
             raise HTTPException(status_code=404, detail=f"study {study_instance_uid} is not in the archive")
         return detail
 
-    @router.get("/status")
+    @router.get("/status", dependencies=[require_roles(Role.ADMINISTRATOR)])
     def status(request: Request) -> dict[str, Any]:
         """What the archive holds, its store conflicts, and whether the viewer is installed."""
         result = archive_status(archive)

@@ -23,6 +23,7 @@ from radpilot.web.deidentify import ResearcherFilter
 from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
+from radpilot.web.oidc import make_oidc_router
 from radpilot.web.pages import make_pages_router, static_files
 from radpilot.web.reports_api import make_reports_router
 from radpilot.web.review_api import router as review_router
@@ -52,6 +53,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_auth_router(archive.engine, settings), prefix="/ui")
+    if settings.oidc_issuer and settings.oidc_client_id:
+        app.include_router(make_oidc_router(archive.engine, settings), prefix="/ui")
     app.include_router(make_pages_router(archive), prefix="/ui")
     app.include_router(make_review_pages_router(), prefix="/ui")
     app.include_router(make_ohif_router(app.state.ohif_dir))

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 from starlette.datastructures import Headers
@@ -35,7 +35,7 @@ from starlette.datastructures import Headers
 from radpilot.config import Settings
 from radpilot.html import template_environment
 from radpilot.security.audit import record
-from radpilot.security.principal import Principal
+from radpilot.security.principal import Principal, Role, RoleRefused
 from radpilot.security.sessions import SessionInfo, close_session, lookup_session, open_session
 from radpilot.security.tokens import principal_for_token
 from radpilot.security.users import AccountError, SignInRefused, set_password, sign_in
@@ -54,7 +54,7 @@ LOGIN_PATH = "/ui/login"
 PASSWORD_PATH = "/ui/password"
 LOGOUT_PATH = "/ui/logout"
 # /favicon.ico: OHIF's icon, which browsers fetch for the sign-in page too.
-OPEN_PATHS = frozenset({"/api/health", LOGIN_PATH, "/favicon.ico"})
+OPEN_PATHS = frozenset({"/api/health", LOGIN_PATH, "/favicon.ico", "/ui/login/oidc", "/ui/login/oidc/callback"})
 OPEN_PREFIXES = ("/ui/static/",)
 # Reachable with a session whose one-time password must still be changed.
 PASSWORD_CHANGE_PATHS = frozenset({PASSWORD_PATH, LOGOUT_PATH})
@@ -83,6 +83,27 @@ def principal_of(request: Request) -> Principal:
     if not isinstance(principal, Principal):
         raise RuntimeError("request reached a route without authentication")
     return principal
+
+
+def require_roles(*roles: Role) -> Any:
+    """A route dependency: 403 naming the allowed roles unless the principal has one of ``roles``.
+
+    Use as ``@router.post(..., dependencies=[require_roles(Role.ADMINISTRATOR)])`` or as a
+    parameter ``principal: Principal = require_roles(...)``.
+    """
+
+    def check(request: Request) -> Principal:
+        principal = getattr(request.state, "principal", None)
+        if not isinstance(principal, Principal):
+            raise HTTPException(401, "sign in, or send 'Authorization: Bearer TOKEN'")
+        try:
+            principal.require(*roles)
+        except RoleRefused as exc:
+            logger.info("role refused", extra={"principal": principal.name, "role": principal.role.value, "path": request.url.path})
+            raise HTTPException(403, str(exc)) from exc
+        return principal
+
+    return Depends(check)
 
 
 def is_browser_page_request(method: str, path: str, headers: Headers) -> bool:
@@ -243,8 +264,8 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def _login_page(next_path: str, login_csrf: str, error: str = "", status: int = 200, notice: str = "") -> HTMLResponse:
-    html = TEMPLATES.get_template("login.html").render(next_path=next_path, login_csrf=login_csrf, error=error, notice=notice)
+def _login_page(next_path: str, login_csrf: str, error: str = "", status: int = 200, notice: str = "", oidc: bool = False) -> HTMLResponse:
+    html = TEMPLATES.get_template("login.html").render(next_path=next_path, login_csrf=login_csrf, error=error, notice=notice, oidc=oidc)
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
@@ -256,13 +277,14 @@ def _with_login_csrf(response: Response, token: str, secure: bool) -> Response:
 def make_auth_router(engine: Engine, settings: Settings) -> APIRouter:
     """``/ui/login`` (GET, POST), ``/ui/logout`` (POST) and ``/ui/password`` (GET, POST); mount with prefix ``/ui``."""
     router = APIRouter(include_in_schema=False)
+    oidc = bool(settings.oidc_issuer and settings.oidc_client_id)
 
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request) -> Response:
         # Signing in is itself protected against CSRF (a forged sign-in into the attacker's account):
         # the form carries a token that must match a cookie only this site can set.
         token = secrets.token_urlsafe(32)
-        page = _login_page(safe_next(request.query_params.get("next")), token)
+        page = _login_page(safe_next(request.query_params.get("next")), token, oidc=oidc)
         return _with_login_csrf(page, token, cookie_secure(settings, request.url.scheme))
 
     @router.post("/login")
@@ -275,13 +297,13 @@ def make_auth_router(engine: Engine, settings: Settings) -> APIRouter:
         new_token = secrets.token_urlsafe(32)
         if not cookie_token or not secrets.compare_digest(cookie_token.encode(), fields.get("csrf_token", "").encode()):
             return _with_login_csrf(
-                _login_page(next_path, new_token, "The sign-in form expired; please try again.", 403), new_token, secure
+                _login_page(next_path, new_token, "The sign-in form expired; please try again.", 403, oidc=oidc), new_token, secure
             )
         name, password = fields.get("username", ""), fields.get("password", "")
         try:
             principal = await anyio.to_thread.run_sync(lambda: sign_in(engine, settings, name, password, client=_client(request)))
         except SignInRefused as exc:
-            return _with_login_csrf(_login_page(next_path, new_token, str(exc), 429 if exc.locked else 401), new_token, secure)
+            return _with_login_csrf(_login_page(next_path, new_token, str(exc), 429 if exc.locked else 401, oidc=oidc), new_token, secure)
         secret = await anyio.to_thread.run_sync(open_session, engine, settings, principal.name)
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(

@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from radpilot.engine.jobs import JobRecord, JobState, Priority
 from radpilot.engine.pipeline import SeriesPlan, plan_study
+from radpilot.security.principal import Role
+from radpilot.web.auth import require_roles
 
 router = APIRouter(prefix="/api", tags=["engine"])
 
@@ -76,7 +78,13 @@ def get_job(request: Request, job_id: int) -> dict[str, Any]:
     return job_json(job)
 
 
-@router.post("/jobs/{job_id}/cancel")
+# Cancelling work and watching deliveries to the PACS are the administrator's; starting an analysis
+# is also the radiologist's and technologist's (a re-read, a re-sent series). A researcher only reads.
+ADMIN_ONLY = [require_roles(Role.ADMINISTRATOR)]
+CLINICAL = [require_roles(Role.ADMINISTRATOR, Role.RADIOLOGIST, Role.TECHNOLOGIST)]
+
+
+@router.post("/jobs/{job_id}/cancel", dependencies=ADMIN_ONLY)
 def cancel_job(request: Request, job_id: int) -> dict[str, Any]:
     engine = _engine(request)
     if engine.queue.get(job_id) is None:
@@ -84,7 +92,7 @@ def cancel_job(request: Request, job_id: int) -> dict[str, Any]:
     return {"cancelled": engine.queue.cancel(job_id)}
 
 
-@router.post("/studies/{study_uid}/analyze")
+@router.post("/studies/{study_uid}/analyze", dependencies=CLINICAL)
 def analyze_study(request: Request, study_uid: str, priority: str = "routine", dry_run: bool = False) -> dict[str, Any]:
     engine = _engine(request)
     try:
@@ -98,7 +106,7 @@ def analyze_study(request: Request, study_uid: str, priority: str = "routine", d
     return {"study_instance_uid": study_uid, "dry_run": dry_run, "series": [plan_json(p) for p in plans]}
 
 
-@router.get("/deliveries")
+@router.get("/deliveries", dependencies=ADMIN_ONLY)
 def list_deliveries(request: Request, limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
     return [
         {

@@ -11,12 +11,14 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from radpilot.security.principal import Role
 from radpilot.validation.monitoring import monitoring_report
+from radpilot.web.auth import require_roles
 
 router = APIRouter(prefix="/api", tags=["monitoring"])
 
 
-@router.get("/monitoring")
+@router.get("/monitoring", dependencies=[require_roles(Role.ADMINISTRATOR, Role.RESEARCHER)])
 def get_monitoring(
     request: Request,
     days: int = Query(30, ge=1, le=366, description="Window in days, ending now"),

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from radpilot.archive.query import Query, QueryLevel
+from radpilot.security.principal import Role
 from tests.fixtures.auth import sign_in
 from tests.fixtures.radpilot import RunningNode, radpilot, radpilot_factory  # noqa: F401 - fixtures
 from tests.helpers import require_or_skip
@@ -186,11 +188,11 @@ def visible_error_text(page) -> list[str]:  # noqa: ANN001 - playwright Page
     return [line for line in page.inner_text("body").splitlines() if ERROR_TEXT.search(line)]
 
 
-def open_page(browser, log: BrowserLog, node: RunningNode):  # noqa: ANN001, ANN201 - playwright objects
-    """A page signed in to ``node`` through its sign-in page, then watched by ``log``."""
+def open_page(browser, log: BrowserLog, node: RunningNode, role: Role = Role.RADIOLOGIST):  # noqa: ANN001, ANN201 - playwright objects
+    """A page signed in to ``node`` as a new user with ``role`` through its sign-in page, then watched by ``log``."""
     context = browser.new_context(viewport=VIEWPORT_SIZE)
     page = context.new_page()
-    sign_in(page, node.base_url, node.archive.engine)
+    sign_in(page, node.base_url, node.archive.engine, role)
     log.attach(page)
     return context, page
 
@@ -241,5 +243,53 @@ def test_ohif_study_list_queries_radpilot(browser, ct_node) -> None:  # noqa: AN
         assert page.get_by_text("LUNGCT, 002").first.is_visible()
         assert not [r for r in log.failed_requests if "/dicomweb" in r], log.report()
         assert not visible_error_text(page), log.report()
+    finally:
+        context.close()
+
+
+def test_a_researcher_sees_only_pseudonyms_in_ohif(browser, ct_node) -> None:  # noqa: ANN001
+    """OHIF's study list and viewer, signed in as a researcher: the pseudonym, never the patient's name or ID."""
+    node, study_uid = ct_node
+    (study,) = node.archive.find(Query(QueryLevel.STUDY, {"StudyInstanceUID": study_uid}))
+    real_id, real_name = str(study["PatientID"]), str(study["PatientName"])
+    # OHIF's study list shows the patient's name: the pseudonym ANON^CODE reads "ANON, CODE" there.
+    pseudonym = "ANON, " + node.server.app.state.pseudonymizer.code(real_id)
+    log = BrowserLog()
+    context, page = open_page(browser, log, node, Role.RESEARCHER)
+    try:
+        page.goto(f"{node.base_url}/", wait_until="load")
+        try:
+            page.get_by_text(pseudonym).first.wait_for(state="visible", timeout=RENDER_TIMEOUT_S * 1000)
+        except Exception as exc:
+            raise AssertionError(
+                f"{pseudonym} not shown: {page.inner_text('body')[:1500]}\n{log.report()}\n{log.dicomweb_requests}"
+            ) from exc
+        shown = page.inner_text("body")
+        page.goto(f"{node.base_url}/viewer?StudyInstanceUIDs={study_uid}", wait_until="load")
+        wait_for_rendered_image(page, log)
+        shown += page.inner_text("body") + page.content()
+        page.goto(f"{node.base_url}/ui/", wait_until="load")
+        shown += page.content()
+        for secret in (real_id, real_name, real_name.replace("^", ", "), real_name.replace("^", " ")):
+            if secret:
+                assert secret not in shown, f"{secret!r} shown to a researcher"
+        assert pseudonym in shown
+    finally:
+        log.log()
+        context.close()
+
+
+def test_chromium_keeps_a_secure_httponly_session_cookie_on_loopback(browser, radpilot_factory) -> None:  # noqa: ANN001, F811
+    """With the Secure flag forced on plain http://127.0.0.1 (which browsers count as a secure origin), signing in works."""
+    node = radpilot_factory(session_cookie_secure=True)
+    context = browser.new_context(viewport=VIEWPORT_SIZE)
+    page = context.new_page()
+    try:
+        sign_in(page, node.base_url, node.archive.engine)
+        (cookie,) = [c for c in context.cookies() if c["name"] == "radpilot_session"]
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        page.goto(f"{node.base_url}/ui/", wait_until="load")
+        assert page.url == f"{node.base_url}/ui/" and page.locator("table.studies").count() == 1
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads the session
     finally:
         context.close()

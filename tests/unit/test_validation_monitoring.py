@@ -17,6 +17,7 @@ from radpilot.engine.jobs_models import Job
 from radpilot.validation.monitoring import drift, measurement_outputs, monitoring_report, population_stability_index
 from radpilot.validation.store import ValidationStore
 from radpilot.web.monitoring_api import router
+from tests.fixtures.auth import as_principal
 from tests.unit.test_validation_gate import fake_result
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -129,6 +130,7 @@ def test_monitoring_api(store: ValidationStore) -> None:
     app = FastAPI()
     app.state.archive = SimpleNamespace(engine=store.engine)
     app.include_router(router)
+    as_principal(app, "researcher")
     with Session(store.engine) as session, session.begin():
         add_job(session, 1, state="done", day=0, result=lung_result(5000.0, 2.0), now=datetime.now(UTC))
     with TestClient(app) as client:
@@ -140,5 +142,6 @@ def test_monitoring_api(store: ValidationStore) -> None:
         assert client.get("/api/monitoring", params={"days": 0}).status_code == 422
     bare = FastAPI()
     bare.include_router(router)
+    as_principal(bare)
     with TestClient(bare) as client:
         assert client.get("/api/monitoring").status_code == 503
