@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = "INFO"
+    deid_key_file: Path | None = Field(
+        default=None, description="Fernet key file for de-identification pseudonyms and the mapping; else env RADPILOT_DEID_KEY"
+    )
+    deid_mapping_file: Path | None = Field(
+        default=None, description="Encrypted re-identification mapping; default data_dir/deid-mapping.fernet (never inside an output)"
+    )
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
 
@@ -116,6 +122,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def resolved_deid_mapping_file(self) -> Path:
+        return self.deid_mapping_file or self.data_dir / "deid-mapping.fernet"
 
     @property
     def storage_dir(self) -> Path:
