@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = "INFO"
+    audit_source_id: str = Field(default="RADPILOT", description="AuditSourceID in DICOM audit messages")
+    audit_syslog_host: str | None = Field(default=None, description="Syslog collector (TLS, RFC 5425) the audit trail is forwarded to")
+    audit_syslog_port: int = Field(default=6514, ge=1, le=65535)
+    audit_syslog_ca_file: Path | None = Field(default=None, description="CA certificate that signed the collector's certificate")
+    audit_syslog_cert_file: Path | None = Field(default=None, description="Our client certificate for the collector (optional)")
+    audit_syslog_key_file: Path | None = Field(default=None, description="Key of that client certificate")
     deid_key_file: Path | None = Field(
         default=None, description="Fernet key file for de-identification pseudonyms and the mapping; else env RADPILOT_DEID_KEY"
     )

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from radpilot.cli import audit as audit_commands
 from radpilot.cli import deid as deid_commands
 from radpilot.cli import engine as engine_commands
 from radpilot.cli import validation as validation_commands
@@ -452,6 +453,7 @@ app.command("route")(engine_commands.route)
 app.command("jobs")(engine_commands.jobs)
 app.command("analyses")(engine_commands.analyses)
 app.command("rules")(engine_commands.rules)
+app.add_typer(audit_commands.audit_app, name="audit")
 app.command("deid")(deid_commands.deid)
 app.command("deid-keygen")(deid_commands.deid_keygen)
 app.add_typer(validation_commands.datasets_app, name="datasets")
