@@ -45,7 +45,10 @@ class SyslogTlsForwarder:
         with socket.create_connection((self.host, self.port), timeout=self.timeout_s) as raw:
             with self.context().wrap_socket(raw, server_hostname=self.host) as tls:
                 tls.sendall(b"".join(str(len(m)).encode("ascii") + b" " + m for m in messages))
-                tls.shutdown(socket.SHUT_RDWR)
+                try:
+                    tls.unwrap()  # close_notify: the collector sees a clean end, not a truncated stream
+                except (ssl.SSLError, OSError):
+                    pass  # the collector closed without answering close_notify; what was sent is sent
 
 
 def forward_pending(engine: Engine, forwarder: SyslogTlsForwarder, audit_source_id: str, batch: int = 500) -> int:
