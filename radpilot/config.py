@@ -91,6 +91,17 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = "INFO"
+    dicom_tls_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Second DIMSE port, TLS only (BCP 195); needs tls_cert_file"
+    )
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain) for DICOM TLS and HTTPS")
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of tls_cert_file (passphrase: RADPILOT_TLS_KEY_PASSWORD or a file)"
+    )
+    tls_key_password_file: Path | None = Field(default=None, description="File holding the key's passphrase")
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle that client certificates must chain to")
+    tls_require_client_cert: bool = Field(default=False, description="Mutual TLS: refuse peers without a certificate signed by tls_ca_file")
+    https: bool = Field(default=True, description="Serve the web over HTTPS when tls_cert_file is set")
     audit_source_id: str = Field(default="RADPILOT", description="AuditSourceID in DICOM audit messages")
     audit_syslog_host: str | None = Field(default=None, description="Syslog collector (TLS, RFC 5425) the audit trail is forwarded to")
     audit_syslog_port: int = Field(default=6514, ge=1, le=65535)
@@ -109,6 +120,8 @@ class Settings(BaseSettings):
     def model_post_init(self, __context: Any) -> None:
         if self.nodes_file is not None:
             self._load_nodes_file(self.nodes_file)
+        if self.dicom_tls_port is not None and self.tls_cert_file is None:
+            raise ValueError("dicom_tls_port needs tls_cert_file (and tls_key_file): a TLS port without a certificate cannot accept anyone")
 
     def _load_nodes_file(self, path: Path) -> None:
         if not path.is_file():

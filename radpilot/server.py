@@ -12,6 +12,7 @@ from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.engine.service import Engine
 from radpilot.pacs.dimse import DimseService
+from radpilot.security.tls import TlsFiles
 from radpilot.web.app import create_app
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class RadPilotServer:
         self.dimse = DimseService(settings, self.archive)
         self.app = create_app(settings, self.archive)
         self.app.state.engine = self.engine
+        tls = TlsFiles.from_settings(settings) if settings.https else None
+        context = tls.server_context() if tls is not None else None  # a bad certificate stops the start, naming the file
         config = uvicorn.Config(
             self.app,
             host=settings.bind_address,
@@ -40,7 +43,15 @@ class RadPilotServer:
             log_level=settings.log_level.lower(),
             log_config=None,
             access_log=False,
+            ssl_certfile=str(tls.cert_file) if tls is not None else None,
+            ssl_keyfile=str(tls.key_file) if tls is not None else None,
+            ssl_keyfile_password=tls.key_password() if tls is not None else None,
         )
+        if context is not None:
+            # uvicorn builds its own context from the files; replace it with the BCP 195 one (TLS 1.2+, AEAD suites).
+            config.load()
+            config.ssl = context
+        self.scheme = "https" if context is not None else "http"
         self._http = uvicorn.Server(config)
         self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._http_thread: threading.Thread | None = None
@@ -69,7 +80,8 @@ class RadPilotServer:
             extra={
                 "ae_title": self.settings.ae_title,
                 "dicom": f"{self.settings.bind_address}:{self.dimse.port}",
-                "http": f"http://{self.settings.bind_address}:{self.http_port}",
+                "dicom_tls": f"{self.settings.bind_address}:{self.dimse.tls_port}" if self.dimse.tls_port is not None else None,
+                "http": f"{self.scheme}://{self.settings.bind_address}:{self.http_port}",
                 "data_dir": str(self.settings.data_dir),
             },
         )

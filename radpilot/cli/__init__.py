@@ -61,9 +61,26 @@ def serve(
     nodes_file: NodesFileOption = None,
     rules_file: Annotated[Path | None, typer.Option("--rules-file", help="Routing rules YAML [env RADPILOT_RULES_FILE]")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Embedded analysis worker processes [env RADPILOT_WORKERS]")] = None,
+    dicom_tls_port: Annotated[
+        int | None, typer.Option("--dicom-tls-port", help="Second DICOM port, TLS only (BCP 195) [env RADPILOT_DICOM_TLS_PORT]")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate for DICOM TLS and HTTPS [env RADPILOT_TLS_CERT_FILE]")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM key of that certificate [env RADPILOT_TLS_KEY_FILE]")] = None,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="CA bundle for client certificates [env RADPILOT_TLS_CA_FILE]")] = None,
+    tls_require_client_cert: Annotated[
+        bool | None,
+        typer.Option("--tls-require-client-cert/--no-tls-require-client-cert", help="Mutual TLS [env RADPILOT_TLS_REQUIRE_CLIENT_CERT]"),
+    ] = None,
 ) -> None:
     """Start the DICOM listener, the web server and the analysis engine (SQLite and a local data folder by default)."""
     settings = load_settings(
+        dicom_tls_port=dicom_tls_port,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        tls_ca_file=tls_ca,
+        tls_require_client_cert=tls_require_client_cert,
         rules_file=rules_file,
         workers=workers,
         data_dir=data_dir,

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from radpilot.archive.query import INDEXED_ATTRIBUTES, NON_MATCHING_KEYS, Query, QueryError, QueryLevel, vr_of
 from radpilot.dicom import status as dimse_status
 from radpilot.security import audit
+from radpilot.security.tls import TlsFiles
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -280,6 +282,7 @@ class DimseService:
         self.timeouts = timeouts or DimseTimeouts.from_settings(settings)
         self.ae = self._make_ae()
         self._server: ThreadedAssociationServer | None = None
+        self._tls_server: ThreadedAssociationServer | None = None
         self._records: dict[int, _AssociationRecord] = {}
         self._records_lock = threading.Lock()
         self._stored_lock = threading.Lock()
@@ -295,6 +298,13 @@ class DimseService:
         return self.settings.dicom_port
 
     @property
+    def tls_port(self) -> int | None:
+        """The DICOM TLS port (the actual one when ``settings.dicom_tls_port`` is 0), None without one."""
+        if self._tls_server is not None:
+            return int(self._tls_server.server_address[1])
+        return self.settings.dicom_tls_port
+
+    @property
     def is_running(self) -> bool:
         return self._server is not None
 
@@ -302,20 +312,40 @@ class DimseService:
         """Start listening; returns once connections are accepted."""
         if self._server is not None:
             return
-        address = (self.settings.bind_address, self.settings.dicom_port)
-        try:
-            server = self.ae.make_server(address, evt_handlers=self._handlers(), server_class=ThreadedAssociationServer)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen for DICOM on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
-        # As AE.start_server(block=False) does, but polling for shutdown every 50 ms instead of 500 ms.
-        self.ae._servers.append(server)  # noqa: SLF001 - server.shutdown() removes itself from this list
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="radpilot-dicom-listener", daemon=True)
-        thread.start()
-        self._server = server
+        tls = TlsFiles.from_settings(self.settings) if self.settings.dicom_tls_port is not None else None
+        context = tls.server_context() if tls is not None else None  # a bad certificate fails before anything listens
+        self._server = self._listen(self.settings.dicom_port, None)
+        if context is not None and self.settings.dicom_tls_port is not None:
+            try:
+                self._tls_server = self._listen(self.settings.dicom_tls_port, context)
+            except OSError:
+                self.stop()
+                raise
         logger.info(
             "DICOM listener started",
-            extra={"ae_title": self.settings.ae_title, "address": f"{address[0]}:{self.port}"},
+            extra={
+                "ae_title": self.settings.ae_title,
+                "address": f"{self.settings.bind_address}:{self.port}",
+                "tls_address": f"{self.settings.bind_address}:{self.tls_port}" if self._tls_server is not None else None,
+                "mutual_tls": bool(tls and tls.require_client_cert),
+            },
         )
+
+    def _listen(self, port: int, context: ssl.SSLContext | None) -> ThreadedAssociationServer:
+        address = (self.settings.bind_address, port)
+        kind = "DICOM TLS" if context is not None else "DICOM"
+        try:
+            server = self.ae.make_server(
+                address, evt_handlers=self._handlers(), server_class=ThreadedAssociationServer, ssl_context=context
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen for {kind} on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
+        # As AE.start_server(block=False) does, but polling for shutdown every 50 ms instead of 500 ms.
+        self.ae._servers.append(server)  # noqa: SLF001 - server.shutdown() removes itself from this list
+        name = "radpilot-dicom-tls-listener" if context is not None else "radpilot-dicom-listener"
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+        thread.start()
+        return server
 
     def stop(self) -> None:
         """Stop accepting associations, let those in progress finish, then return.
@@ -324,14 +354,18 @@ class DimseService:
         after ``timeouts.idle_grace``, are aborted; an instance is acknowledged only
         once it is stored, so nothing acknowledged is lost.
         """
-        server, self._server = self._server, None
-        if server is None:
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        self._server = self._tls_server = None
+        if not servers:
             return
-        server.shutdown()  # stops serve_forever and closes the listening socket
-        threads = getattr(server, "_threads", None)
-        for thread in list(threads) if isinstance(threads, list) else []:
-            thread.join(timeout=self.timeouts.connection)  # request threads that were handing over a connection
-        self._drain(server)
+        for server in servers:
+            server.shutdown()  # stops serve_forever and closes the listening socket
+        for server in servers:
+            threads = getattr(server, "_threads", None)
+            for thread in list(threads) if isinstance(threads, list) else []:
+                thread.join(timeout=self.timeouts.connection)  # request threads that were handing over a connection
+        for server in servers:
+            self._drain(server)
         logger.info("DICOM listener stopped", extra={"ae_title": self.settings.ae_title})
 
     def _drain(self, server: ThreadedAssociationServer) -> None:
