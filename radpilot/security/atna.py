@@ -24,6 +24,7 @@ EVENT_CODES: dict[str, tuple[str, str, str, tuple[str, str] | None]] = {
     "dicomweb.wado": ("110103", "DICOM Instances Accessed", "R", None),
     "viewer": ("110103", "DICOM Instances Accessed", "R", None),
     "web.page": ("110110", "Patient Record", "R", None),
+    "web.api": ("110110", "Patient Record", "R", None),
     "report": ("110110", "Patient Record", "R", None),
     "auth.login": ("110114", "User Authentication", "E", ("110122", "Login")),
     "auth.logout": ("110114", "User Authentication", "E", ("110123", "Logout")),

@@ -16,6 +16,7 @@ from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.web.api import make_api_router
+from radpilot.web.audit_middleware import AuditMiddleware
 from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
@@ -30,6 +31,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.settings = settings
     app.state.archive = archive
     app.state.ohif_dir = resolve_ohif_dir(settings)
+    app.add_middleware(AuditMiddleware, engine=archive.engine)
     app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
 
     @app.get("/api/health")
