@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     audit_source_id: str = Field(default="RADPILOT", description="AuditSourceID in DICOM audit messages")
     audit_syslog_host: str | None = Field(default=None, description="Syslog collector (TLS, RFC 5425) the audit trail is forwarded to")
     audit_syslog_port: int = Field(default=6514, ge=1, le=65535)
+    audit_forward_interval_s: float = Field(default=5.0, gt=0, description="How often 'radpilot serve' forwards new audit rows")
     audit_syslog_ca_file: Path | None = Field(default=None, description="CA certificate that signed the collector's certificate")
     audit_syslog_cert_file: Path | None = Field(default=None, description="Our client certificate for the collector (optional)")
     audit_syslog_key_file: Path | None = Field(default=None, description="Key of that client certificate")

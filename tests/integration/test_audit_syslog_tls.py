@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pynetdicom import build_context
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
@@ -128,3 +129,19 @@ def test_a_collector_with_an_untrusted_certificate_gets_nothing_and_nothing_is_m
     assert result.exit_code == 0, result.output
     assert '"forwarded": 1' in result.stdout
     wait_for(lambda: len(collector.lines()) == 1, 15.0, "the row in rsyslog's file")
+
+
+def test_serve_forwards_dimse_audit_rows_to_the_collector(radpilot_factory, collector: Collector, pki: Pki) -> None:  # noqa: ANN001
+    from pynetdicom import AE  # noqa: PLC0415
+
+    node = radpilot_factory(
+        audit_syslog_host="127.0.0.1",
+        audit_syslog_port=collector.port,
+        audit_syslog_ca_file=pki.ca_cert,
+        audit_forward_interval_s=0.2,
+    )
+    assoc = AE(ae_title="ECHOSCU").associate("127.0.0.1", node.dicom_port, contexts=[build_context("1.2.840.10008.1.1")])
+    assert assoc.is_established
+    assoc.release()
+    record(node.archive.engine, who="alice", action="auth.login", target="alice", source="127.0.0.1")
+    wait_for(lambda: any("110114" in line for line in collector.lines()), 15.0, "the login row forwarded by the running server")
