@@ -126,3 +126,69 @@ def deid_keygen(path: Annotated[Path, typer.Argument(help="Where to write the ne
         console.print(f"[red]{path} exists: a key is never overwritten (its mapping could not be read again)[/red]")
         raise typer.Exit(2) from None
     console.print(f"key written to {path}; keep it apart from the de-identified output")
+
+
+def research_export(
+    out: Annotated[Path, typer.Argument(help="Output folder for the de-identified studies and manifest.json")],
+    user: Annotated[str, typer.Option("--user", help="Who runs the export (audited)")],
+    role: Annotated[str, typer.Option("--role", help="researcher or administrator")],
+    patient_id: Annotated[str | None, typer.Option("--patient-id")] = None,
+    study_uid: Annotated[str | None, typer.Option("--study-uid", help="a UID, or * for every study")] = None,
+    study_date: Annotated[str | None, typer.Option("--study-date", help="YYYYMMDD or a range YYYYMMDD-YYYYMMDD")] = None,
+    modality: Annotated[str | None, typer.Option("--modality")] = None,
+    accession: Annotated[str | None, typer.Option("--accession")] = None,
+    retain_longitudinal_dates: Annotated[bool, typer.Option("--retain-longitudinal-dates")] = False,
+    clean_descriptors: Annotated[bool, typer.Option("--clean-descriptors")] = False,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Fernet key file [env RADPILOT_DEID_KEY_FILE]")] = None,
+    mapping_file: Annotated[Path | None, typer.Option("--mapping", help="Encrypted mapping [env RADPILOT_DEID_MAPPING_FILE]")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Archive folder [env RADPILOT_DATA_DIR]")] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL [env RADPILOT_DATABASE_URL]")] = None,
+) -> None:
+    """De-identify the studies a query selects, with RadPilot's results, into a folder with a manifest (researcher/administrator only)."""
+    from radpilot.archive import Archive
+    from radpilot.archive.query import QueryError
+    from radpilot.dicom.deid import DeidConfig, Deidentifier, DeidKey, MappingStore, Option
+    from radpilot.dicom.deid.mapping import DeidKeyError
+    from radpilot.pacs.research_export import research_export as run_export
+    from radpilot.security.principal import Principal, Role
+
+    overrides = {"deid_key_file": key_file, "deid_mapping_file": mapping_file, "data_dir": data_dir, "database_url": database_url}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    keys = {
+        k: v
+        for k, v in {
+            "PatientID": patient_id,
+            "StudyInstanceUID": study_uid,
+            "StudyDate": study_date,
+            "Modality": modality,
+            "AccessionNumber": accession,
+        }.items()
+        if v
+    }
+    options = {Option.RETAIN_LONGITUDINAL_MODIFIED_DATES: retain_longitudinal_dates, Option.CLEAN_DESCRIPTORS: clean_descriptors}
+    try:
+        principal = Principal(user, Role.parse(role))
+        key = DeidKey.from_settings(settings.deid_key_file)
+        deidentifier = Deidentifier(key, DeidConfig(options=frozenset(o for o, on in options.items() if on)))
+        store = MappingStore(settings.resolved_deid_mapping_file, key)
+        archive = Archive.from_settings(settings)
+    except (ValueError, DeidKeyError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        result = run_export(archive, principal, keys, out, deidentifier, store)
+    except PermissionError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except (ValueError, QueryError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        archive.close()
+    typer.echo(
+        json.dumps(
+            {"studies": len(result.studies), "instances": result.written, "refused": result.refused, "manifest": str(result.manifest)}
+        )
+    )
+    if result.refused:
+        raise typer.Exit(3)
