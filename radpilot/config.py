@@ -136,6 +136,29 @@ class Settings(BaseSettings):
     message_timeout_s: float = Field(default=30.0, gt=0, description="Connect and answer timeout for MLLP and FHIR deliveries (s)")
     report_delivery_max_attempts: int = Field(
         default=8, ge=1, description="Attempts of an HL7 or FHIR delivery before it is marked failed (retried with backoff)"
+    dicom_tls_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Second DIMSE port, TLS only (BCP 195); needs tls_cert_file"
+    )
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain) for DICOM TLS and HTTPS")
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of tls_cert_file (passphrase: RADPILOT_TLS_KEY_PASSWORD or a file)"
+    )
+    tls_key_password_file: Path | None = Field(default=None, description="File holding the key's passphrase")
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle that client certificates must chain to")
+    tls_require_client_cert: bool = Field(default=False, description="Mutual TLS: refuse peers without a certificate signed by tls_ca_file")
+    https: bool = Field(default=True, description="Serve the web over HTTPS when tls_cert_file is set")
+    audit_source_id: str = Field(default="RADPILOT", description="AuditSourceID in DICOM audit messages")
+    audit_syslog_host: str | None = Field(default=None, description="Syslog collector (TLS, RFC 5425) the audit trail is forwarded to")
+    audit_syslog_port: int = Field(default=6514, ge=1, le=65535)
+    audit_forward_interval_s: float = Field(default=5.0, gt=0, description="How often 'radpilot serve' forwards new audit rows")
+    audit_syslog_ca_file: Path | None = Field(default=None, description="CA certificate that signed the collector's certificate")
+    audit_syslog_cert_file: Path | None = Field(default=None, description="Our client certificate for the collector (optional)")
+    audit_syslog_key_file: Path | None = Field(default=None, description="Key of that client certificate")
+    deid_key_file: Path | None = Field(
+        default=None, description="Fernet key file for de-identification pseudonyms and the mapping; else env RADPILOT_DEID_KEY"
+    )
+    deid_mapping_file: Path | None = Field(
+        default=None, description="Encrypted re-identification mapping; default data_dir/deid-mapping.fernet (never inside an output)"
     )
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
@@ -143,6 +166,8 @@ class Settings(BaseSettings):
     def model_post_init(self, __context: Any) -> None:
         if self.nodes_file is not None:
             self._load_nodes_file(self.nodes_file)
+        if self.dicom_tls_port is not None and self.tls_cert_file is None:
+            raise ValueError("dicom_tls_port needs tls_cert_file (and tls_key_file): a TLS port without a certificate cannot accept anyone")
 
     def _load_nodes_file(self, path: Path) -> None:
         if not path.is_file():
@@ -162,6 +187,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def resolved_deid_mapping_file(self) -> Path:
+        return self.deid_mapping_file or self.data_dir / "deid-mapping.fernet"
 
     @property
     def storage_dir(self) -> Path:

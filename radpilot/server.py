@@ -12,9 +12,25 @@ from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.engine.service import Engine
 from radpilot.pacs.dimse import DimseService
+from radpilot.security.syslog_forward import SyslogTlsForwarder, forward_pending
+from radpilot.security.tls import TlsFiles
 from radpilot.web.app import create_app
 
 logger = logging.getLogger(__name__)
+
+
+def _syslog_forwarder(settings: Settings) -> SyslogTlsForwarder | None:
+    if not settings.audit_syslog_host:
+        return None
+    if settings.audit_syslog_ca_file is None:
+        raise ValueError("audit_syslog_host is set but audit_syslog_ca_file is not: the collector's certificate cannot be checked")
+    return SyslogTlsForwarder(
+        settings.audit_syslog_host,
+        settings.audit_syslog_port,
+        settings.audit_syslog_ca_file,
+        settings.audit_syslog_cert_file,
+        settings.audit_syslog_key_file,
+    )
 
 
 class RadPilotServer:
@@ -27,12 +43,15 @@ class RadPilotServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._forwarder = _syslog_forwarder(settings)  # a half-configured collector fails before anything opens
         self.archive = Archive.from_settings(settings)
         self.archive.recover(full_scan=self.archive.mark_open())
         self.engine = Engine(settings, self.archive)
         self.dimse = DimseService(settings, self.archive)
         self.app = create_app(settings, self.archive)
         self.app.state.engine = self.engine
+        tls = TlsFiles.from_settings(settings) if settings.https else None
+        context = tls.server_context() if tls is not None else None  # a bad certificate stops the start, naming the file
         config = uvicorn.Config(
             self.app,
             host=settings.bind_address,
@@ -40,11 +59,20 @@ class RadPilotServer:
             log_level=settings.log_level.lower(),
             log_config=None,
             access_log=False,
+            ssl_certfile=str(tls.cert_file) if tls is not None else None,
+            ssl_keyfile=str(tls.key_file) if tls is not None else None,
+            ssl_keyfile_password=tls.key_password() if tls is not None else None,
         )
+        if context is not None:
+            # uvicorn builds its own context from the files; replace it with the BCP 195 one (TLS 1.2+, AEAD suites).
+            config.load()
+            config.ssl = context
+        self.scheme = "https" if context is not None else "http"
         self._http = uvicorn.Server(config)
         self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._http_thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._forward_thread: threading.Thread | None = None
 
     @property
     def http_port(self) -> int:
@@ -64,15 +92,35 @@ class RadPilotServer:
                 self.engine.stop()
                 raise RuntimeError(f"the web server could not start on {self.settings.bind_address}:{self.settings.http_port}")
             self._stopped.wait(0.02)
+        if self._forwarder is not None:
+            self._forward_thread = threading.Thread(target=self._forward_audit, name="radpilot-audit-syslog", daemon=True)
+            self._forward_thread.start()
         logger.info(
             "RadPilot is running",
             extra={
                 "ae_title": self.settings.ae_title,
                 "dicom": f"{self.settings.bind_address}:{self.dimse.port}",
-                "http": f"http://{self.settings.bind_address}:{self.http_port}",
+                "dicom_tls": f"{self.settings.bind_address}:{self.dimse.tls_port}" if self.dimse.tls_port is not None else None,
+                "http": f"{self.scheme}://{self.settings.bind_address}:{self.http_port}",
                 "data_dir": str(self.settings.data_dir),
             },
         )
+
+    def _forward_audit(self) -> None:
+        while not self._stopped.wait(self.settings.audit_forward_interval_s):
+            self._forward_once()
+
+    def _forward_once(self) -> None:
+        if self._forwarder is None:
+            return
+        try:
+            forward_pending(self.archive.engine, self._forwarder, self.settings.audit_source_id)
+        except OSError as exc:
+            # Rows stay unforwarded and are sent on the next round: nothing is lost while the collector is down.
+            logger.warning(
+                "audit syslog collector not reached",
+                extra={"collector": f"{self._forwarder.host}:{self._forwarder.port}", "error": str(exc)},
+            )
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -84,6 +132,9 @@ class RadPilotServer:
         if self._http_thread is not None:
             self._http_thread.join(timeout=10)
         self.engine.stop()
+        if self._forward_thread is not None:
+            self._forward_thread.join(timeout=15)
+            self._forward_once()  # what the last requests recorded
         self.archive.mark_closed()
         self.archive.close()
         logger.info("stopped")

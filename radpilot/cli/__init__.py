@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from radpilot.cli import audit as audit_commands
+from radpilot.cli import deid as deid_commands
 from radpilot.cli import engine as engine_commands
 from radpilot.cli import report as report_commands
 from radpilot.cli import security as security_commands
@@ -61,9 +63,26 @@ def serve(
     nodes_file: NodesFileOption = None,
     rules_file: Annotated[Path | None, typer.Option("--rules-file", help="Routing rules YAML [env RADPILOT_RULES_FILE]")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Embedded analysis worker processes [env RADPILOT_WORKERS]")] = None,
+    dicom_tls_port: Annotated[
+        int | None, typer.Option("--dicom-tls-port", help="Second DICOM port, TLS only (BCP 195) [env RADPILOT_DICOM_TLS_PORT]")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate for DICOM TLS and HTTPS [env RADPILOT_TLS_CERT_FILE]")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM key of that certificate [env RADPILOT_TLS_KEY_FILE]")] = None,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="CA bundle for client certificates [env RADPILOT_TLS_CA_FILE]")] = None,
+    tls_require_client_cert: Annotated[
+        bool | None,
+        typer.Option("--tls-require-client-cert/--no-tls-require-client-cert", help="Mutual TLS [env RADPILOT_TLS_REQUIRE_CLIENT_CERT]"),
+    ] = None,
 ) -> None:
     """Start the DICOM listener, the web server and the analysis engine (SQLite and a local data folder by default)."""
     settings = load_settings(
+        dicom_tls_port=dicom_tls_port,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        tls_ca_file=tls_ca,
+        tls_require_client_cert=tls_require_client_cert,
         rules_file=rules_file,
         workers=workers,
         data_dir=data_dir,
@@ -470,6 +489,10 @@ app.command("route")(engine_commands.route)
 app.command("jobs")(engine_commands.jobs)
 app.command("analyses")(engine_commands.analyses)
 app.command("rules")(engine_commands.rules)
+app.add_typer(audit_commands.audit_app, name="audit")
+app.command("deid")(deid_commands.deid)
+app.command("deid-keygen")(deid_commands.deid_keygen)
+app.command("research-export")(deid_commands.research_export)
 app.add_typer(validation_commands.datasets_app, name="datasets")
 app.add_typer(validation_commands.validate_app, name="validate")
 app.add_typer(validation_commands.models_app, name="models")

@@ -23,6 +23,11 @@ has TCP_NODELAY set, and the maximum PDU we receive is unlimited.
 One log line (INFO) is written per association when it ends, with the calling
 AE title, host, port, number of instances stored and the duration.
 
+Every access is audited (``security.audit``) with the calling AE title and its
+address: one ``dimse.store`` row per study received on an association (when it ends,
+with the instances stored and refused), one ``dimse.find``, ``dimse.move`` or
+``dimse.get`` row per request, and ``dimse.associate.rejected`` for a refused peer.
+
 :meth:`DimseService.stop` stops accepting, lets associations in progress finish
 (an idle association is aborted after a short grace period; a C-STORE is only
 acknowledged after the instance is stored, so nothing acknowledged is lost)
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -69,6 +75,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from radpilot.archive.query import INDEXED_ATTRIBUTES, NON_MATCHING_KEYS, Query, QueryError, QueryLevel, vr_of
 from radpilot.dicom import status as dimse_status
+from radpilot.security import audit
+from radpilot.security.tls import TlsFiles
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -247,6 +255,11 @@ class _AssociationRecord:
     requests: int = 0
     busy: int = 0
     last_activity: float = field(default_factory=time.monotonic)
+    studies: dict[str, list[int]] = field(default_factory=dict)  # study UID -> [stored, refused]
+
+    @property
+    def source(self) -> str:
+        return f"{self.calling_ae}@{self.host}:{self.port}"
 
 
 class DimseService:
@@ -269,6 +282,7 @@ class DimseService:
         self.timeouts = timeouts or DimseTimeouts.from_settings(settings)
         self.ae = self._make_ae()
         self._server: ThreadedAssociationServer | None = None
+        self._tls_server: ThreadedAssociationServer | None = None
         self._records: dict[int, _AssociationRecord] = {}
         self._records_lock = threading.Lock()
         self._stored_lock = threading.Lock()
@@ -284,6 +298,13 @@ class DimseService:
         return self.settings.dicom_port
 
     @property
+    def tls_port(self) -> int | None:
+        """The DICOM TLS port (the actual one when ``settings.dicom_tls_port`` is 0), None without one."""
+        if self._tls_server is not None:
+            return int(self._tls_server.server_address[1])
+        return self.settings.dicom_tls_port
+
+    @property
     def is_running(self) -> bool:
         return self._server is not None
 
@@ -291,20 +312,40 @@ class DimseService:
         """Start listening; returns once connections are accepted."""
         if self._server is not None:
             return
-        address = (self.settings.bind_address, self.settings.dicom_port)
-        try:
-            server = self.ae.make_server(address, evt_handlers=self._handlers(), server_class=ThreadedAssociationServer)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen for DICOM on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
-        # As AE.start_server(block=False) does, but polling for shutdown every 50 ms instead of 500 ms.
-        self.ae._servers.append(server)  # noqa: SLF001 - server.shutdown() removes itself from this list
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="radpilot-dicom-listener", daemon=True)
-        thread.start()
-        self._server = server
+        tls = TlsFiles.from_settings(self.settings) if self.settings.dicom_tls_port is not None else None
+        context = tls.server_context() if tls is not None else None  # a bad certificate fails before anything listens
+        self._server = self._listen(self.settings.dicom_port, None)
+        if context is not None and self.settings.dicom_tls_port is not None:
+            try:
+                self._tls_server = self._listen(self.settings.dicom_tls_port, context)
+            except OSError:
+                self.stop()
+                raise
         logger.info(
             "DICOM listener started",
-            extra={"ae_title": self.settings.ae_title, "address": f"{address[0]}:{self.port}"},
+            extra={
+                "ae_title": self.settings.ae_title,
+                "address": f"{self.settings.bind_address}:{self.port}",
+                "tls_address": f"{self.settings.bind_address}:{self.tls_port}" if self._tls_server is not None else None,
+                "mutual_tls": bool(tls and tls.require_client_cert),
+            },
         )
+
+    def _listen(self, port: int, context: ssl.SSLContext | None) -> ThreadedAssociationServer:
+        address = (self.settings.bind_address, port)
+        kind = "DICOM TLS" if context is not None else "DICOM"
+        try:
+            server = self.ae.make_server(
+                address, evt_handlers=self._handlers(), server_class=ThreadedAssociationServer, ssl_context=context
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen for {kind} on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
+        # As AE.start_server(block=False) does, but polling for shutdown every 50 ms instead of 500 ms.
+        self.ae._servers.append(server)  # noqa: SLF001 - server.shutdown() removes itself from this list
+        name = "radpilot-dicom-tls-listener" if context is not None else "radpilot-dicom-listener"
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+        thread.start()
+        return server
 
     def stop(self) -> None:
         """Stop accepting associations, let those in progress finish, then return.
@@ -313,14 +354,18 @@ class DimseService:
         after ``timeouts.idle_grace``, are aborted; an instance is acknowledged only
         once it is stored, so nothing acknowledged is lost.
         """
-        server, self._server = self._server, None
-        if server is None:
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        self._server = self._tls_server = None
+        if not servers:
             return
-        server.shutdown()  # stops serve_forever and closes the listening socket
-        threads = getattr(server, "_threads", None)
-        for thread in list(threads) if isinstance(threads, list) else []:
-            thread.join(timeout=self.timeouts.connection)  # request threads that were handing over a connection
-        self._drain(server)
+        for server in servers:
+            server.shutdown()  # stops serve_forever and closes the listening socket
+        for server in servers:
+            threads = getattr(server, "_threads", None)
+            for thread in list(threads) if isinstance(threads, list) else []:
+                thread.join(timeout=self.timeouts.connection)  # request threads that were handing over a connection
+        for server in servers:
+            self._drain(server)
         logger.info("DICOM listener stopped", extra={"ae_title": self.settings.ae_title})
 
     def _drain(self, server: ThreadedAssociationServer) -> None:
@@ -411,6 +456,15 @@ class DimseService:
         )
         with self._records_lock:
             self._records.pop(id(event.assoc), None)
+        port = record.port if record is not None else 0
+        self._audit(
+            calling_ae or "unknown",
+            "dimse.associate.rejected",
+            calling_ae or "unknown",
+            f"{calling_ae}@{host}:{port}",
+            "refused",
+            reason="calling AE title not recognised",
+        )
         event.assoc.acse.send_reject(*REJECT_CALLING_AE)
         # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is sent
         # and the peer has closed, else the socket is closed under it and the peer sees an abort.
@@ -427,6 +481,15 @@ class DimseService:
             record = self._records.pop(id(event.assoc), None)
         if record is None or not record.calling_ae:
             return
+        for study, (stored, refused) in record.studies.items():
+            self._audit(
+                record.calling_ae,
+                "dimse.store",
+                study,
+                record.source,
+                "success" if refused == 0 else "failure",
+                details={"stored": stored, "refused": refused},
+            )
         logger.info(
             "association ended",
             extra={
@@ -439,6 +502,24 @@ class DimseService:
                 "duration_s": round(time.monotonic() - record.started, 3),
             },
         )
+
+    def _audit(
+        self, who: str, action: str, target: str, source: str, outcome: str, *, reason: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        # An audit row that cannot be written must not undo an answer already given: log it loudly.
+        try:
+            audit.record(
+                self.archive.engine,
+                who=who,
+                action=action,
+                target=target or "-",
+                source=source,
+                outcome=outcome,
+                reason=reason,
+                details=details,
+            )
+        except Exception:  # noqa: BLE001 - logged with the event it failed to record
+            logger.exception("audit record failed", extra={"action": action, "who": who, "target": target})
 
     def _log_fields(self, assoc: Association) -> dict[str, Any]:
         record = self._records.get(id(assoc))
@@ -484,6 +565,8 @@ class DimseService:
             logger.exception("C-STORE failed", extra={"calling_ae": record.calling_ae})
             record.refused += 1
             return status_dataset(dimse_status.OUT_OF_RESOURCES, f"storage error: {exc}")
+        counts = record.studies.setdefault(result.study_instance_uid or "unknown study", [0, 0])
+        counts[0 if result.outcome.accepted else 1] += 1
         if result.outcome.accepted:
             record.stored += 1
             with self._stored_lock:
@@ -500,23 +583,37 @@ class DimseService:
     def _on_find(self, event: Event) -> Iterator[tuple[Any, Dataset | None]]:
         record = self._begin(event)
         try:
-            yield from self._find(event)
+            yield from self._find(event, record)
         finally:
             self._end(record)
 
-    def _find(self, event: Event) -> Iterator[tuple[Any, Dataset | None]]:
+    def _find(self, event: Event, record: _AssociationRecord) -> Iterator[tuple[Any, Dataset | None]]:
         model = str(event.request.AffectedSOPClassUID)
         try:
             request = event.identifier
             query = find_query(request, FIND_MODELS[model])
             matches = self.archive.find(query)
         except QueryError as exc:
+            self._audit(record.calling_ae, "dimse.find", "query", record.source, "failure", reason=str(exc))
             yield status_dataset(dimse_status.IDENTIFIER_MISMATCH, str(exc)), None
             return
         except Exception as exc:  # noqa: BLE001 - a failure status, with the reason
             logger.exception("C-FIND failed")
+            self._audit(record.calling_ae, "dimse.find", "query", record.source, "error", reason=str(exc))
             yield status_dataset(dimse_status.UNABLE_TO_PROCESS, f"query failed: {exc}"), None
             return
+        self._audit(
+            record.calling_ae,
+            "dimse.find",
+            _query_target(request),
+            record.source,
+            "success",
+            details={
+                "level": query.level.value if hasattr(query.level, "value") else str(query.level),
+                "keys": _query_keys(request),
+                "matches": len(matches),
+            },
+        )
         for match in matches:
             if event.is_cancelled:
                 yield dimse_status.CANCEL, None
@@ -528,15 +625,16 @@ class DimseService:
     def _on_move(self, event: Event) -> Iterator[Any]:
         record = self._begin(event)
         try:
-            yield from self._move(event)
+            yield from self._move(event, record)
         finally:
             self._end(record)
 
-    def _move(self, event: Event) -> Iterator[Any]:
+    def _move(self, event: Event, record: _AssociationRecord) -> Iterator[Any]:
         destination_ae = str(event.move_destination or "").strip()
         destination = self._move_destination(destination_ae)
         if destination is None:
             logger.warning("C-MOVE to an unknown destination", extra={"move_destination": destination_ae})
+            self._audit(record.calling_ae, "dimse.move", destination_ae or "-", record.source, "refused", reason="move destination unknown")
             yield None, None  # pynetdicom answers 0xA801 Move destination unknown
             return
         try:
@@ -565,16 +663,17 @@ class DimseService:
         )
         yield len(matches)
         logger.info("C-MOVE", extra={"move_destination": destination_ae, "instances": len(matches)})
+        self._audit_retrieve(record, "dimse.move", matches, {"destination": destination_ae})
         yield from self._sub_operations(event, matches)
 
     def _on_get(self, event: Event) -> Iterator[Any]:
         record = self._begin(event)
         try:
-            yield from self._get(event)
+            yield from self._get(event, record)
         finally:
             self._end(record)
 
-    def _get(self, event: Event) -> Iterator[Any]:
+    def _get(self, event: Event, record: _AssociationRecord) -> Iterator[Any]:
         try:
             matches = self._retrieve_matches(event, GET_MODELS)
         except QueryError as exc:
@@ -583,7 +682,16 @@ class DimseService:
             return
         yield len(matches)
         logger.info("C-GET", extra={"instances": len(matches)})
+        self._audit_retrieve(record, "dimse.get", matches, {})
         yield from self._sub_operations(event, matches)
+
+    def _audit_retrieve(self, record: _AssociationRecord, action: str, matches: list[dict[str, Any]], details: dict[str, Any]) -> None:
+        studies: dict[str, int] = {}
+        for match in matches:
+            study = str(match.get("StudyInstanceUID") or "unknown study")
+            studies[study] = studies.get(study, 0) + 1
+        for study, count in (studies or {"-": 0}).items():
+            self._audit(record.calling_ae, action, study, record.source, "success", details={**details, "instances": count})
 
     def _move_destination(self, ae_title: str) -> RemoteNode | None:
         for node in self.settings.nodes:
@@ -623,6 +731,23 @@ class DimseService:
 
 
 # -- query translation -------------------------------------------------------------------
+
+
+def _query_keys(identifier: Dataset) -> dict[str, str]:
+    """The matching keys a query gave (non-empty values), for its audit row."""
+    keys: dict[str, str] = {}
+    for element in identifier:
+        if element.keyword and element.VR != "SQ" and element.value not in (None, "", b""):
+            keys[element.keyword] = str(element.value)[:128]
+    return keys
+
+
+def _query_target(identifier: Dataset) -> str:
+    for keyword in ("StudyInstanceUID", "PatientID", "AccessionNumber", "PatientName"):
+        value = identifier.get(keyword)
+        if value:
+            return str(value)[:255]
+    return "query"
 
 
 def _level_of(identifier: Dataset, allowed: frozenset[QueryLevel]) -> QueryLevel:

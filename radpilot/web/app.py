@@ -18,6 +18,7 @@ from radpilot.config import Settings
 from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.security.pseudonyms import Pseudonymizer, load_or_create_secret
 from radpilot.web.api import make_api_router
+from radpilot.web.audit_middleware import AuditMiddleware
 from radpilot.web.auth import AuthMiddleware, make_auth_router
 from radpilot.web.deidentify import ResearcherFilter
 from radpilot.web.engine_api import router as engine_router
@@ -39,6 +40,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.archive = archive
     app.state.ohif_dir = resolve_ohif_dir(settings)
     app.state.pseudonymizer = Pseudonymizer(load_or_create_secret(settings.pseudonym_secret_file or settings.data_dir / "pseudonym.key"))
+    app.add_middleware(AuditMiddleware, engine=archive.engine)
     app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
 
     @app.get("/api/health")
