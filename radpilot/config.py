@@ -136,6 +136,7 @@ class Settings(BaseSettings):
     message_timeout_s: float = Field(default=30.0, gt=0, description="Connect and answer timeout for MLLP and FHIR deliveries (s)")
     report_delivery_max_attempts: int = Field(
         default=8, ge=1, description="Attempts of an HL7 or FHIR delivery before it is marked failed (retried with backoff)"
+    )
     dicom_tls_port: int | None = Field(
         default=None, ge=0, le=65535, description="Second DIMSE port, TLS only (BCP 195); needs tls_cert_file"
     )
