@@ -90,6 +90,16 @@ class Settings(BaseSettings):
             "rename and index without waiting for the disk, and re-index after an unclean stop; none: no fsync"
         ),
     )
+    dictation_model_en: str = Field(
+        default="whisper-tiny.en", description="English dictation model (a manifest in radpilot/dictation/models)"
+    )
+    dictation_model_ko: str | None = Field(
+        default=None, description="Korean dictation model; none ships yet (Korean cannot be judged here)"
+    )
+    dictation_max_seconds: float = Field(default=300.0, gt=0, description="Longest dictation clip or stream accepted (s)")
+    dictation_threads: int = Field(default=2, ge=1, description="CPU threads of the speech recogniser")
+    dictation_beam_size: int = Field(default=5, ge=1, description="Beam width of the final (not the partial) recognition")
+    dictation_partial_interval_s: float = Field(default=0.5, gt=0, description="Streaming: new audio (s) before the next partial text")
     log_level: str = "INFO"
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))

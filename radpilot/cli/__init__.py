@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from radpilot.cli import dictation as dictation_commands
 from radpilot.cli import engine as engine_commands
 from radpilot.cli import validation as validation_commands
 from radpilot.config import Settings
@@ -451,6 +452,7 @@ app.command("route")(engine_commands.route)
 app.command("jobs")(engine_commands.jobs)
 app.command("analyses")(engine_commands.analyses)
 app.command("rules")(engine_commands.rules)
+app.command("dictate")(dictation_commands.dictate)
 app.add_typer(validation_commands.datasets_app, name="datasets")
 app.add_typer(validation_commands.validate_app, name="validate")
 app.add_typer(validation_commands.models_app, name="models")
