@@ -92,7 +92,7 @@ class ModelManifest:
         )
 
 
-_verified: dict[tuple[str, int, int], bool] = {}
+_verified: dict[tuple[str, int, int, str], bool] = {}
 _verified_lock = threading.Lock()
 
 
@@ -107,7 +107,7 @@ def resolve_model(manifest: ModelManifest) -> Path:
         if not path.is_file():
             raise ModelError(f"dictation model {manifest.name!r}: {path} is missing; reinstall {manifest.distribution}")
         stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        key = (str(path), stat.st_size, stat.st_mtime_ns, expected)
         with _verified_lock:
             if _verified.get(key):
                 continue

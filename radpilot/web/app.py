@@ -14,8 +14,10 @@ from fastapi import FastAPI
 from radpilot import __version__
 from radpilot.archive import Archive
 from radpilot.config import Settings
+from radpilot.dictation import Dictation
 from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.web.api import make_api_router
+from radpilot.web.dictation_api import router as dictation_router
 from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
@@ -30,6 +32,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.settings = settings
     app.state.archive = archive
     app.state.ohif_dir = resolve_ohif_dir(settings)
+    # The recogniser loads on first use (a few seconds, about 100 MB), not at start.
+    app.state.dictation = Dictation(settings)
     app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
 
     @app.get("/api/health")
@@ -39,6 +43,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
 
     app.include_router(engine_router)
     app.include_router(monitoring_router)
+    app.include_router(dictation_router)
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_pages_router(archive), prefix="/ui")

@@ -71,7 +71,9 @@ def test_near_miss_terms_are_corrected_but_inflections_and_common_words_are_not(
     vocabulary = vocabulary_for("chest_ct")
     assert vocabulary.correct("Mild atelectesis. Small plural effusion.") == "Mild atelectasis. Small pleural effusion."
     assert vocabulary.correct("Centri lobular emphysema.") == "Centrilobular emphysema."
-    assert vocabulary.correct("Multiple nodules and effusions. The lungs are clear.") == "Multiple nodules and effusions. The lungs are clear."
+    assert (
+        vocabulary.correct("Multiple nodules and effusions. The lungs are clear.") == "Multiple nodules and effusions. The lungs are clear."
+    )
 
 
 def test_prompt_holds_the_exam_terms_within_whispers_budget() -> None:
