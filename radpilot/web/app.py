@@ -17,6 +17,7 @@ from radpilot.config import Settings
 from radpilot.dictation import Dictation
 from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.web.api import make_api_router
+from radpilot.web.dictation_api import pad_router as dictation_pad_router
 from radpilot.web.dictation_api import router as dictation_router
 from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
@@ -44,6 +45,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(engine_router)
     app.include_router(monitoring_router)
     app.include_router(dictation_router)
+    app.include_router(dictation_pad_router)
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_pages_router(archive), prefix="/ui")

@@ -21,14 +21,35 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 
 from radpilot.dictation import AudioError, Dictation, LexiconError, ModelError, pcm16_to_float
 from radpilot.dictation.audio import SAMPLE_RATE
+from radpilot.dictation.lexicon import load_lexicon
+from radpilot.html import template_environment
 from radpilot.security.principal import Principal, Role, RoleRefused
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/dictation", tags=["dictation"])
+pad_router = APIRouter(include_in_schema=False)
+TEMPLATES = template_environment("radpilot.web")
+PAD_SECTIONS = (
+    ("indication", "Indication"),
+    ("technique", "Technique"),
+    ("comparison", "Comparison"),
+    ("findings", "Findings"),
+    ("impression", "Impression"),
+    ("recommendation", "Recommendation"),
+)
+# As the study list's, plus the microphone for this origin and WebSocket to it.
+PAD_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'self'",
+    "Permissions-Policy": "microphone=(self)",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 # Partials re-decode at most this much recent audio, so their cost stays flat however long one speaks.
 PARTIAL_WINDOW_S = 15.0
@@ -194,3 +215,16 @@ def _text_command(text: str) -> str:
         return text.strip().lower() if text.strip().lower() in {"end", "cancel"} else ""
     value = data.get("type") if isinstance(data, dict) else None
     return value if value in {"end", "cancel"} else ""
+
+
+@pad_router.get("/ui/dictation", response_class=HTMLResponse)
+def dictation_pad(exam: str = "chest_ct") -> HTMLResponse:
+    """A push-to-talk dictation pad with the report's sections: the microphone client the report editor reuses."""
+    lexicon = load_lexicon()
+    exams = sorted(e for e in lexicon if e != "common")
+    selected = exam if exam in exams else "chest_ct"
+    normal = next(iter(lexicon[selected].normal), "chest")
+    html = TEMPLATES.get_template("dictation_pad.html").render(
+        exams=exams, selected_exam=selected, sections=PAD_SECTIONS, example_normal=normal
+    )
+    return HTMLResponse(html, headers=PAD_HEADERS)
