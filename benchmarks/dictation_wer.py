@@ -20,7 +20,7 @@ espeak-ng speech is far cleaner and more monotonous than a radiologist's: this r
 configurations; it does not predict the error rate on real speech. The machine's two cores are
 shared, so the JSON records the load average next to the times.
 
-Usage: ``.venv/bin/python benchmarks/dictation_wer.py [--limit N] [--stream-clips N]``.
+Usage: ``.venv/bin/python benchmarks/dictation_wer.py [--sample N] [--stream-clips N]``.
 Writes benchmarks/results/dictation_wer.json.
 """
 
@@ -153,7 +153,7 @@ def streaming_latency(clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=0, help="use only the first N sentences (0: all)")
+    parser.add_argument("--sample", type=int, default=0, help="use N sentences spread evenly over the list (0: all)")
     parser.add_argument("--stream-clips", type=int, default=6, help="clips sent over the WebSocket for the latency figure")
     args = parser.parse_args()
 
@@ -165,8 +165,9 @@ def main() -> None:
     from radpilot.dictation.formatting import format_english
 
     sentences = load_sentences()
-    if args.limit:
-        sentences = sentences[: args.limit]
+    if args.sample and args.sample < len(sentences):
+        step = len(sentences) / args.sample
+        sentences = [sentences[int(i * step)] for i in range(args.sample)]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         clips = synthesise(sentences, Path(tmp))
