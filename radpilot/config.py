@@ -125,6 +125,16 @@ class Settings(BaseSettings):
     login_max_failures_per_client: int = Field(
         default=50, ge=1, description="Wrong sign-ins from one address in login_window_s before that address is refused"
     )
+    dictation_model_en: str = Field(
+        default="whisper-tiny.en", description="English dictation model (a manifest in radpilot/dictation/models)"
+    )
+    dictation_model_ko: str | None = Field(
+        default=None, description="Korean dictation model; none ships yet (Korean cannot be judged here)"
+    )
+    dictation_max_seconds: float = Field(default=300.0, gt=0, description="Longest dictation clip or stream accepted (s)")
+    dictation_threads: int = Field(default=2, ge=1, description="CPU threads of the speech recogniser")
+    dictation_beam_size: int = Field(default=5, ge=1, description="Beam width of the final (not the partial) recognition")
+    dictation_partial_interval_s: float = Field(default=0.5, gt=0, description="Streaming: new audio (s) before the next partial text")
     log_level: str = "INFO"
     report_templates_dir: Path | None = Field(
         default=None, description="Folder of report template YAML files overriding the shipped ones of the same name"

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from radpilot.cli import audit as audit_commands
 from radpilot.cli import deid as deid_commands
+from radpilot.cli import dictation as dictation_commands
 from radpilot.cli import engine as engine_commands
 from radpilot.cli import report as report_commands
 from radpilot.cli import security as security_commands
@@ -493,6 +494,7 @@ app.add_typer(audit_commands.audit_app, name="audit")
 app.command("deid")(deid_commands.deid)
 app.command("deid-keygen")(deid_commands.deid_keygen)
 app.command("research-export")(deid_commands.research_export)
+app.command("dictate")(dictation_commands.dictate)
 app.add_typer(validation_commands.datasets_app, name="datasets")
 app.add_typer(validation_commands.validate_app, name="validate")
 app.add_typer(validation_commands.models_app, name="models")

@@ -15,12 +15,15 @@ from fastapi import FastAPI
 from radpilot import __version__
 from radpilot.archive import Archive
 from radpilot.config import Settings
+from radpilot.dictation import Dictation
 from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.security.pseudonyms import Pseudonymizer, load_or_create_secret
 from radpilot.web.api import make_api_router
 from radpilot.web.audit_middleware import AuditMiddleware
 from radpilot.web.auth import AuthMiddleware, make_auth_router
 from radpilot.web.deidentify import ResearcherFilter
+from radpilot.web.dictation_api import pad_router as dictation_pad_router
+from radpilot.web.dictation_api import router as dictation_router
 from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
@@ -41,6 +44,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.ohif_dir = resolve_ohif_dir(settings)
     app.state.pseudonymizer = Pseudonymizer(load_or_create_secret(settings.pseudonym_secret_file or settings.data_dir / "pseudonym.key"))
     app.add_middleware(AuditMiddleware, engine=archive.engine)
+    # The recogniser loads on first use (a few seconds, about 100 MB), not at start.
+    app.state.dictation = Dictation(settings)
     app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
 
     @app.get("/api/health")
@@ -52,6 +57,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(monitoring_router)
     app.include_router(review_router)
     app.include_router(make_reports_router())
+    app.include_router(dictation_router)
+    app.include_router(dictation_pad_router)
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_auth_router(archive.engine, settings), prefix="/ui")

@@ -1,0 +1,161 @@
+"""Dictation end to end: audio -> recogniser (with the exam's prompt) -> voice commands cut out ->
+near-miss terms corrected -> report form. One :class:`Dictation` per process loads each model once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radpilot.config import Settings
+from radpilot.dictation.audio import SAMPLE_RATE, AudioError, check_audio, decode_audio
+from radpilot.dictation.backend import ModelError, RawTranscript, SpeechBackend, Word, load_backend
+from radpilot.dictation.commands import CommandKind, TextPiece, VoiceCommand, split_commands
+from radpilot.dictation.formatting import format_report_text
+from radpilot.dictation.lexicon import ExamVocabulary, vocabulary_for
+
+logger = logging.getLogger(__name__)
+
+LANGUAGES = ("en", "ko")
+
+
+@dataclass
+class DictationResult:
+    """Report text, the commands spoken, and the recogniser's timed words (as heard, before formatting)."""
+
+    text: str
+    pieces: list[dict[str, Any]]
+    words: list[Word]
+    raw_text: str
+    language: str
+    exam: str | None
+    duration_s: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def commands(self) -> list[dict[str, Any]]:
+        return [p for p in self.pieces if p["type"] == "command"]
+
+    def as_dict(self, **extra: Any) -> dict[str, Any]:
+        return {
+            **extra,
+            "text": self.text,
+            "words": [w.as_dict() for w in self.words],
+            "commands": self.commands,
+            "pieces": self.pieces,
+            "raw_text": self.raw_text,
+            "language": self.language,
+            "exam": self.exam,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def report_form(raw_text: str, *, language: str, vocabulary: ExamVocabulary, correct: bool = True) -> tuple[str, list[dict[str, Any]]]:
+    """(report text, pieces) of a transcript: commands cut out, terms corrected, numbers, units and punctuation formatted."""
+    pieces: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for piece in split_commands(raw_text, language):
+        if isinstance(piece, TextPiece):
+            text = vocabulary.correct(piece.text) if correct and language == "en" else piece.text
+            formatted = format_report_text(text, language)
+            if formatted.strip():
+                pieces.append({"type": "text", "text": formatted})
+                texts.append(formatted)
+        else:
+            pieces.append(_command_dict(piece, vocabulary))
+    text = ""
+    for part in texts:
+        text += part if not text or text.endswith("\n") else " " + part
+    return text, pieces
+
+
+def _command_dict(command: VoiceCommand, vocabulary: ExamVocabulary) -> dict[str, Any]:
+    entry: dict[str, Any] = command.as_dict()
+    if command.kind is CommandKind.INSERT_NORMAL and vocabulary.normal:
+        # The phrase itself travels with the command, so the editor needs no copy of the lexicon.
+        name = command.argument if command.argument in vocabulary.normal else next(iter(vocabulary.normal))
+        entry["argument"], entry["text"] = name, vocabulary.normal[name]
+    return entry
+
+
+class Dictation:
+    """The dictation service of one process: models load lazily, once, and are shared by threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._backends: dict[str, SpeechBackend] = {}
+        self._lock = threading.Lock()
+
+    def model_for(self, language: str) -> str:
+        if language not in LANGUAGES:
+            raise ValueError(f"unsupported dictation language {language!r}: expected one of {', '.join(LANGUAGES)}")
+        model = self.settings.dictation_model_en if language == "en" else self.settings.dictation_model_ko
+        if not model:
+            raise ModelError(
+                f"no dictation model is configured for {language!r}: set RADPILOT_DICTATION_MODEL_{language.upper()} to an installed model's manifest"
+            )
+        return model
+
+    def backend(self, language: str) -> SpeechBackend:
+        model = self.model_for(language)
+        with self._lock:
+            if model not in self._backends:
+                self._backends[model] = load_backend(
+                    model, threads=self.settings.dictation_threads, beam_size=self.settings.dictation_beam_size
+                )
+            return self._backends[model]
+
+    def check_request(self, language: str, exam: str | None) -> ExamVocabulary:
+        """The exam's vocabulary; ValueError/LexiconError/ModelError naming a bad language, exam or missing model."""
+        vocabulary = vocabulary_for(exam)
+        self.model_for(language)
+        return vocabulary
+
+    def transcribe(self, audio: np.ndarray, *, language: str = "en", exam: str | None = None, name: str = "the audio") -> DictationResult:
+        """The final dictation of a 16 kHz mono clip; AudioError when it holds no recognisable speech."""
+        vocabulary = self.check_request(language, exam)
+        check_audio(audio, name=name, max_seconds=self.settings.dictation_max_seconds)
+        started = time.perf_counter()
+        raw = self.backend(language).transcribe(audio, language=language, prompt=vocabulary.prompt() if language == "en" else None)
+        if not raw.text.strip():
+            raise AudioError(f"no speech was recognised in {name}")
+        result = self._result(raw, language, exam, vocabulary)
+        result.seconds["recognise"] = time.perf_counter() - started
+        logger.info(
+            "dictation transcribed",
+            extra={
+                "language": language,
+                "exam": exam,
+                "audio_s": round(raw.duration_s, 2),
+                "seconds": round(result.seconds["recognise"], 2),
+            },
+        )
+        return result
+
+    def partial(self, audio: np.ndarray, *, language: str = "en", exam: str | None = None) -> str:
+        """Quick text of the audio so far (greedy, no word timings), for the streaming endpoint; "" if nothing heard yet."""
+        vocabulary = vocabulary_for(exam)
+        if audio.size < SAMPLE_RATE // 4:
+            return ""
+        raw = self.backend(language).transcribe(
+            audio, language=language, prompt=vocabulary.prompt() if language == "en" else None, fast=True
+        )
+        return report_form(raw.text, language=language, vocabulary=vocabulary)[0] if raw.text.strip() else ""
+
+    def transcribe_file(self, path: Path, *, language: str = "en", exam: str | None = None) -> DictationResult:
+        audio = decode_audio(path, max_seconds=self.settings.dictation_max_seconds)
+        return self.transcribe(audio, language=language, exam=exam, name=str(path))
+
+    def transcribe_bytes(self, data: bytes, *, language: str = "en", exam: str | None = None) -> DictationResult:
+        audio = decode_audio(data, max_seconds=self.settings.dictation_max_seconds)
+        return self.transcribe(audio, language=language, exam=exam)
+
+    @staticmethod
+    def _result(raw: RawTranscript, language: str, exam: str | None, vocabulary: ExamVocabulary) -> DictationResult:
+        text, pieces = report_form(raw.text, language=language, vocabulary=vocabulary)
+        return DictationResult(text, pieces, list(raw.words), raw.text, language, exam, raw.duration_s)

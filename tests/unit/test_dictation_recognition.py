@@ -1,0 +1,111 @@
+"""Dictation through the real recogniser on real espeak-ng speech: formatted numbers and units, commands, bad audio."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from radpilot.config import Settings
+from radpilot.dictation import AudioError, Dictation, ModelError, decode_audio
+from radpilot.dictation.backend import ModelManifest, resolve_model
+from tests.dictation_support import require_espeak, shared_dictation, silence_wav, speak
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_a_sentence_with_a_number_and_a_unit_comes_out_formatted(tmp_path: Path) -> None:
+    clip = speak("There is a seven millimeter nodule in the right upper lobe.", tmp_path / "nodule.wav")
+    result = shared_dictation().transcribe_file(clip, exam="chest_ct")
+    assert "7 mm nodule" in result.text
+    assert "right upper lobe" in result.text.lower()
+    assert result.words and all(0 <= w.start <= w.end <= result.duration_s + 0.5 and 0 <= w.confidence <= 1 for w in result.words)
+
+
+def test_spoken_go_to_impression_becomes_a_section_command(tmp_path: Path) -> None:
+    clip = speak("Go to impression. No acute abnormality.", tmp_path / "command.wav")
+    result = shared_dictation().transcribe_file(clip, exam="chest_ct")
+    assert result.commands[0]["command"] == "go_to_section"
+    assert result.commands[0]["argument"] == "impression"
+    assert "impression" not in result.text.lower()
+    assert "acute" in result.text.lower()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4, "not audio RadPilot can decode"),
+        (b"%PDF-1.7 this is a document, not a recording" * 50, "not audio RadPilot can decode"),
+    ],
+)
+def test_empty_corrupt_and_wrongly_formatted_audio_is_refused_by_name(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "clip.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioError, match=message):
+        decode_audio(path, max_seconds=60)
+
+
+def test_silent_and_over_long_audio_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="is silent"):
+        decode_audio(silence_wav(tmp_path / "silent.wav", 2.0), max_seconds=60)
+    clip = speak("The lungs are clear.", tmp_path / "long.wav")
+    with pytest.raises(AudioError, match="limit of 1 s|limit is 1 s"):
+        decode_audio(clip, max_seconds=1)
+
+
+def test_other_formats_decode_to_the_same_audio(tmp_path: Path) -> None:
+    av = pytest.importorskip("av")
+    wav = speak("Small pleural effusion.", tmp_path / "clip.wav")
+    reference = decode_audio(wav, max_seconds=60)
+    for extension, codec in (("flac", "flac"), ("webm", "libopus"), ("mp3", "libmp3lame")):
+        target = tmp_path / f"clip.{extension}"
+        with av.open(str(wav)) as source, av.open(str(target), "w") as sink:
+            stream = sink.add_stream(codec, rate=48000 if codec == "libopus" else 22050)
+            resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=stream.rate)
+            for frame in source.decode(audio=0):
+                for out in resampler.resample(frame):
+                    for packet in stream.encode(out):
+                        sink.mux(packet)
+            for packet in stream.encode(None):
+                sink.mux(packet)
+        decoded = decode_audio(target, max_seconds=60)
+        assert abs(decoded.size - reference.size) < 0.1 * 16000, extension
+
+
+def test_a_model_file_that_does_not_match_its_manifest_is_refused() -> None:
+    manifest = ModelManifest.load("whisper-tiny.en")
+    resolve_model(manifest)
+    tampered = replace(manifest, files={**manifest.files, "config.json": "0" * 64})
+    with pytest.raises(ModelError, match="config.json has sha256 .* refusing to load"):
+        resolve_model(tampered)
+    with pytest.raises(ModelError, match="not installed: pip install no-such-model-package"):
+        resolve_model(replace(manifest, package="no_such_model_package", distribution="no-such-model-package"))
+
+
+def test_korean_without_a_korean_model_says_what_to_configure() -> None:
+    with pytest.raises(ModelError, match="RADPILOT_DICTATION_MODEL_KO"):
+        Dictation(Settings()).check_request("ko", None)
+    with pytest.raises(ValueError, match="unsupported dictation language 'fr'"):
+        Dictation(Settings()).check_request("fr", None)
+
+
+def test_cli_json_lists_file_text_and_timed_words_and_names_bad_files(tmp_path: Path) -> None:
+    require_espeak()
+    from typer.testing import CliRunner
+
+    from radpilot.cli import app
+
+    good = speak("Liver volume one thousand five hundred milliliters.", tmp_path / "liver.wav")
+    bad = tmp_path / "broken.flac"
+    bad.write_bytes(b"fLaC" + b"\x00" * 100)
+    result = CliRunner().invoke(app, ["dictate", str(good), str(bad), "--exam", "abdomen_ct", "--json"])
+    assert result.exit_code == 1, result.output
+    start = result.stdout.index("[")
+    entries = json.loads(result.stdout[start:])
+    assert [e["file"] for e in entries] == [str(good), str(bad)]
+    assert "1500 mL" in entries[0]["text"]
+    assert set(entries[0]["words"][0]) == {"word", "start", "end", "confidence"}
+    assert "not audio RadPilot can decode" in entries[1]["error"]
