@@ -24,7 +24,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -128,6 +128,14 @@ def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> JS
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def _same_origin(headers: Headers) -> bool:
+    """Whether a browser's Origin header names the host the request was sent to (absent Origin: not a browser page)."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
+
+
 class AuthMiddleware:
     """Pure ASGI middleware: streamed responses (WADO-RS, OHIF's files) pass through untouched."""
 
@@ -137,6 +145,9 @@ class AuthMiddleware:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -184,6 +195,31 @@ class AuthMiddleware:
                 receive = await self._check_csrf(scope, receive, send, headers, session_info)
                 if receive is None:
                     return
+        await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket (dictation streaming) needs a token or a session like any request.
+
+        A browser sends the session cookie with a WebSocket from any page, and a WebSocket has no
+        CSRF token: a cookie-authenticated one must come from a page of this origin (Origin header).
+        Refused ones are closed before they are accepted (policy violation, 1008).
+        """
+        headers = Headers(scope=scope)
+        authorization = headers.get("authorization", "")
+        principal: Principal | None = None
+        if authorization:
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                principal = await anyio.to_thread.run_sync(principal_for_token, self.engine, credential.strip())
+        else:
+            cookie = _cookie(headers, SESSION_COOKIE)
+            session_info = await anyio.to_thread.run_sync(lookup_session, self.engine, self.settings, cookie) if cookie else None
+            if session_info is not None and not session_info.must_change_password and _same_origin(headers):
+                principal = session_info.principal
+        if principal is None:
+            await send({"type": "websocket.close", "code": 1008, "reason": "sign in, or send 'Authorization: Bearer TOKEN'"})
+            return
+        scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, method: str, path: str, headers: Headers) -> None:

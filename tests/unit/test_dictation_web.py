@@ -7,14 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import Request
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from radpilot.archive import Archive
 from radpilot.config import Settings
-from radpilot.security.principal import Principal, Role
+from radpilot.security.principal import Role
 from radpilot.web.app import create_app
 from tests.dictation_support import shared_dictation, silence_wav, speak, speak_pcm16
+from tests.fixtures.auth import authenticate
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -25,6 +26,7 @@ def app_and_client(tmp_path: Path) -> Iterator[tuple[object, TestClient]]:
     app = create_app(Settings(data_dir=tmp_path / "data", ohif_dir=tmp_path / "no-ohif"), archive)
     app.state.dictation = shared_dictation()  # one model load for the test run
     with TestClient(app) as client:
+        authenticate(client, archive.engine, Role.RADIOLOGIST)
         yield app, client
     archive.close()
 
@@ -62,18 +64,18 @@ def test_silent_clip_is_refused(app_and_client, tmp_path: Path) -> None:
     assert response.status_code == 422 and "silent" in response.json()["detail"]
 
 
-def test_only_radiologists_dictate_when_a_principal_is_set(tmp_path: Path) -> None:
+def test_only_signed_in_radiologists_dictate_over_http_and_websocket(tmp_path: Path) -> None:
     archive = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'index.db'}", durability="none")
     app = create_app(Settings(data_dir=tmp_path / "data", ohif_dir=tmp_path / "no-ohif"), archive)
 
-    @app.middleware("http")
-    async def as_technologist(request: Request, call_next):  # noqa: ANN001, ANN202 - what authentication will do
-        request.state.principal = Principal("tech1", Role.TECHNOLOGIST)
-        return await call_next(request)
-
-    with TestClient(app) as technologist_client:
-        response = technologist_client.post("/api/dictation", content=b"x")
+    with TestClient(app) as client:
+        anonymous = client.post("/api/dictation", content=b"x")
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/api/dictation/stream") as socket:
+            socket.receive_json()
+        authenticate(client, archive.engine, Role.TECHNOLOGIST)
+        response = client.post("/api/dictation", content=b"x")
     archive.close()
+    assert anonymous.status_code == 401 and refused.value.code == 1008
     assert response.status_code == 403 and "radiologist" in response.json()["detail"]
 
 
