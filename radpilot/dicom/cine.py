@@ -166,7 +166,9 @@ def _check_same_grid(frames: list[_CineFrame]) -> tuple[np.ndarray, np.ndarray, 
                 f"{first.source} {np.round(first.orientation, 4).tolist()}: the cine mixes planes"  # type: ignore[arg-type]
             )
         if np.max(np.abs(np.subtract(f.frame.pixel_spacing, first.pixel_spacing))) > 1e-3:
-            raise ValueError(f"inconsistent geometry: pixel spacing {f.frame.pixel_spacing} of {f.frame.source} differs from {first.pixel_spacing}")
+            raise ValueError(
+                f"inconsistent geometry: pixel spacing {f.frame.pixel_spacing} of {f.frame.source} differs from {first.pixel_spacing}"
+            )
     row_dir = _unit(first.orientation[:3])  # type: ignore[index]
     col_dir = _unit(first.orientation[3:])  # type: ignore[index]
     if abs(float(row_dir @ col_dir)) > 1e-3:

@@ -129,7 +129,11 @@ def encode_results(analysis: Analysis, findings: Findings, volume: Volume, datas
     for number, extra in enumerate((s for s in findings.extra_segmentations if s.labels.any()), start=2):
         objects.append(
             encode_segmentation(
-                dataclasses.replace(findings, segmentation=extra), datasets, series_number=SEG_SERIES_NUMBER, instance_number=number, **identity
+                dataclasses.replace(findings, segmentation=extra),
+                datasets,
+                series_number=SEG_SERIES_NUMBER,
+                instance_number=number,
+                **identity,
             )
         )
     if findings.measurements or findings.qualitative or findings.points:
@@ -141,12 +145,19 @@ def encode_results(analysis: Analysis, findings: Findings, volume: Volume, datas
         key_images += 1
         objects.append(
             encode_key_image(
-                findings, volume, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, window=analysis.display_window(volume.modality), **identity
+                findings,
+                volume,
+                datasets,
+                series_number=KEY_IMAGE_SERIES_NUMBER,
+                window=analysis.display_window(volume.modality),
+                **identity,
             )
         )
     for figure in findings.figures:
         key_images += 1
-        objects.append(encode_figure(figure, findings, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, instance_number=key_images, **identity))
+        objects.append(
+            encode_figure(figure, findings, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, instance_number=key_images, **identity)
+        )
     return objects
 
 
@@ -175,7 +186,9 @@ class PipelineRunner:
         datasets = load_series_datasets(self.archive, job.study_instance_uid, job.series_instance_uid, job.input_sop_uids)
         try:
             # An analysis that reads a cine gets every phase of every slice; the others one volume.
-            volume = cine_from_datasets(datasets) if analysis.inputs is not None and analysis.inputs.temporal else volume_from_datasets(datasets)
+            volume = (
+                cine_from_datasets(datasets) if analysis.inputs is not None and analysis.inputs.temporal else volume_from_datasets(datasets)
+            )
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise PermanentJobError(f"series cannot be read as an image volume: {exc}") from exc
         try:
