@@ -34,8 +34,8 @@ AUGMENT = AugmentConfig(
 DEFAULTS = {"channels": [8, 16, 32, 64, 128], "batch_size": 16, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 2, "jitter_px": 16.0}
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    ce = F.cross_entropy(logits, target)
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    ce = F.cross_entropy(logits, target, weight=class_weights)
     probs = logits.softmax(1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     dims = (0, 2, 3)
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--samples-per-epoch", type=int, default=640, help="slices drawn (without replacement) per epoch")
+    parser.add_argument("--resume", type=Path, help="start from this checkpoint's weights (a second leg of training)")
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--ce-class-weights", type=str, default="1,1,1,1", help="cross-entropy weights of background, RV, myocardium, LV")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     set_determinism(args.seed, args.threads)
@@ -84,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
     }
     model = build_model(config).to(memory_format=torch.channels_last)
+    if args.resume:
+        previous = torch.load(args.resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(previous["state_dict"])
+        config["resumed_from"] = {"checkpoint": str(args.resume), "config": previous["config"]}
+    class_weights = torch.tensor([float(v) for v in args.ce_class_weights.split(",")])
+    config["ce_class_weights"] = class_weights.tolist()
+    config["lr"] = args.lr
     config["parameters"] = count_parameters(model)
     write_config(args.out, config)
     print(
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             yield xa.contiguous(memory_format=torch.channels_last), ya
 
     def batch_losses(b: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = dice_ce_loss(model(b[0]), b[1])
+        loss = dice_ce_loss(model(b[0]), b[1], class_weights)
         return loss, {"loss": loss}
 
     val_rng = np.random.default_rng(0)
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         model,
         epochs=epochs,
         steps_per_epoch=steps,
-        lr=DEFAULTS["lr"],
+        lr=args.lr,
         weight_decay=DEFAULTS["weight_decay"],
         warmup_epochs=DEFAULTS["warmup_epochs"],
         epoch_batches=epoch_batches,

@@ -47,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 SEGMENTATION_MODEL = "cmr_sax_seg"
 MIN_SLICES = 5
-MIN_PHASES = 10
+MIN_PHASES = 2  # ED and ES at least (ACDC's reference phases); fewer than FEW_PHASES gets a note
+FEW_PHASES = 10
 MIN_AXIS_ANGLE_DEG = 20.0  # a short-axis plane is oblique: its normal lies this far from every body axis
 MAX_PIXEL_MM = 3.0
 
@@ -324,6 +325,11 @@ class CardiacMrFunction(Analysis):
             "The heart was found from the motion over the cardiac cycle"
             + (f" (candidate {tried}: the stronger moving regions held no left ventricle)." if tried > 1 else "."),
         ]
+        if volume.num_phases < FEW_PHASES:
+            notes.append(
+                f"Only {volume.num_phases} phases: end-diastole and end-systole were picked among them, and the true extremes may lie "
+                "between them (volumes and EF then underestimate the excursion)."
+            )
         if f.cardiac_output_l_min is None:
             notes.append("No cardiac output: the header states no HeartRate.")
         if f.bsa_m2 is None:

@@ -39,6 +39,8 @@ def sax_orientation(normal: tuple[float, float, float] = SAX_NORMAL_LPS) -> tupl
     n /= np.linalg.norm(n)
     up = np.array([0.0, 0.0, 1.0])
     row = np.cross(up, n)
+    if np.linalg.norm(row) < 1e-6:  # an axial plane: rows run to the patient's left
+        row = np.array([1.0, 0.0, 0.0])
     row /= np.linalg.norm(row)
     if row[0] < 0:
         row = -row
