@@ -126,7 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             "threads": config.get("threads"),
             "hardware": "2 shared CPU cores",
         },
-        "metrics": {"evaluation": "5-fold CV through the runtime path (training/cardiac_mr/cmr_evaluate.py)", **summary},
+        "metrics": {
+            "evaluation": (
+                f"cross-validation fold(s) {summary.get('folds_evaluated')} of 5 ({summary.get('patients')} held-out patients, ED and ES) "
+                "through the runtime path (training/cardiac_mr/cmr_evaluate.py: motion localisation, tiles, ONNX, largest component); "
+                "folds not listed were not trained for lack of CPU time on the shared machine"
+            ),
+            **summary,
+        },
         "acceptance_criteria": criteria,
         "intended_use": (
             "research use only: LV/RV segmentation and function on adult short-axis cine MR as reading support; not a medical device, "
