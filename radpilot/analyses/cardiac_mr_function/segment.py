@@ -116,11 +116,12 @@ def _predict_tiles(predict: Predictor, tiles: np.ndarray) -> np.ndarray:
 
 
 def _confidence(logits: np.ndarray) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(shifted)
-    p /= p.sum(axis=1, keepdims=True)
-    fg = p.argmax(1) > 0
-    return float(p.max(1)[fg].mean()) if fg.any() else 0.0
+    """Mean top softmax probability over the tile pixels labelled as a structure; the top probability is
+    1 / sum(exp(logit - max)), which spares normalising every class."""
+    top_logit = logits.max(axis=1, keepdims=True)
+    top = 1.0 / np.exp(logits - top_logit).sum(axis=1)
+    fg = logits.argmax(1) > 0
+    return float(top[fg].mean()) if fg.any() else 0.0
 
 
 def keep_heart(labels: np.ndarray) -> np.ndarray:
@@ -136,14 +137,19 @@ def keep_heart(labels: np.ndarray) -> np.ndarray:
 
 
 def _segment_at(
-    frames: np.ndarray, predict: Predictor, centre: tuple[float, float], spacing_rc: tuple[float, float], phases: list[int]
+    frames: np.ndarray,
+    predict: Predictor,
+    centre: tuple[float, float],
+    spacing_rc: tuple[float, float],
+    phases: list[int],
+    confidence: bool = True,
 ) -> tuple[np.ndarray, float]:
     geometry = _TileGeometry(centre, spacing_rc, frames.shape[2:])
     n_slices = frames.shape[1]
     tiles = geometry.cut(frames[phases].reshape(-1, *frames.shape[2:]))
     logits = _predict_tiles(predict, tiles)
     labels = geometry.paste(logits).reshape(len(phases), n_slices, *frames.shape[2:])
-    return labels, _confidence(logits)
+    return labels, _confidence(logits) if confidence else 0.0
 
 
 def _lv_check(labels: np.ndarray, centre: tuple[float, float], spacing_rc: tuple[float, float]) -> tuple[bool, tuple[float, float]]:
@@ -169,7 +175,7 @@ def segment_cine(frames: np.ndarray, spacing_rc: tuple[float, float], predict: P
         raise HeartNotFound("no heart was found: nothing in the field of view changes over the cardiac cycle (is this a cine?)")
     probe_phases = sorted({0, frames.shape[0] // 3})
     for tried, centre in enumerate(candidates, start=1):
-        probe, _ = _segment_at(frames, predict, centre, spacing_rc, probe_phases)
+        probe, _ = _segment_at(frames, predict, centre, spacing_rc, probe_phases, confidence=False)
         ok, centroid = _lv_check(probe, centre, spacing_rc)
         if not ok:
             logger.info("heart candidate rejected by the model", extra={"candidate": tried, "centre_rc": centre})
