@@ -15,6 +15,7 @@ from radpilot.contract.declarations import (
 )
 from radpilot.contract.findings import (
     Code,
+    Figure,
     Findings,
     LineFinding,
     Measurement,
@@ -33,6 +34,7 @@ __all__ = [
     "Classification",
     "Code",
     "DetectionSpec",
+    "Figure",
     "Findings",
     "InputRequirements",
     "LineFinding",

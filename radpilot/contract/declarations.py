@@ -21,6 +21,9 @@ class InputRequirements:
 
     modalities: tuple[str, ...]
     summary: str
+    #: The analysis reads the series as a cine: every slice position repeated over the phases of the
+    #: cardiac cycle (the engine then builds a ``radpilot.dicom.cine.CineVolume`` instead of one volume).
+    temporal: bool = False
 
     def __post_init__(self) -> None:
         if not self.modalities or not all(isinstance(m, str) and m for m in self.modalities):

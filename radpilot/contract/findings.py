@@ -60,12 +60,25 @@ class Segment:
 
 @dataclass
 class Segmentation:
-    """A label volume on the grid of the source volume (0 = background, n = segment n)."""
+    """A label volume on the grid of the source volume (0 = background, n = segment n).
+
+    ``source_uids``: the SOP Instance UIDs of the images its slices lie on, one per slice, when
+    they are not the analysed volume's own slices (e.g. the end-systolic phase of a cine);
+    ``label``: what it shows, for a segmentation beside others (e.g. "end-systole, phase 9").
+    """
 
     labels: np.ndarray
     segments: list[Segment]
+    source_uids: tuple[str, ...] | None = None
+    label: str = ""
 
     def __post_init__(self) -> None:
+        if self.source_uids is not None:
+            self.source_uids = tuple(self.source_uids)
+            if len(self.source_uids) != self.labels.shape[0] or not all(isinstance(u, str) and u for u in self.source_uids):
+                raise ValueError(
+                    f"source_uids must name one source image per label slice: {len(self.source_uids)} for {self.labels.shape[0]} slices"
+                )
         if self.labels.dtype.kind not in "ui":
             raise TypeError(f"segmentation labels must be an integer array, got {self.labels.dtype}")
         numbers = {s.number for s in self.segments}
@@ -125,6 +138,29 @@ class LineFinding:
             raise ValueError(f"line {self.name.meaning!r} length_mm must be a positive finite number, got {self.length_mm!r}")
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A picture the analysis draws itself (e.g. a volume-time curve, contours on several phases), as RGB pixels.
+
+    The engine stores it as a Secondary Capture beside the key image, referencing ``source_uid``
+    (an image of the analysed series it was drawn from or about).
+    """
+
+    title: str
+    rgb: np.ndarray
+    source_uid: str
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            raise ValueError("a figure needs a title")
+        if not isinstance(self.rgb, np.ndarray) or self.rgb.dtype != np.uint8 or self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
+            raise ValueError(f"figure {self.title!r} must be (rows, columns, 3) uint8 RGB, got {getattr(self.rgb, 'shape', None)}")
+        if min(self.rgb.shape[:2]) < 16:
+            raise ValueError(f"figure {self.title!r} is too small: {self.rgb.shape[:2]}")
+        if not self.source_uid:
+            raise ValueError(f"figure {self.title!r} must reference a source image")
+
+
 @dataclass
 class Findings:
     """Everything an analysis returns for one input series."""
@@ -139,6 +175,10 @@ class Findings:
     confidence: float | None = None
     notes: list[str] = field(default_factory=list)  # plain-language remarks (e.g. reconstruction kernel caveats)
     lines: list[LineFinding] = field(default_factory=list)  # e.g. the widths of a ratio, for drawing and the SR
+    #: Further segmentations on other images of the series (e.g. end-systole beside end-diastole): one more SEG each.
+    extra_segmentations: list[Segmentation] = field(default_factory=list)
+    #: Pictures the analysis draws itself; each becomes a Secondary Capture in the key-image series.
+    figures: list[Figure] = field(default_factory=list)
 
 
 class NotApplicableError(ValueError):

@@ -9,6 +9,7 @@ destination of the rule.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from radpilot.analyses import discover_analyses, model_registry
 from radpilot.archive import Archive, StoreOutcome
 from radpilot.config import Settings
 from radpilot.contract import Analysis, Findings, NotApplicableError
-from radpilot.dicom.encoders import encode_key_image, encode_measurement_report, encode_segmentation
+from radpilot.dicom.cine import cine_from_datasets
+from radpilot.dicom.encoders import encode_figure, encode_key_image, encode_measurement_report, encode_segmentation
 from radpilot.dicom.volume import Volume, volume_from_datasets
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobOutput, JobQueue, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
@@ -120,20 +122,46 @@ def load_series_datasets(archive: Archive, study_uid: str, series_uid: str, sop_
 
 
 def encode_results(analysis: Analysis, findings: Findings, volume: Volume, datasets: list[Dataset], uid_seed: str) -> list[Dataset]:
-    """DICOM SEG (if there is a segmentation), TID 1500 SR and a key image in the analysis' display window, per IHE AIR."""
+    """DICOM SEG (one per segmentation), TID 1500 SR, a key image in the analysis' display window and its figures, per IHE AIR."""
     identity = dict(algorithm_name=findings.analysis, algorithm_version=findings.version, uid_seed=uid_seed)
     objects: list[Dataset] = []
     seg = None
     if findings.segmentation is not None and findings.segmentation.labels.any():
         seg = encode_segmentation(findings, datasets, series_number=SEG_SERIES_NUMBER, **identity)
         objects.append(seg)
+    # Further segmentations (e.g. the end-systolic phase of a cine) join the same SEG series, one instance each.
+    for number, extra in enumerate((s for s in findings.extra_segmentations if s.labels.any()), start=2):
+        objects.append(
+            encode_segmentation(
+                dataclasses.replace(findings, segmentation=extra),
+                datasets,
+                series_number=SEG_SERIES_NUMBER,
+                instance_number=number,
+                **identity,
+            )
+        )
     if findings.measurements or findings.qualitative or findings.points:
         objects.append(encode_measurement_report(findings, datasets, seg, series_number=SR_SERIES_NUMBER, **identity))
-    objects.append(
-        encode_key_image(
-            findings, volume, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, window=analysis.display_window(volume.modality), **identity
+    key_images = 0
+    # The default key image draws the segmentation on the analysed volume's own slices; a segmentation that lies
+    # on other images of the series (another phase) is drawn by the analysis itself, in its figures.
+    if findings.segmentation is None or findings.segmentation.source_uids is None or not findings.figures:
+        key_images += 1
+        objects.append(
+            encode_key_image(
+                findings,
+                volume,
+                datasets,
+                series_number=KEY_IMAGE_SERIES_NUMBER,
+                window=analysis.display_window(volume.modality),
+                **identity,
+            )
         )
-    )
+    for figure in findings.figures:
+        key_images += 1
+        objects.append(
+            encode_figure(figure, findings, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, instance_number=key_images, **identity)
+        )
     return objects
 
 
@@ -161,7 +189,10 @@ class PipelineRunner:
         self._require_active_models(analysis)
         datasets = load_series_datasets(self.archive, job.study_instance_uid, job.series_instance_uid, job.input_sop_uids)
         try:
-            volume = volume_from_datasets(datasets)
+            # An analysis that reads a cine gets every phase of every slice; the others one volume.
+            volume = (
+                cine_from_datasets(datasets) if analysis.inputs is not None and analysis.inputs.temporal else volume_from_datasets(datasets)
+            )
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise PermanentJobError(f"series cannot be read as an image volume: {exc}") from exc
         try:

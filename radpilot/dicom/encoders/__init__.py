@@ -2,7 +2,8 @@
 
 * :func:`encode_segmentation` - DICOM Segmentation (BINARY) of the label volume,
 * :func:`encode_measurement_report` - Comprehensive 3D SR, TID 1500 Measurement Report,
-* :func:`encode_key_image` - annotated Secondary Capture key image.
+* :func:`encode_key_image` - annotated Secondary Capture key image,
+* :func:`encode_figure` - a picture the analysis drew itself (a chart, a montage) as a Secondary Capture.
 
 Every object joins the study of its source series, opens its own series, copies
 the patient and study attributes from the source, identifies RadPilot and the
@@ -23,7 +24,7 @@ from radpilot.dicom.encoders.common import (
     to_coded_concept,
     to_unit_concept,
 )
-from radpilot.dicom.encoders.key_image import KeyImage, default_display_window, encode_key_image, render_key_image
+from radpilot.dicom.encoders.key_image import KeyImage, default_display_window, encode_figure, encode_key_image, render_key_image
 from radpilot.dicom.encoders.seg import encode_segmentation
 from radpilot.dicom.encoders.sr import (
     DIAMETER_CONCEPT,
@@ -43,6 +44,7 @@ __all__ = [
     "UidFactory",
     "default_procedure_code",
     "default_display_window",
+    "encode_figure",
     "encode_key_image",
     "encode_measurement_report",
     "encode_segmentation",

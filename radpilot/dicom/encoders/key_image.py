@@ -43,7 +43,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
-from radpilot.contract import Findings, LineFinding
+from radpilot.contract import Figure, Findings, LineFinding
 from radpilot.dicom.encoders.common import (
     DEFAULT_MANUFACTURER,
     POINT_COLOR_RGB,
@@ -65,6 +65,7 @@ from radpilot.dicom.volume import Volume
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "encode_figure",
     "KeyImage",
     "default_display_window",
     "render_key_image",
@@ -461,8 +462,45 @@ def encode_key_image(
     )
 
     _, row_spacing, column_spacing = volume.spacing_zyx
+    image = _secondary_capture(
+        key.rgb,
+        source,
+        identity,
+        uids,
+        series_number=series_number,
+        instance_number=instance_number,
+        pixel_spacing=(row_spacing / key.scale, column_spacing / key.scale),
+        content_datetime=content_datetime,
+        series_description=series_description or f"{identity.algorithm_name} key images",
+        derivation="RadPilot key image: windowed slice with segmentation outlines, point and line findings and measurements burned in",
+    )
+    logger.info(
+        "encoded key image %s: slice %d of %d, %dx%d",
+        image.SOPInstanceUID,
+        key.slice_index,
+        volume.num_slices,
+        key.rgb.shape[1],
+        key.rgb.shape[0],
+    )
+    return image
+
+
+def _secondary_capture(
+    rgb: np.ndarray,
+    source: Dataset,
+    identity: DeviceIdentity,
+    uids: UidFactory,
+    *,
+    series_number: int,
+    instance_number: int,
+    pixel_spacing: tuple[float, float] | None,
+    content_datetime: _dt.datetime | None,
+    series_description: str,
+    derivation: str,
+) -> hd.sc.SCImage:
+    """An RGB Secondary Capture in the key-image series, in ``source``'s study, referencing ``source``."""
     image = hd.sc.SCImage(
-        pixel_array=key.rgb,
+        pixel_array=rgb,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
@@ -473,7 +511,7 @@ def encode_key_image(
         instance_number=instance_number,
         manufacturer=identity.manufacturer,
         patient_orientation=("L", "P"),  # replaced below by the source's own orientation
-        pixel_spacing=(row_spacing / key.scale, column_spacing / key.scale),
+        pixel_spacing=pixel_spacing,
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
     copy_patient_study(source, image)
@@ -482,15 +520,13 @@ def encode_key_image(
     set_content_datetime(image, content_datetime)
     image.DateOfSecondaryCapture = image.ContentDate
     image.TimeOfSecondaryCapture = image.ContentTime
-    image.SeriesDescription = (series_description or f"{identity.algorithm_name} key images")[:64]
+    image.SeriesDescription = series_description[:64]
     image.ConversionType = "WSD"
     image.BurnedInAnnotation = "YES"
     image.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
     image.LossyImageCompression = "00"
     copy_body_part_and_laterality(source, image)
-    image.DerivationDescription = (
-        "RadPilot key image: windowed slice with segmentation outlines, point and line findings and measurements burned in"
-    )
+    image.DerivationDescription = derivation
     purpose = Dataset()
     purpose.CodeValue = "121322"
     purpose.CodingSchemeDesignator = "DCM"
@@ -504,12 +540,51 @@ def encode_key_image(
     referenced.ReferencedSOPClassUID = source.SOPClassUID
     referenced.ReferencedSOPInstanceUID = source.SOPInstanceUID
     image.ReferencedImageSequence = [referenced]
-    logger.info(
-        "encoded key image %s: slice %d of %d, %dx%d",
-        image.SOPInstanceUID,
-        key.slice_index,
-        volume.num_slices,
-        key.rgb.shape[1],
-        key.rgb.shape[0],
+    return image
+
+
+def encode_figure(
+    figure: Figure,
+    findings: Findings,
+    source_datasets: Sequence[Dataset],
+    *,
+    series_number: int,
+    instance_number: int,
+    algorithm_name: str | None = None,
+    algorithm_version: str | None = None,
+    manufacturer: str = DEFAULT_MANUFACTURER,
+    uid_seed: str | None = None,
+    content_datetime: _dt.datetime | None = None,
+    device_serial_number: str = "1",
+) -> hd.sc.SCImage:
+    """Encode a picture the analysis drew itself (``findings.figures``) as a Secondary Capture of the key-image series.
+
+    The figure is not an image of the patient's anatomy on the source grid (a chart, a montage),
+    so it carries no pixel spacing; it references the source image it names.
+    """
+    if not isinstance(figure, Figure):
+        raise TypeError(f"figure must be a radpilot Figure, got {type(figure).__name__}")
+    series_number = check_positive_int(series_number, "series_number")
+    instance_number = check_positive_int(instance_number, "instance_number")
+    identity = DeviceIdentity.for_findings(findings, algorithm_name, algorithm_version, manufacturer, device_serial_number)
+    sources = prepare_source_datasets(source_datasets)
+    source = next((ds for ds in sources if str(ds.SOPInstanceUID) == figure.source_uid), None)
+    if source is None:
+        raise ValueError(f"figure {figure.title!r} references instance {figure.source_uid}, which is not among source_datasets")
+    uids = UidFactory(
+        uid_seed or make_uid_seed(identity.algorithm_name, identity.algorithm_version, (str(d.SOPInstanceUID) for d in sources))
     )
+    image = _secondary_capture(
+        figure.rgb,
+        source,
+        identity,
+        uids,
+        series_number=series_number,
+        instance_number=instance_number,
+        pixel_spacing=None,
+        content_datetime=content_datetime,
+        series_description=f"{identity.algorithm_name} key images",
+        derivation=f"RadPilot figure: {figure.title}"[:1024],
+    )
+    logger.info("encoded figure %s: %s, %dx%d", image.SOPInstanceUID, figure.title, figure.rgb.shape[1], figure.rgb.shape[0])
     return image

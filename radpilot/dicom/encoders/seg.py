@@ -88,6 +88,23 @@ def labels_on_source_grid(segmentation: Segmentation, sources: Sequence[Dataset]
     return labels
 
 
+def _sources_named(segmentation: Segmentation, source_datasets: Sequence[Dataset]) -> tuple[list[Dataset], Segmentation]:
+    """The images a segmentation names in ``source_uids``, in volume order, with its label slices in the same order.
+
+    A series may hold several images per slice position (the phases of a cine): such a
+    segmentation lies on one image per position, which it names.
+    """
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in source_datasets if isinstance(ds, Dataset) and "SOPInstanceUID" in ds}
+    wanted = list(segmentation.source_uids or ())
+    missing = [u for u in wanted if u not in by_uid]
+    if missing:
+        raise ValueError(f"the segmentation lies on {len(missing)} instance(s) that are not among source_datasets, e.g. {missing[0]}")
+    sources = prepare_source_datasets([by_uid[u] for u in wanted])
+    order = [wanted.index(str(ds.SOPInstanceUID)) for ds in sources]
+    labels = segmentation.labels[order]
+    return sources, Segmentation(labels, segmentation.segments, tuple(wanted[i] for i in order), segmentation.label)
+
+
 def _dimension_uids_deterministic(seg: Dataset, uids: UidFactory) -> None:
     """Replace highdicom's random Dimension Organization UID by a seeded one."""
     organization = seg.get("DimensionOrganizationSequence")
@@ -169,7 +186,10 @@ def encode_segmentation(
     series_number = check_positive_int(series_number, "series_number")
     instance_number = check_positive_int(instance_number, "instance_number")
     identity = DeviceIdentity.for_findings(findings, algorithm_name, algorithm_version, manufacturer, device_serial_number)
-    sources = prepare_source_datasets(source_datasets)
+    if segmentation.source_uids is not None:
+        sources, segmentation = _sources_named(segmentation, source_datasets)
+    else:
+        sources = prepare_source_datasets(source_datasets)
     labels = labels_on_source_grid(segmentation, sources)
     if not labels.any():
         raise ValueError("the segmentation is empty (no labelled voxel): there is nothing to encode as SEG")
@@ -222,7 +242,7 @@ def encode_segmentation(
         manufacturer_model_name=identity.algorithm_name,
         software_versions=identity.software_versions[0],
         device_serial_number=identity.device_serial_number,
-        content_description=f"{identity.algorithm_name} {identity.algorithm_version} segmentation"[:64],
+        content_description=f"{identity.algorithm_name} {identity.algorithm_version} {segmentation.label or 'segmentation'}"[:64],
         content_label=content_label(identity.algorithm_name),
         omit_empty_frames=True,
     )
