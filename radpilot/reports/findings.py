@@ -3,9 +3,9 @@
 :class:`ReportFinding` is all that template pre-fill needs: which declared output it is,
 its value and unit, and whether the radiologist accepted, edited or rejected it.
 :func:`study_findings` reads them for a study. Today the engine stores each finished job's
-measurements (``details.measurements``) and there are no review decisions yet, so every
-finding comes back ``pending``; when the review decisions land, this one function joins
-them in (accepted / edited with the edited value / rejected).
+measurements (``details.measurements``); the radiologist's review decisions
+(:mod:`radpilot.engine.review`) join in here: accepted, edited (with the edited value) or
+rejected; a finding nobody decided on yet stays ``pending``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from radpilot.contract import Analysis
 from radpilot.engine.job_store import JobStore
+from radpilot.engine.review import ReviewService
 
 
 class FindingState(StrEnum):
@@ -112,13 +113,52 @@ def findings_from_job_result(job_id: int, analysis: Analysis | None, result: Map
     return list(found.values())
 
 
-def study_findings(jobs: JobStore, analyses: Mapping[str, Analysis], study_uid: str) -> list[ReportFinding]:
+DECISION_STATES = {"accept": FindingState.ACCEPTED, "edit": FindingState.EDITED, "reject": FindingState.REJECTED}
+
+
+def study_findings(
+    jobs: JobStore, analyses: Mapping[str, Analysis], study_uid: str, review: ReviewService | None = None
+) -> list[ReportFinding]:
     """The AI findings of a study, with their review state (the one place review decisions join in).
 
-    Each finished, not superseded job contributes its declared outputs. No review decision
-    is stored yet, so each is ``pending``.
+    Each finished, not superseded job contributes its declared outputs, ``pending``; with
+    ``review``, each output the radiologist decided on (in that job's AI SR) takes the decision:
+    accepted, edited (the edited value) or rejected.
     """
     findings: list[ReportFinding] = []
     for job in jobs.done_jobs_of_study(study_uid):
         findings.extend(findings_from_job_result(job.id, analyses.get(job.analysis), job.result))
-    return findings
+    if review is None:
+        return findings
+    decided: dict[str, tuple[FindingState, float | None]] = {}
+    for item in review.study(study_uid).items:
+        analysis = analyses.get(item.result.analysis)
+        if item.decision is None or analysis is None:
+            continue
+        spec = next((s for s in analysis.outputs if s.matches("", item.finding.name, None, item.finding.location or None)), None)
+        if spec is None:  # a measurement without a finding site: the review shows its group's name as its location
+            spec = next((s for s in analysis.outputs if s.site is None and s.concept_meaning == item.finding.name), None)
+        if spec is None:
+            continue
+        state = DECISION_STATES.get(item.decision.decision)
+        if state is None:
+            continue
+        edited = (item.decision.edited or {}).get("value") if state is FindingState.EDITED else None
+        if state is FindingState.EDITED and edited is None:
+            state = FindingState.ACCEPTED  # a category edit changes no number a template quotes
+        decided[f"job{item.result.job_id}:{spec.name}"] = (state, None if edited is None else float(edited))
+    return [
+        ReportFinding(
+            finding_id=f.finding_id,
+            output=f.output,
+            value=f.value,
+            unit=f.unit,
+            state=decided[f.finding_id][0],
+            edited_value=decided[f.finding_id][1],
+            analysis=f.analysis,
+            label=f.label,
+        )
+        if f.finding_id in decided
+        else f
+        for f in findings
+    ]

@@ -28,6 +28,7 @@ from radpilot.db import utcnow
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.outbox import add_delivery, add_message_delivery
 from radpilot.engine.outbox_models import Delivery
+from radpilot.engine.review import ReviewService
 from radpilot.reports.findings import ReportFinding, study_findings
 from radpilot.reports.outputs import OutputError, StudyContext, build_fhir, build_oru, build_pdf, build_sr
 from radpilot.reports.store import ReportError, ReportNotFound, ReportStore, ReportView
@@ -77,7 +78,7 @@ class ReportService:
         return [pydicom.dcmread(self.archive.path_of(i), stop_before_pixels=True) for i in self._source_instances(study_uid)]
 
     def findings(self, study_uid: str) -> list[ReportFinding]:
-        return study_findings(self.jobs, self.analyses, study_uid)
+        return study_findings(self.jobs, self.analyses, study_uid, ReviewService(self.archive, organisation=self.settings.organisation))
 
     def destinations(self, study_uid: str) -> list[str]:
         """The DICOM destinations of the study: those of the rules that routed its series (in order, once each)."""
