@@ -8,6 +8,7 @@ shadow an API route, and an unknown /api, /dicomweb or /ui path is a 404.
 from __future__ import annotations
 
 import logging
+import threading
 
 from fastapi import FastAPI
 
@@ -20,6 +21,7 @@ from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
 from radpilot.web.pages import make_pages_router, static_files
+from radpilot.web.worklist_pages import make_worklist_router
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.settings = settings
     app.state.archive = archive
     app.state.ohif_dir = resolve_ohif_dir(settings)
+    # Set when the server stops: long-lived responses (the worklist's event streams) end at their next poll.
+    app.state.stopping = threading.Event()
     app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
 
     @app.get("/api/health")
@@ -41,6 +45,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(monitoring_router)
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
+    app.include_router(make_worklist_router(archive))
     app.include_router(make_pages_router(archive), prefix="/ui")
     app.include_router(make_ohif_router(app.state.ohif_dir))
     if app.state.ohif_dir is not None:

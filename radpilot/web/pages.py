@@ -1,4 +1,6 @@
-"""Server-rendered reading-room pages under ``/ui``: the study list.
+"""Server-rendered reading-room pages under ``/ui``: the archive's study search (``/ui/archive/``).
+
+The worklist, the start page at ``/ui/``, is :mod:`radpilot.web.worklist_pages`.
 
 The pages use no JavaScript and no external assets; they are Jinja2 templates in
 ``radpilot/web/templates`` rendered with autoescaping (:mod:`radpilot.html`), so every
@@ -95,7 +97,11 @@ def make_pages_router(archive: Archive) -> APIRouter:
     def ui_root() -> RedirectResponse:
         return RedirectResponse("/ui/", status_code=307)
 
-    @router.get("/", response_class=HTMLResponse)
+    @router.get("/archive", include_in_schema=False)
+    def archive_root() -> RedirectResponse:
+        return RedirectResponse("/ui/archive/", status_code=307)
+
+    @router.get("/archive/", response_class=HTMLResponse)
     def study_list(request: Request) -> HTMLResponse:
         """The study list, filtered by the query string."""
         search = search_from_request(request)

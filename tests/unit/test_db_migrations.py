@@ -28,6 +28,7 @@ MODEL_MODULES = (
     "radpilot.validation.store",
     "radpilot.security.audit",
     "radpilot.modelhub.activation",
+    "radpilot.worklist.models",
 )
 
 
