@@ -112,7 +112,9 @@ def evaluate_flags(analysis: Analysis, rules: tuple[FlagRule, ...], findings: Fi
     return raised
 
 
-def record_flags(session: Session, job_id: int, study_instance_uid: str, flags: list[dict[str, Any]], supersedes_job_id: int | None) -> None:
+def record_flags(
+    session: Session, job_id: int, study_instance_uid: str, flags: list[dict[str, Any]], supersedes_job_id: int | None
+) -> None:
     """Write a job's raised flags (inside the transaction that records its result set); drop the superseded job's."""
     if supersedes_job_id is not None:
         session.execute(delete(AiFlag).where(AiFlag.job_id == supersedes_job_id))

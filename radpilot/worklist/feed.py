@@ -45,6 +45,11 @@ class Change:
         return {"kind": self.kind, "study_instance_uid": self.study_instance_uid, **self.data}
 
 
+def _after(column: Any, mark: Any) -> Any:
+    """Rows whose ``column`` moved past ``mark`` (any with a value when there was none)."""
+    return column.is_not(None) if mark is None else column > mark
+
+
 class WorklistFeed:
     """Changes since the previous :meth:`poll` (the first poll only takes the watermarks)."""
 
@@ -67,14 +72,8 @@ class WorklistFeed:
                 return []
             changes: list[Change] = []
             if marks.study_id != previous.study_id or marks.study_updated != previous.study_updated:
-                condition = []
-                if previous.study_id is not None:
-                    condition.append(Study.id > previous.study_id)
-                if previous.study_updated is not None:
-                    condition.append(Study.updated_at > previous.study_updated)
-                statement = select(Study.study_instance_uid, Study.id).limit(MAX_EVENTS + 1)
-                if condition:
-                    statement = statement.where(or_(*condition))
+                condition = or_(Study.id > (previous.study_id or 0), _after(Study.updated_at, previous.study_updated))
+                statement = select(Study.study_instance_uid, Study.id).where(condition).limit(MAX_EVENTS + 1)
                 for uid, study_id in session.execute(statement).all():
                     added = previous.study_id is None or study_id > previous.study_id
                     changes.append(Change("study", uid, {"change": "added" if added else "updated"}))
@@ -84,25 +83,22 @@ class WorklistFeed:
                 previous.job_finished,
                 previous.job_states,
             ):
-                condition = []
-                if previous.job_id is not None:
-                    condition.append(Job.id > previous.job_id)
-                if previous.job_started is not None:
-                    condition.append(Job.started_at > previous.job_started)
-                if previous.job_finished is not None:
-                    condition.append(Job.finished_at > previous.job_finished)
-                statement = select(Job.study_instance_uid, Job.analysis, Job.state).order_by(Job.id).limit(MAX_EVENTS + 1)
-                if condition and marks.job_states != previous.job_states:
+                condition = [
+                    Job.id > (previous.job_id or 0),
+                    _after(Job.started_at, previous.job_started),
+                    _after(Job.finished_at, previous.job_finished),
+                ]
+                if marks.job_states != previous.job_states:
                     # A retried job loses its start and finish times: states moved, so look at the open jobs too.
                     condition.append(Job.state.in_(("queued", "running")))
-                if condition:
-                    statement = statement.where(or_(*condition))
+                statement = (
+                    select(Job.study_instance_uid, Job.analysis, Job.state).where(or_(*condition)).order_by(Job.id).limit(MAX_EVENTS + 1)
+                )
                 for uid, analysis, state in session.execute(statement).all():
                     changes.append(Change("analysis", uid, {"analysis": analysis, "state": state}))
             if marks.reading_updated != previous.reading_updated:
                 statement = select(StudyReading.study_instance_uid, StudyReading.status, StudyReading.claimed_by).limit(MAX_EVENTS + 1)
-                if previous.reading_updated is not None:
-                    statement = statement.where(StudyReading.updated_at > previous.reading_updated)
+                statement = statement.where(_after(StudyReading.updated_at, previous.reading_updated))
                 for uid, status, holder in session.execute(statement).all():
                     changes.append(Change("reading", uid, {"status": status, "claimed_by": holder}))
         if len(changes) > MAX_EVENTS:

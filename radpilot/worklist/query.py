@@ -205,7 +205,9 @@ def _job_state_clause(state: str):  # noqa: ANN202
     if state == "not_applicable":
         condition = and_(Job.state == JobState.FAILED.value, Job.error_kind == ErrorKind.NOT_APPLICABLE.value)
     elif state == "failed":
-        condition = and_(Job.state == JobState.FAILED.value, or_(Job.error_kind.is_(None), Job.error_kind != ErrorKind.NOT_APPLICABLE.value))
+        condition = and_(
+            Job.state == JobState.FAILED.value, or_(Job.error_kind.is_(None), Job.error_kind != ErrorKind.NOT_APPLICABLE.value)
+        )
     else:
         condition = Job.state == state
     return exists(select(Job.id).where(Job.study_instance_uid == Study.study_instance_uid, condition))

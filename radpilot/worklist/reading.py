@@ -36,7 +36,9 @@ class ClaimConflict(RuntimeError):
 
     def __init__(self, study_instance_uid: str, holder: str | None) -> None:
         self.holder = holder
-        super().__init__(f"study {study_instance_uid} is being read by {holder}" if holder else f"study {study_instance_uid} is not claimed")
+        super().__init__(
+            f"study {study_instance_uid} is being read by {holder}" if holder else f"study {study_instance_uid} is not claimed"
+        )
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,9 @@ def release(engine: Engine, study_instance_uid: str, principal: Principal, *, re
             update(StudyReading).where(*condition).values(status="unread", claimed_by=None, claimed_at=None, updated_at=now)
         ).rowcount
         if changed == 1:
-            record(session, who=principal.name, action="study.release", target=study_instance_uid, reason=reason, details={"holder": holder})
+            record(
+                session, who=principal.name, action="study.release", target=study_instance_uid, reason=reason, details={"holder": holder}
+            )
     if changed != 1:
         raise ClaimConflict(study_instance_uid, holder)
     return reading_state(engine, study_instance_uid)
