@@ -27,6 +27,14 @@ def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]
     store.close()
 
 
+def _claim_after(barrier: threading.Barrier, archive: Archive, uid: str, who: Principal, outcomes: dict) -> None:
+    barrier.wait()
+    try:
+        outcomes[who.name] = claim(archive.engine, uid, who)
+    except ClaimConflict as exc:
+        outcomes[who.name] = exc
+
+
 def test_two_radiologists_claiming_at_once_exactly_one_wins(archive: Archive) -> None:
     for round_number in range(5):
         uid, _ = store_study(archive, patient_id=f"RACE{round_number}")
@@ -34,14 +42,7 @@ def test_two_radiologists_claiming_at_once_exactly_one_wins(archive: Archive) ->
         barrier = threading.Barrier(len(contenders))
         outcomes: dict[str, object] = {}
 
-        def attempt(who: Principal) -> None:
-            barrier.wait()
-            try:
-                outcomes[who.name] = claim(archive.engine, uid, who)
-            except ClaimConflict as exc:
-                outcomes[who.name] = exc
-
-        threads = [threading.Thread(target=attempt, args=(p,)) for p in contenders]
+        threads = [threading.Thread(target=_claim_after, args=(barrier, archive, uid, p, outcomes)) for p in contenders]
         for thread in threads:
             thread.start()
         for thread in threads:
