@@ -320,7 +320,7 @@ class JobStore:
             logger.info("failed job re-submitted", extra=_log_fields(current))
         return SubmitResult(job=current, created=False, requeued=requeued)
 
-    def retry(self, job_id: int) -> SubmitResult | None:
+    def requeue(self, job_id: int) -> SubmitResult | None:
         """Put a failed or cancelled job back in the queue (attempts reset); None when there is no such job.
 
         ``requeued`` is False when the job was not failed or cancelled (nothing changed).

@@ -415,9 +415,9 @@ class JobQueue(abc.ABC):
         """The job of ``analysis`` on this series that finished last (a new job's results supersede its results)."""
         return self.store.latest_done_job(analysis, series_instance_uid)
 
-    def retry(self, job_id: int) -> SubmitResult | None:
+    def requeue(self, job_id: int) -> SubmitResult | None:
         """Run a failed or cancelled job again (an administrator's retry); None when there is no such job."""
-        outcome = self.store.retry(job_id)
+        outcome = self.store.requeue(job_id)
         if outcome is not None and outcome.requeued:
             self._dispatch(outcome.job)
         return outcome

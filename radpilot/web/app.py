@@ -16,6 +16,7 @@ from radpilot import __version__
 from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.pacs.dicomweb import make_dicomweb_router
+from radpilot.web.admin_pages import make_admin_router
 from radpilot.web.api import make_api_router
 from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
@@ -46,6 +47,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_worklist_router(archive))
+    app.include_router(make_admin_router(settings, archive))
     app.include_router(make_pages_router(archive), prefix="/ui")
     app.include_router(make_ohif_router(app.state.ohif_dir))
     if app.state.ohif_dir is not None:
