@@ -218,10 +218,9 @@ def serve_ohif_path(ohif_dir: Path | None, path: str, method: str) -> Response:
     if method not in ("GET", "HEAD"):
         return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "GET, HEAD"})
     is_asset = Path(path).suffix.lower() in ASSET_EXTENSIONS
-    if path.strip("/") == "":
-        # The web root lands on RadPilot's worklist; OHIF keeps its viewer routes (/viewer?StudyInstanceUIDs=...).
-        return RedirectResponse("/ui/", status_code=307)
     if ohif_dir is None:
+        if path.strip("/") == "":
+            return RedirectResponse("/ui/", status_code=307)
         return _not_found() if is_asset else PlainTextResponse(NOT_INSTALLED_MESSAGE, status_code=503)
     file = _static_file(ohif_dir, ALIASES.get(path, path)) or _static_file(ohif_dir, path)
     if file is not None:
@@ -248,6 +247,10 @@ def make_ohif_router(ohif_dir: Path | None, dicomweb_path: str = "/dicomweb") ->
     @router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     def ohif(path: str, request: Request) -> Response:
         """OHIF's files, with index.html for its client-side routes."""
+        if path.strip("/") == "" and not request.url.query:
+            # The bare web root lands on RadPilot's worklist; OHIF keeps its viewer routes (/viewer?StudyInstanceUIDs=...)
+            # and its own study list with any query (e.g. /?resultsPerPage=25).
+            return RedirectResponse("/ui/", status_code=307)
         return serve_ohif_path(ohif_dir, path, request.method)
 
     return router

@@ -1,4 +1,4 @@
-"""End to end in headless Chromium: a real CT in RadPilot, shown by OHIF and listed by /ui/.
+"""End to end in headless Chromium: a real CT in RadPilot, shown by OHIF and listed by /ui/archive/.
 
 RadPilot is started with a real lung CT series (Deflated Explicit VR Little Endian)
 in its archive; Chromium opens the reading-room study list, follows its "Open in
@@ -197,7 +197,7 @@ def test_study_list_links_to_ohif_which_renders_the_ct(browser, ct_node, tmp_pat
     log = BrowserLog()
     context, page = open_page(browser, log)
     try:
-        page.goto(f"{node.base_url}/ui/", wait_until="load")
+        page.goto(f"{node.base_url}/ui/archive/", wait_until="load")
         row = page.locator("table.studies tbody tr", has_text="LUNGCT-002")
         assert row.count() == 1, page.inner_text("body")
         cells = row.inner_text()
@@ -228,7 +228,7 @@ def test_ohif_study_list_queries_radpilot(browser, ct_node) -> None:  # noqa: AN
     log = BrowserLog()
     context, page = open_page(browser, log)
     try:
-        page.goto(f"{node.base_url}/", wait_until="load")
+        page.goto(f"{node.base_url}/?resultsPerPage=25", wait_until="load")  # the bare root is RadPilot's worklist
         try:
             page.get_by_text("RP002", exact=True).first.wait_for(state="visible", timeout=RENDER_TIMEOUT_S * 1000)
         finally:

@@ -96,7 +96,9 @@ def test_app_config_evaluates_to_absolute_roots_in_javascript(client: TestClient
     assert configuration["wadoUriRoot"] == "http://radpilot.example:8000/dicomweb"
 
 
-@pytest.mark.parametrize("path", ["/viewer?StudyInstanceUIDs=1.2.3.4", "/viewer/dicomweb", "/local", "/some/deep/route"])
+@pytest.mark.parametrize(
+    "path", ["/?resultsPerPage=25", "/viewer?StudyInstanceUIDs=1.2.3.4", "/viewer/dicomweb", "/local", "/some/deep/route"]
+)
 def test_ohif_routes_fall_back_to_index_html(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
