@@ -198,7 +198,8 @@ def _priority_rank():  # noqa: ANN202 - a SQLAlchemy CASE expression
 
 
 def _critical():  # noqa: ANN202
-    return exists(select(AiFlag.id).where(AiFlag.study_instance_uid == Study.study_instance_uid, AiFlag.critical.is_(True)))
+    # IN over the (few) flagged studies, not a correlated EXISTS: both databases build the set once per query.
+    return Study.study_instance_uid.in_(select(AiFlag.study_instance_uid).where(AiFlag.critical.is_(True)))
 
 
 def _job_state_clause(state: str):  # noqa: ANN202
@@ -234,7 +235,7 @@ def _filters(query: WorklistQuery) -> list:
     if query.ai:
         clauses.append(_job_state_clause(query.ai))
     if query.flagged:
-        clauses.append(exists(select(AiFlag.id).where(AiFlag.study_instance_uid == Study.study_instance_uid)))
+        clauses.append(Study.study_instance_uid.in_(select(AiFlag.study_instance_uid)))
     if query.date_from:
         clauses.append(Study.study_date >= query.date_from)
     if query.date_to:
@@ -308,12 +309,13 @@ def worklist_page(engine: Engine, query: WorklistQuery) -> WorklistPage:
     )
     filters = _filters(query)
     statement = base.where(*filters).order_by(*_order(query)).offset(query.offset).limit(query.limit)
-    count = (
-        select(func.count(Study.id))
-        .join(Patient, Patient.id == Study.patient_fk)
-        .outerjoin(StudyReading, StudyReading.study_instance_uid == Study.study_instance_uid)
-        .where(*filters)
-    )
+    # The count joins only what its filters read: it runs over every matching study, the page over 50.
+    count = select(func.count(Study.id))
+    if query.text:
+        count = count.join(Patient, Patient.id == Study.patient_fk)
+    if query.reading:
+        count = count.outerjoin(StudyReading, StudyReading.study_instance_uid == Study.study_instance_uid)
+    count = count.where(*filters)
     with Session(engine) as session:
         found = session.execute(statement).all()
         total = int(session.scalar(count) or 0)
