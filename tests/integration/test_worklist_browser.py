@@ -21,6 +21,7 @@ from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
 from tests.fixtures.principal import as_principal, start_node_with_test_principal
 from tests.fixtures.radpilot import RunningNode, make_settings
 from tests.helpers import require_or_skip
+from tests.unit.worklist_support import add_job
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
@@ -96,6 +97,12 @@ def test_studies_from_orthanc_appear_live_and_the_page_fits_laptop_and_desktop(b
         assert rows.nth(0).get_attribute("data-uid") == cxr_uid  # STAT first
         assert "STAT" in rows.nth(0).inner_text() and "PARK, SEOYEON" in rows.nth(0).inner_text()
         assert "KIM, MINJI" in rows.nth(1).inner_text() and "CT" in rows.nth(1).inner_text()
+
+        # An analysis finishing on the CT raises a critical flag: the row moves up and shows it, still without a reload.
+        add_job(node.archive, ct_uid, str(ct[0].SeriesInstanceUID), "lung_ct_quant", state="done", flags=[("nodule_candidates", True)])
+        page.locator(f'tr[data-uid="{ct_uid}"]', has_text="lung_ct_quant: done").wait_for(timeout=WAIT_MS)
+        assert "Nodule_Candidates" in page.locator(f'tr[data-uid="{ct_uid}"]').inner_text()
+        assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
 
         # Keyboard: j selects the first study, c claims it; the row updates through the event stream.
         page.keyboard.press("j")
