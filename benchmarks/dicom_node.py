@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.fixtures.orthanc import start_orthanc  # noqa: E402
-from tests.helpers import free_port, shared_data_path, subprocess_env  # noqa: E402
+from tests.helpers import api_token, free_port, shared_data_path, subprocess_env  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -151,6 +151,7 @@ def main() -> None:
     orthanc = start_orthanc(work / "orthanc")
     radpilot, rp_dicom, rp_http = start_radpilot(work / "radpilot-data", "file")
     radpilot_full, rp_full_dicom, _ = start_radpilot(work / "radpilot-full-data", "full")
+    auth = api_token(work / "radpilot-data")
     ports = {
         "radpilot": (rp_dicom, "RADPILOT"),
         "radpilot_full_sync": (rp_full_dicom, "RADPILOT"),
@@ -178,36 +179,40 @@ def main() -> None:
                     f"({args.instances / seconds:.0f}/s, {size / 1e6 / seconds:.1f} MB/s)"
                 )
                 shutil.rmtree(folder)
-        rp_count = httpx.get(f"http://127.0.0.1:{rp_http}/dicomweb/studies", timeout=30).json()
+        rp_count = httpx.get(f"http://127.0.0.1:{rp_http}/dicomweb/studies", headers=auth, timeout=30).json()
         study_uid = next(s["0020000D"]["Value"][0] for s in rp_count if s["00100020"]["Value"][0] == "BENCH-radpilot0")
         or_studies = httpx.get(f"{orthanc.dicomweb_url}/studies", params={"PatientID": "BENCH-orthanc0"}, timeout=30).json()
         or_study = or_studies[0]["0020000D"]["Value"][0]
-        series_of = lambda base, study: httpx.get(f"{base}/studies/{study}/series", timeout=30).json()[0]["0020000E"]["Value"][0]  # noqa: E731
+
+        def series_of(base: str, study: str, headers: dict[str, str]) -> str:
+            return httpx.get(f"{base}/studies/{study}/series", headers=headers, timeout=30).json()[0]["0020000E"]["Value"][0]
+
         rp_base, or_base = f"http://127.0.0.1:{rp_http}/dicomweb", orthanc.dicomweb_url
-        rp_series, or_series = series_of(rp_base, study_uid), series_of(or_base, or_study)
+        rp_series, or_series = series_of(rp_base, study_uid, auth), series_of(or_base, or_study, {})
         json_accept = {"Accept": "application/dicom+json"}
+        rp_accept = {**json_accept, **auth}
         metadata_repeats = max(5, args.latency_repeats // 5)
         rp_metadata_url = f"{rp_base}/studies/{study_uid}/series/{rp_series}/metadata"
         or_metadata_url = f"{or_base}/studies/{or_study}/series/{or_series}/metadata"
-        rp_metadata = httpx.get(rp_metadata_url, headers=json_accept, timeout=60).json()
+        rp_metadata = httpx.get(rp_metadata_url, headers=rp_accept, timeout=60).json()
         or_metadata = httpx.get(or_metadata_url, headers=json_accept, timeout=60).json()
         if len(rp_metadata) != args.instances or len(or_metadata) != args.instances:
             raise RuntimeError(f"series metadata has {len(rp_metadata)} (radpilot) / {len(or_metadata)} (orthanc) instances")
         dicomweb = {
             "qido_studies_by_patient_id": {
-                "radpilot": latency(f"{rp_base}/studies?PatientID=BENCH-radpilot0", json_accept, args.latency_repeats),
+                "radpilot": latency(f"{rp_base}/studies?PatientID=BENCH-radpilot0", rp_accept, args.latency_repeats),
                 "orthanc": latency(f"{or_base}/studies?PatientID=BENCH-orthanc0", json_accept, args.latency_repeats),
             },
             "wado_series_metadata": {
-                "radpilot": latency(rp_metadata_url, json_accept, metadata_repeats),
+                "radpilot": latency(rp_metadata_url, rp_accept, metadata_repeats),
                 "orthanc": latency(or_metadata_url, json_accept, metadata_repeats),
                 "radpilot_read_from_files": latency_from_files(
-                    rp_metadata_url, json_accept, metadata_repeats, work / "radpilot-data" / "index.sqlite3"
+                    rp_metadata_url, rp_accept, metadata_repeats, work / "radpilot-data" / "index.sqlite3"
                 ),
             },
         }
         # The kept metadata again, after the rows the last measurement deleted were filled once more.
-        dicomweb["wado_series_metadata"]["radpilot_again"] = latency(rp_metadata_url, json_accept, metadata_repeats)
+        dicomweb["wado_series_metadata"]["radpilot_again"] = latency(rp_metadata_url, rp_accept, metadata_repeats)
     finally:
         for process in (radpilot, radpilot_full):
             process.terminate()

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.fixtures.orthanc import start_orthanc  # noqa: E402
-from tests.helpers import free_port, shared_data_path, subprocess_env  # noqa: E402
+from tests.helpers import api_token, free_port, shared_data_path, subprocess_env  # noqa: E402
 
 RESULT_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7"}
 
@@ -132,7 +132,7 @@ def end_to_end(folder: Path, quiet_s: float, work: Path) -> dict:
         orthanc.store_to("radpilot", orthanc.resource_id(study_uid))
         received = time.perf_counter()
         arrived = wait_for_results(orthanc, study_uid)
-        jobs = httpx.get(f"http://127.0.0.1:{http_port}/api/jobs", timeout=10).json()
+        jobs = httpx.get(f"http://127.0.0.1:{http_port}/api/jobs", headers=api_token(work / "rp"), timeout=10).json()
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -90,6 +90,23 @@ class Settings(BaseSettings):
             "rename and index without waiting for the disk, and re-index after an unclean stop; none: no fsync"
         ),
     )
+    # Sign-in and sessions (issue 16). The session cookie is HttpOnly and SameSite=Lax; Secure when the
+    # request came over HTTPS, or always when session_cookie_secure is true.
+    session_max_age_s: int = Field(default=12 * 3600, gt=0, description="A session ends this long after sign-in (s)")
+    session_idle_timeout_s: int = Field(default=3600, gt=0, description="A session ends after this long without a request (s)")
+    session_cookie_secure: bool = Field(default=False, description="Mark the session cookie Secure even on plain HTTP")
+    login_max_failures: int = Field(default=5, ge=1, description="Wrong passwords in login_window_s before a user is locked out")
+    login_window_s: int = Field(default=900, gt=0, description="The window in which wrong passwords are counted (s)")
+    login_lockout_s: int = Field(default=900, gt=0, description="How long a locked-out user is refused (s)")
+    pseudonym_secret_file: Path | None = Field(
+        default=None, description="Secret the researcher's patient pseudonyms derive from; default data_dir/pseudonym.key (created)"
+    )
+    create_first_users: bool = Field(
+        default=True, description="On a node without users, 'radpilot serve' creates an administrator and a radiologist"
+    )
+    login_max_failures_per_client: int = Field(
+        default=50, ge=1, description="Wrong sign-ins from one address in login_window_s before that address is refused"
+    )
     log_level: str = "INFO"
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))

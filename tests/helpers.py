@@ -135,3 +135,19 @@ def dciodvfy_errors(path: Path) -> list[str]:
         require_or_skip("dciodvfy (Debian dicom3tools) is not installed")
     report = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=60)
     return [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+
+
+def api_token(data_dir: Path, role: str = "administrator", name: str = "bench") -> dict[str, str]:
+    """``Authorization: Bearer ...`` for a RadPilot whose data folder (SQLite index) is ``data_dir``.
+
+    The token is written straight into that node's database, as `radpilot tokens create` does.
+    """
+    from radpilot.db import make_engine, migrate
+    from radpilot.security.tokens import create_token
+
+    engine = make_engine(f"sqlite:///{(data_dir / 'index.sqlite3').resolve()}")
+    try:
+        migrate(engine)
+        return {"Authorization": f"Bearer {create_token(engine, name, role, by='benchmark')}"}
+    finally:
+        engine.dispose()

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from radpilot.cli import engine as engine_commands
+from radpilot.cli import security as security_commands
 from radpilot.cli import validation as validation_commands
 from radpilot.config import Settings
 from radpilot.logging_setup import configure_logging
@@ -80,7 +81,24 @@ def serve(
     except Exception as exc:  # noqa: BLE001 - report any start-up failure in words, then exit
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(1) from exc
+    if settings.create_first_users:
+        show_first_users(server.archive.engine)
     server.run_until_signalled()
+
+
+def show_first_users(engine) -> None:  # noqa: ANN001 - sqlalchemy Engine
+    """Create an administrator and a radiologist on a node without users; their one-time passwords go to the terminal only."""
+    from radpilot.security.users import create_first_users
+
+    created = create_first_users(engine)
+    if not created:
+        return
+    lines = "\n".join(f"  {name:<12} ({role.value}): {password}" for name, role, password in created)
+    console.print(
+        "[bold]First start: RadPilot created these users with one-time passwords (shown only now).[/bold]\n"
+        f"{escape(lines)}\n"
+        "Sign in at /ui/login; each must choose a new password at first sign-in. Add others with `radpilot users add`."
+    )
 
 
 def iter_files(paths: list[Path]) -> list[Path]:
@@ -454,6 +472,8 @@ app.command("rules")(engine_commands.rules)
 app.add_typer(validation_commands.datasets_app, name="datasets")
 app.add_typer(validation_commands.validate_app, name="validate")
 app.add_typer(validation_commands.models_app, name="models")
+app.add_typer(security_commands.users_app, name="users")
+app.add_typer(security_commands.tokens_app, name="tokens")
 
 
 if __name__ == "__main__":

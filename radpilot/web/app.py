@@ -2,7 +2,8 @@
 
 Route order matters: RadPilot's own prefixes are registered first and OHIF's
 catch-all (static files with index.html as the fallback) last, so OHIF can never
-shadow an API route, and an unknown /api, /dicomweb or /ui path is a 404.
+shadow an API route, and an unknown /api, /dicomweb or /ui path is a 404. Every request
+passes through the authentication middleware (:mod:`radpilot.web.auth`) first.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from radpilot import __version__
 from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.pacs.dicomweb import make_dicomweb_router
+from radpilot.security.pseudonyms import Pseudonymizer, load_or_create_secret
 from radpilot.web.admin_pages import make_admin_router
 from radpilot.web.api import make_api_router
+from radpilot.web.auth import AuthMiddleware, make_auth_router
+from radpilot.web.deidentify import ResearcherFilter
 from radpilot.web.engine_api import router as engine_router
 from radpilot.web.monitoring_api import router as monitoring_router
 from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
@@ -35,6 +39,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.ohif_dir = resolve_ohif_dir(settings)
     # Set when the server stops: long-lived responses (the worklist's event streams) end at their next poll.
     app.state.stopping = threading.Event()
+    app.state.pseudonymizer = Pseudonymizer(load_or_create_secret(settings.pseudonym_secret_file or settings.data_dir / "pseudonym.key"))
     app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
 
     @app.get("/api/health")
@@ -48,8 +53,13 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.mount("/ui/static", static_files(), name="ui-static")
     app.include_router(make_worklist_router(archive))
     app.include_router(make_admin_router(settings, archive))
+    app.include_router(make_auth_router(archive.engine, settings), prefix="/ui")
     app.include_router(make_pages_router(archive), prefix="/ui")
     app.include_router(make_ohif_router(app.state.ohif_dir))
+    # The last added is the outermost: authentication first, so every route, mount, 404 and FastAPI's
+    # own /api/docs pass through it; then the researcher's filter, which reads the principal it set.
+    app.add_middleware(ResearcherFilter, pseudonymizer=app.state.pseudonymizer)
+    app.add_middleware(AuthMiddleware, engine=archive.engine, settings=settings)
     if app.state.ohif_dir is not None:
         logger.info("serving the OHIF viewer", extra={"ohif_dir": str(app.state.ohif_dir)})
     return app

@@ -27,6 +27,7 @@ from radpilot.web.api import (
     format_date,
     search_studies,
 )
+from radpilot.web.deidentify import deidentified
 from radpilot.web.reading_room import PAGE_HEADERS, TEMPLATES, page_context
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def make_pages_router(archive: Archive) -> APIRouter:
             page, error = search_studies(archive, search), ""
         except SearchError as exc:
             page, error = StudyPage(search=search), str(exc)
+        deidentified(request, page.studies)
         html = render_study_list(request, page, error=error, instance_count=archive.instance_count())
         return HTMLResponse(html, status_code=400 if error else 200, headers=PAGE_HEADERS)
 

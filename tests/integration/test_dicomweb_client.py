@@ -30,17 +30,17 @@ OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax
 
 @pytest.fixture
 def client(radpilot) -> DICOMwebClient:  # noqa: ANN001 - RunningNode from tests/fixtures/radpilot.py
-    return DICOMwebClient(url=radpilot.dicomweb_url)
+    return radpilot.dicomweb_client()
 
 
-def stow_raw(url: str, parts: list[tuple[str, bytes]], boundary: str = "rp-test-boundary") -> httpx.Response:
+def stow_raw(node, parts: list[tuple[str, bytes]], boundary: str = "rp-test-boundary") -> httpx.Response:  # noqa: ANN001 - RunningNode
     """POST a hand-built multipart/related body (dicomweb-client only sends well-formed datasets)."""
     body = b""
     for content_type, data in parts:
         body += f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
-    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
-    return httpx.post(f"{url}/studies", content=body, headers=headers, timeout=60)
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', **node.headers}
+    return httpx.post(f"{node.dicomweb_url}/studies", content=body, headers=headers, timeout=60)
 
 
 def file_digests(archive) -> dict[str, str]:  # noqa: ANN001 - Archive
@@ -77,10 +77,12 @@ def test_store_then_retrieve_byte_identical_pixels(radpilot, client: DICOMwebCli
 def test_retrieved_file_is_the_stored_file(radpilot, client: DICOMwebClient) -> None:  # noqa: ANN001
     data = pydicom_testfile("CT_small.dcm").read_bytes()
     ds = pydicom.dcmread(io.BytesIO(data))
-    assert stow_raw(radpilot.dicomweb_url, [("application/dicom", data)]).status_code == 200
+    assert stow_raw(radpilot, [("application/dicom", data)]).status_code == 200
     series_url = f"{radpilot.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
     url = f"{series_url}/instances/{ds.SOPInstanceUID}"
-    response = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=30)
+    response = requests.get(
+        url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*', **radpilot.headers}, timeout=30
+    )
     media = parse_media_type(response.headers["Content-Type"])
     (part,) = parse_multipart(response.content, media.params["boundary"])
     assert part.content(response.content) == data
@@ -152,11 +154,11 @@ def test_search_for_series_and_instances(client: DICOMwebClient, three_studies: 
 
 
 def test_bad_query_is_400_with_reason(radpilot) -> None:  # noqa: ANN001
-    response = httpx.get(f"{radpilot.dicomweb_url}/studies", params={"StudyDate": "2023-01-05"})
+    response = httpx.get(f"{radpilot.dicomweb_url}/studies", params={"StudyDate": "2023-01-05"}, headers=radpilot.headers)
     assert response.status_code == 400
     assert response.json()["parameter"] == "StudyDate"
     with pytest.raises(requests.HTTPError) as raised:
-        DICOMwebClient(url=radpilot.dicomweb_url).search_for_studies(search_filters={"NotAnAttribute": "x"})
+        radpilot.dicomweb_client().search_for_studies(search_filters={"NotAnAttribute": "x"})
     assert raised.value.response.status_code == 400
     assert "NotAnAttribute" in raised.value.response.json()["error"]
 
@@ -206,14 +208,14 @@ def test_compressed_frames(radpilot, client: DICOMwebClient, name: str, syntax: 
     original = pydicom.dcmread(path)
     assert original.file_meta.TransferSyntaxUID == syntax
     expected = next(generate_frames(original.PixelData, number_of_frames=int(original.get("NumberOfFrames") or 1)))
-    assert stow_raw(radpilot.dicomweb_url, [("application/dicom", path.read_bytes())]).status_code == 200
+    assert stow_raw(radpilot, [("application/dicom", path.read_bytes())]).status_code == 200
     uids = (original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID)
     (default,) = client.retrieve_instance_frames(*uids, frame_numbers=[1])
     assert default == expected
     (typed,) = client.retrieve_instance_frames(*uids, frame_numbers=[1], media_types=((media_type, syntax),))
     assert typed == expected
     url = f"{radpilot.dicomweb_url}/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}/frames/1"
-    response = requests.get(url, headers={"Accept": OHIF_ACCEPT}, timeout=30)  # what OHIF v3 sends
+    response = requests.get(url, headers={"Accept": OHIF_ACCEPT, **radpilot.headers}, timeout=30)  # what OHIF v3 sends
     assert response.status_code == 200
     media = parse_media_type(response.headers["Content-Type"])
     (part,) = parse_multipart(response.content, media.params["boundary"])
@@ -233,7 +235,7 @@ def test_unknown_instance_is_404(radpilot, client: DICOMwebClient) -> None:  # n
 
 def test_broken_parts_beside_good_ones(radpilot) -> None:  # noqa: ANN001
     earlier = make_ct_dataset()
-    assert stow_raw(radpilot.dicomweb_url, [("application/dicom", to_part10_bytes(earlier))]).status_code == 200
+    assert stow_raw(radpilot, [("application/dicom", to_part10_bytes(earlier))]).status_code == 200
     before = file_digests(radpilot.archive)
     good = make_ct_series(2)
     truncated_ds = make_ct_dataset()
@@ -247,7 +249,7 @@ def test_broken_parts_beside_good_ones(radpilot) -> None:  # noqa: ANN001
         ("application/dicom", to_part10_bytes(no_uid)),
         ("application/dicom", to_part10_bytes(good[1])),
     ]
-    response = stow_raw(radpilot.dicomweb_url, parts)
+    response = stow_raw(radpilot, parts)
     assert response.status_code == 202
     assert response.headers["content-type"] == "application/dicom+json"
     result = Dataset.from_json(response.json())
@@ -269,9 +271,9 @@ def test_broken_parts_beside_good_ones(radpilot) -> None:  # noqa: ANN001
 def test_conflicting_resend_keeps_first_copy(radpilot, client: DICOMwebClient) -> None:  # noqa: ANN001
     ds = make_ct_dataset()
     first = to_part10_bytes(ds)
-    assert stow_raw(radpilot.dicomweb_url, [("application/dicom", first)]).status_code == 200
+    assert stow_raw(radpilot, [("application/dicom", first)]).status_code == 200
     ds.PixelData = bytes(len(ds.PixelData))
-    response = stow_raw(radpilot.dicomweb_url, [("application/dicom", to_part10_bytes(ds))])
+    response = stow_raw(radpilot, [("application/dicom", to_part10_bytes(ds))])
     assert response.status_code == 409
     (failed,) = Dataset.from_json(response.json()).FailedSOPSequence
     assert failed.FailureReason == 0xA900

@@ -19,13 +19,12 @@ def test_same_instance_reads_the_same_from_orthanc_and_radpilot(radpilot, orthan
     ds = make_ct_dataset(patient_id="CMP-ORTHANC", patient_name="COMPARE^ME")
     data = to_part10_bytes(ds)
     orthanc.upload(data)
-    stored = DICOMwebClient(url=radpilot.dicomweb_url).store_instances([ds])
+    stored = radpilot.dicomweb_client().store_instances([ds])
     assert len(stored.ReferencedSOPSequence) == 1
     uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
 
     answers = {}
-    for name, url in (("orthanc", orthanc.dicomweb_url), ("radpilot", radpilot.dicomweb_url)):
-        client = DICOMwebClient(url=url)
+    for name, client in (("orthanc", DICOMwebClient(url=orthanc.dicomweb_url)), ("radpilot", radpilot.dicomweb_client())):
         (study,) = client.search_for_studies(search_filters={"StudyInstanceUID": ds.StudyInstanceUID})
         assert study["0020000D"]["Value"] == [ds.StudyInstanceUID], name
         assert study["00100020"]["Value"] == ["CMP-ORTHANC"], name

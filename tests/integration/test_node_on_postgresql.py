@@ -25,5 +25,5 @@ def test_node_with_postgresql_index_stores_and_answers_qido(radpilot_factory, fr
     assoc.release()
     assert statuses == [0x0000] * 5
     assert node.archive.instance_count() == 5
-    studies = httpx.get(f"{node.dicomweb_url}/studies", params={"PatientID": "PG-1"}, timeout=30).json()
+    studies = httpx.get(f"{node.dicomweb_url}/studies", params={"PatientID": "PG-1"}, headers=node.headers, timeout=30).json()
     assert [s["00201208"]["Value"][0] for s in studies] == [5]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures.auth import sign_in
 from tests.fixtures.radpilot import RunningNode, radpilot, radpilot_factory  # noqa: F401 - fixtures
 from tests.helpers import require_or_skip
 
@@ -185,9 +186,11 @@ def visible_error_text(page) -> list[str]:  # noqa: ANN001 - playwright Page
     return [line for line in page.inner_text("body").splitlines() if ERROR_TEXT.search(line)]
 
 
-def open_page(browser, log: BrowserLog):  # noqa: ANN001, ANN201 - playwright objects
+def open_page(browser, log: BrowserLog, node: RunningNode):  # noqa: ANN001, ANN201 - playwright objects
+    """A page signed in to ``node`` through its sign-in page, then watched by ``log``."""
     context = browser.new_context(viewport=VIEWPORT_SIZE)
     page = context.new_page()
+    sign_in(page, node.base_url, node.archive.engine)
     log.attach(page)
     return context, page
 
@@ -195,7 +198,7 @@ def open_page(browser, log: BrowserLog):  # noqa: ANN001, ANN201 - playwright ob
 def test_study_list_links_to_ohif_which_renders_the_ct(browser, ct_node, tmp_path: Path) -> None:  # noqa: ANN001
     node, study_uid = ct_node
     log = BrowserLog()
-    context, page = open_page(browser, log)
+    context, page = open_page(browser, log, node)
     try:
         page.goto(f"{node.base_url}/ui/archive/", wait_until="load")
         row = page.locator("table.studies tbody tr", has_text="LUNGCT-002")
@@ -226,7 +229,7 @@ def test_study_list_links_to_ohif_which_renders_the_ct(browser, ct_node, tmp_pat
 def test_ohif_study_list_queries_radpilot(browser, ct_node) -> None:  # noqa: ANN001
     node, study_uid = ct_node
     log = BrowserLog()
-    context, page = open_page(browser, log)
+    context, page = open_page(browser, log, node)
     try:
         page.goto(f"{node.base_url}/?resultsPerPage=25", wait_until="load")  # the bare root is RadPilot's worklist
         try:

@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 
 from radpilot.web.ohif import ohif_config
+from tests.fixtures.auth import sign_in
 from tests.fixtures.radpilot import RunningNode, radpilot_factory  # noqa: F401 - fixture
 from tests.helpers import require_or_skip
 from tests.integration.test_engine_end_to_end import (  # noqa: E402
@@ -210,6 +211,7 @@ def test_ohif_draws_the_engines_seg_over_the_ct(browser, analysed_study, tmp_pat
     context = browser.new_context(viewport=VIEWPORT_SIZE)
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_S * 1000)
+    sign_in(page, node.base_url, node.archive.engine)
     log.attach(page)
     try:
         page.goto(f"{node.base_url}/viewer?StudyInstanceUIDs={study_uid}", wait_until="load")

@@ -29,6 +29,7 @@ MODEL_MODULES = (
     "radpilot.security.audit",
     "radpilot.modelhub.activation",
     "radpilot.worklist.models",
+    "radpilot.security.models",
 )
 
 

@@ -13,6 +13,7 @@ from radpilot.config import Settings
 from radpilot.web.api import SearchError, StudySearch, format_person_name, parse_date, to_query_keys
 from radpilot.web.app import create_app
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
+from tests.fixtures.auth import authenticate
 
 STUDIES = [
     dict(patient_id="P1", patient_name="DOE^JANE", study_date="20240102", accession="A1", modality="CT"),
@@ -39,7 +40,7 @@ def archive(tmp_path: Path) -> Iterator[Archive]:
 def client(archive: Archive, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", ohif_dir=tmp_path / "no-ohif")
     with TestClient(create_app(settings, archive)) as test_client:
-        yield test_client
+        yield authenticate(test_client, archive.engine)
 
 
 def accessions(response) -> list[str]:  # noqa: ANN001 - httpx.Response

@@ -15,6 +15,7 @@ from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.web import ohif
 from radpilot.web.app import create_app
+from tests.fixtures.auth import authenticate
 
 INDEX_HTML = '<!doctype html><html><head><script src="/app-config.js"></script></head><body>OHIF-INDEX</body></html>'
 
@@ -37,7 +38,7 @@ def build_client(tmp_path: Path, ohif_dir: Path | None) -> Iterator[TestClient]:
     archive = Archive.from_settings(settings)
     try:
         with TestClient(create_app(settings, archive)) as client:
-            yield client
+            yield authenticate(client, archive.engine)
     finally:
         archive.close()
 

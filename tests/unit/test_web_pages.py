@@ -13,6 +13,7 @@ from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.web.app import create_app
 from tests.factories import make_ct_series, to_part10_bytes
+from tests.fixtures.auth import authenticate
 
 HOSTILE_NAME = "<script>alert(1)</script>^EVIL"
 
@@ -28,7 +29,7 @@ def archive(tmp_path: Path) -> Iterator[Archive]:
 def client(archive: Archive, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", ohif_dir=tmp_path / "no-ohif")
     with TestClient(create_app(settings, archive)) as test_client:
-        yield test_client
+        yield authenticate(test_client, archive.engine)
 
 
 def store_study(archive: Archive, count: int = 3, **attrs) -> str:

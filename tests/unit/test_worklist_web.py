@@ -19,8 +19,10 @@ from radpilot.worklist.feed import WorklistFeed
 from tests.fixtures.principal import as_principal, install_test_principal
 from tests.unit.worklist_support import add_job, store_study
 
-ALICE = as_principal("alice", Role.RADIOLOGIST)
-BOB = as_principal("bob", Role.RADIOLOGIST)
+ALICE = ("alice", Role.RADIOLOGIST)
+BOB = ("bob", Role.RADIOLOGIST)
+
+NOBODY = {"Authorization": ""}  # the client's default token overridden: no credentials
 
 
 @pytest.fixture
@@ -35,6 +37,7 @@ def client(archive: Archive, tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(Settings(data_dir=tmp_path / "data", ohif_dir=tmp_path / "no-ohif"), archive)
     install_test_principal(app)
     with TestClient(app) as test_client:
+        test_client.headers.update(as_principal("reader", Role.RADIOLOGIST))
         yield test_client
 
 
@@ -46,7 +49,7 @@ def test_worklist_is_the_start_page_with_marks_links_and_status(client: TestClie
     stat_uid, _ = store_study(archive, patient_id="P1", patient_name="KIM^MINJI", priority="STAT", study_date="20230101")
     flagged_uid, series = store_study(archive, patient_id="P2", patient_name="LEE^JUN", study_date="20240101")
     add_job(archive, flagged_uid, series, "chest_xray", state="done", flags=[("nodule_candidates", True)])
-    html = client.get("/ui/", headers=ALICE).text
+    html = client.get("/ui/", headers=as_principal(*ALICE)).text
     assert html.index(stat_uid) < html.index(flagged_uid)
     stat_row, flagged_row = row_of(html, stat_uid), row_of(html, flagged_uid)
     assert 'class="stat ' in stat_row and '<span class="badge stat">STAT</span>' in stat_row
@@ -76,18 +79,18 @@ def test_bad_query_parameters_answer_400_naming_them(client: TestClient) -> None
 
 def test_claims_over_http(client: TestClient, archive: Archive) -> None:
     uid, _ = store_study(archive, patient_id="P1")
-    assert client.post(f"/api/worklist/{uid}/claim").status_code == 401
+    assert client.post(f"/api/worklist/{uid}/claim", headers=NOBODY).status_code == 401
     assert client.post(f"/api/worklist/{uid}/claim", headers=as_principal("t", Role.TECHNOLOGIST)).status_code == 403
-    assert client.post("/api/worklist/1.2.3.4/claim", headers=ALICE).status_code == 404
-    claimed = client.post(f"/api/worklist/{uid}/claim", headers=ALICE)
+    assert client.post("/api/worklist/1.2.3.4/claim", headers=as_principal(*ALICE)).status_code == 404
+    claimed = client.post(f"/api/worklist/{uid}/claim", headers=as_principal(*ALICE))
     assert claimed.status_code == 200 and claimed.json()["claimed_by"] == "alice"
-    refused = client.post(f"/api/worklist/{uid}/claim", headers=BOB)
+    refused = client.post(f"/api/worklist/{uid}/claim", headers=as_principal(*BOB))
     assert refused.status_code == 409 and "alice" in refused.json()["detail"]
-    row = client.get("/api/worklist", headers=ALICE).json()["studies"][0]
+    row = client.get("/api/worklist", headers=as_principal(*ALICE)).json()["studies"][0]
     assert (row["reading"], row["claimed_by"]) == ("in_progress", "alice")
-    html = row_of(client.get("/ui/", headers=ALICE).text, uid)
+    html = row_of(client.get("/ui/", headers=as_principal(*ALICE)).text, uid)
     assert 'data-action="read"' in html and "Claimed by alice" in html
-    assert client.post(f"/api/worklist/{uid}/read", headers=ALICE).json()["status"] == "read"
+    assert client.post(f"/api/worklist/{uid}/read", headers=as_principal(*ALICE)).json()["status"] == "read"
     assert client.get("/api/worklist", params={"reading": "read"}).json()["total"] == 1
 
 

@@ -1,7 +1,7 @@
 """worklist: study priority from the DICOM header, AI flags raised by jobs, each study's reading state and claim
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-03 12:00:00.000000
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
