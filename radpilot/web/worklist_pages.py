@@ -56,7 +56,7 @@ def study_url(study_instance_uid: str) -> str:
     return f"/ui/studies/{quote(study_instance_uid, safe='')}"
 
 
-def query_from_params(params: Any) -> WorklistQuery:
+def query_from_params(params: Any, *, identities: bool = True) -> WorklistQuery:
     """The worklist query stated by a query string; WorklistQueryError names a bad parameter."""
 
     def number(name: str, default: int) -> int:
@@ -81,7 +81,25 @@ def query_from_params(params: Any) -> WorklistQuery:
         descending=params.get("descending", "1") not in ("0", "false"),
         limit=number("limit", DEFAULT_PAGE_SIZE),
         offset=number("offset", 0),
+        identities=identities,
     )
+
+
+def sees_identities(request: Request) -> bool:
+    principal = principal_of(request)
+    return principal is None or principal.sees_identities
+
+
+def deidentify_rows(request: Request, page: WorklistPage) -> WorklistPage:
+    """The page as the request's principal may see it: a researcher gets pseudonyms for patient name and ID."""
+    if sees_identities(request):
+        return page
+    pseudonymizer = request.app.state.pseudonymizer
+    for row in page.rows:
+        real_id, real_name = row.patient_id, row.patient_name
+        row.patient_id = pseudonymizer.patient_id(real_id, real_name)
+        row.patient_name = pseudonymizer.patient_name(real_id, real_name)
+    return page
 
 
 def _date_input(value: str) -> str:
@@ -102,10 +120,10 @@ def make_worklist_router(archive: Archive) -> APIRouter:
 
     def run(request: Request) -> tuple[WorklistPage, str]:
         try:
-            query = query_from_params(request.query_params)
+            query = query_from_params(request.query_params, identities=sees_identities(request))
         except WorklistQueryError as exc:
             return WorklistPage(query=WorklistQuery(), rows=[], total=0), str(exc)
-        return worklist_page(engine, query), ""
+        return deidentify_rows(request, worklist_page(engine, query)), ""
 
     @router.get("/ui/", response_class=HTMLResponse, include_in_schema=False)
     def worklist(request: Request) -> HTMLResponse:
@@ -158,10 +176,10 @@ def make_worklist_router(archive: Archive) -> APIRouter:
     def worklist_json(request: Request) -> dict[str, Any]:
         """The worklist page as JSON (same query parameters as /ui/)."""
         try:
-            query = query_from_params(request.query_params)
+            query = query_from_params(request.query_params, identities=sees_identities(request))
         except WorklistQueryError as exc:
             raise HTTPException(400, str(exc)) from exc
-        page = worklist_page(engine, query)
+        page = deidentify_rows(request, worklist_page(engine, query))
         return {
             "studies": [row.as_json() for row in page.rows],
             "total": page.total,

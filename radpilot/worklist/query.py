@@ -73,6 +73,7 @@ class WorklistQuery:
     descending: bool = True
     limit: int = DEFAULT_PAGE_SIZE
     offset: int = 0
+    identities: bool = True  # False for a researcher: the text search never looks at patient names or IDs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", "".join(ch for ch in self.text if ch.isprintable()).strip()[:128])
@@ -102,7 +103,7 @@ class WorklistQuery:
         defaults = WorklistQuery().__dict__
         out = {}
         for key, value in values.items():
-            if value == defaults[key] or value in ("", None):
+            if key == "identities" or value == defaults[key] or value in ("", None):
                 continue
             out[key] = ("1" if value else "0") if isinstance(value, bool) else value
         return urlencode(out)
@@ -219,17 +220,15 @@ def _filters(query: WorklistQuery) -> list:
     clauses = []
     if query.text:
         pattern = "%" + query.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        # One lower() over the four fields joined by a separator nobody types: on SQLite lower() is a Python
-        # function (it folds non-ASCII names too), so one call per study instead of four.
-        haystack = func.lower(
-            Patient.patient_name
-            + _SEPARATOR
-            + Patient.patient_id
-            + _SEPARATOR
-            + Study.accession_number
-            + _SEPARATOR
-            + Study.study_description
-        )
+        # One lower() over the fields joined by a separator nobody types: on SQLite lower() is a Python
+        # function (it folds non-ASCII names too), so one call per study instead of one per field.
+        fields = [Study.accession_number, Study.study_description]
+        if query.identities:
+            fields = [Patient.patient_name, Patient.patient_id, *fields]
+        joined = fields[0]
+        for field_ in fields[1:]:
+            joined = joined + _SEPARATOR + field_
+        haystack = func.lower(joined)
         clauses.append(haystack.like(pattern, escape="\\"))
     if query.modality:
         clauses.append(Study.id.in_(select(Series.study_fk).where(Series.modality == query.modality)))

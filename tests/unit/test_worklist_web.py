@@ -141,3 +141,17 @@ def test_change_feed_names_new_studies_finished_jobs_and_claims(archive: Archive
 
     claim(archive.engine, uid, Principal("alice", Role.RADIOLOGIST))
     assert [(c.kind, c.data["claimed_by"]) for c in feed.poll()] == [("reading", "alice")]
+
+
+def test_a_researcher_sees_pseudonyms_and_cannot_search_by_identity(client: TestClient, archive: Archive) -> None:
+    uid, _ = store_study(archive, patient_id="REAL-ID-77", patient_name="HONG^GILDONG", accession="ACC-R1")
+    researcher = as_principal("res", Role.RESEARCHER)
+    html = client.get("/ui/", headers=researcher).text
+    assert uid in html and "HONG" not in html and "REAL-ID-77" not in html
+    body = client.get("/api/worklist", headers=researcher).json()
+    assert body["studies"][0]["study_instance_uid"] == uid
+    assert "HONG" not in str(body) and "REAL-ID-77" not in str(body)
+    assert uid not in client.get("/ui/", params={"text": "hong"}, headers=researcher).text  # names are not searched
+    assert uid not in client.get("/ui/", params={"text": "real-id"}, headers=researcher).text
+    assert uid in client.get("/ui/", params={"text": "acc-r1"}, headers=researcher).text
+    assert "HONG, GILDONG" in client.get("/ui/").text  # a radiologist sees the name
