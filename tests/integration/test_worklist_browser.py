@@ -4,7 +4,8 @@ Orthanc (the PACS) sends a chest CT and a chest radiograph to RadPilot while the
 both rows must appear through the server-sent events, with no navigation (a marker set on
 ``window`` before the send survives). Then the keyboard claims the first study, the page is
 checked at 1366x768 and 1920x1080 for horizontal overflow (screenshots in /tmp for a person),
-and the Korean page shows Korean. Who signs in is set by tests.fixtures.principal.
+and the Korean page shows Korean. The radiologist and the administrator sign in through the
+sign-in page; the claim goes through the page's script with the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from radpilot.security.principal import Role
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
-from tests.fixtures.principal import as_principal, start_node_with_test_principal
+from tests.fixtures.auth import sign_in
+from tests.fixtures.principal import start_node_with_test_principal
 from tests.fixtures.radpilot import RunningNode, make_settings
 from tests.helpers import require_or_skip
 from tests.unit.worklist_support import add_job
@@ -76,12 +78,13 @@ def test_studies_from_orthanc_appear_live_and_the_page_fits_laptop_and_desktop(b
     ct_uid = str(ct[0].StudyInstanceUID)
     cxr_uid = orthanc.rest_get(f"/studies/{radiograph['ParentStudy']}")["MainDicomTags"]["StudyInstanceUID"]
 
-    context = browser.new_context(viewport=SIZES["laptop"], extra_http_headers=as_principal("alice", Role.RADIOLOGIST))
+    context = browser.new_context(viewport=SIZES["laptop"])
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     try:
+        reader = sign_in(page, node.base_url, node.archive.engine, Role.RADIOLOGIST)
         page.goto(f"{node.base_url}/ui/", wait_until="load")
         page.locator("#live-status.live").wait_for(timeout=WAIT_MS)
         page.evaluate("window.__notReloaded = true")
@@ -107,7 +110,7 @@ def test_studies_from_orthanc_appear_live_and_the_page_fits_laptop_and_desktop(b
         # Keyboard: j selects the first study, c claims it; the row updates through the event stream.
         page.keyboard.press("j")
         page.keyboard.press("c")
-        page.locator(f'tr[data-uid="{cxr_uid}"]', has_text="Claimed by alice").wait_for(timeout=WAIT_MS)
+        page.locator(f'tr[data-uid="{cxr_uid}"]', has_text=f"Claimed by {reader}").wait_for(timeout=WAIT_MS)
         page.keyboard.press("?")
         assert page.locator("#keys").is_visible()
 
@@ -115,13 +118,16 @@ def test_studies_from_orthanc_appear_live_and_the_page_fits_laptop_and_desktop(b
             page.set_viewport_size(size)
             page.screenshot(path=str(SCREENSHOTS / f"radpilot_worklist_{name}.png"), full_page=True)
             assert horizontal_overflow(page) <= 0, f"the worklist overflows horizontally at {size}"
+        admin_context = browser.new_context(viewport=SIZES["laptop"])
+        admin = admin_context.new_page()
+        sign_in(admin, node.base_url, node.archive.engine, Role.ADMINISTRATOR)
         for section in ("nodes", "rules", "jobs", "models", "audit"):
-            admin = context.new_page()
-            admin.set_extra_http_headers(as_principal("root", Role.ADMINISTRATOR))
-            admin.set_viewport_size(SIZES["laptop"])
             admin.goto(f"{node.base_url}/ui/admin/{section}", wait_until="load")
+            assert admin.locator("h1").inner_text() == "Administration"
             assert horizontal_overflow(admin) <= 0, f"/ui/admin/{section} overflows at 1366x768"
-            admin.close()
+        admin.screenshot(path=str(SCREENSHOTS / "radpilot_admin_audit.png"), full_page=True)
+        assert "study.claim" in admin.locator("main").inner_text()  # the keyboard claim was audited
+        admin_context.close()
 
         context.add_cookies([{"name": "radpilot_lang", "value": "ko", "url": node.base_url}])
         page.set_viewport_size(SIZES["laptop"])

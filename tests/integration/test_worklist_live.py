@@ -30,10 +30,10 @@ def node(tmp_path: Path) -> Iterator[RunningNode]:
 class EventReader:
     """Reads a server-sent event stream in a thread; ``wait_for(kind, predicate)`` returns the first matching event."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.events: list[tuple[str, str]] = []
         self._changed = threading.Condition()
-        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=30.0))
+        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=30.0), headers=headers)
         self._thread = threading.Thread(target=self._read, args=(url,), daemon=True)
         self._thread.start()
 
@@ -68,9 +68,10 @@ class EventReader:
 
 
 def test_events_arrive_when_a_study_is_stored_and_when_a_job_finishes(node: RunningNode) -> None:
-    reader = EventReader(f"{node.base_url}/ui/events")
+    reader = EventReader(f"{node.base_url}/ui/events", as_principal("alice", Role.RADIOLOGIST))
     try:
         reader.wait_for("ready")
+        assert httpx.get(f"{node.base_url}/ui/events").status_code == 401  # the stream needs a signed-in user too
         series = make_ct_series(2, rows=8, columns=8, patient_id="LIVE1")
         study_uid = str(series[0].StudyInstanceUID)
         for ds in series:
@@ -93,7 +94,7 @@ def test_events_arrive_when_a_study_is_stored_and_when_a_job_finishes(node: Runn
 
 def test_the_server_stops_promptly_with_an_event_stream_open(tmp_path: Path) -> None:
     started = start_node_with_test_principal(make_settings(tmp_path))
-    reader = EventReader(f"{started.base_url}/ui/events")
+    reader = EventReader(f"{started.base_url}/ui/events", as_principal("alice", Role.RADIOLOGIST))
     try:
         reader.wait_for("ready")
         began = time.monotonic()
