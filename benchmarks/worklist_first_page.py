@@ -204,7 +204,11 @@ def run_one(label: str, url: str, studies: int, samples: int) -> dict[str, objec
         "filter_modality_unread": ["/ui/?modality=CT&reading=unread"] * samples,
     }
     results: dict[str, object] = {"database": label, "studies": archive.counts().studies, "generate_s": round(generate_s, 1)}
+    from radpilot.security.principal import Role
+    from tests.fixtures.auth import authenticate
+
     with TestClient(create_app(Settings(data_dir=work / "data", ohif_dir=work / "no-ohif"), archive)) as client:
+        authenticate(client, archive.engine, Role.RADIOLOGIST)  # a Bearer token: the authentication middleware is timed too
         for paths in requests.values():
             measure(client, paths[:3])  # warm-up: templates compiled, index pages cached
         for name, paths in requests.items():
