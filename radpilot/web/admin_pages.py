@@ -26,6 +26,8 @@ from radpilot.engine.routing import Condition, RuleSet, load_rules
 from radpilot.pacs.scu import DicomNetworkError, echo
 from radpilot.security.audit import events, record
 from radpilot.security.principal import Role
+from radpilot.security.tokens import create_token, list_tokens, revoke_token
+from radpilot.security.users import AccountError, add_user, disable_user, generate_password, list_users
 from radpilot.validation.gate import check_activation
 from radpilot.validation.store import ValidationStore
 from radpilot.web.reading_room import PAGE_HEADERS, TEMPLATES, page_context, principal_of
@@ -157,7 +159,57 @@ def make_admin_router(settings: Settings, archive: Archive) -> APIRouter:
 
     @router.get("/ui/admin/users", response_class=HTMLResponse, include_in_schema=False)
     def users_page(request: Request) -> HTMLResponse:
-        return admin_page(request, "users")
+        if not is_admin(request):
+            return admin_page(request, "users")
+        return admin_page(
+            request, "users", users=list_users(archive.engine), tokens=list_tokens(archive.engine), roles=[r.value for r in Role]
+        )
+
+    def account_action(action: Any) -> dict[str, Any]:
+        try:
+            return action()
+        except AccountError as exc:
+            raise HTTPException(409 if "exists" in str(exc) else 404 if str(exc).startswith("no ") else 400, str(exc)) from exc
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    @router.post("/api/admin/users", tags=["administration"])
+    def create_user(request: Request, name: str, role: str) -> dict[str, Any]:
+        """Add a local user with a one-time password (shown in this answer only; changed at first sign-in)."""
+        principal = require_admin(request)
+        password = generate_password()
+
+        def add() -> dict[str, Any]:
+            info = add_user(archive.engine, name, Role.parse(role), password, must_change_password=True, by=principal.name)
+            return {**info.to_dict(), "one_time_password": password}
+
+        return account_action(add)
+
+    @router.post("/api/admin/users/{name}/disable", tags=["administration"])
+    def disable(request: Request, name: str) -> dict[str, Any]:
+        """Disable a user; their sessions end at once (audited)."""
+        principal = require_admin(request)
+        if name == principal.name:
+            raise HTTPException(409, "an administrator cannot disable their own account here")
+        return account_action(lambda: (disable_user(archive.engine, name, by=principal.name), {"name": name, "disabled": True})[1])
+
+    @router.post("/api/admin/tokens", tags=["administration"])
+    def new_token(request: Request, name: str, role: str) -> dict[str, Any]:
+        """Create an API token for a machine client; its secret is in this answer only (stored hashed)."""
+        principal = require_admin(request)
+        return account_action(
+            lambda: {
+                "name": name,
+                "role": Role.parse(role).value,
+                "token": create_token(archive.engine, name, Role.parse(role), by=principal.name),
+            }
+        )
+
+    @router.post("/api/admin/tokens/{name}/revoke", tags=["administration"])
+    def revoke(request: Request, name: str) -> dict[str, Any]:
+        """Revoke a token; it stops working at once (audited)."""
+        principal = require_admin(request)
+        return account_action(lambda: (revoke_token(archive.engine, name, by=principal.name), {"name": name, "revoked": True})[1])
 
     @router.post("/api/admin/nodes/{name}/echo", tags=["administration"])
     def echo_node(request: Request, name: str) -> dict[str, Any]:

@@ -98,3 +98,30 @@ def test_the_korean_admin_page_is_korean(client: TestClient) -> None:
     client.cookies.set("radpilot_lang", "ko")
     page = client.get("/ui/admin/nodes", headers=as_principal(*ADMIN)).text
     assert "원격 노드" in page and "Remote nodes" not in page
+
+
+def test_users_and_tokens_are_managed_from_the_admin_page(client: TestClient, archive: Archive) -> None:
+    admin = as_principal(*ADMIN)
+    assert (
+        client.post("/api/admin/users", params={"name": "bob", "role": "radiologist"}, headers=as_principal(*RADIOLOGIST)).status_code
+        == 403
+    )
+    added = client.post("/api/admin/users", params={"name": "bob", "role": "radiologist"}, headers=admin).json()
+    assert added["name"] == "bob" and added["must_change_password"] is True and len(added["one_time_password"]) >= 10
+    assert client.post("/api/admin/users", params={"name": "bob", "role": "radiologist"}, headers=admin).status_code == 409
+    assert client.post("/api/admin/users", params={"name": "x", "role": "wizard"}, headers=admin).status_code == 400
+    page = client.get("/ui/admin/users", headers=admin).text
+    assert "bob" in page and 'data-disable="bob"' in page and 'data-disable="root"' not in page
+    assert client.post("/api/admin/users/bob/disable", headers=admin).json() == {"name": "bob", "disabled": True}
+    assert client.post("/api/admin/users/nobody/disable", headers=admin).status_code == 404
+
+    created = client.post("/api/admin/tokens", params={"name": "modality-gw", "role": "technologist"}, headers=admin).json()
+    machine = {"Authorization": f"Bearer {created['token']}"}
+    assert client.get("/api/worklist", headers=machine).status_code == 200
+    assert 'data-revoke="modality-gw"' in client.get("/ui/admin/users", headers=admin).text
+    assert client.post("/api/admin/tokens/modality-gw/revoke", headers=admin).json()["revoked"] is True
+    assert client.get("/api/worklist", headers=machine).status_code == 401  # revoked: refused at once
+    actions = [e.action for e in events(archive.engine, action_prefix="user.")] + [
+        e.action for e in events(archive.engine, action_prefix="token.")
+    ]
+    assert {"user.add", "user.disable", "token.create", "token.revoke"} <= set(actions)

@@ -13,7 +13,36 @@
       });
   }
 
+  function showSecret(text) {
+    var box = document.getElementById("secret");
+    box.textContent = text;
+    box.hidden = false;
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.getAttribute("data-kind")) { return; }
+    event.preventDefault();
+    var query = "?name=" + encodeURIComponent(form.elements.name.value) + "&role=" + encodeURIComponent(form.elements.role.value);
+    post("/api/admin/" + form.getAttribute("data-kind") + query).then(function (answer) {
+      if (!answer.ok) { errorBox.textContent = answer.body.detail || ""; errorBox.hidden = false; return; }
+      var body = answer.body;
+      showSecret(body.one_time_password ? messages.password.replace("{name}", body.name).replace("{secret}", body.one_time_password)
+                                        : messages.token.replace("{name}", body.name).replace("{secret}", body.token));
+    });
+  });
+
   document.addEventListener("click", function (event) {
+    var account = event.target.closest("button[data-disable], button[data-revoke]");
+    if (account) {
+      var disable = account.hasAttribute("data-disable");
+      var name = account.getAttribute(disable ? "data-disable" : "data-revoke");
+      post("/api/admin/" + (disable ? "users/" : "tokens/") + encodeURIComponent(name) + (disable ? "/disable" : "/revoke")).then(function (answer) {
+        if (!answer.ok) { errorBox.textContent = answer.body.detail || ""; errorBox.hidden = false; return; }
+        window.location.reload();
+      });
+      return;
+    }
     var echoButton = event.target.closest("button[data-echo]");
     if (echoButton) {
       var result = echoButton.parentNode.querySelector(".result");
