@@ -265,9 +265,9 @@ def _order(query: WorklistQuery) -> list:
     return [first_modality.desc() if query.descending else first_modality, *newest]
 
 
-def _ai_statuses(jobs: list[Job]) -> list[AiStatus]:
-    """Per analysis, the state of its newest job on each series, the most pressing state shown."""
-    newest: dict[tuple[str, str], Job] = {}
+def _ai_statuses(jobs: list[Any]) -> list[AiStatus]:
+    """Per analysis, the state of its newest job on each series, the most pressing state shown (``jobs``: rows with Job's columns)."""
+    newest: dict[tuple[str, str], Any] = {}
     for job in jobs:
         key = (job.analysis, job.series_instance_uid)
         if job.state == JobState.CANCELLED.value:
@@ -343,8 +343,10 @@ def _fill_details(session: Session, study_ids: list[int], rows: list[WorklistRow
     for study_fk, modality in session.execute(select(Series.study_fk, Series.modality).where(Series.study_fk.in_(study_ids))).all():
         if modality:
             modalities[study_fk].add(modality)
-    jobs: dict[str, list[Job]] = defaultdict(list)
-    for job in session.scalars(select(Job).where(Job.study_instance_uid.in_(uids))):
+    jobs: dict[str, list[Any]] = defaultdict(list)
+    # Only the columns shown: a job row also holds its input UIDs (JSON, hundreds for a CT series).
+    job_columns = (Job.id, Job.study_instance_uid, Job.series_instance_uid, Job.analysis, Job.state, Job.error_kind, Job.error)
+    for job in session.execute(select(*job_columns).where(Job.study_instance_uid.in_(uids))).all():
         jobs[job.study_instance_uid].append(job)
     flags: dict[str, list[Flag]] = defaultdict(list)
     flag_rows = session.scalars(select(AiFlag).where(AiFlag.study_instance_uid.in_(uids)).order_by(AiFlag.critical.desc(), AiFlag.id))
