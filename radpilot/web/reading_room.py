@@ -56,9 +56,10 @@ def page_context(request: Request, active: str) -> dict[str, Any]:
     """The values base.html needs."""
     principal = principal_of(request)
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    translate = translator_for(request.cookies, request.headers)
     return {
-        "t": translator_for(request.cookies, request.headers),
-        "lang": translator_for(request.cookies, request.headers).language,
+        "t": translate,
+        "lang": translate.language,
         "languages": LANGUAGES,
         "principal": principal,
         "is_admin": principal is not None and principal.role is Role.ADMINISTRATOR,
