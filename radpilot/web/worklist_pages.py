@@ -159,7 +159,8 @@ def make_worklist_router(archive: Archive) -> APIRouter:
     def switch_language(code: str, next: str = "/ui/") -> RedirectResponse:  # noqa: A002 - the conventional name
         if code not in LANGUAGES:
             raise HTTPException(404, f"no language {code!r}; available: {', '.join(LANGUAGES)}")
-        target = next if next.startswith("/") and not next.startswith("//") else "/ui/"
+        # Only a path on this server: "//host" and "/\\host" would leave it (browsers read a backslash as a slash).
+        target = next if next.startswith("/") and not next.startswith(("//", "/\\")) and "\n" not in next else "/ui/"
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(LANGUAGE_COOKIE, code, max_age=365 * 24 * 3600, samesite="lax", httponly=True)
         return response

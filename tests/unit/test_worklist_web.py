@@ -108,7 +108,8 @@ def test_the_korean_page_shows_korean_and_the_switch_sets_a_cookie(client: TestC
     assert '<html lang="ko">' in html and "<h1>워크리스트" in html and "미판독" in html and "응급" in html
     assert "Worklist" not in html and "Unread" not in html
     assert client.get("/ui/lang/xx").status_code == 404
-    assert client.get("/ui/lang/en", params={"next": "//evil.example/"}, follow_redirects=False).headers["location"] == "/ui/"
+    for outside in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        assert client.get("/ui/lang/en", params={"next": outside}, follow_redirects=False).headers["location"] == "/ui/"
     client.cookies.clear()
     assert "<h1>워크리스트" in client.get("/ui/", headers={"Accept-Language": "ko-KR,ko;q=0.9"}).text
     assert "<h1>Worklist" in client.get("/ui/").text
