@@ -63,8 +63,14 @@ class BrowserLog:
     def attach(self, page) -> None:  # noqa: ANN001 - playwright Page
         page.on("console", lambda msg: self.console.append(f"[{msg.type}] {msg.text}"))
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
-        page.on("requestfailed", lambda req: self.failed_requests.append(f"{req.method} {req.url} -> {req.failure}"))
+        page.on("requestfailed", self._on_failed)
         page.on("response", self._on_response)
+
+    def _on_failed(self, request) -> None:  # noqa: ANN001 - playwright Request
+        # The worklist's event stream never ends by itself: leaving the page aborts it, which is no failure.
+        if "/ui/events" in request.url and "ERR_ABORTED" in str(request.failure):
+            return
+        self.failed_requests.append(f"{request.method} {request.url} -> {request.failure}")
 
     def _on_response(self, response) -> None:  # noqa: ANN001 - playwright Response
         request = response.request
