@@ -10,7 +10,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := orthanc orthanc-dicomweb dcmtk redis-server postgresql chromium dicom3tools docker-compose systemd poppler-utils fonts-dejavu-core rsyslog rsyslog-gnutls espeak-ng
+APT_PACKAGES := orthanc orthanc-dicomweb dcmtk redis-server postgresql chromium dicom3tools docker-compose systemd poppler-utils fonts-dejavu-core rsyslog rsyslog-gnutls espeak-ng fonts-nanum
 PYTHON_BOOT  := $(shell command -v python3.11 || command -v python3)
 VENV         := .venv
 VENV_PY      := $(VENV)/bin/python

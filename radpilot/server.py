@@ -128,6 +128,7 @@ class RadPilotServer:
         self._stopped.set()
         logger.info("stopping: no new associations; finishing those in progress")
         self.dimse.stop()
+        self.app.state.stopping.set()
         self._http.should_exit = True
         if self._http_thread is not None:
             self._http_thread.join(timeout=10)

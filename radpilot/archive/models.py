@@ -38,6 +38,9 @@ class Study(Base):
     study_id: Mapped[str] = mapped_column(String(16), default="")
     study_description: Mapped[str] = mapped_column(String(128), default="")
     referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
+    # The requesting side's priority as the modality sent it (STAT, HIGH, ROUTINE, MEDIUM, LOW or empty):
+    # see radpilot.archive.store.study_priority for the attributes read.
+    priority: Mapped[str] = mapped_column(String(16), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # When an instance that is not derived last arrived: what the study-complete detector watches.
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

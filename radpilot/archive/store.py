@@ -128,6 +128,29 @@ def _int_or_none(dataset: Dataset, keyword: str) -> int | None:
         return None
 
 
+# DICOM's priority values (RequestedProcedurePriority, CS) and the retired StudyPriorityID's (HIGH, MED, LOW).
+_PRIORITY_VALUES = {"STAT": "STAT", "HIGH": "HIGH", "ROUTINE": "ROUTINE", "MEDIUM": "MEDIUM", "MED": "MEDIUM", "LOW": "LOW"}
+
+
+def study_priority(dataset: Dataset) -> str:
+    """The study's priority as the requesting side stated it, or "" when the instance says nothing.
+
+    Read in this order: Requested Procedure Priority (0040,1003) at the top level, then in each item of
+    the Request Attributes Sequence (0040,0275), then the retired Study Priority ID (0032,000C), which
+    older modalities still send. Values are normalised to STAT, HIGH, ROUTINE, MEDIUM or LOW; anything
+    else counts as unstated.
+    """
+    candidates = [dataset.get("RequestedProcedurePriority")]
+    for item in dataset.get("RequestAttributesSequence") or []:
+        candidates.append(item.get("RequestedProcedurePriority"))
+    candidates.append(dataset.get("StudyPriorityID"))
+    for value in candidates:
+        normalised = _PRIORITY_VALUES.get(str(value or "").strip().upper())
+        if normalised:
+            return normalised
+    return ""
+
+
 class Archive:
     """Files on disk plus their index in a relational database.
 
@@ -433,6 +456,7 @@ class Archive:
                     study_id=_text(ds, "StudyID", 16),
                     study_description=_text(ds, "StudyDescription", 128),
                     referring_physician_name=_text(ds, "ReferringPhysicianName", 324),
+                    priority=study_priority(ds),
                     created_at=utcnow(),
                     updated_at=utcnow(),
                 )

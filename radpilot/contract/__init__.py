@@ -4,10 +4,11 @@ The lowest layer of RadPilot (numpy only): analyses implement it, and the encode
 the engine, the validation workbench and the web read it without naming an analysis.
 """
 
-from radpilot.contract.analysis import ACCEPTANCE_FILE, MODELS_FOLDER, ROUTING_FILE, Analysis
+from radpilot.contract.analysis import ACCEPTANCE_FILE, FLAGS_FILE, MODELS_FOLDER, ROUTING_FILE, Analysis
 from radpilot.contract.declarations import (
     Classification,
     DetectionSpec,
+    FlagRule,
     InputRequirements,
     ModelPrediction,
     OutputSpec,
@@ -28,6 +29,7 @@ from radpilot.contract.findings import (
 
 __all__ = [
     "ACCEPTANCE_FILE",
+    "FLAGS_FILE",
     "MODELS_FOLDER",
     "ROUTING_FILE",
     "Analysis",
@@ -36,6 +38,7 @@ __all__ = [
     "DetectionSpec",
     "Figure",
     "Findings",
+    "FlagRule",
     "InputRequirements",
     "LineFinding",
     "Measurement",

@@ -12,6 +12,9 @@ entry points the validation workbench uses on reference data.  Its folder holds:
 ``acceptance.yaml``
     Its acceptance criteria (format: :mod:`radpilot.validation.gate`); an analysis
     without one, built on models, inherits its first model's criteria.
+``flags.yaml``
+    Optional: the worklist flags it raises (:class:`~radpilot.contract.declarations.FlagRule`,
+    format: :mod:`radpilot.engine.flags`), with their thresholds.
 ``models/``
     Optional: model folders (``manifest.json`` + ONNX) it ships itself, found by the
     model registry beside the repository's ``models/``.
@@ -46,6 +49,7 @@ if TYPE_CHECKING:  # the contract sits below the DICOM layer; Volume is only nam
 ROUTING_FILE = "routing.yaml"
 ACCEPTANCE_FILE = "acceptance.yaml"
 MODELS_FOLDER = "models"
+FLAGS_FILE = "flags.yaml"
 
 
 class Analysis(abc.ABC):
@@ -118,6 +122,10 @@ class Analysis(abc.ABC):
     def models_dir(cls) -> Path:
         return cls.folder() / MODELS_FOLDER
 
+    @classmethod
+    def flags_file(cls) -> Path:
+        return cls.folder() / FLAGS_FILE
+
     # ------------------------------------------------------------------ declarations, read by the layers above
     def display_window(self, modality: str) -> tuple[float, float] | None:
         """The key image window (center, width) for ``modality``, or None for a percentile stretch."""
@@ -128,6 +136,25 @@ class Analysis(abc.ABC):
 
     def output(self, name: str) -> OutputSpec | None:
         return next((o for o in self.outputs if o.name == name), None)
+
+    def detection(self, name: str) -> DetectionSpec | None:
+        return next((d for d in self.detections if d.name == name), None)
+
+    def output_values(self, findings: Findings) -> dict[str, float]:
+        """Its declared outputs (by name) among ``findings``' measurements; the first match of each wins."""
+        values: dict[str, float] = {}
+        for m in findings.measurements:
+            site = m.finding_site
+            for spec in self.outputs:
+                if spec.name not in values and spec.matches(
+                    m.name.value, m.name.meaning, site.value if site else None, site.meaning if site else None
+                ):
+                    values[spec.name] = float(m.value)
+        return values
+
+    def detection_counts(self, findings: Findings) -> dict[str, int]:
+        """How many of ``findings``' located findings each declared detection has."""
+        return {d.name: sum(1 for p in findings.points if p.name.value == d.concept) for d in self.detections}
 
     # ------------------------------------------------------------------ optional validation entry points
     def run_slice(self, image: np.ndarray, pixel_spacing_mm: tuple[float, float] | None) -> np.ndarray:

@@ -131,6 +131,48 @@ class DetectionSpec:
             raise ValueError(f"detection {self.name!r}: margin_mm must be >= 0, got {self.margin_mm!r}")
 
 
+@dataclass(frozen=True)
+class FlagRule:
+    """A worklist flag: raised when a declared output, or the count of a declared detection, passes a threshold.
+
+    Exactly one of ``output`` (an :class:`OutputSpec` name) and ``detection`` (a
+    :class:`DetectionSpec` name, counted over the findings' points) is read; the flag is
+    raised when that value is above ``above`` or at least ``at_least`` (exactly one is
+    set). ``critical`` flags float a study to the top of the worklist. Analyses declare
+    them in their folder's ``flags.yaml`` so a site can change a threshold without code.
+    """
+
+    name: str
+    label: str
+    output: str | None = None
+    detection: str | None = None
+    above: float | None = None
+    at_least: float | None = None
+    critical: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"flag name must be an identifier, got {self.name!r}")
+        if not self.label:
+            raise ValueError(f"flag {self.name!r} needs a label (shown in the worklist)")
+        if (self.output is None) == (self.detection is None):
+            raise ValueError(f"flag {self.name!r} must read exactly one of 'output' and 'detection'")
+        if (self.above is None) == (self.at_least is None):
+            raise ValueError(f"flag {self.name!r} must set exactly one threshold: 'above' or 'at_least'")
+        for attribute in ("above", "at_least"):
+            value = getattr(self, attribute)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value)):
+                raise ValueError(f"flag {self.name!r}: {attribute} must be a finite number, got {value!r}")
+
+    @property
+    def threshold(self) -> float:
+        return float(self.above if self.above is not None else self.at_least)  # type: ignore[arg-type]
+
+    def raised_by(self, value: float) -> bool:
+        """Whether ``value`` (the output's value or the detection count) raises this flag."""
+        return value > self.above if self.above is not None else value >= self.threshold
+
+
 @dataclass
 class ModelPrediction:
     """What one model predicts for one reference image, through the analysis' own pre/post-processing."""

@@ -2,7 +2,7 @@
 
 Each package declares its own tables on :class:`Base` (``archive.models``,
 ``engine.jobs_models``, ``engine.outbox_models``, ``validation.store``, ``modelhub.activation``,
-``security.audit``, ``reports.models``); this package knows none of them. The one Alembic chain in
+``security.audit``, ``reports.models``, ``worklist.models``); this package knows none of them. The one Alembic chain in
 ``radpilot/db/migrations`` creates them all with explicit ``op.*`` statements.
 """
 

@@ -359,6 +359,16 @@ class JobStore:
             logger.info("failed job re-submitted", extra=_log_fields(current))
         return SubmitResult(job=current, created=False, requeued=requeued)
 
+    def requeue(self, job_id: int) -> SubmitResult | None:
+        """Put a failed or cancelled job back in the queue (attempts reset); None when there is no such job.
+
+        ``requeued`` is False when the job was not failed or cancelled (nothing changed).
+        """
+        job = self.get(job_id)
+        if job is None:
+            return None
+        return self._resubmit(job)
+
     def cancel(self, job_id: int, reason: str = "cancelled by an administrator") -> bool:
         """Cancel a queued or running job; False if it is finished or does not exist."""
         cancelled = self._set_state_where(

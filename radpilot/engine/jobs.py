@@ -106,6 +106,7 @@ class ErrorKind(str, enum.Enum):
     TRANSIENT = "transient"  # may succeed later: retried with backoff
     PERMANENT = "permanent"  # will fail again: not retried
     TIMEOUT = "timeout"  # ran past its time limit: stopped, not retried
+    NOT_APPLICABLE = "not_applicable"  # the analysis refused the input (its check_input): not retried, not an error
 
 
 class JobError(Exception):
@@ -121,6 +122,10 @@ class TransientJobError(JobError):
 
 class PermanentJobError(JobError):
     """A failure that will recur on the same input (wrong series, corrupt pixel data): do not retry."""
+
+
+class NotApplicableJobError(PermanentJobError):
+    """The analysis does not apply to this input (its ``check_input`` refused it): the worklist shows "not applicable"."""
 
 
 class JobTimeoutError(JobError):
@@ -413,6 +418,12 @@ class JobQueue(abc.ABC):
     def job_to_supersede(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
         """The newest queued, running or done job of ``analysis`` on this series (a new job on it supersedes it)."""
         return self.store.job_to_supersede(analysis, series_instance_uid)
+    def requeue(self, job_id: int) -> SubmitResult | None:
+        """Run a failed or cancelled job again (an administrator's retry); None when there is no such job."""
+        outcome = self.store.requeue(job_id)
+        if outcome is not None and outcome.requeued:
+            self._dispatch(outcome.job)
+        return outcome
 
     def cancel(self, job_id: int, reason: str = "cancelled by an administrator") -> bool:
         """Cancel a queued or running job; False when it was already finished or does not exist.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from radpilot.db import Base, utcnow
@@ -71,3 +71,24 @@ class ResultSet(Base):
     worker_id: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sop_instance_uids: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class AiFlag(Base):
+    """A flag a done job raised for its study (an output past a threshold the analysis' ``flags.yaml`` declares).
+
+    Written in the transaction that records the job's result set, so a study's flags and its
+    results appear together; a job that supersedes another takes that one's flags away.
+    """
+
+    __tablename__ = "ai_flag"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    analysis: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(128))
+    critical: Mapped[bool] = mapped_column(Boolean, default=False)
+    value: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

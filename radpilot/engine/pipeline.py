@@ -24,8 +24,18 @@ from radpilot.contract import Analysis, Findings, NotApplicableError
 from radpilot.dicom.cine import cine_from_datasets
 from radpilot.dicom.encoders import encode_figure, encode_key_image, encode_measurement_report, encode_segmentation
 from radpilot.dicom.volume import Volume, volume_from_datasets
+from radpilot.engine.flags import evaluate_flags, load_all_flag_rules, record_flags
 from radpilot.engine.job_store import JobStore
-from radpilot.engine.jobs import JobOutput, JobQueue, JobRecord, JobSpec, PermanentJobError, Priority, TransientJobError
+from radpilot.engine.jobs import (
+    JobOutput,
+    JobQueue,
+    JobRecord,
+    JobSpec,
+    NotApplicableJobError,
+    PermanentJobError,
+    Priority,
+    TransientJobError,
+)
 from radpilot.engine.outbox import add_delivery
 from radpilot.engine.routing import RoutingDecision, RuleSet
 from radpilot.engine.series_facts import series_facts, series_of_study
@@ -179,6 +189,7 @@ class PipelineRunner:
         self.archive = archive or Archive.from_settings(settings)
         self.analyses = analyses if analyses is not None else discover_analyses()
         self.models = model_registry(self.analyses)
+        self.flag_rules = load_all_flag_rules(self.analyses)
 
     def __call__(self, job: JobRecord) -> JobOutput:
         analysis = self.analyses.get(job.analysis)
@@ -198,7 +209,7 @@ class PipelineRunner:
         try:
             analysis.check_input(volume)
         except NotApplicableError as exc:
-            raise PermanentJobError(str(exc)) from exc
+            raise NotApplicableJobError(str(exc)) from exc
         findings = analysis.run(volume)
         objects = encode_results(analysis, findings, volume, datasets, uid_seed=job.idempotency_key)
         stored = [self._store(ds) for ds in objects]
@@ -215,6 +226,8 @@ class PipelineRunner:
                     for m in findings.measurements
                 ],
                 "notes": list(findings.notes),
+                "outputs": analysis.output_values(findings),
+                "flags": [f.as_json() for f in evaluate_flags(analysis, self.flag_rules.get(analysis.name, ()), findings)],
             },
         )
 
@@ -241,6 +254,7 @@ class PipelineRunner:
         """Queue the deliveries in the very transaction that records the result set: both happen or neither."""
         for destination in job.destinations:
             add_delivery(session, destination, output.sop_instance_uids, job_id=job.id)
+        record_flags(session, job.id, job.study_instance_uid, list(output.details.get("flags", [])), job.supersedes_job_id)
 
     def on_committed(self, job: JobRecord, output: JobOutput) -> None:
         if job.supersedes_job_id is not None:

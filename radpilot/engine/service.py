@@ -8,6 +8,7 @@ from radpilot.analyses import discover_analyses
 from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.engine.detector import StudyCompleteDetector
+from radpilot.engine.flags import load_all_flag_rules
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobQueue, Priority
 from radpilot.engine.outbox import Outbox, make_message_senders, make_sender
@@ -50,6 +51,8 @@ class Engine:
         self.archive = archive
         self.analyses = discover_analyses()
         self.rules = load_rules(settings.rules_file, self.analyses)
+        # A flags.yaml with an error stops the start, like a rules file with one, instead of failing every job.
+        self.flag_rules = load_all_flag_rules(self.analyses)
         self.pool = None
         if settings.queue_backend == "embedded" and settings.workers > 0:
             self.pool = EmbeddedWorkerPool(

@@ -36,6 +36,7 @@ from radpilot.engine.jobs import (
     JobRecord,
     JobState,
     JobTimeoutError,
+    NotApplicableJobError,
     PermanentJobError,
     RetryPolicy,
     RunnerFactory,
@@ -135,6 +136,8 @@ def classify(exc: BaseException) -> ErrorKind:
         return ErrorKind.TIMEOUT
     if isinstance(exc, TransientJobError):
         return ErrorKind.TRANSIENT
+    if isinstance(exc, NotApplicableJobError):
+        return ErrorKind.NOT_APPLICABLE
     if isinstance(exc, PermanentJobError):
         return ErrorKind.PERMANENT
     if isinstance(exc, (OSError, MemoryError)):

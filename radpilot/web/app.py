@@ -9,6 +9,7 @@ passes through the authentication middleware (:mod:`radpilot.web.auth`) first.
 from __future__ import annotations
 
 import logging
+import threading
 
 from fastapi import FastAPI
 
@@ -18,6 +19,7 @@ from radpilot.config import Settings
 from radpilot.dictation import Dictation
 from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.security.pseudonyms import Pseudonymizer, load_or_create_secret
+from radpilot.web.admin_pages import make_admin_router
 from radpilot.web.api import make_api_router
 from radpilot.web.audit_middleware import AuditMiddleware
 from radpilot.web.auth import AuthMiddleware, make_auth_router
@@ -32,6 +34,7 @@ from radpilot.web.pages import make_pages_router, static_files
 from radpilot.web.reports_api import make_reports_router
 from radpilot.web.review_api import router as review_router
 from radpilot.web.review_pages import make_review_pages_router
+from radpilot.web.worklist_pages import make_worklist_router
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.settings = settings
     app.state.archive = archive
     app.state.ohif_dir = resolve_ohif_dir(settings)
+    # Set when the server stops: long-lived responses (the worklist's event streams) end at their next poll.
+    app.state.stopping = threading.Event()
     app.state.pseudonymizer = Pseudonymizer(load_or_create_secret(settings.pseudonym_secret_file or settings.data_dir / "pseudonym.key"))
     app.add_middleware(AuditMiddleware, engine=archive.engine)
     # The recogniser loads on first use (a few seconds, about 100 MB), not at start.
@@ -61,6 +66,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(dictation_pad_router)
     app.include_router(make_api_router(archive), prefix="/api")
     app.mount("/ui/static", static_files(), name="ui-static")
+    app.include_router(make_worklist_router(archive))
+    app.include_router(make_admin_router(settings, archive))
     app.include_router(make_auth_router(archive.engine, settings), prefix="/ui")
     if settings.oidc_issuer and settings.oidc_client_id:
         app.include_router(make_oidc_router(archive.engine, settings), prefix="/ui")

@@ -247,6 +247,10 @@ def make_ohif_router(ohif_dir: Path | None, dicomweb_path: str = "/dicomweb") ->
     @router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     def ohif(path: str, request: Request) -> Response:
         """OHIF's files, with index.html for its client-side routes."""
+        if path.strip("/") == "" and not request.url.query:
+            # The bare web root lands on RadPilot's worklist; OHIF keeps its viewer routes (/viewer?StudyInstanceUIDs=...)
+            # and its own study list with any query (e.g. /?resultsPerPage=25).
+            return RedirectResponse("/ui/", status_code=307)
         return serve_ohif_path(ohif_dir, path, request.method)
 
     return router

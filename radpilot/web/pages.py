@@ -1,4 +1,6 @@
-"""Server-rendered reading-room pages under ``/ui``: the study list.
+"""Server-rendered reading-room pages under ``/ui``: the archive's study search (``/ui/archive/``).
+
+The worklist, the start page at ``/ui/``, is :mod:`radpilot.web.worklist_pages`.
 
 The pages use no JavaScript and no external assets; they are Jinja2 templates in
 ``radpilot/web/templates`` rendered with autoescaping (:mod:`radpilot.html`), so every
@@ -16,7 +18,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from radpilot.archive import Archive
-from radpilot.html import template_environment
 from radpilot.web.api import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -27,19 +28,12 @@ from radpilot.web.api import (
     search_studies,
 )
 from radpilot.web.deidentify import deidentified
+from radpilot.web.reading_room import PAGE_HEADERS, TEMPLATES, page_context
 
 logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
-TEMPLATES = template_environment("radpilot.web")
-
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 
 
 def _int_param(value: str | None, default: int, low: int, high: int) -> int:
@@ -75,13 +69,16 @@ def _date_input_value(value: str) -> str:
     return format_date(value.replace("-", "")) if value.replace("-", "").isdigit() else value
 
 
-def render_study_list(page: StudyPage, *, error: str = "", instance_count: int | None = None) -> str:
-    """The whole study-list page."""
+def render_study_list(request: Request, page: StudyPage, *, error: str = "", instance_count: int | None = None) -> str:
+    """The whole archive search page, in the request's language."""
     search = page.search
+    context = page_context(request, "archive")
+    translate = context["t"]
     return TEMPLATES.get_template("study_list.html").render(
+        **context,
         page=page,
         search=search,
-        status=f"{instance_count} instances archived" if instance_count is not None else "",
+        status=translate("archive.instances_archived", count=instance_count) if instance_count is not None else "",
         date_from=_date_input_value(search.date_from),
         date_to=_date_input_value(search.date_to),
         error=error,
@@ -96,7 +93,11 @@ def make_pages_router(archive: Archive) -> APIRouter:
     def ui_root() -> RedirectResponse:
         return RedirectResponse("/ui/", status_code=307)
 
-    @router.get("/", response_class=HTMLResponse)
+    @router.get("/archive", include_in_schema=False)
+    def archive_root() -> RedirectResponse:
+        return RedirectResponse("/ui/archive/", status_code=307)
+
+    @router.get("/archive/", response_class=HTMLResponse)
     def study_list(request: Request) -> HTMLResponse:
         """The study list, filtered by the query string."""
         search = search_from_request(request)
@@ -105,7 +106,7 @@ def make_pages_router(archive: Archive) -> APIRouter:
         except SearchError as exc:
             page, error = StudyPage(search=search), str(exc)
         deidentified(request, page.studies)
-        html = render_study_list(page, error=error, instance_count=archive.instance_count())
+        html = render_study_list(request, page, error=error, instance_count=archive.instance_count())
         return HTMLResponse(html, status_code=400 if error else 200, headers=PAGE_HEADERS)
 
     return router

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from radpilot.security.principal import Role
 from tests.dictation_support import require_espeak, speak
+from tests.fixtures.auth import sign_in
 from tests.fixtures.radpilot import RunningNode, radpilot, radpilot_factory  # noqa: F401 - fixtures
 from tests.helpers import require_or_skip
 
@@ -59,6 +61,7 @@ def test_fake_microphone_dictates_into_the_pad_and_a_spoken_command_moves_to_imp
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    sign_in(page, radpilot.base_url, radpilot.archive.engine, Role.RADIOLOGIST)  # the pad's POST and WebSocket go by its session
     page.goto(f"{radpilot.base_url}/ui/dictation?exam=chest_ct", wait_until="load")
     talk = page.locator("[data-talk]")
     talk.hover()

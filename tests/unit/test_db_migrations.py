@@ -29,6 +29,7 @@ MODEL_MODULES = (
     "radpilot.validation.store",
     "radpilot.security.audit",
     "radpilot.modelhub.activation",
+    "radpilot.worklist.models",
     "radpilot.security.models",
     "radpilot.reports.models",
 )

@@ -97,7 +97,9 @@ def test_app_config_evaluates_to_absolute_roots_in_javascript(client: TestClient
     assert configuration["wadoUriRoot"] == "http://radpilot.example:8000/dicomweb"
 
 
-@pytest.mark.parametrize("path", ["/", "/viewer?StudyInstanceUIDs=1.2.3.4", "/viewer/dicomweb", "/local", "/some/deep/route"])
+@pytest.mark.parametrize(
+    "path", ["/?resultsPerPage=25", "/viewer?StudyInstanceUIDs=1.2.3.4", "/viewer/dicomweb", "/local", "/some/deep/route"]
+)
 def test_ohif_routes_fall_back_to_index_html(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
@@ -168,6 +170,12 @@ def test_static_file_lookup_stays_inside_the_folder(tmp_path: Path) -> None:
     assert ohif._static_file(dist.resolve(), "../secret.txt") is None
     assert ohif._static_file(dist.resolve(), "assets") is None
     assert ohif._static_file(dist.resolve(), "index.html") == dist.resolve() / "index.html"
+
+
+def test_the_web_root_lands_on_the_worklist_and_ohif_keeps_its_viewer_routes(client: TestClient) -> None:
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "/ui/"
+    assert "OHIF-INDEX" in client.get("/viewer?StudyInstanceUIDs=1.2.3.4").text
 
 
 def test_without_ohif_the_root_redirects_to_the_study_list(client_without_ohif: TestClient) -> None:

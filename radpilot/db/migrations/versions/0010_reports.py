@@ -5,7 +5,7 @@ deliveries, an optional attempt limit after which a delivery is marked failed, a
 reference naming what it delivers (e.g. "report:12:v1").
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-03 12:00:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
