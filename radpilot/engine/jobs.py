@@ -418,6 +418,7 @@ class JobQueue(abc.ABC):
     def job_to_supersede(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
         """The newest queued, running or done job of ``analysis`` on this series (a new job on it supersedes it)."""
         return self.store.job_to_supersede(analysis, series_instance_uid)
+
     def requeue(self, job_id: int) -> SubmitResult | None:
         """Run a failed or cancelled job again (an administrator's retry); None when there is no such job."""
         outcome = self.store.requeue(job_id)

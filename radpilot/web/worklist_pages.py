@@ -52,8 +52,8 @@ EVENT_STREAM_MAX_S = 300.0
 
 
 def study_url(study_instance_uid: str) -> str:
-    """The study view (built by the review page) for one study."""
-    return f"/ui/studies/{quote(study_instance_uid, safe='')}"
+    """The study view: OHIF beside the findings panel (radpilot.web.review_pages)."""
+    return f"/ui/studies/{quote(study_instance_uid, safe='')}/review"
 
 
 def query_from_params(params: Any, *, identities: bool = True) -> WorklistQuery:

@@ -54,7 +54,7 @@ def test_worklist_is_the_start_page_with_marks_links_and_status(client: TestClie
     stat_row, flagged_row = row_of(html, stat_uid), row_of(html, flagged_uid)
     assert 'class="stat ' in stat_row and '<span class="badge stat">STAT</span>' in stat_row
     assert 'class="critical ' in flagged_row and "Critical" in flagged_row and "Nodule_Candidates" in flagged_row
-    assert "chest_xray: done" in flagged_row and f'href="/ui/studies/{flagged_uid}"' in flagged_row
+    assert "chest_xray: done" in flagged_row and f'href="/ui/studies/{flagged_uid}/review"' in flagged_row
     assert "KIM, MINJI" in stat_row and "2023-01-01 10:15" in stat_row and "Unread" in stat_row
     assert 'data-action="claim"' in stat_row  # a radiologist may claim
     assert 'data-action="claim"' not in client.get("/ui/", headers=as_principal("t", Role.TECHNOLOGIST)).text
