@@ -199,3 +199,51 @@ def test_run_refuses_a_series_without_a_liver() -> None:
     body[:, ((yy - 80) / 60) ** 2 + ((xx - 80) / 70) ** 2 <= 1] = -850.0  # lung-like: no liver anywhere
     with pytest.raises(NotApplicableError, match="no liver in the field of view"):
         analysis.run(_volume(body, spacing=(5.0, 2.0, 2.0)))
+
+
+# ---------------------------------------------------------------- the validation layout for 8-bit sets
+def _write_volume_case(root, values: np.ndarray) -> None:  # noqa: ANN001 - a tmp_path
+    nibabel = pytest.importorskip("nibabel")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    affine = np.diag([-1.2, -1.2, 3.0, 1.0])
+    nibabel.save(nibabel.Nifti1Image(values, affine), str(root / "images" / "C1.nii.gz"))
+    nibabel.save(nibabel.Nifti1Image((values > 100).astype(np.uint8), affine), str(root / "labels" / "C1.nii.gz"))
+    (root / "cases.csv").write_text("case_id,liver_ml\nC1,1.0\n")
+
+
+def test_volume_files_layout_turns_8_bit_values_back_into_hu_with_the_manifest_rescale(tmp_path) -> None:  # noqa: ANN001
+    from radpilot.validation.datasets.adapters import ADAPTERS  # noqa: PLC0415 - the validation layer, only for this check
+
+    values = np.zeros((8, 6, 4), dtype=np.uint8)
+    values[2, 3, 1] = 255
+    values[4, 1, 2] = 128
+    _write_volume_case(tmp_path, values)
+    options = {
+        "cases_file": "cases.csv",
+        "image_file": "images/{case}.nii.gz",
+        "mask_file": "labels/{case}.nii.gz",
+        "mask_labels": {1: "liver"},
+        "rescale_slope": 400 / 255,
+        "rescale_intercept": -125.0,
+    }
+    adapter = ADAPTERS["volume-files"]
+    case = adapter.cases(tmp_path, options)[0]
+    volume = adapter.load(tmp_path, case, options).volume
+    assert volume is not None
+    assert volume.voxels.max() == pytest.approx(275.0, abs=1e-3) and volume.voxels.min() == pytest.approx(-125.0, abs=1e-3)
+    # and the analysis' window maps them back to the stored 8-bit values exactly
+    assert np.array_equal(hu_to_u8(volume.voxels), values.transpose(2, 1, 0))
+
+
+@pytest.mark.parametrize(("slope", "intercept"), [("abc", 0.0), (0.0, 0.0), (1.0, float("nan"))])
+def test_volume_files_layout_refuses_a_malformed_rescale(tmp_path, slope, intercept) -> None:  # noqa: ANN001
+    from radpilot.validation.datasets.adapters import ADAPTERS  # noqa: PLC0415 - the validation layer, only for this check
+    from radpilot.validation.datasets.errors import DatasetError  # noqa: PLC0415
+
+    _write_volume_case(tmp_path, np.zeros((8, 6, 4), dtype=np.uint8))
+    options = {"image_file": "images/{case}.nii.gz", "mask_file": "labels/{case}.nii.gz", "mask_labels": {1: "liver"}}
+    options |= {"cases_file": "cases.csv", "rescale_slope": slope, "rescale_intercept": intercept}
+    adapter = ADAPTERS["volume-files"]
+    with pytest.raises(DatasetError, match="rescale"):
+        adapter.load(tmp_path, adapter.cases(tmp_path, options)[0], options)
