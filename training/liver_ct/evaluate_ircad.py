@@ -23,18 +23,24 @@ if str(REPO) not in sys.path:
 
 from radpilot.analyses.liver_ct.analysis import LiverCT  # noqa: E402
 from radpilot.analyses.liver_ct.preprocess import LIVER, SPLEEN  # noqa: E402
-from radpilot.dicom.volume import volume_from_files  # noqa: E402
+from radpilot.contract import Findings  # noqa: E402
+from radpilot.dicom.volume import Volume, volume_from_files  # noqa: E402
 
 
-def evaluate(root: Path) -> dict:
+def run_case(root: Path) -> tuple[Volume, Findings, float]:
+    """The IRCAD series read from DICOM and analysed: (volume, findings, seconds of LiverCT.run)."""
+    volume = volume_from_files(sorted((root / "IRCADB1-17" / "dicom").glob("*.dcm")))
+    t0 = time.perf_counter()
+    findings = LiverCT().run(volume)
+    return volume, findings, time.perf_counter() - t0
+
+
+def evaluate(root: Path, done: tuple[Volume, Findings, float] | None = None) -> dict:
     case = root / "IRCADB1-17"
     with (root / "cases.csv").open() as f:
         row = next(csv.DictReader(f))
-    volume = volume_from_files(sorted((case / "dicom").glob("*.dcm")))
+    volume, findings, seconds = done or run_case(root)
     analysis = LiverCT()
-    t0 = time.perf_counter()
-    findings = analysis.run(volume)
-    seconds = time.perf_counter() - t0
     assert findings.segmentation is not None
     labels = findings.segmentation.labels
 

@@ -217,18 +217,18 @@ class LiverCT(Analysis):
         liver_att0 = parenchyma(hu, liver, spacing3)
         if liver_att0 is None:
             raise NotApplicableError("the liver found is too small to measure its attenuation")
-        lesion_labels, candidates = lesion_candidates(hu, liver, spacing3, liver_att0)
-        liver_att = parenchyma(hu, liver, spacing3, exclude=lesion_labels > 0) or liver_att0
-        spleen_ml = float(spleen.sum()) * ml
-        spleen_att = parenchyma(hu, spleen, spacing3) if spleen.any() else None
-
         flip_rows, flip_cols = self._standard(volume)
         hu_std = hu[:, ::-1, :] if flip_rows else hu
         hu_std = hu_std[:, :, ::-1] if flip_cols else hu_std
         liver_std = liver[:, ::-1, :] if flip_rows else liver
         liver_std = liver_std[:, :, ::-1] if flip_cols else liver_std
         aorta = contrast.aorta_hu(hu_std, spacing3, liver_std)
-        phase = contrast.decide_phase(contrast.header_phase(volume.metadata), aorta, liver_att.mean_hu)
+        phase = contrast.decide_phase(contrast.header_phase(volume.metadata), aorta, liver_att0.mean_hu)
+
+        lesion_labels, candidates = lesion_candidates(hu, liver, spacing3, liver_att0, include_hyper=phase.phase == contrast.NON_CONTRAST)
+        liver_att = parenchyma(hu, liver, spacing3, exclude=lesion_labels > 0) or liver_att0
+        spleen_ml = float(spleen.sum()) * ml
+        spleen_att = parenchyma(hu, spleen, spacing3) if spleen.any() else None
 
         segments = [
             Segment(1, "Liver", ANATOMICAL_STRUCTURE, LIVER_CODE, algorithm_name=SEGMENTATION_MODEL),

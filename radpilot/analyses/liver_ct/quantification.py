@@ -22,7 +22,8 @@ protocol, so these unenhanced thresholds do not apply.
 Lesion candidates (:func:`lesion_candidates`; classical; CANDIDATES, NOT VALIDATED ON A COHORT): inside
 the liver with its holes filled (slice by slice), the volume is smoothed (3 x 3 in-plane median, then a
 Gaussian of 1 mm); voxels below the parenchymal median by more than max(:data:`HYPO_DELTA_HU`, 3 robust SD)
-are hypo-attenuating, above it by more than max(:data:`HYPER_DELTA_HU`, 3 robust SD) hyper-attenuating.
+are hypo-attenuating, above it by more than max(:data:`HYPER_DELTA_HU`, 3 robust SD) hyper-attenuating
+(hyper-attenuating ones only on non-contrast CT: after contrast, vessels cut across are bright and round).
 Connected components (26-neighbourhood) are kept when their equivalent-sphere diameter is at least
 :data:`MIN_DIAMETER_MM` and they are roughly round (ratio of the largest to the smallest principal axis
 at most :data:`MAX_ELONGATION`), which drops tubular vessels.  The parameters were set on the one
@@ -139,9 +140,12 @@ def _longest_axial_diameter(mask2d: np.ndarray, spacing_rc: tuple[float, float])
 
 
 def lesion_candidates(
-    hu: np.ndarray, liver: np.ndarray, spacing_zrc: tuple[float, float, float], reference: Attenuation
+    hu: np.ndarray, liver: np.ndarray, spacing_zrc: tuple[float, float, float], reference: Attenuation, *, include_hyper: bool = True
 ) -> tuple[np.ndarray, list[LesionCandidate]]:
-    """Label volume of the candidates (1..n, by decreasing volume) and their descriptions."""
+    """Label volume of the candidates (1..n, by decreasing volume) and their descriptions.
+
+    ``include_hyper=False`` (contrast-enhanced CT): enhanced vessels cut across are bright and round, so only
+    hypo-attenuating candidates are reported."""
     out = np.zeros(hu.shape, dtype=np.uint16)
     box = _bbox(liver)
     if liver[box].sum() == 0:
@@ -155,7 +159,8 @@ def lesion_candidates(
     hyper = filled & (smooth > reference.median_hu + max(HYPER_DELTA_HU, 3.0 * sd))
     voxel_ml = float(np.prod(spacing_zrc)) / 1000.0
     found: list[tuple[float, np.ndarray, str]] = []
-    for kind, mask in (("hypo-attenuating", hypo), ("hyper-attenuating", hyper)):
+    kinds = [("hypo-attenuating", hypo)] + ([("hyper-attenuating", hyper)] if include_hyper else [])
+    for kind, mask in kinds:
         labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
         if n == 0:
             continue
