@@ -141,7 +141,9 @@ def main() -> None:
                 "developer part of 24 patients (every fifth BTCV patient is kept back by the project); the shipped model is "
                 "trained on all 24; cross-validation: 5 patient-wise folds, case i (BTCV id order) in fold i mod 5"
             ),
-            "recipe": {k: config.get(k) for k in ("channels", "crop", "batch", "lr", "steps", "seed", "threads", "loss", "optimizer")},
+            "recipe": {
+                k: config.get(k) for k in ("channels", "crop", "batch", "lr", "steps", "seed", "threads", "loss", "optimizer", "resumed")
+            },
             "terms": "BTCV: Synapse challenge data terms, research use (Landman et al. 2015, doi:10.7303/syn3193805); "
             "preprocessing Ouyang et al., ECCV 2020. Research use only; do not redistribute.",
         },
