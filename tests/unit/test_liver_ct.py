@@ -247,3 +247,20 @@ def test_volume_files_layout_refuses_a_malformed_rescale(tmp_path, slope, interc
     adapter = ADAPTERS["volume-files"]
     with pytest.raises(DatasetError, match="rescale"):
         adapter.load(tmp_path, adapter.cases(tmp_path, options)[0], options)
+
+
+def test_default_rules_route_abdominal_and_unlabelled_ct_to_liver_ct_but_not_a_chest_ct() -> None:
+    from radpilot.engine.routing import SeriesFacts, load_rules  # noqa: PLC0415 - the engine layer, only for this check
+
+    base = {
+        "Modality": "CT",
+        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+        "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+        "SliceThickness": 1.6,
+        "NumberOfSlices": 119,
+    }
+    rules = load_rules()
+    assert "liver_ct" in [a for a, _ in rules.route(SeriesFacts("1", "2", {**base, "BodyPartExamined": "ABDOMEN"})).analyses]
+    assert "liver_ct" in [a for a, _ in rules.route(SeriesFacts("1", "2", base)).analyses]  # no BodyPartExamined (3D-IRCADb)
+    assert "liver_ct" not in [a for a, _ in rules.route(SeriesFacts("1", "2", {**base, "BodyPartExamined": "CHEST"})).analyses]
+    assert "liver_ct" not in [a for a, _ in rules.route(SeriesFacts("1", "2", {**base, "SliceThickness": 8.0})).analyses]
