@@ -6,6 +6,7 @@ The builders ``build_ct_case`` and ``build_dx_case`` are shared with
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import io
 from dataclasses import dataclass, replace
@@ -596,3 +597,17 @@ def test_sr_reads_back_with_highdicom(ct: Case, ct_sr: Dataset, dx: Case, dx_seg
     assert line_group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
     (length,) = line_group.get_measurements()
     assert length.name.value == "410668003" and length.value == 45.0 and length.unit.value == "mm"
+
+
+def test_seg_of_a_positioned_series_without_frame_of_reference_gets_one_derived_from_the_series() -> None:
+    # Research exports such as 3D-IRCADb carry positions but no Frame of Reference UID, which the SEG IOD requires.
+    case = build_ct_case()
+    sources = [copy.deepcopy(ds) for ds in case.sources]
+    for ds in sources:
+        del ds.FrameOfReferenceUID
+    seg = encode_segmentation(case.findings, sources, series_number=900, content_datetime=WHEN)
+    again = encode_segmentation(case.findings, sources, series_number=900, content_datetime=WHEN)
+    assert seg.FrameOfReferenceUID == again.FrameOfReferenceUID  # deterministic
+    assert all("FrameOfReferenceUID" not in ds for ds in sources)  # the caller's datasets are left as they were
+    referenced = {str(item.ReferencedSOPInstanceUID) for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {str(ds.SOPInstanceUID) for ds in sources}

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from radpilot.contract import Findings, Segmentation
 from radpilot.dicom.encoders.common import (
@@ -230,7 +231,7 @@ def encode_segmentation(
         )
 
     seg = hd.seg.Segmentation(
-        source_images=sources,
+        source_images=_with_frame_of_reference(sources),
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -266,3 +267,26 @@ def encode_segmentation(
         len(sources),
     )
     return seg
+
+
+def _with_frame_of_reference(sources: list[Dataset]) -> list[Dataset]:
+    """The sources, or copies with a Frame of Reference UID when slices with positions carry none.
+
+    The SEG IOD requires a Frame of Reference for positioned slices, but some real series lack it
+    (e.g. research exports such as 3D-IRCADb); the SEG still points to each source instance, so a UID
+    derived from the series UID (the same on every run) lets it be written without altering the sources.
+    """
+    if all("FrameOfReferenceUID" in ds for ds in sources) or not all("ImagePositionPatient" in ds for ds in sources):
+        return sources
+    uid = generate_uid(entropy_srcs=["radpilot-frame-of-reference", str(sources[0].SeriesInstanceUID)])
+    logger.warning(
+        "source series has no Frame of Reference UID: the SEG gets one derived from the series", extra={"frame_of_reference_uid": uid}
+    )
+    copies = []
+    for ds in sources:
+        copy = Dataset()  # a new dataset sharing the elements (not the dict): the caller's datasets stay unchanged
+        copy.update(ds)
+        copy.file_meta = getattr(ds, "file_meta", Dataset())
+        copy.FrameOfReferenceUID = uid
+        copies.append(copy)
+    return copies

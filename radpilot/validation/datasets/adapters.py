@@ -16,12 +16,15 @@ Layouts (``layout`` in the manifest; ``options`` tune column and file names):
     optional CSV of reference values. The ``ct-lung`` layout.
 ``volume-files``
     As ``dicom-series`` but the image is itself a NIfTI or MetaImage volume (values in
-    HU for CT). The volume is built directly from the file, not by the DICOM reader.
+    HU for CT, or stored values turned into HU by ``rescale_slope`` / ``rescale_intercept``
+    as a DICOM modality LUT would). The volume is built directly from the file, not by
+    the DICOM reader.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -345,7 +348,9 @@ class VolumeFilesAdapter(_VolumeCasesMixin, Adapter):
     """``volume-files``: ``<case>/image.nii.gz`` (or .mha; CT values in HU) and a label volume beside it.
 
     Options as ``dicom-series`` with ``image_file`` (default ``{case}/image.nii.gz``)
-    instead of ``series_dir``, and ``modality`` (default CT).
+    instead of ``series_dir``, ``modality`` (default CT), and ``rescale_slope`` /
+    ``rescale_intercept`` (value = stored x slope + intercept; default 1 and 0) for sets
+    stored on another scale (e.g. 8-bit windowed CT).
     """
 
     layout = "volume-files"
@@ -358,6 +363,17 @@ class VolumeFilesAdapter(_VolumeCasesMixin, Adapter):
         volume = volume_from_label_image(
             image, modality=str(options.get("modality", "CT")), metadata={"ConvolutionKernel": case.attributes.get("kernel", "")}
         )
+        slope, intercept = options.get("rescale_slope", 1.0), options.get("rescale_intercept", 0.0)
+        try:
+            slope, intercept = float(slope), float(intercept)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"options.rescale_slope / rescale_intercept must be numbers, got {slope!r} / {intercept!r}") from exc
+        if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+            raise DatasetError(
+                f"options.rescale_slope must be a finite non-zero number and rescale_intercept finite, got {slope} / {intercept}"
+            )
+        if (slope, intercept) != (1.0, 0.0):
+            volume = dataclasses.replace(volume, voxels=(volume.voxels * np.float32(slope) + np.float32(intercept)).astype(np.float32))
         return CaseData(
             ref=case,
             kind="volume",
