@@ -87,7 +87,7 @@ def test_fake_microphone_dictates_into_the_pad_and_a_spoken_command_moves_to_imp
 def test_the_pad_page_carries_a_policy_that_allows_only_its_own_origin(radpilot) -> None:  # noqa: F811
     import httpx
 
-    response = httpx.get(f"{radpilot.base_url}/ui/dictation?exam=<script>", timeout=30)
+    response = httpx.get(f"{radpilot.base_url}/ui/dictation?exam=<script>", headers=radpilot.headers, timeout=30)
     assert response.status_code == 200
     assert "connect-src 'self'" in response.headers["content-security-policy"]
     assert "<script>" not in response.text.replace('<script src="/ui/static/dictation.js" defer></script>', "")

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from radpilot.db import make_engine, migrate
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobSpec, Priority, RetryPolicy
+from tests.fixtures.postgres import drop_database
 
 LEASE_S = 10.0
 
@@ -91,8 +92,7 @@ def jobs_postgres_url(postgres_server) -> Iterator[str]:  # noqa: ANN001 - tests
     migrate(engine)
     engine.dispose()
     yield url
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(admin_url, name)
 
 
 def _empty_postgres(url: str) -> None:

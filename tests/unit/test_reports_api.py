@@ -100,7 +100,7 @@ def test_a_malformed_json_body_is_a_422(setup) -> None:
 
 def test_the_editor_page_marks_ai_phrases_and_is_read_only_once_signed(setup) -> None:
     client, _, study_uid = setup
-    assert f'href="/ui/studies/{study_uid}/report"' in client.get("/ui/").text
+    assert f'href="/ui/studies/{study_uid}/report"' in client.get("/ui/archive/").text
     empty = client.get(f"/ui/studies/{study_uid}/report")
     assert empty.status_code == 200 and "Start report" in empty.text
     rid = client.post("/api/reports", json={"study_instance_uid": study_uid, "template": "chest_ct"}).json()["id"]

@@ -88,7 +88,8 @@ def test_outputs_match_measurements_by_code_and_by_stored_meaning() -> None:
     assert output_for("", "Volume", None, "Both lungs").name == "total_lung_volume_ml"
     assert output_for("", "Lung low attenuation area below -950 HU", None, "Both lungs").name == "laa950_percent"
     assert output_for("", "Cardiothoracic ratio", None, None).name == "ctr"
-    assert output_for("", "Volume", None, "Liver") is None
+    assert output_for("", "Volume", None, "Liver").name == "liver_volume_ml"
+    assert output_for("", "Volume", None, "Kidney") is None
 
 
 # --------------------------------------------------------------------------------------------- 2-D slices
