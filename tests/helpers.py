@@ -55,6 +55,11 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# Series-complete quiet period of the end-to-end tests: long enough that a PACS's C-STORE
+# sub-operations on a loaded 2-core CI machine never pause that long mid-series (2 s did).
+QUIET_PERIOD_S = 5.0
+
+
 def wait_for(
     predicate: Callable[[], T],
     timeout_s: float,

@@ -18,7 +18,7 @@ import pytest
 from radpilot.analyses.cardiac_mr_function import CardiacMrFunction
 from radpilot.analyses.cardiac_mr_function.phantom import make_phantom, phantom_datasets
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import dciodvfy_errors, wait_for
+from tests.helpers import QUIET_PERIOD_S, dciodvfy_errors, wait_for
 from tests.integration.test_chest_xray_end_to_end import default_rules_to
 from tests.integration.test_engine_end_to_end import COMPREHENSIVE_3D_SR, POLL_S, SECONDARY_CAPTURE, SEG, _concept_name, _content_items
 
@@ -70,7 +70,7 @@ def test_phantom_cine_from_pacs_comes_back_with_ed_es_seg_sr_and_key_images(
     node = radpilot_factory(
         nodes=[orthanc_node(orthanc)],
         rules_file=default_rules_to(tmp_path, "orthanc"),
-        quiet_period_s=2.0,
+        quiet_period_s=QUIET_PERIOD_S,
         workers=1,
         analysis_enabled=True,
     )

@@ -35,7 +35,7 @@ from radpilot.modelhub.registry import DEFAULT_MODELS_DIR
 from radpilot.validation.metrics import dice
 from tests.factories import to_part10_bytes
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import dciodvfy_errors, wait_for
+from tests.helpers import QUIET_PERIOD_S, dciodvfy_errors, wait_for
 from tests.integration.test_engine_end_to_end import (
     COMPREHENSIVE_3D_SR,
     POLL_S,
@@ -188,7 +188,7 @@ def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(radpilot_fact
     node = radpilot_factory(
         nodes=[orthanc_node(orthanc)],
         rules_file=default_rules_to(tmp_path, "orthanc"),
-        quiet_period_s=2.0,
+        quiet_period_s=QUIET_PERIOD_S,
         workers=1,
         analysis_enabled=True,
     )

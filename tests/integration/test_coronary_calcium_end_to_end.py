@@ -16,7 +16,7 @@ import pytest
 
 from radpilot.analyses.coronary_calcium.phantom import make_phantom, phantom_datasets
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import dciodvfy_errors, wait_for
+from tests.helpers import QUIET_PERIOD_S, dciodvfy_errors, wait_for
 from tests.integration.test_engine_end_to_end import COMPREHENSIVE_3D_SR, POLL_S, SECONDARY_CAPTURE, SEG, _concept_name, _content_items
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,9 @@ def test_phantom_study_from_pacs_comes_back_with_calcium_seg_sr_and_key_image(
         orthanc.upload(path)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    node = radpilot_factory(nodes=[orthanc_node(orthanc)], rules_file=rules, quiet_period_s=2.0, workers=1, analysis_enabled=True)
+    node = radpilot_factory(
+        nodes=[orthanc_node(orthanc)], rules_file=rules, quiet_period_s=QUIET_PERIOD_S, workers=1, analysis_enabled=True
+    )
     orthanc.add_modality("radpilot", node.ae_title, node.host, node.dicom_port)
     orthanc.store_to("radpilot", orthanc.resource_id(study_uid))
     assert node.archive.instance_count() == len(datasets)

@@ -16,7 +16,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import dciodvfy_errors, require_or_skip, wait_for
+from tests.helpers import QUIET_PERIOD_S, dciodvfy_errors, require_or_skip, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,9 @@ def test_study_from_pacs_comes_back_with_seg_sr_and_key_image(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    node = radpilot_factory(nodes=[orthanc_node(orthanc)], rules_file=rules, quiet_period_s=2.0, workers=1, analysis_enabled=True)
+    node = radpilot_factory(
+        nodes=[orthanc_node(orthanc)], rules_file=rules, quiet_period_s=QUIET_PERIOD_S, workers=1, analysis_enabled=True
+    )
     orthanc.add_modality("radpilot", node.ae_title, node.host, node.dicom_port)
     orthanc.store_to("radpilot", orthanc.resource_id(chest_ct_in_orthanc))
     assert node.archive.instance_count() == 64
