@@ -161,6 +161,7 @@ def research_export(
     from radpilot.archive.query import QueryError
     from radpilot.dicom.deid import DeidConfig, Deidentifier, DeidKey, MappingStore, Option
     from radpilot.dicom.deid.mapping import DeidKeyError
+    from radpilot.engine.research_exports import read_token
     from radpilot.engine.review import ReviewService
     from radpilot.pacs.research_export import DicomwebTarget
     from radpilot.pacs.research_export import research_export as run_export
@@ -188,7 +189,7 @@ def research_export(
         if to_dicomweb:
             if not to_dicomweb.startswith(("http://", "https://")):
                 raise ValueError(f"--to-dicomweb {to_dicomweb!r} is not an http(s) URL")
-            token = _read_token(token_file) if token_file is not None else None
+            token = read_token(token_file) if token_file is not None else None
             target = DicomwebTarget(to_dicomweb, token, name=to_dicomweb)
         principal = Principal(user, Role.parse(role))
         key = DeidKey.from_settings(settings.deid_key_file)
@@ -216,13 +217,3 @@ def research_export(
         console.print(f"[yellow]not sent:[/yellow] {item['instance']}: {item['reason']}")
     if result.refused or result.failed:
         raise typer.Exit(3)
-
-
-def _read_token(path: Path) -> str:
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the bearer token file {path}: {exc}") from exc
-    if not token or any(c.isspace() or ord(c) < 33 for c in token):
-        raise ValueError(f"the bearer token file {path} must hold one token (no spaces or line breaks)")
-    return token
