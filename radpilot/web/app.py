@@ -34,6 +34,7 @@ from radpilot.web.oidc import make_oidc_router
 from radpilot.web.pages import make_pages_router, static_files
 from radpilot.web.reports_api import make_reports_router
 from radpilot.web.research_export_api import router as research_export_router
+from radpilot.web.research_export_pages import make_research_export_pages_router
 from radpilot.web.review_api import router as review_router
 from radpilot.web.review_pages import make_review_pages_router
 from radpilot.web.worklist_pages import make_worklist_router
@@ -78,6 +79,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
         app.include_router(make_oidc_router(archive.engine, settings), prefix="/ui")
     app.include_router(make_pages_router(archive), prefix="/ui")
     app.include_router(make_review_pages_router(), prefix="/ui")
+    app.include_router(make_research_export_pages_router(), prefix="/ui")
     app.include_router(make_ohif_router(app.state.ohif_dir))
     # The last added is the outermost: authentication first, so every route, mount, 404 and FastAPI's
     # own /api/docs pass through it; then the researcher's filter, which reads the principal it set.

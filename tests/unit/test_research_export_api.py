@@ -222,3 +222,23 @@ def test_at_start_an_export_left_running_is_marked_failed_and_queued_ones_run(ca
     interrupted, resumed = exports.get(1), exports.get(2)
     assert interrupted["state"] == "failed" and interrupted["errors"] == [INTERRUPTED]
     assert resumed["state"] == "done" and resumed["counts"]["studies"] == 1 and resumed["manifest"] == "/api/research-exports/2/manifest"
+
+
+def test_the_research_exports_page_offers_the_form_and_lists_jobs_escaped_and_refuses_other_roles(
+    client: TestClient, case: ReviewCase
+) -> None:
+    researcher = _headers(case, Role.RESEARCHER)
+    script = "<script>alert(1)</script>"
+    queued = client.post(
+        "/api/research-exports", json={"query": {"StudyDescription": script}, "destination": {"folder": "xss"}}, headers=researcher
+    )
+    assert queued.status_code == 202
+    page = client.get("/ui/research-exports", headers={**researcher, "Accept": "text/html"})
+    assert page.status_code == 200, page.text
+    assert 'id="research-export"' in page.text and 'value="retain_longitudinal_modified_dates"' in page.text
+    assert '<option value="research-pacs">' in page.text and "/ui/static/research_exports.js" in page.text
+    assert f'data-job="{queued.json()["id"]}"' in page.text and script not in page.text
+    assert 'href="/ui/research-exports"' in page.text  # the header links to it for a researcher
+    assert client.get("/ui/static/research_exports.js", headers=researcher).status_code == 200
+    refused = client.get("/ui/research-exports", headers={**_headers(case, Role.RADIOLOGIST), "Accept": "text/html"})
+    assert refused.status_code == 403 and 'id="research-export"' not in refused.text
