@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from radpilot.cli import app
+from radpilot.config import ResearchExportTarget
+from radpilot.dicom.deid import write_new_key
 from radpilot.engine.review import ReviewService
+from radpilot.security.principal import Role
+from tests.fixtures.auth import auth_headers
 from tests.fixtures.orthanc import OrthancPeer
 from tests.review_support import RADIOLOGIST, add_ai_result, make_archive
 
@@ -82,3 +87,32 @@ def test_export_to_orthanc_by_stow_rs_holds_the_pseudonymised_study_without_iden
     labels = json.loads((out / "labels.json").read_text())
     [ai] = labels["studies"][study_uid]["ai_results"]
     assert clean_orthanc.lookup(ai["sr_uid"]) and clean_orthanc.lookup(ai["seg_uid"])
+
+
+def test_a_researcher_starts_an_export_to_orthanc_on_a_running_node_and_its_worker_sends_it(
+    clean_orthanc: OrthancPeer, radpilot_factory, tmp_path: Path
+) -> None:
+    write_new_key(tmp_path / "deid.key")
+    node = radpilot_factory(
+        deid_key_file=tmp_path / "deid.key",
+        research_export_targets=[ResearchExportTarget(name="orthanc-research", dicomweb_url=clean_orthanc.dicomweb_url)],
+    )
+    case = add_ai_result(node.archive)
+    headers = auth_headers(node.token_for(Role.RESEARCHER))
+    body = {"query": {"Modality": "CT"}, "options": ["retain_longitudinal_modified_dates"], "destination": {"dicomweb": "orthanc-research"}}
+    started = httpx.post(f"{node.base_url}/api/research-exports", json=body, headers=headers, timeout=30)
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 60
+    while (job := httpx.get(f"{node.base_url}/api/research-exports/{started.json()['id']}", headers=headers).json())["state"] not in (
+        "done",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["state"] == "done", job
+    assert job["counts"]["sent"] == job["counts"]["instances"] == clean_orthanc.instance_count() > 0
+    manifest = httpx.get(f"{node.base_url}{job['manifest']}", headers=headers).json()
+    assert clean_orthanc.study_instance_uids() == manifest["studies"] != [case.study_uid]
+    labels = httpx.get(f"{node.base_url}{job['labels']}", headers=headers).json()
+    [ai] = labels["studies"][manifest["studies"][0]]["ai_results"]
+    assert clean_orthanc.lookup(ai["seg_uid"]) and clean_orthanc.lookup(ai["sr_uid"])
