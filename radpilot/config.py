@@ -66,6 +66,14 @@ class Hl7Destination(BaseModel):
     receiving_facility: str = Field(default="", description="MSH-6")
 
 
+class ResearchExportTarget(BaseModel):
+    """A DICOMweb server that research exports may be sent to by name (a research PACS, an XNAT, a trial archive)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Short name a researcher picks, e.g. 'research-pacs'")
+    dicomweb_url: str = Field(pattern=r"^https?://", description="Base URL of its DICOMweb service (STOW-RS at URL/studies)")
+    bearer_token_file: Path | None = Field(default=None, description="File holding the bearer token sent to it (never logged)")
+
+
 class Settings(BaseSettings):
     """RadPilot's settings (environment prefix ``RADPILOT_``)."""
 
@@ -171,6 +179,12 @@ class Settings(BaseSettings):
     deid_mapping_file: Path | None = Field(
         default=None, description="Encrypted re-identification mapping; default data_dir/deid-mapping.fernet (never inside an output)"
     )
+    research_export_dir: Path | None = Field(
+        default=None, description="Research exports started from the web go into folders here; default data_dir/research-exports"
+    )
+    research_export_targets: list[ResearchExportTarget] = Field(
+        default_factory=list, description="DICOMweb servers research exports may be sent to, by name (JSON list)"
+    )
 
     _check_ae = field_validator("ae_title")(lambda cls, v: _validate_ae_title(v))
 
@@ -202,6 +216,18 @@ class Settings(BaseSettings):
     @property
     def resolved_deid_mapping_file(self) -> Path:
         return self.deid_mapping_file or self.data_dir / "deid-mapping.fernet"
+
+    @property
+    def resolved_research_export_dir(self) -> Path:
+        return self.research_export_dir or self.data_dir / "research-exports"
+
+    def research_export_target(self, name: str) -> ResearchExportTarget:
+        """The configured research DICOMweb target ``name``; KeyError naming the configured ones otherwise."""
+        for target in self.research_export_targets:
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.research_export_targets) or "none"
+        raise KeyError(f"unknown research export target {name!r}; configured: {known}")
 
     @property
     def storage_dir(self) -> Path:

@@ -83,12 +83,14 @@ class RadPilotServer:
 
     def start(self) -> None:
         self.engine.start()
+        self.app.state.research_exports.start()
         self.dimse.start()
         self._http_thread = threading.Thread(target=self._http.run, name="radpilot-http", daemon=True)
         self._http_thread.start()
         while not self._http.started:
             if not self._http_thread.is_alive():
                 self.dimse.stop()
+                self.app.state.research_exports.stop()
                 self.engine.stop()
                 raise RuntimeError(f"the web server could not start on {self.settings.bind_address}:{self.settings.http_port}")
             self._stopped.wait(0.02)
@@ -132,6 +134,7 @@ class RadPilotServer:
         self._http.should_exit = True
         if self._http_thread is not None:
             self._http_thread.join(timeout=10)
+        self.app.state.research_exports.stop()
         self.engine.stop()
         if self._forward_thread is not None:
             self._forward_thread.join(timeout=15)

@@ -129,7 +129,7 @@ def deid_keygen(path: Annotated[Path, typer.Argument(help="Where to write the ne
 
 
 def research_export(
-    out: Annotated[Path, typer.Argument(help="Output folder for the de-identified studies and manifest.json")],
+    out: Annotated[Path, typer.Argument(help="Output folder for the de-identified studies, manifest.json and labels.json")],
     user: Annotated[str, typer.Option("--user", help="Who runs the export (audited)")],
     role: Annotated[str, typer.Option("--role", help="researcher or administrator")],
     patient_id: Annotated[str | None, typer.Option("--patient-id")] = None,
@@ -143,12 +143,27 @@ def research_export(
     mapping_file: Annotated[Path | None, typer.Option("--mapping", help="Encrypted mapping [env RADPILOT_DEID_MAPPING_FILE]")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Archive folder [env RADPILOT_DATA_DIR]")] = None,
     database_url: Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL [env RADPILOT_DATABASE_URL]")] = None,
+    to_dicomweb: Annotated[
+        str | None, typer.Option("--to-dicomweb", help="Also send the instances by STOW-RS to this DICOMweb base URL")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the bearer token for --to-dicomweb (never given on the command line)")
+    ] = None,
+    dicomweb_only: Annotated[
+        bool, typer.Option("--dicomweb-only", help="Send the instances, keep only manifest.json and labels.json in OUT")
+    ] = False,
 ) -> None:
-    """De-identify the studies a query selects, with RadPilot's results, into a folder with a manifest (researcher/administrator only)."""
+    """De-identify the studies a query selects, with RadPilot's results and review labels, into a folder and/or a DICOMweb server.
+
+    Researcher or administrator only; audited. Exits 3 when an instance was refused or not sent.
+    """
     from radpilot.archive import Archive
     from radpilot.archive.query import QueryError
     from radpilot.dicom.deid import DeidConfig, Deidentifier, DeidKey, MappingStore, Option
     from radpilot.dicom.deid.mapping import DeidKeyError
+    from radpilot.engine.research_exports import read_token
+    from radpilot.engine.review import ReviewService
+    from radpilot.pacs.research_export import DicomwebTarget
     from radpilot.pacs.research_export import research_export as run_export
     from radpilot.security.principal import Principal, Role
 
@@ -166,7 +181,16 @@ def research_export(
         if v
     }
     options = {Option.RETAIN_LONGITUDINAL_MODIFIED_DATES: retain_longitudinal_dates, Option.CLEAN_DESCRIPTORS: clean_descriptors}
+    if (token_file is not None or dicomweb_only) and not to_dicomweb:
+        console.print("[red]--token-file and --dicomweb-only go with --to-dicomweb URL[/red]")
+        raise typer.Exit(2)
     try:
+        target = None
+        if to_dicomweb:
+            if not to_dicomweb.startswith(("http://", "https://")):
+                raise ValueError(f"--to-dicomweb {to_dicomweb!r} is not an http(s) URL")
+            token = read_token(token_file) if token_file is not None else None
+            target = DicomwebTarget(to_dicomweb, token, name=to_dicomweb)
         principal = Principal(user, Role.parse(role))
         key = DeidKey.from_settings(settings.deid_key_file)
         deidentifier = Deidentifier(key, DeidConfig(options=frozenset(o for o, on in options.items() if on)))
@@ -176,7 +200,10 @@ def research_export(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     try:
-        result = run_export(archive, principal, keys, out, deidentifier, store)
+        labels = ReviewService(archive, organisation=settings.organisation).labels
+        result = run_export(
+            archive, principal, keys, out, deidentifier, store, labels=labels, dicomweb=target, write_instances=not dicomweb_only
+        )
     except PermissionError as exc:
         console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -185,10 +212,8 @@ def research_export(
         raise typer.Exit(2) from exc
     finally:
         archive.close()
-    typer.echo(
-        json.dumps(
-            {"studies": len(result.studies), "instances": result.written, "refused": result.refused, "manifest": str(result.manifest)}
-        )
-    )
-    if result.refused:
+    typer.echo(json.dumps(result.to_json()))
+    for item in result.failed:
+        console.print(f"[yellow]not sent:[/yellow] {item['instance']}: {item['reason']}")
+    if result.refused or result.failed:
         raise typer.Exit(3)

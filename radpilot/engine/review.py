@@ -45,6 +45,7 @@ from radpilot.engine.jobs import JobState
 from radpilot.engine.jobs_models import Job
 from radpilot.engine.outbox import add_delivery
 from radpilot.engine.review_models import FindingDecision, ReviewCompletion
+from radpilot.pacs.research_export import FindingLabel, StudyLabels, VerifiedReportLabel
 from radpilot.security.audit import record
 from radpilot.security.principal import Principal, Role
 
@@ -285,6 +286,46 @@ class ReviewService:
             for c in completions
         ]
         return review
+
+    def labels(self, study_uid: str) -> StudyLabels:
+        """The study's AI findings with their latest decisions and its finished reviews, for a research export.
+
+        Pass the bound method as the export's label source; the export de-identifies what it returns.
+        """
+        review = self.study(study_uid)
+        with self.sessions() as session:
+            completions = list(
+                session.scalars(
+                    select(ReviewCompletion).where(ReviewCompletion.study_instance_uid == study_uid).order_by(ReviewCompletion.id)
+                )
+            )
+        findings = []
+        for item in review.items:
+            f, result, decision = item.finding, item.result, item.decision
+            findings.append(
+                FindingLabel(
+                    ai_sr_uid=result.sr_uid,
+                    seg_uid=result.seg_uid,
+                    key_image_uid=result.key_image_uid,
+                    analysis=result.analysis,
+                    version=result.version,
+                    finding_id=f.id,
+                    name=f.name,
+                    kind=f.kind,
+                    value=f.value,
+                    unit=f.unit,
+                    category=f.category,
+                    location=f.location,
+                    confidence=f.confidence,
+                    decision=decision.decision if decision else None,
+                    edited=decision.edited if decision else None,
+                    reason=decision.reason if decision else "",
+                    decided_by=decision.decided_by if decision else "",
+                    decided_at=decision.decided_at if decision else None,
+                )
+            )
+        reports = [VerifiedReportLabel(c.ai_sr_uid, c.verified_sr_uid, c.completed_by, c.completed_at) for c in completions]
+        return StudyLabels(findings, reports)
 
     # ------------------------------------------------------------------ deciding
     def decide(

@@ -17,6 +17,7 @@ from radpilot import __version__
 from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.dictation import Dictation
+from radpilot.engine.research_exports import ResearchExports
 from radpilot.pacs.dicomweb import make_dicomweb_router
 from radpilot.security.pseudonyms import Pseudonymizer, load_or_create_secret
 from radpilot.web.admin_pages import make_admin_router
@@ -32,6 +33,8 @@ from radpilot.web.ohif import make_ohif_router, resolve_ohif_dir
 from radpilot.web.oidc import make_oidc_router
 from radpilot.web.pages import make_pages_router, static_files
 from radpilot.web.reports_api import make_reports_router
+from radpilot.web.research_export_api import router as research_export_router
+from radpilot.web.research_export_pages import make_research_export_pages_router
 from radpilot.web.review_api import router as review_router
 from radpilot.web.review_pages import make_review_pages_router
 from radpilot.web.worklist_pages import make_worklist_router
@@ -51,6 +54,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.add_middleware(AuditMiddleware, engine=archive.engine)
     # The recogniser loads on first use (a few seconds, about 100 MB), not at start.
     app.state.dictation = Dictation(settings)
+    # Research exports run in the server's worker thread (RadPilotServer starts it); the API only queues and reads them.
+    app.state.research_exports = ResearchExports(settings, archive)
     app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
 
     @app.get("/api/health")
@@ -61,6 +66,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(engine_router)
     app.include_router(monitoring_router)
     app.include_router(review_router)
+    app.include_router(research_export_router)
     app.include_router(make_reports_router())
     app.include_router(dictation_router)
     app.include_router(dictation_pad_router)
@@ -73,6 +79,7 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
         app.include_router(make_oidc_router(archive.engine, settings), prefix="/ui")
     app.include_router(make_pages_router(archive), prefix="/ui")
     app.include_router(make_review_pages_router(), prefix="/ui")
+    app.include_router(make_research_export_pages_router(), prefix="/ui")
     app.include_router(make_ohif_router(app.state.ohif_dir))
     # The last added is the outermost: authentication first, so every route, mount, 404 and FastAPI's
     # own /api/docs pass through it; then the researcher's filter, which reads the principal it set.

@@ -63,6 +63,7 @@ def page_context(request: Request, active: str) -> dict[str, Any]:
         "languages": LANGUAGES,
         "principal": principal,
         "is_admin": principal is not None and principal.role is Role.ADMINISTRATOR,
+        "can_export": principal is not None and principal.role in (Role.RESEARCHER, Role.ADMINISTRATOR),
         "csrf_token": str(getattr(request.state, "csrf_token", "") or ""),
         "active": active,
         "here": quote(here, safe=""),

@@ -26,6 +26,7 @@ MODEL_MODULES = (
     "radpilot.engine.jobs_models",
     "radpilot.engine.outbox_models",
     "radpilot.engine.review_models",
+    "radpilot.engine.research_export_models",
     "radpilot.validation.store",
     "radpilot.security.audit",
     "radpilot.modelhub.activation",

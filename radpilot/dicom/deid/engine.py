@@ -140,6 +140,38 @@ class Deidentifier:
         }
         return _Patient(pseudo, shift)
 
+    def person_pseudonym(self, name: str) -> str:
+        """A member of staff (a reviewer named in exported labels): the same pseudonym for the same name under the same key."""
+        name = name.strip()
+        if not name:
+            return ""
+        pseudo = "RV" + base64.b32encode(self._digest("person", name)[:10]).decode("ascii")[:14]
+        self.mapping.persons[pseudo] = name
+        return pseudo
+
+    def patient_pseudonym(self, ds: Dataset) -> str:
+        """The pseudonym the instances of ``ds``'s patient get."""
+        return self._patient(ds).pseudo_id
+
+    def export_datetime(self, when: _dt.datetime | None, ds: Dataset) -> str | None:
+        """A time about ``ds``'s patient as the profile's options allow: shifted like the patient's dates, kept, or dropped (None).
+
+        With the Modified Dates option it moves back by the patient's own shift, so intervals between it and the
+        images' dates are kept; with Full Dates it is kept; otherwise no date may leave, so it is dropped.
+        """
+        if when is None:
+            return None
+        options = self.config.options
+        if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in options:
+            return (when - _dt.timedelta(days=self._patient(ds).shift_days)).isoformat()
+        if Option.RETAIN_LONGITUDINAL_FULL_DATES in options:
+            return when.isoformat()
+        return None
+
+    def clean_free_text(self, text: str, ds: Dataset) -> str:
+        """Free text written about ``ds``'s patient (a review reason) without the patient's identifiers, long numbers or dates."""
+        return str(_clean_text(text, _identifiers(ds)))
+
     # -- the public call --------------------------------------------------------------------
     def deidentify(self, source: Dataset) -> Dataset:
         """A de-identified copy of ``source``; raises BurnedInAnnotationRefused for an image that may show text."""

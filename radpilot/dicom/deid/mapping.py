@@ -81,17 +81,19 @@ def write_new_key(path: Path) -> None:
 
 @dataclass
 class Mapping:
-    """Pseudonym -> original identity, and new UID -> original UID."""
+    """Pseudonym -> original identity, new UID -> original UID, and staff pseudonym (a reviewer in exported labels) -> name."""
 
     patients: dict[str, dict[str, Any]] = field(default_factory=dict)
     uids: dict[str, str] = field(default_factory=dict)
+    persons: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: Mapping) -> None:
         self.patients.update(other.patients)
         self.uids.update(other.uids)
+        self.persons.update(other.persons)
 
     def to_json(self) -> dict[str, Any]:
-        return {"patients": self.patients, "uids": self.uids}
+        return {"patients": self.patients, "uids": self.uids, "persons": self.persons}
 
 
 class MappingStore:
@@ -115,7 +117,7 @@ class MappingStore:
             data = json.loads(self.key.fernet().decrypt(self.path.read_bytes()))
         except InvalidToken as exc:
             raise DeidKeyError(f"the mapping {self.path} cannot be decrypted with this key (another key, or the file was altered)") from exc
-        return Mapping(dict(data.get("patients", {})), dict(data.get("uids", {})))
+        return Mapping(dict(data.get("patients", {})), dict(data.get("uids", {})), dict(data.get("persons", {})))
 
     def save(self, mapping: Mapping) -> None:
         """Merge ``mapping`` into the stored one and write it atomically (nothing stored is lost)."""
