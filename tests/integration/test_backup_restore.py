@@ -23,10 +23,12 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 from typer.testing import CliRunner
 
-from radpilot.archive.backup import create_backup
+from radpilot.archive import Archive
+from radpilot.archive.backup import BackupError, create_backup, restore_backup
 from radpilot.archive.models import Instance
 from radpilot.cli import app
-from tests.factories import make_ct_series
+from radpilot.config import Settings
+from tests.factories import make_ct_series, to_part10_bytes
 from tests.fixtures.postgres import drop_database
 
 pytestmark = pytest.mark.integration
@@ -184,3 +186,28 @@ def test_restore_refuses_a_tampered_backup_of_a_running_node_naming_the_file(rad
     # Restoring over the running node's own folder is refused even with --force.
     refused = CliRunner().invoke(app, ["restore", str(tmp_path / "backup"), "--data-dir", str(radpilot.settings.data_dir), "--force"])
     assert refused.exit_code == 1 and "running RadPilot" in refused.output.replace("\n", " ")
+
+
+def test_postgresql_backup_is_restored_only_into_an_empty_postgresql_database(
+    fresh_postgres_url: str, target_postgres_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", database_url=fresh_postgres_url)
+    archive = Archive.from_settings(settings)
+    assert all(archive.store_file_bytes(to_part10_bytes(ds)).outcome.accepted for ds in make_ct_series(3, rows=8, columns=8))
+    archive.close()
+    manifest = create_backup(settings, tmp_path / "backup")
+    assert manifest.database["kind"] == "postgresql" and manifest.counts["instances"] == 3
+
+    with pytest.raises(BackupError, match="holds a PostgreSQL database: give --database-url"):
+        restore_backup(tmp_path / "backup", tmp_path / "restored")
+    with pytest.raises(BackupError, match=r"is not empty \(\d+ tables\)"):
+        restore_backup(tmp_path / "backup", tmp_path / "restored", database_url=fresh_postgres_url)
+    assert not (tmp_path / "restored").exists()
+
+    report, engine = restore_backup(tmp_path / "backup", tmp_path / "restored", database_url=target_postgres_url)
+    engine.dispose()
+    restored = Archive(tmp_path / "restored" / "dicom", target_postgres_url)
+    try:
+        assert restored.instance_count() == 3 and report.revision_after == manifest.alembic_revision
+    finally:
+        restored.close()
