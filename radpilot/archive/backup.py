@@ -259,7 +259,9 @@ def _create_backup(settings: Settings, data_dir: Path, dest: Path, link: bool, p
         snapshot = _snapshot_postgres(url, dest / PG_DUMP)
     progress("database snapshot", 1, 1)
     extras = list(_extra_files(data_dir, url))
-    needed = sum(size for _, size, _ in snapshot.instances) * (0 if link else 1) + sum(p.stat().st_size for p in extras)
+    # Hard links take no room, but only on the same file system; elsewhere they fall back to copies.
+    linked = link and os.stat(data_dir).st_dev == os.stat(dest).st_dev
+    needed = sum(size for _, size, _ in snapshot.instances) * (0 if linked else 1) + sum(p.stat().st_size for p in extras)
     _check_space(dest, needed, "backup")
 
     files: list[BackupFile] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -253,3 +254,26 @@ def test_cli_backup_and_restore_are_audited_and_say_why_they_refuse(tmp_path: Pa
         assert verify_chain(engine).ok
         engine.dispose()
         assert (action, "success") in rows
+
+
+def test_mutated_manifests_are_refused_with_a_backup_error_never_a_crash(tmp_path: Path) -> None:
+    settings, _ = _node(tmp_path, count=1)
+    create_backup(settings, tmp_path / "backup")
+    path = tmp_path / "backup" / MANIFEST
+    original = path.read_bytes()
+    rng = random.Random(21)
+    outcomes = {"refused": 0, "accepted": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data))]
+        else:
+            for _flip in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        try:
+            verify_backup(tmp_path / "backup")
+            outcomes["accepted"] += 1  # a flip in whitespace or in a field nothing checks
+        except BackupError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 100
