@@ -516,7 +516,7 @@ def _fsync_tree(folder: Path) -> None:
 
     Several at once: a sync waits on the disk, not the CPU, and the file system commits concurrent ones together.
     """
-    paths = []
+    paths: list[Path] = []
     for root, _dirs, names in os.walk(folder):
         paths.extend(Path(root) / name for name in names)
         paths.append(Path(root))
