@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -230,6 +231,8 @@ def create_backup(settings: Settings, dest: Path, *, link: bool = False, progres
         raise BackupError(f"backup destination {dest} is not an empty folder: a backup never overwrites another; choose a new folder")
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
+    if created:
+        dest.chmod(0o700)  # patient data and keys: the backup folder is its owner's alone
     try:
         return _create_backup(settings, data_dir, dest, link, progress)
     except BaseException:
@@ -336,6 +339,7 @@ def _snapshot_sqlite(path: Path, target: Path) -> _Snapshot:
     # Not mode=ro: a read-only connection cannot open a WAL database whose -shm file is absent (node stopped).
     source = sqlite3.connect(path, timeout=30)
     try:
+        target.touch(mode=0o600)
         destination = sqlite3.connect(target)
         try:
             # Everything committed before this moment is in the copy: the backup reads one consistent state.
@@ -478,7 +482,9 @@ def _copy_verified(source: Path, target: Path) -> tuple[int, str]:
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    with open(source, "rb") as src, open(target, "xb") as out:
+    # Created owner-only, then given the source's mode: a key file never lies readable by others, even briefly.
+    with open(source, "rb") as src, os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        os.chmod(out.fileno(), stat.S_IMODE(os.fstat(src.fileno()).st_mode))
         while chunk := src.read(CHUNK):
             out.write(chunk)
             digest.update(chunk)
@@ -658,7 +664,7 @@ def restore_backup(
 
     staging = data_dir.parent / f".{data_dir.name}.restoring-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging.mkdir(mode=0o700)
     engine: Engine | None = None
     postgres_touched = False
     try:

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import stat
 from collections import namedtuple
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def _node(tmp_path: Path, count: int = 4) -> tuple[Settings, dict[str, bytes]]:
         stored[str(ds.SOPInstanceUID)] = data
     archive.close()
     (settings.data_dir / "pseudonym.key").write_bytes(b"pseudonym-secret")
+    (settings.data_dir / "pseudonym.key").chmod(0o600)
     run = settings.data_dir / "validation" / "runs" / "lung" / "1.0" / "report.json"
     run.parent.mkdir(parents=True)
     run.write_text('{"dice": 0.98}')
@@ -67,6 +69,9 @@ def test_backup_then_restore_gives_every_file_back_byte_identical(tmp_path: Path
     assert report.revision_after == manifest.alembic_revision
     assert _instance_files(tmp_path / "restored") == stored
     assert (tmp_path / "restored" / "pseudonym.key").read_bytes() == b"pseudonym-secret"
+    for key in (tmp_path / "backup" / "files" / "pseudonym.key", tmp_path / "restored" / "pseudonym.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, f"{key} is readable by others"
+    assert stat.S_IMODE((tmp_path / "backup").stat().st_mode) == 0o700
     assert (tmp_path / "restored" / "validation" / "runs" / "lung" / "1.0" / "report.json").read_text() == '{"dice": 0.98}'
     assert not any(p.name.startswith(".restored.restoring") for p in tmp_path.iterdir())
 
