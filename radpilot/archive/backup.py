@@ -42,6 +42,7 @@ import psycopg
 from alembic.script import ScriptDirectory
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from radpilot import __version__
 from radpilot.archive.models import Instance, Series, Study
@@ -235,9 +236,22 @@ def create_backup(settings: Settings, dest: Path, *, link: bool = False, progres
         dest.chmod(0o700)  # patient data and keys: the backup folder is its owner's alone
     try:
         return _create_backup(settings, data_dir, dest, link, progress)
+    except BackupError:
+        _remove_partial(dest, created)
+        raise
+    except (OSError, sqlite3.Error, psycopg.Error) as exc:
+        _remove_partial(dest, created)
+        raise BackupError(f"backup into {dest} failed and was removed: {_describe(exc)}") from exc
     except BaseException:
         _remove_partial(dest, created)
         raise
+
+
+def _describe(exc: BaseException) -> str:
+    """An error in words, naming the file an OSError concerns (a full disk, a permission, ...)."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc} ({exc.filename})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _remove_partial(dest: Path, created: bool) -> None:
@@ -696,12 +710,14 @@ def restore_backup(
             engine.dispose()  # the last connection checkpoints the WAL before the file moves
         _fsync_tree(staging)
         set_aside = _move_into_place(staging, data_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if engine is not None:
             engine.dispose()
         if postgres_touched:
             _empty_postgres(target_url)
+        if isinstance(exc, (OSError, sqlite3.Error, SQLAlchemyError, psycopg.Error)):
+            raise BackupError(f"restore into {data_dir} failed and was removed: {_describe(exc)}") from exc
         raise
     if kind == "sqlite":
         target_url = f"sqlite:///{data_dir / 'index.sqlite3'}"

@@ -282,3 +282,15 @@ def test_mutated_manifests_are_refused_with_a_backup_error_never_a_crash(tmp_pat
         except BackupError:
             outcomes["refused"] += 1
     assert outcomes["refused"] > 100
+
+
+def test_a_disk_error_during_backup_is_named_and_the_partial_backup_removed(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    settings, _ = _node(tmp_path, count=2)
+
+    def disk_full(*_args, **_kwargs) -> None:  # noqa: ANN002, ANN003
+        raise OSError(28, "No space left on device", str(tmp_path / "backup" / "files" / "pseudonym.key"))
+
+    monkeypatch.setattr("radpilot.archive.backup._copy_verified", disk_full)
+    with pytest.raises(BackupError, match=r"failed and was removed: No space left on device \(.*pseudonym.key\)"):
+        create_backup(settings, tmp_path / "backup")
+    assert not (tmp_path / "backup").exists()
