@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from radpilot.cli import audit as audit_commands
+from radpilot.cli import backup as backup_commands
 from radpilot.cli import deid as deid_commands
 from radpilot.cli import dictation as dictation_commands
 from radpilot.cli import engine as engine_commands
@@ -501,6 +502,9 @@ app.add_typer(validation_commands.models_app, name="models")
 app.add_typer(security_commands.users_app, name="users")
 app.add_typer(security_commands.tokens_app, name="tokens")
 app.add_typer(report_commands.report_app, name="report")
+app.command("backup")(backup_commands.backup)
+app.command("restore")(backup_commands.restore)
+app.command("verify-backup")(backup_commands.verify_backup)
 
 
 if __name__ == "__main__":
