@@ -165,6 +165,7 @@ def research_export(
     from radpilot.engine.review import ReviewService
     from radpilot.pacs.research_export import DicomwebTarget
     from radpilot.pacs.research_export import research_export as run_export
+    from radpilot.pacs.stow_client import redact_url
     from radpilot.security.principal import Principal, Role
 
     overrides = {"deid_key_file": key_file, "deid_mapping_file": mapping_file, "data_dir": data_dir, "database_url": database_url}
@@ -190,7 +191,7 @@ def research_export(
             if not to_dicomweb.startswith(("http://", "https://")):
                 raise ValueError(f"--to-dicomweb {to_dicomweb!r} is not an http(s) URL")
             token = read_token(token_file) if token_file is not None else None
-            target = DicomwebTarget(to_dicomweb, token, name=to_dicomweb)
+            target = DicomwebTarget(to_dicomweb, token, name=redact_url(to_dicomweb))
         principal = Principal(user, Role.parse(role))
         key = DeidKey.from_settings(settings.deid_key_file)
         deidentifier = Deidentifier(key, DeidConfig(options=frozenset(o for o, on in options.items() if on)))

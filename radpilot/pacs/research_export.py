@@ -31,7 +31,7 @@ from pydicom.errors import InvalidDicomError
 from radpilot.archive.query import Query, QueryLevel
 from radpilot.archive.store import Archive
 from radpilot.dicom.deid import BurnedInAnnotationRefused, Deidentifier, MappingStore, Option
-from radpilot.pacs.stow_client import StowError, stow_with_retries
+from radpilot.pacs.stow_client import StowError, redact_url, stow_with_retries
 from radpilot.security import audit
 from radpilot.security.principal import Principal, Role
 
@@ -101,6 +101,11 @@ class DicomwebTarget:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @property
+    def display(self) -> str:
+        """The name, or the URL without any ``user:password@``: what manifests, audit records and logs show."""
+        return self.name or redact_url(self.url)
 
 
 @dataclass
@@ -259,7 +264,7 @@ def research_export(
         "instances_written": result.written,
         "destination": {
             "folder": write_instances,
-            "dicomweb": (dicomweb.name or dicomweb.url) if dicomweb is not None else None,
+            "dicomweb": dicomweb.display if dicomweb is not None else None,
         },
         "instances_sent": result.sent,
         "refused": result.refused,
@@ -316,7 +321,7 @@ def _send(target: DicomwebTarget, batch: list[tuple[Path, str]], result: ExportR
         if len(batch) == 1 or exc.transient:
             for _, uid in batch:
                 result.failed.append({"instance": uid, "reason": str(exc)})
-            logger.warning("research export: STOW-RS failed", extra={"url": target.url, "instances": len(batch), "error": str(exc)})
+            logger.warning("research export: STOW-RS failed", extra={"url": target.display, "instances": len(batch), "error": str(exc)})
             return
     for item in batch:
         _send(target, [item], result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -33,6 +34,14 @@ class StowError(RuntimeError):
         self.transient = transient
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its user information removed (credentials never reach a manifest, an audit record or a log)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def stow(base_url: str, files: list[Path], *, timeout_s: float = 120.0, headers: dict[str, str] | None = None) -> dict:
     """POST ``files`` to ``{base_url}/studies``; raise StowError unless every instance was stored.
 
@@ -53,7 +62,7 @@ def stow(base_url: str, files: list[Path], *, timeout_s: float = 120.0, headers:
     try:
         response = httpx.post(f"{base_url.rstrip('/')}/studies", content=body, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
-        raise StowError(f"STOW-RS to {base_url} failed: {exc}", transient=True) from exc
+        raise StowError(f"STOW-RS to {redact_url(base_url)} failed: {exc}", transient=True) from exc
     try:
         answer = response.json() if response.content else {}
     except ValueError:  # not JSON, or not text: the status alone decides
@@ -71,7 +80,7 @@ def stow(base_url: str, files: list[Path], *, timeout_s: float = 120.0, headers:
                 continue  # a malformed item names nothing; the HTTP status still fails the request
         detail = "; ".join(f"{uid}: {reason}" for uid, reason in named.items()) or response.text[:300]
         raise StowError(
-            f"STOW-RS to {base_url} answered HTTP {response.status_code}: {detail}",
+            f"STOW-RS to {redact_url(base_url)} answered HTTP {response.status_code}: {detail}",
             failed=named,
             transient=response.status_code in TRANSIENT_STATUS and not named,
         )

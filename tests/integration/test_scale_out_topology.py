@@ -69,7 +69,9 @@ def test_two_front_ends_and_two_workers_survive_a_restart_and_a_killed_worker(
         def acknowledged() -> int:
             return sum(len(sender.acknowledged_uids()) for sender in senders)
 
-        wait_for(lambda: acknowledged() >= STUDIES * SLICES // 3, 300, "a third of the instances acknowledged", interval_s=0.5, diagnostics=logs)
+        wait_for(
+            lambda: acknowledged() >= STUDIES * SLICES // 3, 300, "a third of the instances acknowledged", interval_s=0.5, diagnostics=logs
+        )
         front_ends[1].stop()  # SIGTERM to the whole process group, as systemd stops a service
         time.sleep(1.0)  # its senders see refused associations meanwhile
         front_ends[1].start_and_wait()

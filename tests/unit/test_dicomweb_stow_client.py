@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from radpilot.archive import Archive
 from radpilot.pacs import stow_client
 from radpilot.pacs.dicomweb import make_dicomweb_router
-from radpilot.pacs.stow_client import StowError, stow
+from radpilot.pacs.stow_client import StowError, redact_url, stow
 from tests.factories import make_ct_series, write_part10
 
 BASE_URL = "http://testserver/dicomweb"
@@ -67,3 +67,11 @@ def test_a_refused_instance_is_a_stow_error(archive: Archive, sent: list, tmp_pa
     with pytest.raises(StowError, match="HTTP 409.*0xA900"):
         stow(BASE_URL, [changed])
     assert archive.instance_count() == 1
+
+
+def test_credentials_in_a_target_url_never_reach_an_error_message() -> None:
+    assert redact_url("https://alice:s3cret@pacs.example:8443/dicom-web") == "https://pacs.example:8443/dicom-web"
+    assert redact_url("http://pacs.example/dicom-web") == "http://pacs.example/dicom-web"
+    with pytest.raises(StowError) as refused:
+        stow("http://alice:s3cret@127.0.0.1:9/dicom-web", [])
+    assert "s3cret" not in str(refused.value) and "alice" not in str(refused.value)
