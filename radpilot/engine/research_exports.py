@@ -4,17 +4,22 @@ A request names a query, the de-identification profile and options, and a destin
 folder name under the configured export root (never a path) and/or a configured DICOMweb
 target by name. It is checked completely before a row is written (``queued``); the worker
 then runs :func:`radpilot.pacs.research_export.research_export` with the engine's review
-decisions as labels and records the counts as it goes. At start, a job the previous run of
-the server left ``running`` is marked failed (its folder may be incomplete) and queued jobs
-run. Only researchers and administrators may ask; every request and refusal is audited.
+decisions as labels and records the counts as it goes, renewing its lease (a heartbeat) while it
+runs. Several servers may share one database: a ``running`` job whose heartbeat is older than
+the lease was left by a server that stopped, and is marked failed (its folder may be
+incomplete) by whichever server notices first, at start or while polling. Only researchers and administrators may ask; every request and refusal is audited.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import threading
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ WEB_OPTIONS = frozenset(o.value for o in Option) - {Option.RETAIN_SAFE_PRIVATE.v
 MAX_QUERY_KEYS = 12
 MAX_VALUE_CHARS = 128
 MAX_ERRORS = 50
+LEASE_S = 120.0  # a running job's heartbeat older than this means its server stopped
 INTERRUPTED = "interrupted: RadPilot stopped while this export ran; its folder may be incomplete: start a new export"
 
 
@@ -80,11 +86,13 @@ def read_token(path: Path) -> str:
 class ResearchExports:
     """Submits, lists and runs research export jobs over the archive's database."""
 
-    def __init__(self, settings: Settings, archive: Archive, *, poll_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, archive: Archive, *, poll_s: float = 5.0, lease_s: float = LEASE_S) -> None:
         self.settings = settings
         self.archive = archive
         self.sessions = make_session_factory(archive.engine)
         self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -258,16 +266,28 @@ class ResearchExports:
 
     # ------------------------------------------------------------------ running
     def recover(self) -> int:
-        """Mark jobs a stopped server left running as failed; returns how many."""
+        """Mark running jobs whose server stopped (heartbeat older than the lease) as failed; returns how many."""
+        stale = utcnow() - timedelta(seconds=self.lease_s)
         with self.sessions() as session, session.begin():
             count = session.execute(
                 update(ResearchExportJob)
-                .where(ResearchExportJob.state == "running")
+                .where(
+                    ResearchExportJob.state == "running",
+                    (ResearchExportJob.heartbeat_at.is_(None)) | (ResearchExportJob.heartbeat_at < stale),
+                )
                 .values(state="failed", errors=[INTERRUPTED], finished_at=utcnow())
             ).rowcount
         if count:
-            logger.warning("research exports interrupted by a restart marked failed", extra={"jobs": count})
+            logger.warning("research exports whose server stopped marked failed", extra={"jobs": count})
         return int(count or 0)
+
+    def _heartbeat(self, job_id: int) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(ResearchExportJob)
+                .where(ResearchExportJob.id == job_id, ResearchExportJob.claimed_by == self.worker_id)
+                .values(heartbeat_at=utcnow())
+            )
 
     def run_next(self) -> int | None:
         """Take the oldest queued job (one conditional UPDATE, so two workers never take the same) and run it; its id, or None."""
@@ -280,10 +300,25 @@ class ResearchExports:
             taken = session.execute(
                 update(ResearchExportJob)
                 .where(ResearchExportJob.id == job_id, ResearchExportJob.state == "queued")
-                .values(state="running", started_at=utcnow())
+                .values(state="running", started_at=utcnow(), claimed_by=self.worker_id, heartbeat_at=utcnow())
             ).rowcount
         if taken:
-            self._run(job_id)
+            beating = threading.Event()
+
+            def renew() -> None:
+                while not beating.wait(self.lease_s / 4):
+                    try:
+                        self._heartbeat(job_id)
+                    except Exception:  # noqa: BLE001 - a missed beat is retried; the lease allows several
+                        logger.warning("research export heartbeat failed", extra={"job": job_id}, exc_info=True)
+
+            heart = threading.Thread(target=renew, name=f"radpilot-research-export-heartbeat-{job_id}", daemon=True)
+            heart.start()
+            try:
+                self._run(job_id)
+            finally:
+                beating.set()
+                heart.join()
         return job_id
 
     def _run(self, job_id: int) -> None:
@@ -341,7 +376,7 @@ class ResearchExports:
         with self.sessions() as session, session.begin():
             session.execute(
                 update(ResearchExportJob)
-                .where(ResearchExportJob.id == job_id)
+                .where(ResearchExportJob.id == job_id, ResearchExportJob.claimed_by == self.worker_id)
                 .values(state=state, errors=errors[:MAX_ERRORS], finished_at=utcnow())
             )
         logger.info("research export finished", extra={"job": job_id, "state": state, "errors": len(errors)})
@@ -357,6 +392,7 @@ class ResearchExports:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self.recover()
                 while not self._stop.is_set() and self.run_next() is not None:
                     pass
             except Exception:  # noqa: BLE001 - a database hiccup must not end the worker; the job stays queued

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from radpilot.archive import Archive
 from radpilot.config import ResearchExportTarget, Settings
+from radpilot.db import utcnow
 from radpilot.dicom.deid import write_new_key
 from radpilot.engine.research_export_models import ResearchExportJob
 from radpilot.engine.research_exports import INTERRUPTED, ResearchExports
@@ -222,6 +225,30 @@ def test_at_start_an_export_left_running_is_marked_failed_and_queued_ones_run(ca
     interrupted, resumed = exports.get(1), exports.get(2)
     assert interrupted["state"] == "failed" and interrupted["errors"] == [INTERRUPTED]
     assert resumed["state"] == "done" and resumed["counts"]["studies"] == 1 and resumed["manifest"] == "/api/research-exports/2/manifest"
+
+
+def test_a_job_another_live_server_runs_is_left_alone_until_its_heartbeat_lapses(case: ReviewCase, settings: Settings) -> None:
+    with Session(case.archive.engine) as session, session.begin():
+        session.add(
+            ResearchExportJob(
+                state="running",
+                requested_by="rita",
+                requested_role="researcher",
+                query={"Modality": "CT"},
+                options=[],
+                folder="elsewhere",
+                write_instances=True,
+                errors=[],
+                claimed_by="other-host:1:abc",
+                heartbeat_at=utcnow(),
+            )
+        )
+    exports = ResearchExports(settings, case.archive, lease_s=60)
+    assert exports.recover() == 0 and exports.get(1)["state"] == "running", "a live server's job was taken from it"
+    with Session(case.archive.engine) as session, session.begin():
+        session.execute(update(ResearchExportJob).values(heartbeat_at=utcnow() - timedelta(seconds=61)))
+    assert exports.recover() == 1
+    assert exports.get(1)["state"] == "failed" and exports.get(1)["errors"] == [INTERRUPTED]
 
 
 def test_the_research_exports_page_offers_the_form_and_lists_jobs_escaped_and_refuses_other_roles(
