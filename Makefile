@@ -1,7 +1,7 @@
 # RadPilot developer and CI entry points.
 #   make setup   Debian packages (as root), .venv with radpilot[test], OHIF viewer
 #   make run     setup, a synthetic sample study imported, then `radpilot serve`
-#   make test    setup, then pytest (PYTEST_ARGS passed through; fails when pytest fails)
+#   make test    setup, then pytest on PYTEST_WORKERS (2) workers (PYTEST_ARGS passed through; fails when pytest fails)
 #   make lint    ruff (lint + formatter check), mypy on the typed seams, import-linter layers
 #   make sample  write the synthetic CT study into SAMPLE_DIR
 #   make bench   benchmarks/run_all.py
@@ -18,6 +18,9 @@ VENV_STAMP   := $(VENV)/.radpilot-installed
 DATA_DIR     ?= .radpilot
 SAMPLE_DIR   ?= $(DATA_DIR)/sample
 PYTEST_ARGS  ?=
+# Two pytest-xdist workers, a test file each at a time: most integration tests wait on their peers
+# (Orthanc, PostgreSQL, Chromium), so two overlap well even on 2 cores. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 PYTEST_STATUS_FILE ?=
 
 .PHONY: help setup system-packages venv ohif sample run test lint bench
@@ -71,7 +74,7 @@ run: setup sample
 # make itself exits 2 when pytest fails; pytest's own status is printed and, when
 # PYTEST_STATUS_FILE is set, written there (.ci/run uses that to tell "no tests" apart).
 test: setup
-	@status=0; $(VENV_PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(VENV_PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || status=$$?; \
 	if [ -n "$(PYTEST_STATUS_FILE)" ]; then echo "$$status" > "$(PYTEST_STATUS_FILE)"; fi; \
 	if [ "$$status" != 0 ]; then echo "make test: pytest exited with status $$status" >&2; fi; \
 	exit "$$status"
