@@ -93,6 +93,22 @@ class Settings(BaseSettings):
     dicom_connection_timeout: float = Field(default=10.0, gt=0, description="TCP connect timeout for outgoing associations (s)")
     dicom_drain_timeout: float = Field(default=60.0, gt=0, description="On stop, wait this long for associations in progress (s)")
     max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest STOW-RS request body accepted (bytes)")
+    max_inflated_bytes: int = Field(
+        default=512 * 1024**2,
+        gt=0,
+        description=(
+            "Largest size a Deflated Explicit VR Little Endian dataset may inflate to (bytes); a larger one is refused "
+            "(C-STORE 0xC000, STOW-RS FailureReason 0xC000) after inflating at most this much, in 8 MiB steps (about 2 s of CPU for the default): a deflate bomb"
+        ),
+    )
+    min_free_bytes: int = Field(
+        default=512 * 1024**2,
+        ge=0,
+        description=(
+            "Free space kept on the archive's disk; an instance that would leave less is refused "
+            "(C-STORE 0xA700, STOW-RS 503) before anything is written, and accepted again once space returns"
+        ),
+    )
     durability: Literal["full", "file", "none"] = Field(
         default="file",
         description=(

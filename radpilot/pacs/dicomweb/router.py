@@ -36,7 +36,8 @@ STOW-RS
     ``POST /studies`` and ``POST /studies/{study}`` with
     ``multipart/related; type="application/dicom"``: each part is stored (see
     :mod:`.stow`) and the answer is the PS3.18 store response in ``application/dicom+json``.
-    HTTP 200 when all parts were stored, 202 when some failed, 409 when all failed;
+    HTTP 200 when all parts were stored, 202 when some failed, 409 when all failed, 503 (with
+    Retry-After) when none was stored and the archive was out of space for one (0xA700);
     400 for a body that cannot be parsed or has no parts, 413 above the size limit,
     415 for a request that is not ``multipart/related`` of ``application/dicom``.
 """
@@ -55,6 +56,7 @@ from starlette.concurrency import run_in_threadpool
 from radpilot.archive.models import Instance
 from radpilot.archive.query import QueryLevel
 from radpilot.archive.store import Archive
+from radpilot.dicom import status as dimse_status
 from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, PIXEL_DATA_TAGS, tag_key
 from radpilot.pacs.dicomweb import qido as qido_rs
 from radpilot.pacs.dicomweb import stow as stow_rs
@@ -74,6 +76,8 @@ from radpilot.pacs.multipart import MediaType, MultipartError, new_boundary, par
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_STOW_BYTES = 2 * 1024**3
+# Seconds a STOW-RS sender is asked to wait after a 503 (archive out of space) before it retries.
+STOW_RETRY_AFTER_S = 60
 # Headers a reverse proxy adds; without them a Host header lacking a port is taken to be incomplete.
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-host", "x-forwarded-for", "x-forwarded-proto")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -303,11 +307,15 @@ async def _stow(request: Request, archive: Archive, study: str | None, limit: in
         body.close()
     parts = len(answer.outcomes)
     status = 200 if answer.stored == parts else (202 if answer.stored else 409)
+    headers = {}
+    if not answer.stored and any(o.status == dimse_status.OUT_OF_RESOURCES for o in answer.outcomes):
+        # The archive could not store (disk full, index down): the sender should retry, not give up.
+        status, headers = 503, {"Retry-After": str(STOW_RETRY_AFTER_S)}
     logger.info(
         "STOW-RS request handled",
         extra={"parts": parts, "stored": answer.stored, "failed": parts - answer.stored, "http_status": status},
     )
-    return JSONResponse(answer.body, status_code=status, media_type=DICOM_JSON)
+    return JSONResponse(answer.body, status_code=status, media_type=DICOM_JSON, headers=headers)
 
 
 # -- the router ----------------------------------------------------------------------
