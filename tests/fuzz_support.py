@@ -26,6 +26,7 @@ from pydicom.uid import (
 )
 
 from radpilot.archive import Archive, StoreOutcome, StoreResult
+from radpilot.archive.store import OPEN_MARKER
 from radpilot.dicom.part10 import LONG_LENGTH_VRS, META_START, dataset_offset
 from tests.factories import make_ct_dataset, to_part10_bytes
 
@@ -225,8 +226,9 @@ def _elements_of(data: bytes) -> list[Element]:
 
 
 def on_disk(archive: Archive) -> set[str]:
-    """Every file under the archive's storage folder (temporaries included), relative."""
-    return {p.relative_to(archive.storage_dir).as_posix() for p in archive.storage_dir.rglob("*") if p.is_file()}
+    """Every file under the archive's storage folder (temporaries included, the open marker not), relative."""
+    files = {p.relative_to(archive.storage_dir).as_posix() for p in archive.storage_dir.rglob("*") if p.is_file()}
+    return files - {OPEN_MARKER}
 
 
 class IngestInvariantError(AssertionError):

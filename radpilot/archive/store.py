@@ -248,7 +248,11 @@ class Archive:
             try:
                 return self._store_parsed(parsed, data, source_ae_title, derived)
             except OSError as exc:
-                message = f"the archive's disk is full: {exc}" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"storage error: {exc}"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    # First words first: a C-STORE Error Comment keeps 64 characters.
+                    message = f"archive disk full ({exc.strerror}); nothing stored, retry when space is freed"
+                else:
+                    message = f"storage error: {exc}"
                 logger.error("could not write instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "error": str(exc)})
                 return self._result(parsed, StoreOutcome.FAILED, message)
             except SQLAlchemyError as exc:
@@ -326,8 +330,8 @@ class Archive:
         if free - size >= self.min_free_bytes:
             return ""
         return (
-            f"the archive's disk is full: {free} bytes free, the instance needs {size} and "
-            f"{self.min_free_bytes} bytes are kept in reserve (min_free_bytes); retry when space is freed"
+            f"archive disk full: below the min_free_bytes reserve ({free} bytes free, {size} needed, "
+            f"{self.min_free_bytes} kept in reserve); nothing stored, retry when space is freed"
         )
 
     def _metadata_of(self, data: bytes, parsed: ParsedInstance) -> bytes | None:

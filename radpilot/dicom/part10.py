@@ -158,8 +158,8 @@ def check_inflated_size(deflated: bytes | memoryview, limit: int) -> int:
                 total += len(decompressor.decompress(pending, INFLATE_STEP))
                 if total > limit:
                     raise MalformedDicomError(
-                        f"deflated dataset inflates beyond the limit of {limit} bytes ({len(source)} bytes received); "
-                        "refused as a possible deflate bomb"
+                        f"deflate bomb refused: the dataset inflates beyond {limit} bytes "
+                        f"(max_inflated_bytes) from {len(source)} bytes received"
                     )
                 pending = decompressor.unconsumed_tail
             if decompressor.eof:
