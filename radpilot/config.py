@@ -92,6 +92,27 @@ class Settings(BaseSettings):
     dicom_network_timeout: float = Field(default=60.0, gt=0, description="Idle association timeout (s)")
     dicom_connection_timeout: float = Field(default=10.0, gt=0, description="TCP connect timeout for outgoing associations (s)")
     dicom_drain_timeout: float = Field(default=60.0, gt=0, description="On stop, wait this long for associations in progress (s)")
+    dicom_max_pdu_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=4096,
+        description="Maximum PDU length RadPilot announces as DIMSE SCP and enforces: a longer PDU ends the association (bytes)",
+    )
+    dicom_min_transfer_rate: int = Field(
+        default=16 * 1024,
+        gt=0,
+        description=(
+            "Slowest a DIMSE peer may send: a PDU must arrive within dicom_network_timeout plus its length at this rate "
+            "(bytes/s), so a peer trickling bytes (slow-loris) is cut off"
+        ),
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="An HTTP client must send a request's line and headers within this long, or the connection is closed (s)",
+    )
+    http_body_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="A STOW-RS body that sends nothing for this long is refused with 408 (s)"
+    )
     max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest STOW-RS request body accepted (bytes)")
     max_inflated_bytes: int = Field(
         default=512 * 1024**2,

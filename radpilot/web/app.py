@@ -51,7 +51,10 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.add_middleware(AuditMiddleware, engine=archive.engine)
     # The recogniser loads on first use (a few seconds, about 100 MB), not at start.
     app.state.dictation = Dictation(settings)
-    app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
+    app.include_router(
+        make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes, body_idle_timeout_s=settings.http_body_idle_timeout_s),
+        prefix="/dicomweb",
+    )
 
     @app.get("/api/health")
     def health() -> dict:
