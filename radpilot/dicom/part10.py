@@ -99,6 +99,8 @@ def parse_part10(data: bytes, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_
         # a bad value is refused here and not met later by the index, the engine or a viewer.
         for _ in dataset.iterall():
             pass
+        for _ in dataset.file_meta.iterall():
+            pass
     except RecursionError:
         raise MalformedDicomError("unreadable DICOM file: sequences nested too deeply") from None
     except (InvalidDicomError, zlib.error) as exc:

@@ -85,6 +85,12 @@ def _unknown_vr() -> bytes:
     return data[:at] + b"XX" + data[at + 2 :]
 
 
+def _unknown_vr_in_file_meta() -> bytes:
+    data = to_part10_bytes(make_ct_dataset())
+    [element] = [e for e in explicit_le_elements(data, META_START) if data[e.offset : e.offset + 4] == b"\x02\x00\x03\x00"]
+    return data[: element.vr_offset] + b"XX" + data[element.vr_offset + 2 :]
+
+
 def _odd_length_us() -> bytes:
     # Rows (US) with 3 bytes: the length and the value both changed, so every element stays complete.
     data = to_part10_bytes(make_ct_dataset())
@@ -106,6 +112,7 @@ def _nested_too_deep() -> bytes:
 FINDINGS = {
     "unknown VR decoded only when the index read it (NotImplementedError)": _unknown_vr,
     "US value of odd length (BytesLengthException)": _odd_length_us,
+    "unknown VR in the file meta group (NotImplementedError)": _unknown_vr_in_file_meta,
     "undefined-length sequence cut before its delimiter (OSError: No tag to read)": _sequence_without_items_end,
     "sequences nested 2000 deep (RecursionError)": _nested_too_deep,
 }
