@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import schemathesis
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -24,6 +27,8 @@ from pydicom.uid import (
     JPEG2000Lossless,
     RLELossless,
 )
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from radpilot.archive import Archive, StoreOutcome, StoreResult
 from radpilot.archive.store import OPEN_MARKER
@@ -267,3 +272,44 @@ def check_ingest(archive: Archive, data: bytes) -> StoreResult:
 def open_fuzz_archive(folder: Path) -> Archive:
     """A scratch archive (SQLite, no fsync): the invariant, not the disk, is under test."""
     return Archive(folder / "dicom", f"sqlite:///{folder / 'index.sqlite3'}", durability="none")
+
+
+@dataclass
+class ApiFuzzReport:
+    """What a schemathesis run found: per operation, the requests made and the failures."""
+
+    operations: int = 0
+    requests: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+# A server error is a crash; a response whose body breaks its documented schema misleads a client.
+# Undocumented 4xx statuses and media types (FastAPI documents only 200 and 422) are left out.
+API_CHECKS = (not_a_server_error, response_schema_conformance)
+
+
+def fuzz_api(app: Any, headers: dict[str, str], max_examples: int, *, derandomize: bool = True) -> ApiFuzzReport:
+    """Run schemathesis in process against every operation of ``app``'s OpenAPI schema (/api and /dicomweb)."""
+    schema = schemathesis.openapi.from_asgi("/api/openapi.json", app, headers=headers)
+    report = ApiFuzzReport()
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        report.operations += 1
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=max_examples,
+            deadline=None,
+            derandomize=derandomize,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def call(case: Any) -> None:
+            report.requests += 1
+            case.call_and_validate(headers=headers, checks=list(API_CHECKS))
+
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - a failure of one operation is recorded; the others still run
+            report.failures[operation.label] = f"{type(exc).__name__}: {str(exc)[:2000]}"
+    return report

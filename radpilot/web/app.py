@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from radpilot import __version__
 from radpilot.archive import Archive
@@ -83,4 +85,22 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.add_middleware(AuthMiddleware, engine=archive.engine, settings=settings)
     if app.state.ohif_dir is not None:
         logger.info("serving the OHIF viewer", extra={"ohif_dir": str(app.state.ohif_dir)})
+    app.openapi = lambda: _openapi_with_worded_422(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_worded_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with a 422's ``detail`` documented as it is sent: a list of field errors, or one sentence.
+
+    FastAPI documents only its own validation errors (a list); RadPilot's routes also answer
+    422 with a sentence naming the problem (an unknown report section, a sign without
+    confirmation). A client generated from the schema must accept both.
+    """
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        error = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+        if error is not None:
+            listed = error["properties"]["detail"]
+            error["properties"]["detail"] = {"anyOf": [listed, {"type": "string"}], "title": "Detail"}
+        app.openapi_schema = schema
+    return app.openapi_schema
