@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 from radpilot.archive.query import Query, QueryLevel
 from radpilot.archive.store import Archive
 from radpilot.dicom.deid import BurnedInAnnotationRefused, Deidentifier, MappingStore
+from radpilot.dicom.paths import inside, safe_name
 from radpilot.security import audit
 from radpilot.security.principal import Principal, Role
 
@@ -91,9 +92,11 @@ def research_export(
             except (InvalidDicomError, OSError, ValueError) as exc:
                 result.refused.append({"instance": deidentifier.new_uid(str(match["SOPInstanceUID"])), "reason": f"unreadable: {exc}"})
                 continue
-            folder = out_dir / str(output.PatientID) / new_study / str(output.SeriesInstanceUID)
+            folder = inside(
+                out_dir, (output.get("PatientID"), "patient"), (new_study, "study"), (output.get("SeriesInstanceUID"), "series")
+            )
             folder.mkdir(parents=True, exist_ok=True)
-            output.save_as(folder / f"{output.SOPInstanceUID}.dcm", enforce_file_format=True)
+            output.save_as(folder / f"{safe_name(output.SOPInstanceUID, 'instance')}.dcm", enforce_file_format=True)
             result.written += 1
     mapping.save(deidentifier.mapping)
     manifest: dict[str, Any] = {
