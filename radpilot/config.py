@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         ge=4096,
         description="Maximum PDU length RadPilot announces as DIMSE SCP and enforces: a longer PDU ends the association (bytes)",
     )
+    dicom_max_dataset_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="Largest dataset a DIMSE peer may send (bytes): pynetdicom holds it in memory; beyond it the association ends",
+    )
     dicom_min_transfer_rate: int = Field(
         default=16 * 1024,
         gt=0,

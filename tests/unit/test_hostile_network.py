@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +186,26 @@ def test_free_space_reserve_answers_out_of_resources_on_any_disk(radpilot_factor
     assert node.archive.instance_count() == 0 and not [f for f in on_disk(node.archive) if f.endswith(".dcm")]
     node.archive.min_free_bytes = 0  # the administrator frees space (or lowers the reserve)
     assert c_store(node, path, ExplicitVRLittleEndian).Status == dimse_status.SUCCESS
+
+
+# -- oversized datasets over DIMSE ---------------------------------------------------------
+
+
+def test_dataset_beyond_the_dimse_limit_ends_the_association_and_nothing_is_stored(radpilot_factory, tmp_path: Path) -> None:  # noqa: ANN001
+    node = radpilot_factory(dicom_max_dataset_bytes=64 * 1024)
+    big = tmp_path / "big.dcm"
+    big.write_bytes(to_part10_bytes(make_ct_dataset(rows=256, columns=256)))  # 128 KiB of pixels, in 16 KiB PDUs
+    ae = AE(ae_title="OVERSIZE")
+    assoc = ae.associate("127.0.0.1", node.dicom_port, [build_context(CTImageStorage, [ExplicitVRLittleEndian])], ae_title=node.ae_title)
+    assert assoc.is_established
+    status = assoc.send_c_store(big)
+    assert "Status" not in status, "the node must not read the dataset to its end"
+    deadline = time.monotonic() + 10
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)  # the requestor's thread notices the closed connection
+    assert not assoc.is_established
+    assert node.archive.instance_count() == 0
+    assert_nothing_partial(node)
+    small = tmp_path / "small.dcm"
+    small.write_bytes(to_part10_bytes(make_ct_dataset(rows=64, columns=64)))
+    assert c_store(node, small, ExplicitVRLittleEndian).Status == dimse_status.SUCCESS
