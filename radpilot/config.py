@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     http_body_idle_timeout_s: float = Field(
         default=30.0, gt=0, description="A STOW-RS body that sends nothing for this long is refused with 408 (s)"
     )
+    max_request_bytes: int = Field(
+        default=100 * 1024**2,
+        gt=0,
+        description="Largest HTTP request body accepted outside /dicomweb (bytes; 413 above it): dictation audio, JSON, forms",
+    )
     max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest STOW-RS request body accepted (bytes)")
     max_inflated_bytes: int = Field(
         default=512 * 1024**2,

@@ -25,6 +25,7 @@ from radpilot.web.admin_pages import make_admin_router
 from radpilot.web.api import make_api_router
 from radpilot.web.audit_middleware import AuditMiddleware
 from radpilot.web.auth import AuthMiddleware, make_auth_router
+from radpilot.web.body_limit import BodyLimitMiddleware
 from radpilot.web.deidentify import ResearcherFilter
 from radpilot.web.dictation_api import pad_router as dictation_pad_router
 from radpilot.web.dictation_api import router as dictation_router
@@ -81,6 +82,8 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(make_ohif_router(app.state.ohif_dir))
     # The last added is the outermost: authentication first, so every route, mount, 404 and FastAPI's
     # own /api/docs pass through it; then the researcher's filter, which reads the principal it set.
+    # Inside authentication: a request that is refused anyway is never read.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes, exempt_prefixes=("/dicomweb",))
     app.add_middleware(ResearcherFilter, pseudonymizer=app.state.pseudonymizer)
     app.add_middleware(AuthMiddleware, engine=archive.engine, settings=settings)
     if app.state.ohif_dir is not None:
