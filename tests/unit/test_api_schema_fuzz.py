@@ -22,7 +22,7 @@ from tests.factories import make_ct_series, to_part10_bytes
 from tests.fixtures.auth import auth_headers, bearer_token
 from tests.fuzz_support import fuzz_api
 
-CI_EXAMPLES = 4
+CI_EXAMPLES = 3
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from tests.fuzz_support import (
     seeds,
 )
 
-CI_EXAMPLES = 250
+CI_EXAMPLES = 200
 
 
 @pytest.fixture
