@@ -415,8 +415,14 @@ class Archive:
         return self._result(parsed, StoreOutcome.CONFLICT, message)
 
     def _write_atomically(self, final_path: Path, data: bytes, derived: bool) -> None:
+        # Study and series folders made for this file go again if it cannot be written (a full disk leaves nothing).
+        made = [folder for folder in (final_path.parent.parent, final_path.parent) if not folder.exists()]
         final_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = _mkstemp(self.tmp_dir, f"{DERIVED_MARK if derived else ''}.part")
+        try:
+            fd, tmp_name = _mkstemp(self.tmp_dir, f"{DERIVED_MARK if derived else ''}.part")
+        except BaseException:
+            _remove_empty(made)
+            raise
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -429,6 +435,7 @@ class Archive:
                 _fsync_dir(final_path.parent)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
+            _remove_empty(made)
             raise
 
     def _index(
@@ -811,6 +818,15 @@ class Archive:
 
 def _mkstemp(directory: Path, suffix: str) -> tuple[int, str]:
     return tempfile.mkstemp(dir=directory, suffix=suffix)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, innermost first, where they are still empty (another store may have filled one meanwhile)."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _fsync_dir(directory: Path) -> None:

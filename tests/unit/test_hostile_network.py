@@ -125,6 +125,9 @@ def assert_nothing_partial(node: RunningNode) -> None:
     files = on_disk(node.archive)
     assert not [f for f in files if f.startswith(".incoming/")], files
     assert len([f for f in files if f.endswith(".dcm")]) == node.archive.instance_count()
+    storage = node.archive.storage_dir
+    empty = [p for p in storage.rglob("*") if p.is_dir() and p != node.archive.tmp_dir and not any(p.iterdir())]
+    assert not empty, f"folders left by a failed store: {empty}"
 
 
 def test_full_disk_answers_c_store_out_of_resources_and_stores_again_once_space_returns(
