@@ -6,8 +6,9 @@ tests/fuzz_support.py), for as many examples or seconds as asked, with a random 
 that escaped, a temporary or partial file left, a refusal without reason) is kept under
 benchmarks/results/fuzz_ingest_findings/ as the input bytes.
 
-atheris (coverage-guided) is not used: it has no wheel for this Python and needs clang to
-build; hypothesis' generation, guided by the file's structure, runs everywhere.
+Generation is hypothesis', guided by the file's structure and shared with the CI run.
+atheris 3.0.0 would install here (a cp311 wheel exists) for coverage-guided fuzzing; no
+atheris target is written yet.
 
 Usage: .venv/bin/python benchmarks/fuzz_ingest.py [--examples 5000] [--seconds 0] [--seed N]
 Writes benchmarks/results/fuzz_ingest.json.
