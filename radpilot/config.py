@@ -100,7 +100,54 @@ class Settings(BaseSettings):
     dicom_network_timeout: float = Field(default=60.0, gt=0, description="Idle association timeout (s)")
     dicom_connection_timeout: float = Field(default=10.0, gt=0, description="TCP connect timeout for outgoing associations (s)")
     dicom_drain_timeout: float = Field(default=60.0, gt=0, description="On stop, wait this long for associations in progress (s)")
+    dicom_max_pdu_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=4096,
+        description="Maximum PDU length RadPilot announces as DIMSE SCP and enforces: a longer PDU ends the association (bytes)",
+    )
+    dicom_max_dataset_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="Largest dataset a DIMSE peer may send (bytes): pynetdicom holds it in memory; beyond it the association ends",
+    )
+    dicom_min_transfer_rate: int = Field(
+        default=16 * 1024,
+        gt=0,
+        description=(
+            "Slowest a DIMSE peer may send: a PDU must arrive within dicom_network_timeout plus its length at this rate "
+            "(bytes/s), so a peer trickling bytes (slow-loris) is cut off"
+        ),
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="An HTTP client must send a request's line and headers within this long, or the connection is closed (s)",
+    )
+    http_body_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="A STOW-RS body that sends nothing for this long is refused with 408 (s)"
+    )
+    max_request_bytes: int = Field(
+        default=100 * 1024**2,
+        gt=0,
+        description="Largest HTTP request body accepted outside /dicomweb (bytes; 413 above it): dictation audio, JSON, forms",
+    )
     max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest STOW-RS request body accepted (bytes)")
+    max_inflated_bytes: int = Field(
+        default=512 * 1024**2,
+        gt=0,
+        description=(
+            "Largest size a Deflated Explicit VR Little Endian dataset may inflate to (bytes); a larger one is refused "
+            "(C-STORE 0xC000, STOW-RS FailureReason 0xC000) after inflating at most this much, in 8 MiB steps (about 2 s of CPU for the default): a deflate bomb"
+        ),
+    )
+    min_free_bytes: int = Field(
+        default=512 * 1024**2,
+        ge=0,
+        description=(
+            "Free space kept on the archive's disk; an instance that would leave less is refused "
+            "(C-STORE 0xA700, STOW-RS 503) before anything is written, and accepted again once space returns"
+        ),
+    )
     durability: Literal["full", "file", "none"] = Field(
         default="file",
         description=(

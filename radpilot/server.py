@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from radpilot.archive import Archive
 from radpilot.config import Settings
@@ -31,6 +34,54 @@ def _syslog_forwarder(settings: Settings) -> SyslogTlsForwarder | None:
         settings.audit_syslog_cert_file,
         settings.audit_syslog_key_file,
     )
+
+
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's line and headers.
+
+    uvicorn times out only an idle keep-alive connection after a response: a client
+    that connects and then trickles a request's headers (a slow-loris) holds its
+    connection for ever. Here the line and headers of every request must be complete
+    within ``header_timeout`` seconds of the connection opening or the previous
+    response ending; otherwise the connection is closed.
+    """
+
+    header_timeout: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm_header_deadline()  # a new request on a kept-alive connection starts
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_header_deadline()  # its headers are complete
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._on_header_timeout)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _on_header_timeout(self) -> None:
+        self._header_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            logger.warning("HTTP client too slow to send a request's headers; connection closed", extra={"client": self.client})
+            self.transport.close()
+
+
+def bounded_http_protocol(header_timeout: float) -> type[HeaderTimeoutH11Protocol]:
+    """The protocol class uvicorn should instantiate, with the header deadline of these settings."""
+    return type("BoundedH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout": header_timeout})
 
 
 class RadPilotServer:
@@ -59,6 +110,7 @@ class RadPilotServer:
             log_level=settings.log_level.lower(),
             log_config=None,
             access_log=False,
+            http=bounded_http_protocol(settings.http_header_timeout_s),
             ssl_certfile=str(tls.cert_file) if tls is not None else None,
             ssl_keyfile=str(tls.key_file) if tls is not None else None,
             ssl_keyfile_password=tls.key_password() if tls is not None else None,

@@ -9,9 +9,11 @@ network service acknowledge it.  How much is synced to disk is the
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import zlib
@@ -25,7 +27,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine, Select, delete, exists, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radpilot.archive.models import Instance, InstanceMetadata, Patient, Series, StoreConflict, Study, utcnow
@@ -33,7 +35,7 @@ from radpilot.archive.query import Query, run_query
 from radpilot.db import make_engine, make_session_factory, migrate
 from radpilot.dicom import status as dimse_status
 from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document, read_metadata_header
-from radpilot.dicom.part10 import MalformedDicomError, ParsedInstance, dataset_offset, parse_part10
+from radpilot.dicom.part10 import DEFAULT_MAX_INFLATED_BYTES, MalformedDicomError, ParsedInstance, dataset_offset, parse_part10
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +169,24 @@ class Archive:
         :meth:`recover` re-indexes, after an unclean stop, whatever a power loss may have
         cut off — an acknowledged instance survives either way, at one sync per instance.
         ``"none"``: nothing is synced (tests, scratch archives).
+    max_inflated_bytes
+        Largest size a Deflated Explicit VR Little Endian dataset may inflate to; a larger
+        one is refused as malformed (a deflate bomb) without being inflated in full.
+    min_free_bytes
+        Free space the archive's disk must keep after an instance is written; below it an
+        instance is refused as a storage failure (0xA700) before anything is written, so
+        that the disk never fills up under the index and the files already stored.
     """
 
-    def __init__(self, storage_dir: Path, database_url: str, *, durability: str = "file") -> None:
+    def __init__(
+        self,
+        storage_dir: Path,
+        database_url: str,
+        *,
+        durability: str = "file",
+        max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+        min_free_bytes: int = 0,
+    ) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
         self.storage_dir = Path(storage_dir)
@@ -177,6 +194,8 @@ class Archive:
         self.tmp_dir = self.storage_dir / ".incoming"
         self.tmp_dir.mkdir(exist_ok=True)
         self.durability = durability
+        self.max_inflated_bytes = max_inflated_bytes
+        self.min_free_bytes = min_free_bytes
         self.engine: Engine = make_engine(database_url, sqlite_synchronous="FULL" if durability == "full" else "NORMAL")
         migrate(self.engine)
         self.sessions: sessionmaker = make_session_factory(self.engine)
@@ -191,7 +210,13 @@ class Archive:
 
     @classmethod
     def from_settings(cls, settings) -> Archive:  # noqa: ANN001 - avoid import cycle with config
-        return cls(settings.storage_dir, settings.resolved_database_url, durability=settings.durability)
+        return cls(
+            settings.storage_dir,
+            settings.resolved_database_url,
+            durability=settings.durability,
+            max_inflated_bytes=settings.max_inflated_bytes,
+            min_free_bytes=settings.min_free_bytes,
+        )
 
     def close(self) -> None:
         self._writers.shutdown(wait=True)
@@ -214,7 +239,7 @@ class Archive:
         Never raises for bad input: the result says what happened and why.
         """
         try:
-            parsed = parse_part10(data)
+            parsed = parse_part10(data, max_inflated_bytes=self.max_inflated_bytes)
         except MalformedDicomError as exc:
             logger.warning("refused malformed instance", extra={"reason": str(exc), "source_ae": source_ae_title})
             return StoreResult(StoreOutcome.MALFORMED, message=str(exc))
@@ -223,8 +248,17 @@ class Archive:
             try:
                 return self._store_parsed(parsed, data, source_ae_title, derived)
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    # First words first: a C-STORE Error Comment keeps 64 characters.
+                    message = f"archive disk full ({exc.strerror}); nothing stored, retry when space is freed"
+                else:
+                    message = f"storage error: {exc}"
                 logger.error("could not write instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "error": str(exc)})
-                return self._result(parsed, StoreOutcome.FAILED, f"storage error: {exc}")
+                return self._result(parsed, StoreOutcome.FAILED, message)
+            except SQLAlchemyError as exc:
+                # A full disk under SQLite surfaces here ("database or disk is full"), as does a lost database.
+                logger.error("could not index instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "error": str(exc)})
+                return self._result(parsed, StoreOutcome.FAILED, f"index error: {str(exc).splitlines()[0][:300]}")
 
     def _lock_for(self, sop_instance_uid: str) -> threading.Lock:
         with self._uid_locks_guard:
@@ -254,6 +288,10 @@ class Archive:
             existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
             if existing is not None:
                 return self._resend(session, parsed, existing, digest, source_ae_title, derived)
+        shortfall = self._free_space_shortfall(len(data))
+        if shortfall:
+            logger.error("archive disk below its free-space reserve", extra={"sop_instance_uid": parsed.sop_instance_uid})
+            return self._result(parsed, StoreOutcome.FAILED, shortfall)
         # The digest in the name keeps two writers of different content from ever sharing a file.
         name = f"{parsed.sop_instance_uid}.{digest[:16]}{DERIVED_MARK if derived else ''}.dcm"
         relative = Path(str(ds.StudyInstanceUID)) / str(ds.SeriesInstanceUID) / name
@@ -283,6 +321,18 @@ class Archive:
             raise
         logger.debug("stored instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "source_ae": source_ae_title})
         return self._result(parsed, StoreOutcome.STORED)
+
+    def _free_space_shortfall(self, size: int) -> str:
+        """Why ``size`` more bytes may not be written (the free-space reserve would be broken), or "" when they may."""
+        if self.min_free_bytes <= 0:
+            return ""
+        free = shutil.disk_usage(self.storage_dir).free
+        if free - size >= self.min_free_bytes:
+            return ""
+        return (
+            f"archive disk full: below the min_free_bytes reserve ({free} bytes free, {size} needed, "
+            f"{self.min_free_bytes} kept in reserve); nothing stored, retry when space is freed"
+        )
 
     def _metadata_of(self, data: bytes, parsed: ParsedInstance) -> bytes | None:
         """The compressed WADO-RS metadata of an instance about to be stored; None if it cannot be built.
@@ -365,8 +415,14 @@ class Archive:
         return self._result(parsed, StoreOutcome.CONFLICT, message)
 
     def _write_atomically(self, final_path: Path, data: bytes, derived: bool) -> None:
+        # Study and series folders made for this file go again if it cannot be written (a full disk leaves nothing).
+        made = [folder for folder in (final_path.parent.parent, final_path.parent) if not folder.exists()]
         final_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = _mkstemp(self.tmp_dir, f"{DERIVED_MARK if derived else ''}.part")
+        try:
+            fd, tmp_name = _mkstemp(self.tmp_dir, f"{DERIVED_MARK if derived else ''}.part")
+        except BaseException:
+            _remove_empty(made)
+            raise
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -379,6 +435,7 @@ class Archive:
                 _fsync_dir(final_path.parent)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
+            _remove_empty(made)
             raise
 
     def _index(
@@ -761,6 +818,15 @@ class Archive:
 
 def _mkstemp(directory: Path, suffix: str) -> tuple[int, str]:
     return tempfile.mkstemp(dir=directory, suffix=suffix)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, innermost first, where they are still empty (another store may have filled one meanwhile)."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _fsync_dir(directory: Path) -> None:

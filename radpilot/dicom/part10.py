@@ -27,6 +27,11 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# A deflated dataset may inflate to no more than this unless the caller says otherwise (Settings.max_inflated_bytes).
+DEFAULT_MAX_INFLATED_BYTES = 512 * 1024**2
+# Inflation is checked in steps of this many output bytes, so checking a bomb holds no more than one step.
+INFLATE_STEP = 8 * 1024 * 1024
+INFLATE_FEED = 64 * 1024
 
 PREAMBLE_LENGTH = 128
 DICM_MARKER = b"DICM"
@@ -59,13 +64,17 @@ def is_valid_uid(value: object) -> bool:
     return 0 < len(text) <= 64 and bool(UID_PATTERN.match(text))
 
 
-def parse_part10(data: bytes) -> ParsedInstance:
+def parse_part10(data: bytes, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> ParsedInstance:
     """Parse and validate a DICOM Part 10 file held in memory.
 
     Parameters
     ----------
     data
         The whole file: 128-byte preamble, ``DICM``, file meta information, dataset.
+    max_inflated_bytes
+        Largest size a Deflated Explicit VR Little Endian dataset may inflate to: a
+        deflate bomb (kilobytes that inflate to gigabytes) is refused after inflating
+        this much, in steps, before pydicom (which inflates all of it at once) reads it.
 
     Returns
     -------
@@ -75,14 +84,29 @@ def parse_part10(data: bytes) -> ParsedInstance:
     Raises
     ------
     MalformedDicomError
-        If the bytes are not DICOM, are truncated, or lack a required UID.
+        If the bytes are not DICOM, are truncated, lack a required UID, hold an element
+        that cannot be decoded, or inflate beyond ``max_inflated_bytes``.
     """
     if len(data) < META_START or data[PREAMBLE_LENGTH:META_START] != DICM_MARKER:
         raise MalformedDicomError("not a DICOM Part 10 file: no 'DICM' marker after the 128-byte preamble")
+    transfer_syntax, meta_end = declared_transfer_syntax(data)
+    # The UID anywhere in the meta group counts too: pydicom must never be the one to inflate a bomb.
+    if transfer_syntax == DeflatedExplicitVRLittleEndian or DeflatedExplicitVRLittleEndian.encode() in data[META_START:meta_end]:
+        check_inflated_size(memoryview(data)[meta_end:], max_inflated_bytes)
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, NotImplementedError, zlib.error) as exc:
+        # pydicom decodes values when they are first read: decode all of them now, so that
+        # a bad value is refused here and not met later by the index, the engine or a viewer.
+        for _ in dataset.iterall():
+            pass
+        for _ in dataset.file_meta.iterall():
+            pass
+    except RecursionError:
+        raise MalformedDicomError("unreadable DICOM file: sequences nested too deeply") from None
+    except (InvalidDicomError, zlib.error) as exc:
         raise MalformedDicomError(f"unreadable DICOM file: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises a dozen types for hostile bytes (struct.error, OSError, ...)
+        raise MalformedDicomError(f"unreadable DICOM file: {type(exc).__name__}: {str(exc)[:300]}") from exc
     meta: FileMetaDataset = dataset.file_meta
     transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
     if not is_valid_uid(transfer_syntax):
@@ -95,6 +119,58 @@ def parse_part10(data: bytes) -> ParsedInstance:
             f"MediaStorageSOPInstanceUID {meta_sop} differs from the dataset's SOPInstanceUID {dataset.SOPInstanceUID}"
         )
     return ParsedInstance(dataset=dataset, transfer_syntax_uid=transfer_syntax)
+
+
+def declared_transfer_syntax(data: bytes) -> tuple[str | None, int]:
+    """The Transfer Syntax UID (0002,0010) of a Part 10 file and the offset after its file meta group, read without pydicom.
+
+    The UID is None when the meta group does not name one; the offset is where pydicom
+    starts reading the dataset (after the last group 0002 element).
+    """
+    position, transfer_syntax = META_START, None
+    while position + 8 <= len(data) and data[position : position + 2] == FILE_META_GROUP:
+        vr = data[position + 4 : position + 6]
+        if vr in LONG_LENGTH_VRS:
+            start, length = position + 12, int.from_bytes(data[position + 8 : position + 12], "little")
+        else:
+            start, length = position + 8, int.from_bytes(data[position + 6 : position + 8], "little")
+        if data[position + 2 : position + 4] == b"\x10\x00":
+            transfer_syntax = data[start : start + length].rstrip(b"\x00 ").decode("latin-1")
+        position = start + length
+    return transfer_syntax, min(position, len(data))
+
+
+def check_inflated_size(deflated: bytes | memoryview, limit: int) -> int:
+    """Inflate a raw deflate stream in bounded steps and return its inflated size.
+
+    Raises
+    ------
+    MalformedDicomError
+        If it inflates beyond ``limit`` bytes (checked without ever holding more than
+        one step of output), cannot be inflated, or has no end.
+    """
+    decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+    source = memoryview(deflated)
+    total = 0
+    try:
+        # Fed in small pieces: the unconsumed rest of a piece is copied at every step.
+        for start in range(0, len(source), INFLATE_FEED):
+            pending: bytes | memoryview = source[start : start + INFLATE_FEED]
+            while pending and not decompressor.eof:
+                total += len(decompressor.decompress(pending, INFLATE_STEP))
+                if total > limit:
+                    raise MalformedDicomError(
+                        f"deflate bomb refused: the dataset inflates beyond {limit} bytes "
+                        f"(max_inflated_bytes) from {len(source)} bytes received"
+                    )
+                pending = decompressor.unconsumed_tail
+            if decompressor.eof:
+                break
+    except zlib.error as exc:
+        raise MalformedDicomError(f"deflated dataset cannot be inflated: {exc}") from exc
+    if not decompressor.eof:
+        raise MalformedDicomError("deflated dataset is truncated (deflate stream has no end)")
+    return total
 
 
 def _check_required_uids(dataset: Dataset) -> None:

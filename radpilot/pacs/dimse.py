@@ -98,6 +98,11 @@ REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 UNCOMPRESSED_LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 MAX_REQUESTED_CONTEXTS = 128
+# An A-ASSOCIATE-RQ (up to 128 presentation contexts of long UIDs) may exceed a small maximum PDU length.
+ASSOCIATION_PDU_ALLOWANCE = 256 * 1024
+PDU_HEADER_LENGTH = 6
+P_DATA_TF = 0x04
+RECV_CHUNK = 64 * 1024
 
 # Proposed when a C-MOVE only needs an association with its destination to report a failure.
 _ANY_DESTINATION_CONTEXTS = [
@@ -176,6 +181,87 @@ def set_tcp_nodelay(event: Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:  # e.g. a socket already closed by the peer
         logger.debug("could not set TCP_NODELAY", extra={"error": str(exc)})
+
+
+class BoundedPduReader:
+    """Replaces the ``recv`` of one accepted association's socket: every PDU must arrive in bounded time and size.
+
+    pynetdicom reads a PDU's 6-byte header, then as many bytes as the header declares,
+    blocking until they are all there: a peer that trickles one byte at a time (a
+    slow-loris), or declares a 4 GiB PDU, would hold a thread and its memory for ever.
+    Here each read has a deadline of ``timeout`` seconds plus its length at
+    ``min_rate`` bytes per second, and a PDU longer than ``max_pdu`` (the maximum
+    RadPilot announced, plus room for an association request) ends the connection, as
+    does a dataset whose fragments add up to more than ``max_dataset`` bytes.
+    A read that misses its deadline raises TimeoutError, which pynetdicom answers
+    by closing the connection (no instance half-received is ever stored).
+    """
+
+    def __init__(self, raw: socket.socket, timeout: float, min_rate: int, max_pdu: int, max_dataset: int) -> None:
+        self._raw = raw
+        self._timeout = timeout
+        self._min_rate = min_rate
+        self._max_pdu = max_pdu
+        self._max_dataset = max_dataset
+        self._pdu_type: int | None = None  # the type of the PDU whose body is read next
+        self._dataset_bytes = 0  # of the dataset being received, over all its P-DATA-TF PDUs
+
+    def __call__(self, nr_bytes: int) -> bytearray:
+        received = self._read(nr_bytes)
+        if self._pdu_type is None:
+            self._pdu_type = received[0] if len(received) == PDU_HEADER_LENGTH else None
+        else:
+            if self._pdu_type == P_DATA_TF:
+                self._count_dataset(received)
+            self._pdu_type = None
+        return received
+
+    def _count_dataset(self, body: bytearray) -> None:
+        """Add the dataset fragments of a P-DATA-TF PDU; refuse once a dataset grows beyond ``max_dataset`` bytes.
+
+        pynetdicom keeps a dataset's fragments in memory until its last one: without a
+        limit a peer could send fragments for ever. Each PDV item is a 4-byte length,
+        the presentation context ID and a control byte (bit 0: command, bit 1: last fragment).
+        """
+        position = 0
+        while position + 6 <= len(body):
+            length = int.from_bytes(body[position : position + 4], "big")
+            control = body[position + 5]
+            if not control & 0x01:
+                self._dataset_bytes += max(length - 2, 0)
+                if self._dataset_bytes > self._max_dataset:
+                    logger.warning(
+                        "peer sent a dataset larger than allowed; connection closed",
+                        extra={"dataset_bytes": self._dataset_bytes, "limit": self._max_dataset},
+                    )
+                    raise OSError(f"dataset beyond the limit of {self._max_dataset} bytes (dicom_max_dataset_bytes)")
+                if control & 0x02:
+                    self._dataset_bytes = 0
+            position += 4 + length
+
+    def _read(self, nr_bytes: int) -> bytearray:
+        if nr_bytes > self._max_pdu + ASSOCIATION_PDU_ALLOWANCE:
+            logger.warning("peer sent a PDU longer than allowed; connection closed", extra={"pdu_bytes": nr_bytes, "limit": self._max_pdu})
+            raise OSError(f"PDU of {nr_bytes} bytes exceeds the limit of {self._max_pdu} bytes (dicom_max_pdu_bytes)")
+        deadline = time.monotonic() + self._timeout + nr_bytes / self._min_rate
+        previous = self._raw.gettimeout()
+        received = bytearray()
+        try:
+            while len(received) < nr_bytes:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.warning(
+                        "peer too slow to send a PDU; connection closed", extra={"pdu_bytes": nr_bytes, "received": len(received)}
+                    )
+                    raise TimeoutError(f"{len(received)} of {nr_bytes} bytes of a PDU received in time")
+                self._raw.settimeout(remaining)
+                chunk = self._raw.recv(min(nr_bytes - len(received), RECV_CHUNK))
+                if not chunk:
+                    break  # closed by the peer: pynetdicom judges the short read
+                received += chunk
+        finally:
+            self._raw.settimeout(previous)
+        return received
 
 
 def configure_ae(ae: AE, timeouts: DimseTimeouts) -> AE:
@@ -411,6 +497,7 @@ class DimseService:
 
     def _make_ae(self) -> AE:
         ae = configure_ae(AE(ae_title=self.settings.ae_title), self.timeouts)
+        ae.maximum_pdu_size = self.settings.dicom_max_pdu_bytes  # announced, and enforced by BoundedPduReader
         ae.require_called_aet = False  # accept any called AE title (documented above)
         ae.maximum_associations = 64
         ae.add_supported_context(Verification)
@@ -438,6 +525,16 @@ class DimseService:
 
     def _on_connection_open(self, event: Event) -> None:
         address = event.address
+        dul_socket = event.assoc.dul.socket
+        raw = getattr(dul_socket, "socket", None)
+        if raw is not None:
+            dul_socket.recv = BoundedPduReader(  # type: ignore[method-assign]
+                raw,
+                self.timeouts.network,
+                self.settings.dicom_min_transfer_rate,
+                self.settings.dicom_max_pdu_bytes,
+                self.settings.dicom_max_dataset_bytes,
+            )
         with self._records_lock:
             self._records[id(event.assoc)] = _AssociationRecord(host=str(address[0]), port=int(address[1]))
 

@@ -31,6 +31,7 @@ from pydicom.errors import InvalidDicomError
 from radpilot.archive.query import Query, QueryLevel
 from radpilot.archive.store import Archive
 from radpilot.dicom.deid import BurnedInAnnotationRefused, Deidentifier, MappingStore, Option
+from radpilot.dicom.paths import inside, safe_name
 from radpilot.pacs.stow_client import StowError, redact_url, stow_with_retries
 from radpilot.security import audit
 from radpilot.security.principal import Principal, Role
@@ -212,9 +213,11 @@ def research_export(
                 except (InvalidDicomError, OSError, ValueError) as exc:
                     result.refused.append({"instance": pseudo_sop, "reason": f"unreadable: {exc}"})
                     continue
-                folder = staging / str(output.PatientID) / new_study / str(output.SeriesInstanceUID)
+                folder = inside(
+                    staging, (output.get("PatientID"), "patient"), (new_study, "study"), (output.get("SeriesInstanceUID"), "series")
+                )
                 folder.mkdir(parents=True, exist_ok=True)
-                written = folder / f"{output.SOPInstanceUID}.dcm"
+                written = folder / f"{safe_name(output.SOPInstanceUID, 'instance')}.dcm"
                 output.save_as(written, enforce_file_format=True)
                 exported.add(str(output.SOPInstanceUID))
                 batches.setdefault(str(output.SeriesInstanceUID), []).append((written, str(output.SOPInstanceUID)))

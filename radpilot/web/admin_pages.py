@@ -30,6 +30,7 @@ from radpilot.security.tokens import create_token, list_tokens, revoke_token
 from radpilot.security.users import AccountError, add_user, disable_user, generate_password, list_users
 from radpilot.validation.gate import check_activation
 from radpilot.validation.store import ValidationStore
+from radpilot.web.params import RowId
 from radpilot.web.reading_room import PAGE_HEADERS, TEMPLATES, page_context, principal_of
 from radpilot.web.worklist_pages import study_url
 
@@ -230,7 +231,7 @@ def make_admin_router(settings: Settings, archive: Archive) -> APIRouter:
         return {"node": node.name, "ok": ok, "status": status, "message": message, "ms": elapsed_ms}
 
     @router.post("/api/jobs/{job_id}/retry", tags=["engine"])
-    def retry_job(request: Request, job_id: int) -> dict[str, Any]:
+    def retry_job(request: Request, job_id: RowId) -> dict[str, Any]:
         """Run a failed or cancelled job again (attempts reset); 409 when it is neither."""
         principal = require_admin(request)
         engine = getattr(request.app.state, "engine", None)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from radpilot import __version__
 from radpilot.archive import Archive
@@ -24,6 +26,7 @@ from radpilot.web.admin_pages import make_admin_router
 from radpilot.web.api import make_api_router
 from radpilot.web.audit_middleware import AuditMiddleware
 from radpilot.web.auth import AuthMiddleware, make_auth_router
+from radpilot.web.body_limit import BodyLimitMiddleware
 from radpilot.web.deidentify import ResearcherFilter
 from radpilot.web.dictation_api import pad_router as dictation_pad_router
 from radpilot.web.dictation_api import router as dictation_router
@@ -56,7 +59,10 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.state.dictation = Dictation(settings)
     # Research exports run in the server's worker thread (RadPilotServer starts it); the API only queues and reads them.
     app.state.research_exports = ResearchExports(settings, archive)
-    app.include_router(make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes), prefix="/dicomweb")
+    app.include_router(
+        make_dicomweb_router(archive, max_stow_bytes=settings.max_stow_bytes, body_idle_timeout_s=settings.http_body_idle_timeout_s),
+        prefix="/dicomweb",
+    )
 
     @app.get("/api/health")
     def health() -> dict:
@@ -83,8 +89,28 @@ def create_app(settings: Settings, archive: Archive) -> FastAPI:
     app.include_router(make_ohif_router(app.state.ohif_dir))
     # The last added is the outermost: authentication first, so every route, mount, 404 and FastAPI's
     # own /api/docs pass through it; then the researcher's filter, which reads the principal it set.
+    # Inside authentication: a request that is refused anyway is never read.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes, exempt_prefixes=("/dicomweb",))
     app.add_middleware(ResearcherFilter, pseudonymizer=app.state.pseudonymizer)
     app.add_middleware(AuthMiddleware, engine=archive.engine, settings=settings)
     if app.state.ohif_dir is not None:
         logger.info("serving the OHIF viewer", extra={"ohif_dir": str(app.state.ohif_dir)})
+    app.openapi = lambda: _openapi_with_worded_422(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_worded_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with a 422's ``detail`` documented as it is sent: a list of field errors, or one sentence.
+
+    FastAPI documents only its own validation errors (a list); RadPilot's routes also answer
+    422 with a sentence naming the problem (an unknown report section, a sign without
+    confirmation). A client generated from the schema must accept both.
+    """
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        error = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+        if error is not None:
+            listed = error["properties"]["detail"]
+            error["properties"]["detail"] = {"anyOf": [listed, {"type": "string"}], "title": "Detail"}
+        app.openapi_schema = schema
+    return app.openapi_schema

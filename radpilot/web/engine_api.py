@@ -10,6 +10,7 @@ from radpilot.engine.jobs import JobRecord, JobState, Priority
 from radpilot.engine.pipeline import SeriesPlan, plan_study
 from radpilot.security.principal import Role
 from radpilot.web.auth import require_roles
+from radpilot.web.params import RowId
 
 router = APIRouter(prefix="/api", tags=["engine"])
 
@@ -71,7 +72,7 @@ def list_jobs(request: Request, state: str | None = None, limit: int = Query(100
 
 
 @router.get("/jobs/{job_id}")
-def get_job(request: Request, job_id: int) -> dict[str, Any]:
+def get_job(request: Request, job_id: RowId) -> dict[str, Any]:
     job = _engine(request).queue.get(job_id)
     if job is None:
         raise HTTPException(404, f"no job {job_id}")
@@ -85,7 +86,7 @@ CLINICAL = [require_roles(Role.ADMINISTRATOR, Role.RADIOLOGIST, Role.TECHNOLOGIS
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=ADMIN_ONLY)
-def cancel_job(request: Request, job_id: int) -> dict[str, Any]:
+def cancel_job(request: Request, job_id: RowId) -> dict[str, Any]:
     engine = _engine(request)
     if engine.queue.get(job_id) is None:
         raise HTTPException(404, f"no job {job_id}")

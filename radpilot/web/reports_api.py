@@ -21,6 +21,7 @@ from radpilot.reports.store import MAX_SECTION_CHARS, IllegalTransition, ReportE
 from radpilot.reports.templates import SECTION_TITLES, SECTIONS, TemplateError
 from radpilot.security.principal import Principal, Role, RoleRefused
 from radpilot.web.pages import PAGE_HEADERS
+from radpilot.web.params import RowId
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def make_reports_router() -> APIRouter:
         return report_json(service, report)
 
     @router.get("/api/reports/{report_id}")
-    def get_report(request: Request, report_id: int) -> dict[str, Any]:
+    def get_report(request: Request, report_id: RowId) -> dict[str, Any]:
         _reader(request)
         service = service_of(request)
         try:
@@ -143,7 +144,7 @@ def make_reports_router() -> APIRouter:
             raise _http_error(exc) from exc
 
     @router.put("/api/reports/{report_id}/sections/{section}")
-    def edit_section(request: Request, report_id: int, section: str, body: SectionBody) -> dict[str, Any]:
+    def edit_section(request: Request, report_id: RowId, section: str, body: SectionBody) -> dict[str, Any]:
         who = principal_of(request)
         service = service_of(request)
         try:
@@ -152,7 +153,7 @@ def make_reports_router() -> APIRouter:
             raise _http_error(exc) from exc
 
     @router.post("/api/reports/{report_id}/accept-ai")
-    def accept_ai(request: Request, report_id: int, body: AcceptBody) -> dict[str, Any]:
+    def accept_ai(request: Request, report_id: RowId, body: AcceptBody) -> dict[str, Any]:
         """Accept AI-sourced phrases (all pending ones when ``phrase_ids`` is absent)."""
         who = principal_of(request)
         service = service_of(request)
@@ -162,7 +163,7 @@ def make_reports_router() -> APIRouter:
             raise _http_error(exc) from exc
 
     @router.post("/api/reports/{report_id}/status")
-    def change_status(request: Request, report_id: int, body: StatusBody) -> dict[str, Any]:
+    def change_status(request: Request, report_id: RowId, body: StatusBody) -> dict[str, Any]:
         """Draft <-> preliminary."""
         who = principal_of(request)
         service = service_of(request)
@@ -172,7 +173,7 @@ def make_reports_router() -> APIRouter:
             raise _http_error(exc) from exc
 
     @router.post("/api/reports/{report_id}/sign")
-    def sign(request: Request, report_id: int, body: SignBody) -> dict[str, Any]:
+    def sign(request: Request, report_id: RowId, body: SignBody) -> dict[str, Any]:
         """Sign (radiologist only, ``confirm: true``): the report becomes read-only and its SR, ORU and FHIR are queued."""
         who = principal_of(request)
         service = service_of(request)
@@ -182,7 +183,7 @@ def make_reports_router() -> APIRouter:
             raise _http_error(exc) from exc
 
     @router.post("/api/reports/{report_id}/amend")
-    def amend(request: Request, report_id: int, body: AmendBody) -> dict[str, Any]:
+    def amend(request: Request, report_id: RowId, body: AmendBody) -> dict[str, Any]:
         """Open a signed report for amendment; the signed version is kept."""
         who = principal_of(request)
         service = service_of(request)
@@ -192,7 +193,7 @@ def make_reports_router() -> APIRouter:
             raise _http_error(exc) from exc
 
     @router.get("/api/reports/{report_id}/export/{fmt}")
-    def export(request: Request, report_id: int, fmt: str) -> Response:
+    def export(request: Request, report_id: RowId, fmt: str) -> Response:
         """The signed report as ``sr``, ``fhir``, ``hl7`` or ``pdf``."""
         _reader(request)
         service = service_of(request)

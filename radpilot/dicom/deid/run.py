@@ -16,6 +16,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from radpilot.dicom.deid.engine import BurnedInAnnotationRefused, Deidentifier
+from radpilot.dicom.paths import inside, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,15 @@ def deidentify_files(inputs: Iterable[Path], out_dir: Path, deidentifier: Deiden
             report.refused.append((path, str(exc)))
             logger.warning("refused for burned-in text", extra={"file": str(path), "reason": str(exc)})
             continue
-        target = (
-            out_dir / str(result.PatientID) / str(result.get("StudyInstanceUID", "study")) / str(result.get("SeriesInstanceUID", "series"))
+        # Names from the output's values: with retain_uids those are the input file's, which may hold anything.
+        target = inside(
+            out_dir,
+            (result.get("PatientID"), "patient"),
+            (result.get("StudyInstanceUID"), "study"),
+            (result.get("SeriesInstanceUID"), "series"),
         )
         target.mkdir(parents=True, exist_ok=True)
-        destination = target / f"{result.SOPInstanceUID}.dcm"
+        destination = target / f"{safe_name(result.SOPInstanceUID, 'instance')}.dcm"
         result.save_as(destination, enforce_file_format=True)
         report.written.append(destination)
     logger.info(

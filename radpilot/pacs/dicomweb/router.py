@@ -36,13 +36,15 @@ STOW-RS
     ``POST /studies`` and ``POST /studies/{study}`` with
     ``multipart/related; type="application/dicom"``: each part is stored (see
     :mod:`.stow`) and the answer is the PS3.18 store response in ``application/dicom+json``.
-    HTTP 200 when all parts were stored, 202 when some failed, 409 when all failed;
+    HTTP 200 when all parts were stored, 202 when some failed, 409 when all failed, 503 (with
+    Retry-After) when none was stored and the archive was out of space for one (0xA700);
     400 for a body that cannot be parsed or has no parts, 413 above the size limit,
     415 for a request that is not ``multipart/related`` of ``application/dicom``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -55,6 +57,7 @@ from starlette.concurrency import run_in_threadpool
 from radpilot.archive.models import Instance
 from radpilot.archive.query import QueryLevel
 from radpilot.archive.store import Archive
+from radpilot.dicom import status as dimse_status
 from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, PIXEL_DATA_TAGS, tag_key
 from radpilot.pacs.dicomweb import qido as qido_rs
 from radpilot.pacs.dicomweb import stow as stow_rs
@@ -74,6 +77,9 @@ from radpilot.pacs.multipart import MediaType, MultipartError, new_boundary, par
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_STOW_BYTES = 2 * 1024**3
+DEFAULT_BODY_IDLE_TIMEOUT_S = 30.0
+# Seconds a STOW-RS sender is asked to wait after a 503 (archive out of space) before it retries.
+STOW_RETRY_AFTER_S = 60
 # Headers a reverse proxy adds; without them a Host header lacking a port is taken to be incomplete.
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-host", "x-forwarded-for", "x-forwarded-proto")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -277,13 +283,22 @@ def _bulk_response(request: Request, data: bytes) -> Response:
 # -- STOW-RS -------------------------------------------------------------------------
 
 
-async def _read_body(request: Request, limit: int) -> stow_rs.SpooledBody:
+async def _read_body(request: Request, limit: int, idle_timeout: float) -> stow_rs.SpooledBody:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise DicomWebError(413, f"the request body ({int(declared)} bytes) exceeds the STOW-RS limit of {limit} bytes")
     body = stow_rs.SpooledBody()
+    chunks = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), idle_timeout)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise DicomWebError(
+                    408, f"the request body sent nothing for {idle_timeout:g} s after {body.size} bytes; nothing stored"
+                ) from None
             body.write(chunk)
             if body.size > limit:
                 raise DicomWebError(413, f"the request body exceeds the STOW-RS limit of {limit} bytes")
@@ -293,21 +308,25 @@ async def _read_body(request: Request, limit: int) -> stow_rs.SpooledBody:
     return body
 
 
-async def _stow(request: Request, archive: Archive, study: str | None, limit: int) -> Response:
+async def _stow(request: Request, archive: Archive, study: str | None, limit: int, idle_timeout: float) -> Response:
     boundary = stow_rs.stow_boundary(request.headers.get("content-type"))
     base = _service_base(request)
-    body = await _read_body(request, limit)
+    body = await _read_body(request, limit, idle_timeout)
     try:
         answer = await run_in_threadpool(stow_rs.process_stow, archive, body.buffer(), boundary, study, base)
     finally:
         body.close()
     parts = len(answer.outcomes)
     status = 200 if answer.stored == parts else (202 if answer.stored else 409)
+    headers = {}
+    if not answer.stored and any(o.status == dimse_status.OUT_OF_RESOURCES for o in answer.outcomes):
+        # The archive could not store (disk full, index down): the sender should retry, not give up.
+        status, headers = 503, {"Retry-After": str(STOW_RETRY_AFTER_S)}
     logger.info(
         "STOW-RS request handled",
         extra={"parts": parts, "stored": answer.stored, "failed": parts - answer.stored, "http_status": status},
     )
-    return JSONResponse(answer.body, status_code=status, media_type=DICOM_JSON)
+    return JSONResponse(answer.body, status_code=status, media_type=DICOM_JSON, headers=headers)
 
 
 # -- the router ----------------------------------------------------------------------
@@ -318,6 +337,7 @@ def make_dicomweb_router(
     *,
     max_stow_bytes: int = DEFAULT_MAX_STOW_BYTES,
     bulk_data_threshold: int = DEFAULT_BULK_DATA_THRESHOLD,
+    body_idle_timeout_s: float = DEFAULT_BODY_IDLE_TIMEOUT_S,
 ) -> APIRouter:
     """The DICOMweb router (QIDO-RS, WADO-RS, STOW-RS) over ``archive``; mount it under ``/dicomweb``.
 
@@ -329,11 +349,13 @@ def make_dicomweb_router(
         Largest STOW-RS request body accepted (413 above it).
     bulk_data_threshold
         Binary values longer than this many bytes are sent as BulkDataURI in metadata.
+    body_idle_timeout_s
+        A STOW-RS body that sends nothing for this long is refused with 408 (a slow-loris).
     """
     router = APIRouter(route_class=_DicomWebRoute, tags=["DICOMweb"])
     _add_qido_routes(router, archive)
     _add_wado_routes(router, archive, bulk_data_threshold)
-    _add_stow_routes(router, archive, max_stow_bytes)
+    _add_stow_routes(router, archive, max_stow_bytes, body_idle_timeout_s)
     return router
 
 
@@ -406,11 +428,11 @@ def _add_wado_routes(router: APIRouter, archive: Archive, threshold: int) -> Non
         return _bulk_response(request, value)
 
 
-def _add_stow_routes(router: APIRouter, archive: Archive, limit: int) -> None:
+def _add_stow_routes(router: APIRouter, archive: Archive, limit: int, idle_timeout: float) -> None:
     @router.post("/studies", name="stow_studies")
     async def store_instances(request: Request) -> Response:
-        return await _stow(request, archive, None, limit)
+        return await _stow(request, archive, None, limit, idle_timeout)
 
     @router.post("/studies/{study}", name="stow_study")
     async def store_study_instances(request: Request, study: str) -> Response:
-        return await _stow(request, archive, study, limit)
+        return await _stow(request, archive, study, limit, idle_timeout)

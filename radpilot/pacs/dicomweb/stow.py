@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from radpilot.archive.query import Query, QueryLevel
 from radpilot.archive.store import Archive, StoreOutcome, StoreResult
 from radpilot.dicom import status as dimse_status
 from radpilot.dicom.json_model import attribute_json
-from radpilot.dicom.part10 import MalformedDicomError, normalize_part10, parse_part10
+from radpilot.dicom.part10 import MalformedDicomError, declared_transfer_syntax, normalize_part10, parse_part10
 from radpilot.pacs.dicomweb.media import APPLICATION_DICOM
 from radpilot.pacs.multipart import MultipartError, Part, boundary_of, parse_media_type, parse_multipart
 
@@ -167,6 +168,14 @@ def stow_boundary(content_type: str | None) -> str:
 
 def _best_effort_uids(data: bytes) -> tuple[str, str]:
     """SOP Class and Instance UID of a refused part, where they can be read at all (for the failure item)."""
+    transfer_syntax, meta_end = declared_transfer_syntax(data)
+    if transfer_syntax == DeflatedExplicitVRLittleEndian or DeflatedExplicitVRLittleEndian.encode() in data[:meta_end]:
+        # pydicom would inflate all of a refused (perhaps a bomb's) dataset: the file meta names the instance too.
+        try:
+            meta = pydicom.dcmread(io.BytesIO(data[:meta_end]), force=True).file_meta
+            return str(meta.get("MediaStorageSOPClassUID", "") or ""), str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+        except Exception:  # noqa: BLE001 - the part is already refused; the UIDs are a courtesy
+            return "", ""
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
         return str(dataset.get("SOPClassUID", "") or ""), str(dataset.get("SOPInstanceUID", "") or "")
@@ -212,16 +221,16 @@ def store_part(archive: Archive, part: Part, buffer: bytes | mmap.mmap, study: s
         return StowOutcome(part.index, False, dimse_status.CANNOT_UNDERSTAND, message=problem)
     data = normalize_part10(data)
     if study is not None:
-        refusal = _study_mismatch(part.index, data, study)
+        refusal = _study_mismatch(part.index, data, study, archive.max_inflated_bytes)
         if refusal is not None:
             return refusal
     result = archive.store_file_bytes(data, source_ae_title=STOW_SOURCE)
     return _outcome(part.index, result, data)
 
 
-def _study_mismatch(index: int, data: bytes, study: str) -> StowOutcome | None:
+def _study_mismatch(index: int, data: bytes, study: str, max_inflated_bytes: int) -> StowOutcome | None:
     try:
-        parsed = parse_part10(data)
+        parsed = parse_part10(data, max_inflated_bytes=max_inflated_bytes)
     except MalformedDicomError as exc:
         sop_class, sop_instance = _best_effort_uids(data)
         return StowOutcome(index, False, dimse_status.CANNOT_UNDERSTAND, sop_class, sop_instance, message=str(exc))
