@@ -111,6 +111,8 @@ def streaming_latency(clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from radpilot.archive import Archive
     from radpilot.config import Settings
     from radpilot.dictation.audio import SAMPLE_RATE, decode_audio
+    from radpilot.security.principal import Role
+    from radpilot.security.tokens import create_token
     from radpilot.web.app import create_app
 
     measurements = []
@@ -118,7 +120,8 @@ def streaming_latency(clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         archive = Archive(Path(tmp) / "dicom", f"sqlite:///{Path(tmp) / 'index.db'}", durability="none")
         app = create_app(Settings(data_dir=Path(tmp) / "data", ohif_dir=Path(tmp) / "none"), archive)
-        with TestClient(app) as client:
+        token = create_token(archive.engine, "dictation-benchmark", Role.RADIOLOGIST, by="benchmark")
+        with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
             for clip in clips:
                 audio = decode_audio(clip["path"], max_seconds=60)
                 onset = int(np.argmax(np.abs(audio) > 0.02))  # first sample of speech
@@ -151,110 +154,111 @@ def streaming_latency(clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return measurements
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sample", type=int, default=0, help="use N sentences spread evenly over the list (0: all)")
-    parser.add_argument("--stream-clips", type=int, default=6, help="clips sent over the WebSocket for the latency figure")
-    args = parser.parse_args()
-
+def measure(
+    model: str,
+    clips: list[dict[str, Any]],
+    audio_s: dict[Path, float],
+    stream_clips_n: int,
+    load_before: tuple[float, ...],
+    *,
+    baseline: bool = True,
+) -> dict[str, Any]:
+    """Accuracy and speed of one dictation model on the synthesised clips."""
     from jiwer import wer
 
     from radpilot.config import Settings
     from radpilot.dictation import Dictation, report_form, vocabulary_for
-    from radpilot.dictation.audio import SAMPLE_RATE, decode_audio
+    from radpilot.dictation.audio import decode_audio
     from radpilot.dictation.formatting import format_english
 
-    sentences = load_sentences()
-    if args.sample and args.sample < len(sentences):
-        step = len(sentences) / args.sample
-        sentences = [sentences[int(i * step)] for i in range(args.sample)]
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        clips = synthesise(sentences, Path(tmp))
-        audio_s = {c["path"]: decode_audio(c["path"], max_seconds=60).size / SAMPLE_RATE for c in clips}
-
-        # The product, as a user runs it: one `radpilot dictate` process per exam type over all its clips.
-        batches = []
-        for exam in sorted({exam_for(c["sentence"]) for c in clips}):
-            members = [c for c in clips if exam_for(c["sentence"]) == exam]
-            cpu_before = os.times()
-            results, wall = dictate_batch([c["path"] for c in members], exam)
-            cpu_after = os.times()
-            cpu = (cpu_after.children_user - cpu_before.children_user) + (cpu_after.children_system - cpu_before.children_system)
-            for clip, result in zip(members, results):
-                clip["product"] = result
-            audio_total = sum(audio_s[c["path"]] for c in members)
-            batches.append(
-                {
-                    "exam": exam,
-                    "clips": len(members),
-                    "wall_s": round(wall, 2),
-                    "cpu_s": round(cpu, 2),
-                    "audio_s": round(audio_total, 2),
-                    "rtf": round(wall / audio_total, 3),
-                    "cpu_per_audio_s": round(cpu / audio_total, 3),
-                }
-            )
-            print(
-                f"batch {exam}: {len(members)} clips, {wall:.1f} s wall ({cpu:.1f} s CPU) for {audio_total:.1f} s of audio, "
-                f"RTF {wall / audio_total:.3f} (CPU {cpu / audio_total:.3f}), load {os.getloadavg()[0]:.1f}",
-                flush=True,
-            )
-
-        # The same audio without the prompt (in this process; only accuracy is compared).
-        backend = Dictation(Settings()).backend("en")
-        for clip in clips:
-            audio = decode_audio(clip["path"], max_seconds=60)
-            clip["no_prompt_raw"] = backend.transcribe(audio, language="en", prompt=None).text
-
-        rows = []
-        for clip in clips:
-            vocabulary = vocabulary_for(exam_for(clip["sentence"]))
-            reference = wer_words(format_english(clip["sentence"]))
-            product = clip["product"]
-            raw = product.get("raw_text", "")
-            hyp = {
-                "no_prompt": report_form(clip["no_prompt_raw"], language="en", vocabulary=vocabulary, correct=False)[0],
-                "prompt": report_form(raw, language="en", vocabulary=vocabulary, correct=False)[0],
-                "prompt_corrected": product.get("text", ""),
-                "prompt_unformatted": raw,
+    os.environ["RADPILOT_DICTATION_MODEL_EN"] = model  # the `radpilot dictate` processes and the web app read it
+    print(f"--- model {model}", flush=True)
+    # The product, as a user runs it: one `radpilot dictate` process per exam type over all its clips.
+    batches = []
+    for exam in sorted({exam_for(c["sentence"]) for c in clips}):
+        members = [c for c in clips if exam_for(c["sentence"]) == exam]
+        cpu_before = os.times()
+        results, wall = dictate_batch([c["path"] for c in members], exam)
+        cpu_after = os.times()
+        cpu = (cpu_after.children_user - cpu_before.children_user) + (cpu_after.children_system - cpu_before.children_system)
+        for clip, result in zip(members, results):
+            clip["product"] = result
+        audio_total = sum(audio_s[c["path"]] for c in members)
+        batches.append(
+            {
+                "exam": exam,
+                "clips": len(members),
+                "wall_s": round(wall, 2),
+                "cpu_s": round(cpu, 2),
+                "audio_s": round(audio_total, 2),
+                "rtf": round(wall / audio_total, 3),
+                "cpu_per_audio_s": round(cpu / audio_total, 3),
             }
-            rows.append(
-                {
-                    "clip": clip["path"].name,
-                    "voice": clip["voice"],
-                    "speed": clip["speed"],
-                    "reference": reference,
-                    **{f"hyp_{k}": wer_words(v) for k, v in hyp.items()},
-                }
-            )
+        )
+        print(
+            f"batch {exam}: {len(members)} clips, {wall:.1f} s wall ({cpu:.1f} s CPU) for {audio_total:.1f} s of audio, "
+            f"RTF {wall / audio_total:.3f} (CPU {cpu / audio_total:.3f}), load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
-        conditions = ("no_prompt", "prompt", "prompt_corrected", "prompt_unformatted")
-        summary: dict[str, Any] = {}
-        for condition in conditions:
-            overall = wer([r["reference"] for r in rows], [r[f"hyp_{condition}"] for r in rows])
-            per_group = {
-                f"{v}_{s}": round(
-                    wer(
-                        [r["reference"] for r in rows if r["voice"] == v and r["speed"] == s],
-                        [r[f"hyp_{condition}"] for r in rows if r["voice"] == v and r["speed"] == s],
-                    ),
-                    4,
-                )
-                for v in VOICES
-                for s in SPEEDS
+    # The same audio without the prompt (in this process; only accuracy is compared).
+    backend = Dictation(Settings()).backend("en") if baseline else None
+    for clip in clips:
+        audio = decode_audio(clip["path"], max_seconds=60)
+        clip["no_prompt_raw"] = backend.transcribe(audio, language="en", prompt=None).text if backend else ""
+
+    rows = []
+    for clip in clips:
+        vocabulary = vocabulary_for(exam_for(clip["sentence"]))
+        reference = wer_words(format_english(clip["sentence"]))
+        product = clip["product"]
+        raw = product.get("raw_text", "")
+        hyp = {
+            "no_prompt": report_form(clip["no_prompt_raw"], language="en", vocabulary=vocabulary, correct=False)[0],
+            "prompt": report_form(raw, language="en", vocabulary=vocabulary, correct=False)[0],
+            "prompt_corrected": product.get("text", ""),
+            "prompt_unformatted": raw,
+        }
+        rows.append(
+            {
+                "clip": clip["path"].name,
+                "voice": clip["voice"],
+                "speed": clip["speed"],
+                "reference": reference,
+                **{f"hyp_{k}": wer_words(v) for k, v in hyp.items()},
             }
-            summary[condition] = {"wer": round(overall, 4), "by_voice_speed": per_group}
-            print(f"WER {condition:20s} {overall:.3f}  " + "  ".join(f"{k} {w:.3f}" for k, w in per_group.items()), flush=True)
+        )
 
-        stream_clips = [c for c in clips if c["voice"] == "en-us" and c["speed"] == SPEEDS[0]][: args.stream_clips]
-        stream = streaming_latency(stream_clips) if stream_clips else []
-        latencies = [m["first_partial_s"] for m in stream if m["first_partial_s"] is not None]
-        if latencies:
-            print(
-                f"streaming first partial after speech onset: median {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s",
-                flush=True,
+    conditions = (
+        ("no_prompt", "prompt", "prompt_corrected", "prompt_unformatted")
+        if baseline
+        else ("prompt", "prompt_corrected", "prompt_unformatted")
+    )
+    summary: dict[str, Any] = {}
+    for condition in conditions:
+        overall = wer([r["reference"] for r in rows], [r[f"hyp_{condition}"] for r in rows])
+        per_group = {
+            f"{v}_{s}": round(
+                wer(
+                    [r["reference"] for r in rows if r["voice"] == v and r["speed"] == s],
+                    [r[f"hyp_{condition}"] for r in rows if r["voice"] == v and r["speed"] == s],
+                ),
+                4,
             )
+            for v in VOICES
+            for s in SPEEDS
+        }
+        summary[condition] = {"wer": round(overall, 4), "by_voice_speed": per_group}
+        print(f"WER {condition:20s} {overall:.3f}  " + "  ".join(f"{k} {w:.3f}" for k, w in per_group.items()), flush=True)
+
+    stream_clips = [c for c in clips if c["voice"] == "en-us" and c["speed"] == SPEEDS[0]][:stream_clips_n]
+    stream = streaming_latency(stream_clips) if stream_clips else []
+    latencies = [m["first_partial_s"] for m in stream if m["first_partial_s"] is not None]
+    if latencies:
+        print(
+            f"streaming first partial after speech onset: median {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s",
+            flush=True,
+        )
 
     rtfs = [b["rtf"] for b in batches]
     report = {
@@ -266,8 +270,8 @@ def main() -> None:
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
         },
-        "model": Settings().dictation_model_en,
-        "sentences": len(sentences),
+        "model": model,
+        "sentences": len({c["sentence"] for c in clips}),
         "voices": VOICES,
         "speeds_wpm": SPEEDS,
         "clips": len(rows),
@@ -287,6 +291,44 @@ def main() -> None:
         "targets": {"wer_formatted": 0.10, "batch_rtf": 0.5, "first_partial_s": 1.0},
         "rows": rows,
     }
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sample", type=int, default=0, help="use N sentences spread evenly over the list (0: all)")
+    parser.add_argument("--stream-clips", type=int, default=6, help="clips sent over the WebSocket for the latency figure")
+    parser.add_argument(
+        "--models",
+        default="",
+        help="comma-separated dictation models measured side by side on the same audio (default: the configured one)",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the recogniser-without-prompt pass (halves the time)")
+    args = parser.parse_args()
+
+    from radpilot.config import Settings
+    from radpilot.dictation.audio import SAMPLE_RATE, decode_audio
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] or [Settings().dictation_model_en]
+
+    sentences = load_sentences()
+    if args.sample and args.sample < len(sentences):
+        step = len(sentences) / args.sample
+        sentences = [sentences[int(i * step)] for i in range(args.sample)]
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = synthesise(sentences, Path(tmp))
+        audio_s = {c["path"]: decode_audio(c["path"], max_seconds=60).size / SAMPLE_RATE for c in clips}
+        reports = {model: measure(model, clips, audio_s, args.stream_clips, load_before, baseline=not args.no_baseline) for model in models}
+
+    if len(reports) > 1:
+        print(
+            "side by side: "
+            + "  ".join(
+                f"{m} WER {r['wer']['prompt_corrected']['wer']:.3f} RTF {r['batch_rtf']['overall']:.3f}" for m, r in reports.items()
+            )
+        )
+    report = reports[models[0]] if len(models) == 1 else {"benchmark": "dictation_wer", "models": reports}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {RESULTS}")

@@ -184,7 +184,8 @@ class Settings(BaseSettings):
         default="whisper-tiny.en", description="English dictation model (a manifest in radpilot/dictation/models)"
     )
     dictation_model_ko: str | None = Field(
-        default=None, description="Korean dictation model; none ships yet (Korean cannot be judged here)"
+        default=None,
+        description="Korean dictation model: 'whisper-base' recognises Korean but is unvalidated (no Korean speech corpus here), so it is opt-in",
     )
     dictation_max_seconds: float = Field(default=300.0, gt=0, description="Longest dictation clip or stream accepted (s)")
     dictation_threads: int = Field(default=2, ge=1, description="CPU threads of the speech recogniser")
@@ -279,6 +280,11 @@ class Settings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "dicom"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Models shipped split across packages are joined here once (a cache: safe to delete, not backed up)."""
+        return self.data_dir / "model-cache"
 
     def node(self, name_or_ae: str) -> RemoteNode:
         """Find a configured remote node by its name or AE title.

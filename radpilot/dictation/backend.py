@@ -1,8 +1,11 @@
 """Speech recognisers behind one interface, and the manifests that pin their model files.
 
-A recogniser's model ships inside an installed Python package (nothing is downloaded at run
+A recogniser's model ships inside installed Python packages (nothing is downloaded at run
 time): a manifest in ``models/`` names the package, the folder inside it and each file's
-sha256, and :func:`resolve_model` checks every hash before the model is loaded. Another engine
+sha256, and :func:`resolve_model` checks every hash before the model is loaded. A model too
+large for one package (PyPI's 100 MB limit) comes in parts spread over several packages: the
+manifest lists each part with its own hash, and the parts are joined once into a cache folder,
+the whole file's hash checked before it is used. Another engine
 plugs in by implementing :class:`SpeechBackend` and registering a factory in ``BACKENDS``.
 """
 
@@ -13,9 +16,11 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +70,15 @@ class SpeechBackend(Protocol):
 
 
 @dataclass(frozen=True)
+class FilePart:
+    """One piece of a split model file: a path inside an installed package, and its sha256."""
+
+    package: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ModelManifest:
     name: str
     engine: str
@@ -73,6 +87,7 @@ class ModelManifest:
     folder: str
     languages: tuple[str, ...]
     files: dict[str, str]
+    parts: dict[str, tuple[FilePart, ...]] = field(default_factory=dict)  # file name -> its pieces, in order
 
     @classmethod
     def load(cls, name: str) -> ModelManifest:
@@ -89,6 +104,7 @@ class ModelManifest:
             data["folder"],
             tuple(data["languages"]),
             dict(data["files"]),
+            {name: tuple(FilePart(p["package"], p["path"], p["sha256"]) for p in pieces) for name, pieces in data.get("parts", {}).items()},
         )
 
 
@@ -96,30 +112,106 @@ _verified: dict[tuple[str, int, int, str], bool] = {}
 _verified_lock = threading.Lock()
 
 
-def resolve_model(manifest: ModelManifest) -> Path:
-    """The model folder inside the installed package, every file's sha256 checked against the manifest."""
-    spec = importlib.util.find_spec(manifest.package)
+def default_cache_dir() -> Path:
+    """Where split models are joined: $RADPILOT_MODEL_CACHE, else the user's cache folder."""
+    configured = os.environ.get("RADPILOT_MODEL_CACHE")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "radpilot" / "models"
+
+
+def _package_folder(manifest: ModelManifest, package: str) -> Path:
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"dictation model {manifest.name!r} is not installed: pip install {manifest.distribution}")
-    folder = Path(next(iter(spec.submodule_search_locations))) / manifest.folder
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check(manifest: ModelManifest, path: Path, expected: str, remedy: str) -> None:
+    """Raise ModelError unless ``path`` exists with sha256 ``expected`` (a file once checked is not hashed again)."""
+    if not path.is_file():
+        raise ModelError(f"dictation model {manifest.name!r}: {path} is missing; {remedy}")
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, expected)
+    with _verified_lock:
+        if _verified.get(key):
+            return
+        actual = _sha256(path)
+        if actual != expected:
+            raise ModelError(
+                f"dictation model {manifest.name!r}: {path} has sha256 {actual}, the manifest says {expected}; refusing to load it"
+            )
+        _verified[key] = True
+
+
+def _join_parts(manifest: ModelManifest, filename: str, target: Path) -> None:
+    """Concatenate the checked parts of ``filename`` into ``target`` atomically; the whole file's hash is checked before the rename."""
+    pieces = manifest.parts[filename]
+    for piece in pieces:
+        _check(manifest, _package_folder(manifest, piece.package) / piece.path, piece.sha256, f"reinstall {manifest.distribution}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{filename}.", suffix=".joining")
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(handle, "wb") as out:
+            for piece in pieces:
+                with (_package_folder(manifest, piece.package) / piece.path).open("rb") as source:
+                    while block := source.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != manifest.files[filename]:
+            raise ModelError(
+                f"dictation model {manifest.name!r}: the parts of {filename} join to sha256 {digest.hexdigest()}, "
+                f"the manifest says {manifest.files[filename]}; reinstall {manifest.distribution}"
+            )
+        os.replace(temporary, target)  # concurrent joiners write the same bytes; the last rename wins
+        logger.info("dictation model file joined from its parts", extra={"model": manifest.name, "file": str(target), "parts": len(pieces)})
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def resolve_model(manifest: ModelManifest, cache_dir: Path | None = None) -> Path:
+    """The model folder, every file's sha256 checked against the manifest.
+
+    A model without parts is used where its package installed it. A model with parts is
+    assembled in ``cache_dir`` (default :func:`default_cache_dir`): the whole files are copied
+    there, the split ones joined, each checked; a later call finds them and only re-checks.
+    """
+    source = _package_folder(manifest, manifest.package) / manifest.folder
+    remedy = f"reinstall {manifest.distribution}"
+    if not manifest.parts:
+        for filename, expected in manifest.files.items():
+            _check(manifest, source / filename, expected, remedy)
+        return source
+    folder = (cache_dir or default_cache_dir()) / f"{manifest.name}-{manifest.files[next(iter(manifest.parts))][:12]}"
     for filename, expected in manifest.files.items():
-        path = folder / filename
-        if not path.is_file():
-            raise ModelError(f"dictation model {manifest.name!r}: {path} is missing; reinstall {manifest.distribution}")
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, expected)
-        with _verified_lock:
-            if _verified.get(key):
-                continue
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != expected:
-                raise ModelError(
-                    f"dictation model {manifest.name!r}: {path} has sha256 {digest.hexdigest()}, the manifest says {expected}; refusing to load it"
-                )
-            _verified[key] = True
+        target = folder / filename
+        if not target.is_file():
+            if filename in manifest.parts:
+                _join_parts(manifest, filename, target)
+            else:
+                _check(manifest, source / filename, expected, remedy)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / filename, target)
+        try:
+            _check(manifest, target, expected, remedy)
+        except ModelError:
+            target.unlink(missing_ok=True)  # a damaged cache copy is rebuilt once from the packages
+            if filename in manifest.parts:
+                _join_parts(manifest, filename, target)
+            else:
+                shutil.copyfile(source / filename, target)
+            _check(manifest, target, expected, remedy)
     return folder
 
 
@@ -131,13 +223,13 @@ class FasterWhisperBackend:
     voice activity filtering and no conditioning on previous text stop Whisper's repetition loops.
     """
 
-    def __init__(self, manifest: ModelManifest, *, threads: int, beam_size: int) -> None:
+    def __init__(self, manifest: ModelManifest, *, threads: int, beam_size: int, cache_dir: Path | None = None) -> None:
         from faster_whisper import WhisperModel  # noqa: PLC0415 - CTranslate2 is heavy; load only when dictation is used
 
         self.name = manifest.name
         self.languages = manifest.languages
         self.beam_size = beam_size
-        folder = resolve_model(manifest)
+        folder = resolve_model(manifest, cache_dir)
         self._model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True)
         # CTranslate2 models are not safe to call from two threads at once with one set of workers.
         self._lock = threading.Lock()
@@ -166,9 +258,9 @@ class FasterWhisperBackend:
 BACKENDS: dict[str, Callable[..., SpeechBackend]] = {"faster-whisper": FasterWhisperBackend}
 
 
-def load_backend(model_name: str, *, threads: int, beam_size: int) -> SpeechBackend:
+def load_backend(model_name: str, *, threads: int, beam_size: int, cache_dir: Path | None = None) -> SpeechBackend:
     """The recogniser for the model ``model_name`` (its manifest names the engine)."""
     manifest = ModelManifest.load(model_name)
     if manifest.engine not in BACKENDS:
         raise ModelError(f"dictation model {model_name!r} needs engine {manifest.engine!r}, which is not available")
-    return BACKENDS[manifest.engine](manifest, threads=threads, beam_size=beam_size)
+    return BACKENDS[manifest.engine](manifest, threads=threads, beam_size=beam_size, cache_dir=cache_dir)

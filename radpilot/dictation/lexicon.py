@@ -17,6 +17,9 @@ MAX_PROMPT_CHARS = 700
 # Conservative: a term is substituted only for a clear near miss, never for a word that merely resembles it.
 CORRECTION_SCORE = 88.0
 MIN_CORRECTION_CHARS = 7
+# Words a correction never swallows: joining "no pneumothorax" into "pneumothorax" would turn a
+# negative finding into a positive one.
+NEGATIONS = frozenset({"no", "not", "nor", "without", "none", "neither", "never", "negative", "absent", "free"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,20 @@ def vocabulary_for(exam: str | None) -> ExamVocabulary:
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
 
+def _best(candidate: str, targets: dict[str, str]) -> tuple[str, float] | None:
+    """The target ``candidate`` is closest to, with its score, when that is a clear near miss."""
+    if candidate in targets:
+        return candidate, 100.0
+    if len(candidate) < MIN_CORRECTION_CHARS:
+        return None
+    best = process.extractOne(candidate, list(targets), scorer=fuzz.ratio, score_cutoff=CORRECTION_SCORE)
+    return (best[0], float(best[1])) if best else None
+
+
+def _joined(window: list[re.Match[str]]) -> str:
+    return "".join(m.group(0).lower().replace("-", "") for m in window)
+
+
 def _correct(text: str, targets: dict[str, str]) -> str:
     matches = list(_WORD.finditer(text))
     out: list[str] = []
@@ -90,25 +107,28 @@ def _correct(text: str, targets: dict[str, str]) -> str:
             window = matches[i : i + n]
             if len(window) < n:
                 continue
-            # Only words separated by spaces or hyphens join into one term.
+            # Only words separated by spaces or hyphens join into one term, and never a negation.
             gaps = [text[a.end() : b.start()] for a, b in zip(window, window[1:])]
-            if any(g.strip(" -") for g in gaps):
+            if any(g.strip(" -") for g in gaps) or any(m.group(0).lower() in NEGATIONS for m in window):
                 continue
-            candidate = "".join(m.group(0).lower().replace("-", "") for m in window)
+            candidate = _joined(window)
             if len(candidate) < MIN_CORRECTION_CHARS:
                 continue
-            if candidate in targets:
-                if n == 1:
+            match = _best(candidate, targets)
+            if match is None:
+                continue
+            target, score = match
+            if candidate == target and n == 1:
+                continue
+            if n > 1:
+                # A neighbouring word is absorbed only when it makes the match better: "a telectasis" ->
+                # "atelectasis", but never "the pulmonary" -> "pulmonary".
+                shorter = [_best(_joined(part), targets) for part in (window[1:], window[:-1])]
+                if any(s is not None and s[1] >= score for s in shorter):
                     continue
-                target = candidate  # "centri lobular" -> "centrilobular"
-            else:
-                best = process.extractOne(candidate, list(targets), scorer=fuzz.ratio, score_cutoff=CORRECTION_SCORE)
-                if best is None:
-                    continue
-                target = best[0]
-                # Inflections are not errors: "nodules" stays, "effusions" stays.
-                if candidate.startswith(target) or target.startswith(candidate):
-                    continue
+            # Inflections are not errors: "nodules" stays, "effusions" stays.
+            if candidate != target and (candidate.startswith(target) or target.startswith(candidate)):
+                continue
             out.append(text[position : window[0].start()])
             term = targets[target]
             first = window[0].group(0)

@@ -106,7 +106,10 @@ class Dictation:
         with self._lock:
             if model not in self._backends:
                 self._backends[model] = load_backend(
-                    model, threads=self.settings.dictation_threads, beam_size=self.settings.dictation_beam_size
+                    model,
+                    threads=self.settings.dictation_threads,
+                    beam_size=self.settings.dictation_beam_size,
+                    cache_dir=self.settings.model_cache_dir,
                 )
             return self._backends[model]
 

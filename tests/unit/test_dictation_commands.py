@@ -85,3 +85,25 @@ def test_prompt_holds_the_exam_terms_within_whispers_budget() -> None:
 def test_unknown_exam_type_names_the_known_ones() -> None:
     with pytest.raises(LexiconError, match="unknown exam type 'knee_mr'.*chest_ct"):
         vocabulary_for("knee_mr")
+
+
+@pytest.mark.parametrize(
+    "dictated",
+    [
+        "No pneumothorax is seen.",
+        "No pleural effusion.",
+        "Not consolidation.",
+        "Without interstitial thickening.",
+        "The pulmonary artery diameter is 31 mm.",
+        "The endotracheal tube tip lies 4 cm above the carina.",
+    ],
+)
+def test_correction_never_swallows_a_negation_or_a_neighbouring_word(dictated: str) -> None:
+    # Found by the dictation benchmark: "No pneumothorax" was joined into "Pneumothorax", a negative finding made positive.
+    for exam in ("chest_ct", "chest_xray", "abdomen_ct", "cardiac_ct"):
+        assert vocabulary_for(exam).correct(dictated) == dictated
+        assert report_form(dictated, language="en", vocabulary=vocabulary_for(exam))[0].lower().startswith(dictated.split()[0].lower())
+
+
+def test_a_split_term_still_joins_when_the_joined_form_matches_better() -> None:
+    assert vocabulary_for("chest_ct").correct("There is a telectasis at the base.") == "There is atelectasis at the base."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from radpilot.config import Settings
 from radpilot.dictation import AudioError, Dictation, ModelError, decode_audio
-from radpilot.dictation.backend import ModelManifest, resolve_model
+from radpilot.dictation.backend import FilePart, ModelManifest, resolve_model
 from tests.dictation_support import require_espeak, shared_dictation, silence_wav, speak
 
 pytestmark = pytest.mark.timeout(600)
@@ -85,7 +86,7 @@ def test_a_model_file_that_does_not_match_its_manifest_is_refused() -> None:
         resolve_model(replace(manifest, package="no_such_model_package", distribution="no-such-model-package"))
 
 
-def test_korean_without_a_korean_model_says_what_to_configure() -> None:
+def test_a_language_without_a_configured_model_says_what_to_configure() -> None:
     with pytest.raises(ModelError, match="RADPILOT_DICTATION_MODEL_KO"):
         Dictation(Settings()).check_request("ko", None)
     with pytest.raises(ValueError, match="unsupported dictation language 'fr'"):
@@ -109,3 +110,64 @@ def test_cli_json_lists_file_text_and_timed_words_and_names_bad_files(tmp_path: 
     assert "1500 mL" in entries[0]["text"]
     assert set(entries[0]["words"][0]) == {"word", "start", "end", "confidence"}
     assert "not audio RadPilot can decode" in entries[1]["error"]
+
+
+def _split_model(root: Path, payload: bytes) -> ModelManifest:
+    """A two-package model whose model.bin is split in two, installed under ``root`` (on sys.path)."""
+    half = len(payload) // 2
+    for package, data in (("radpilot_test_model_a", payload[:half]), ("radpilot_test_model_b", payload[half:])):
+        (root / package / "data").mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+        (root / package / "data" / "model.bin.part").write_bytes(data)
+    (root / "radpilot_test_model_a" / "data" / "config.json").write_text("{}")
+    digest = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
+    return ModelManifest(
+        "split-test",
+        "faster-whisper",
+        "radpilot_test_model_a",
+        "radpilot-test-model-a radpilot-test-model-b",
+        "data",
+        ("en",),
+        {"config.json": digest(b"{}"), "model.bin": digest(payload)},
+        {
+            "model.bin": (
+                FilePart("radpilot_test_model_a", "data/model.bin.part", digest(payload[:half])),
+                FilePart("radpilot_test_model_b", "data/model.bin.part", digest(payload[half:])),
+            )
+        },
+    )
+
+
+def test_a_split_model_is_joined_once_into_the_cache_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    payload = bytes(range(256)) * 4099
+    manifest = _split_model(tmp_path / "site", payload)
+    folder = resolve_model(manifest, tmp_path / "cache")
+    assert (folder / "model.bin").read_bytes() == payload
+    assert (folder / "config.json").read_text() == "{}"
+    assert not list(folder.glob(".*joining")), "no temporary file is left behind"
+    joined = (folder / "model.bin").stat().st_mtime_ns
+    assert resolve_model(manifest, tmp_path / "cache") == folder
+    assert (folder / "model.bin").stat().st_mtime_ns == joined, "a second load reuses the joined file"
+
+
+def test_a_damaged_cache_copy_is_rebuilt_and_a_damaged_part_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    payload = bytes(range(256)) * 4099
+    manifest = _split_model(tmp_path / "site", payload)
+    folder = resolve_model(manifest, tmp_path / "cache")
+    (folder / "model.bin").write_bytes(b"truncated")
+    assert (resolve_model(manifest, tmp_path / "cache") / "model.bin").read_bytes() == payload
+    (folder / "model.bin").unlink()
+    part = tmp_path / "site" / "radpilot_test_model_b" / "data" / "model.bin.part"
+    part.write_bytes(b"x" + part.read_bytes()[1:])
+    with pytest.raises(ModelError, match=r"model\.bin\.part has sha256 .* refusing to load"):
+        resolve_model(manifest, tmp_path / "cache")
+    assert not (folder / "model.bin").exists(), "nothing joined from a damaged part"
+
+
+def test_whisper_base_is_joined_from_its_two_packages(tmp_path: Path) -> None:
+    manifest = ModelManifest.load("whisper-base")
+    folder = resolve_model(manifest, tmp_path)
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.bin", "tokenizer.json", "vocabulary.txt"}
+    assert set(manifest.languages) >= {"en", "ko"}
