@@ -66,7 +66,7 @@ SPACE_MARGIN_BYTES = 64 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Names under the data folder that are never backed up: the live database (the snapshot replaces it),
 # the instance tree (copied from the snapshot's list), temporaries and caches.
-_SKIPPED_DIRS = {".incoming", "__pycache__", ".cache", "cache", "tmp"}
+_SKIPPED_DIRS = {".incoming", "__pycache__", ".cache", "cache", "tmp", "model-cache"}
 _SKIPPED_SUFFIXES = (".part", ".tmp", ".swp")
 _SECRET_SUFFIXES = (".key", ".pem", ".fernet", ".crt", ".p12", ".pfx")
 
