@@ -53,7 +53,7 @@ from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is 
     visible_error_text,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -222,7 +223,9 @@ def test_restore_of_a_backup_from_an_older_revision_upgrades_the_schema(tmp_path
     assert manifest.alembic_revision == "0010"
     report, restored = restore_backup(tmp_path / "backup", tmp_path / "restored")
     restored.dispose()
-    assert (report.revision_before, report.revision_after) == ("0010", "0012")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None and head > "0010"
+    assert (report.revision_before, report.revision_after) == ("0010", head)
 
 
 def test_manifest_names_key_files_kept_outside_the_data_folder(tmp_path: Path) -> None:

@@ -47,15 +47,22 @@ class RadPilotDictation {
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
     this.context = new AudioContext();
+    await this.context.audioWorklet.addModule("/ui/static/dictation_worklet.js");
     const source = this.context.createMediaStreamSource(this.stream);
-    // ScriptProcessor keeps this one file (an AudioWorklet needs a module of its own); 4096 frames is ~85 ms at 48 kHz.
-    const processor = this.context.createScriptProcessor(4096, 1, 1);
+    const capture = new AudioWorkletNode(this.context, "radpilot-pcm-capture", { numberOfInputs: 1, numberOfOutputs: 1, channelCount: 1 });
     const ratio = this.context.sampleRate / 16000;
-    processor.onaudioprocess = (event) => {
-      if (!this.talking || !this.socket || this.socket.readyState !== WebSocket.OPEN) return;
-      const input = event.inputBuffer.getChannelData(0);
-      const out = new Int16Array(Math.floor(input.length / ratio));
-      for (let i = 0; i < out.length; i++) {
+    let pending = new Float32Array(0); // input samples not yet turned into whole 16 kHz samples
+    this.capture = capture;
+    this.sending = true;
+    capture.port.onmessage = (event) => {
+      if (event.data === "flushed") { if (this.flushed) this.flushed(); return; }
+      if (!this.sending || !this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+      const input = new Float32Array(pending.length + event.data.length);
+      input.set(pending);
+      input.set(event.data, pending.length);
+      const count = Math.floor(input.length / ratio);
+      const out = new Int16Array(count);
+      for (let i = 0; i < count; i++) {
         // Average the input samples that fall into each 16 kHz sample (a box filter against aliasing).
         const from = Math.floor(i * ratio), to = Math.min(input.length, Math.floor((i + 1) * ratio));
         let sum = 0;
@@ -63,19 +70,36 @@ class RadPilotDictation {
         const value = Math.max(-1, Math.min(1, sum / Math.max(1, to - from)));
         out[i] = value < 0 ? value * 0x8000 : value * 0x7fff;
       }
-      this.socket.send(out.buffer);
+      pending = input.slice(Math.floor(count * ratio));
+      if (count) this.socket.send(out.buffer);
     };
-    source.connect(processor);
-    processor.connect(this.context.destination);
+    // A silent path to the output keeps the graph pulling the capture node.
+    const mute = this.context.createGain();
+    mute.gain.value = 0;
+    source.connect(capture);
+    capture.connect(mute);
+    mute.connect(this.context.destination);
     this.onState("listening");
   }
 
   async stop() {
     if (!this.talking) return;
     this.talking = false;
+    if (this.capture) {
+      // Every block captured before the release is sent before "end" (or after at most half a second).
+      const capture = this.capture;
+      await new Promise((resolve) => {
+        this.flushed = resolve;
+        capture.port.postMessage("flush");
+        setTimeout(resolve, 500);
+      });
+      this.flushed = null;
+      this.capture = null;
+    }
     if (this.stream) this.stream.getTracks().forEach((track) => track.stop());
     if (this.context) await this.context.close();
     this.stream = this.context = null;
+    this.sending = false; // nothing may follow "end"
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
       this.socket.send(JSON.stringify({ type: "end" }));
       this.onState("recognising");
