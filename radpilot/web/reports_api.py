@@ -219,6 +219,7 @@ def make_reports_router() -> APIRouter:
             events=service.store.events(report.id) if report else [],
             deliveries=service.deliveries(report) if report else [],
             templates=list(service.library.templates.values()),
+            exam_templates={t.name: {"title": t.title, "sections": dict(t.sections)} for t in service.library.templates.values()},
             sections=[(s, SECTION_TITLES[s]) for s in SECTIONS],
             pending_by_section={s: [p for p in (report.pending_phrases if report else []) if p["section"] == s] for s in SECTIONS},
             can_write=who.role is Role.RADIOLOGIST,
