@@ -16,6 +16,7 @@ BENCHMARKS = [
     "chest_xray_accuracy.py",
     "coronary_calcium_speed.py",
     "chest_xray_quality_check.py",
+    "time_to_sign.py",
 ]
 
 

@@ -20,6 +20,7 @@ from radpilot.reports.service import FORMATS, MEDIA_TYPES, ReportService, StudyN
 from radpilot.reports.store import MAX_SECTION_CHARS, IllegalTransition, ReportError, ReportLocked, ReportNotFound, ReportView
 from radpilot.reports.templates import SECTION_TITLES, SECTIONS, TemplateError
 from radpilot.security.principal import Principal, Role, RoleRefused
+from radpilot.web.auth import csrf_token
 from radpilot.web.pages import PAGE_HEADERS
 
 logger = logging.getLogger(__name__)
@@ -223,6 +224,8 @@ def make_reports_router() -> APIRouter:
             sections=[(s, SECTION_TITLES[s]) for s in SECTIONS],
             pending_by_section={s: [p for p in (report.pending_phrases if report else []) if p["section"] == s] for s in SECTIONS},
             can_write=who.role is Role.RADIOLOGIST,
+            # A signed-in browser's writes must carry it; the editor's script sends it as X-CSRF-Token.
+            csrf_token=csrf_token(request),
             principal=who,
         )
         return HTMLResponse(html, headers=PAGE_HEADERS)

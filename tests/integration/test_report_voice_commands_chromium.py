@@ -20,12 +20,13 @@ import pytest
 import uvicorn
 
 from radpilot.archive import Archive
+from radpilot.security.principal import Role
 from radpilot.web.app import create_app
 from tests.dictation_support import require_espeak, speak
-from tests.fixtures.principal import act_as
+from tests.fixtures.auth import sign_in
 from tests.fixtures.radpilot import make_settings
 from tests.helpers import free_port, require_or_skip
-from tests.report_factories import LUNG_MEASUREMENTS, RADIOLOGIST, record_finished_job, store_study
+from tests.report_factories import LUNG_MEASUREMENTS, record_finished_job, store_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -54,7 +55,6 @@ def web(tmp_path: Path) -> Iterator[tuple[str, Archive]]:
     settings = make_settings(tmp_path)
     archive = Archive.from_settings(settings)
     app = create_app(settings, archive)
-    act_as(app, RADIOLOGIST)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -100,6 +100,7 @@ def test_spoken_commands_move_insert_undo_accept_and_ask_before_signing(web, cli
         page = browser.new_context(permissions=["microphone"], bypass_csp=True).new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        sign_in(page, base, archive.engine, Role.RADIOLOGIST)  # the editor's writes go by the session and its CSRF token
         page.goto(f"{base}/ui/studies/{study_uid}/report")
         page.select_option("#template-select", "chest_ct")
         page.click("#create-report")
@@ -163,6 +164,7 @@ def test_editor_applies_template_section_moves_and_undo_without_touching_typed_t
         page = browser.new_context(bypass_csp=True).new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        sign_in(page, base, archive.engine, Role.RADIOLOGIST)  # the editor's writes go by the session and its CSRF token
         page.goto(f"{base}/ui/studies/{study_uid}/report")
         page.select_option("#template-select", "chest_ct")
         page.click("#create-report")
