@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,28 @@ def test_the_editor_page_marks_ai_phrases_and_is_read_only_once_signed(setup) ->
     client.post(f"/api/reports/{rid}/sign", json={"confirm": True})
     signed = client.get(f"/ui/studies/{study_uid}/report").text
     assert signed.count("readonly") == 5 and 'id="sign"' not in signed and "/export/pdf" in signed
+
+
+def test_the_editor_page_carries_the_templates_for_voice_as_inert_escaped_json(tmp_path: Path) -> None:
+    """A department's template text reaches "insert template" exactly, and cannot close the data block."""
+    own = tmp_path / "templates"
+    own.mkdir()
+    shipped = (Path(__file__).resolve().parents[2] / "radpilot/reports/exam_templates/chest_ct.yaml").read_text()
+    hostile = 'CT of the chest.</script><script>alert(1)</script> "quoted" & more.'
+    (own / "chest_ct.yaml").write_text(shipped.replace('technique: "CT of the chest."', f"technique: {json.dumps(hostile)}"))
+    settings = make_settings(tmp_path, report_templates_dir=own)
+    archive = Archive.from_settings(settings)
+    app = create_app(settings, archive)
+    act_as(app, RADIOLOGIST)
+    study_uid, _, _ = store_study(archive)
+    with TestClient(app) as client:
+        client.post("/api/reports", json={"study_instance_uid": study_uid, "template": "chest_ct"})
+        page = client.get(f"/ui/studies/{study_uid}/report").text
+    archive.close()
+    block = re.search(r'<script type="application/json" id="exam-templates">(.*?)</script>', page, re.S)
+    assert block is not None, page
+    templates = json.loads(block.group(1))
+    assert templates["chest_ct"]["sections"]["technique"] == hostile
+    assert templates["chest_ct"]["title"] == "CT chest" and "cardiac_mr" in templates
+    assert "<script>alert(1)</script>" not in page
+    assert '<meta name="csrf-token"' in page
