@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from radpilot.dictation.lexicon import load_lexicon
 from radpilot.html import template_environment
 from radpilot.reports.outputs import OutputError
 from radpilot.reports.service import FORMATS, MEDIA_TYPES, ReportService, StudyNotFound
@@ -26,6 +27,8 @@ from radpilot.web.pages import PAGE_HEADERS
 logger = logging.getLogger(__name__)
 
 TEMPLATES = template_environment("radpilot.web")
+# Report templates whose dictation vocabulary is another exam type's (the lexicon is per exam type, not per template).
+DICTATION_EXAMS = {"low_dose_lung_ct": "chest_ct", "abdominal_liver_ct": "abdomen_ct", "calcium_score_ct": "cardiac_ct"}
 READ_ROLES = (Role.RADIOLOGIST, Role.TECHNOLOGIST, Role.ADMINISTRATOR)
 
 
@@ -102,6 +105,12 @@ def report_json(service: ReportService, report: ReportView) -> dict[str, Any]:
         "versions": service.store.versions(report.id),
         "deliveries": service.deliveries(report),
     }
+
+
+def dictation_exam(template: str) -> str:
+    """The lexicon exam type whose vocabulary steers dictation into a report of ``template``; "" for the common terms only."""
+    exam = DICTATION_EXAMS.get(template, template)
+    return exam if exam in load_lexicon() else ""
 
 
 def make_reports_router() -> APIRouter:
@@ -226,6 +235,7 @@ def make_reports_router() -> APIRouter:
             can_write=who.role is Role.RADIOLOGIST,
             # A signed-in browser's writes must carry it; the editor's script sends it as X-CSRF-Token.
             csrf_token=csrf_token(request),
+            dictation_exam=dictation_exam(report.template) if report else "",
             principal=who,
         )
         return HTMLResponse(html, headers=PAGE_HEADERS)

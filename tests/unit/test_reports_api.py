@@ -10,7 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from radpilot.archive import Archive
+from radpilot.dictation.lexicon import vocabulary_for
+from radpilot.reports.templates import SHIPPED_DIR
 from radpilot.web.app import create_app
+from radpilot.web.reports_api import dictation_exam
 from tests.fixtures.principal import act_as
 from tests.fixtures.radpilot import make_settings
 from tests.report_factories import LUNG_MEASUREMENTS, RADIOLOGIST, TECHNOLOGIST, record_finished_job, store_study
@@ -141,3 +144,12 @@ def test_the_editor_page_carries_the_templates_for_voice_as_inert_escaped_json(t
     assert templates["chest_ct"]["title"] == "CT chest" and "cardiac_mr" in templates
     assert "<script>alert(1)</script>" not in page
     assert '<meta name="csrf-token"' in page
+
+
+def test_every_shipped_template_dictates_with_a_vocabulary_the_dictation_service_knows() -> None:
+    """A report of any template must not have its dictation refused as an unknown exam type."""
+    for template in sorted(path.stem for path in SHIPPED_DIR.glob("*.yaml")):
+        exam = dictation_exam(template)
+        assert vocabulary_for(exam or None) is not None, template
+    assert dictation_exam("chest_ct") == "chest_ct" and dictation_exam("low_dose_lung_ct") == "chest_ct"
+    assert dictation_exam("cardiac_mr") == "" and dictation_exam("not_a_template") == ""

@@ -54,14 +54,22 @@
   });
   if (areas.length && !readOnly) { lastFocused = areas.find((a) => a.name === "findings") || areas[0]; }
 
-  async function saveSection(area) {
-    if (saved.get(area.name) === area.value) return true;
-    try {
-      await call("PUT", `/api/reports/${reportId}/sections/${area.name}`, { text: area.value });
-      saved.set(area.name, area.value);
-      say("Saved.");
-      return true;
-    } catch (e) { say(`Could not save ${area.name}: ${e.message}`); return false; }
+  // Saves of one section run one after another, each comparing with what the last one stored: a blur's save
+  // still in flight must neither land after a newer text nor make the newer text look already saved.
+  const saving = new Map();
+  function saveSection(area) {
+    const text = area.value;
+    const next = (saving.get(area.name) || Promise.resolve(true)).then(async () => {
+      if (saved.get(area.name) === text) return true;
+      try {
+        await call("PUT", `/api/reports/${reportId}/sections/${area.name}`, { text });
+        saved.set(area.name, text);
+        say("Saved.");
+        return true;
+      } catch (e) { say(`Could not save ${area.name}: ${e.message}`); return false; }
+    });
+    saving.set(area.name, next);
+    return next;
   }
 
   async function saveAll() {
@@ -299,7 +307,7 @@
 
   async function sendDictation(blob) {
     const target = lastFocused;
-    const exam = encodeURIComponent(root.dataset.exam || "");
+    const exam = encodeURIComponent(root.dataset.dictationExam || "");
     try {
       const h = headers();
       h["Content-Type"] = blob.type || "audio/webm";
