@@ -17,6 +17,7 @@ BENCHMARKS = [
     "coronary_calcium_speed.py",
     "chest_xray_quality_check.py",
     "fuzz_ingest.py",
+    "time_to_sign.py",
 ]
 
 

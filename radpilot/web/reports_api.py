@@ -14,18 +14,22 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from radpilot.dictation.lexicon import load_lexicon
 from radpilot.html import template_environment
 from radpilot.reports.outputs import OutputError
 from radpilot.reports.service import FORMATS, MEDIA_TYPES, ReportService, StudyNotFound
 from radpilot.reports.store import MAX_SECTION_CHARS, IllegalTransition, ReportError, ReportLocked, ReportNotFound, ReportView
 from radpilot.reports.templates import SECTION_TITLES, SECTIONS, TemplateError
 from radpilot.security.principal import Principal, Role, RoleRefused
+from radpilot.web.auth import csrf_token
 from radpilot.web.pages import PAGE_HEADERS
 from radpilot.web.params import RowId
 
 logger = logging.getLogger(__name__)
 
 TEMPLATES = template_environment("radpilot.web")
+# Report templates whose dictation vocabulary is another exam type's (the lexicon is per exam type, not per template).
+DICTATION_EXAMS = {"low_dose_lung_ct": "chest_ct", "abdominal_liver_ct": "abdomen_ct", "calcium_score_ct": "cardiac_ct"}
 READ_ROLES = (Role.RADIOLOGIST, Role.TECHNOLOGIST, Role.ADMINISTRATOR)
 
 
@@ -102,6 +106,12 @@ def report_json(service: ReportService, report: ReportView) -> dict[str, Any]:
         "versions": service.store.versions(report.id),
         "deliveries": service.deliveries(report),
     }
+
+
+def dictation_exam(template: str) -> str:
+    """The lexicon exam type whose vocabulary steers dictation into a report of ``template``; "" for the common terms only."""
+    exam = DICTATION_EXAMS.get(template, template)
+    return exam if exam in load_lexicon() else ""
 
 
 def make_reports_router() -> APIRouter:
@@ -220,9 +230,13 @@ def make_reports_router() -> APIRouter:
             events=service.store.events(report.id) if report else [],
             deliveries=service.deliveries(report) if report else [],
             templates=list(service.library.templates.values()),
+            exam_templates={t.name: {"title": t.title, "sections": dict(t.sections)} for t in service.library.templates.values()},
             sections=[(s, SECTION_TITLES[s]) for s in SECTIONS],
             pending_by_section={s: [p for p in (report.pending_phrases if report else []) if p["section"] == s] for s in SECTIONS},
             can_write=who.role is Role.RADIOLOGIST,
+            # A signed-in browser's writes must carry it; the editor's script sends it as X-CSRF-Token.
+            csrf_token=csrf_token(request),
+            dictation_exam=dictation_exam(report.template) if report else "",
             principal=who,
         )
         return HTMLResponse(html, headers=PAGE_HEADERS)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from radpilot.archive import Archive
+from radpilot.dictation.lexicon import vocabulary_for
+from radpilot.reports.templates import SHIPPED_DIR
 from radpilot.web.app import create_app
+from radpilot.web.reports_api import dictation_exam
 from tests.fixtures.principal import act_as
 from tests.fixtures.radpilot import make_settings
 from tests.report_factories import LUNG_MEASUREMENTS, RADIOLOGIST, TECHNOLOGIST, record_finished_job, store_study
@@ -114,3 +119,37 @@ def test_the_editor_page_marks_ai_phrases_and_is_read_only_once_signed(setup) ->
     client.post(f"/api/reports/{rid}/sign", json={"confirm": True})
     signed = client.get(f"/ui/studies/{study_uid}/report").text
     assert signed.count("readonly") == 5 and 'id="sign"' not in signed and "/export/pdf" in signed
+
+
+def test_the_editor_page_carries_the_templates_for_voice_as_inert_escaped_json(tmp_path: Path) -> None:
+    """A department's template text reaches "insert template" exactly, and cannot close the data block."""
+    own = tmp_path / "templates"
+    own.mkdir()
+    shipped = (Path(__file__).resolve().parents[2] / "radpilot/reports/exam_templates/chest_ct.yaml").read_text()
+    hostile = 'CT of the chest.</script><script>alert(1)</script> "quoted" & more.'
+    (own / "chest_ct.yaml").write_text(shipped.replace('technique: "CT of the chest."', f"technique: {json.dumps(hostile)}"))
+    settings = make_settings(tmp_path, report_templates_dir=own)
+    archive = Archive.from_settings(settings)
+    app = create_app(settings, archive)
+    act_as(app, RADIOLOGIST)
+    study_uid, _, _ = store_study(archive)
+    with TestClient(app) as client:
+        client.post("/api/reports", json={"study_instance_uid": study_uid, "template": "chest_ct"})
+        page = client.get(f"/ui/studies/{study_uid}/report").text
+    archive.close()
+    block = re.search(r'<script type="application/json" id="exam-templates">(.*?)</script>', page, re.S)
+    assert block is not None, page
+    templates = json.loads(block.group(1))
+    assert templates["chest_ct"]["sections"]["technique"] == hostile
+    assert templates["chest_ct"]["title"] == "CT chest" and "cardiac_mr" in templates
+    assert "<script>alert(1)</script>" not in page
+    assert '<meta name="csrf-token"' in page
+
+
+def test_every_shipped_template_dictates_with_a_vocabulary_the_dictation_service_knows() -> None:
+    """A report of any template must not have its dictation refused as an unknown exam type."""
+    for template in sorted(path.stem for path in SHIPPED_DIR.glob("*.yaml")):
+        exam = dictation_exam(template)
+        assert vocabulary_for(exam or None) is not None, template
+    assert dictation_exam("chest_ct") == "chest_ct" and dictation_exam("low_dose_lung_ct") == "chest_ct"
+    assert dictation_exam("cardiac_mr") == "" and dictation_exam("not_a_template") == ""
