@@ -8,6 +8,7 @@ it); a signed report is read-only (409). A malformed body is answered 422 naming
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -99,6 +100,16 @@ def _http_error(exc: Exception) -> HTTPException:
 HANDLED = (RoleRefused, ReportError, TemplateError, OutputError)
 
 
+def _act(request: Request, action: Callable[[ReportService, Principal], ReportView]) -> dict[str, Any]:
+    """Run a change to a report as the signed-in user; the report as JSON, or the HTTP error its failure maps to."""
+    who = principal_of(request)
+    service = service_of(request)
+    try:
+        return report_json(service, action(service, who))
+    except HANDLED as exc:
+        raise _http_error(exc) from exc
+
+
 def report_json(service: ReportService, report: ReportView) -> dict[str, Any]:
     return {
         **report.to_json(),
@@ -155,52 +166,27 @@ def make_reports_router() -> APIRouter:
 
     @router.put("/api/reports/{report_id}/sections/{section}")
     def edit_section(request: Request, report_id: RowId, section: str, body: SectionBody) -> dict[str, Any]:
-        who = principal_of(request)
-        service = service_of(request)
-        try:
-            return report_json(service, service.store.edit_section(report_id, section, body.text, who))
-        except HANDLED as exc:
-            raise _http_error(exc) from exc
+        return _act(request, lambda service, who: service.store.edit_section(report_id, section, body.text, who))
 
     @router.post("/api/reports/{report_id}/accept-ai")
     def accept_ai(request: Request, report_id: RowId, body: AcceptBody) -> dict[str, Any]:
         """Accept AI-sourced phrases (all pending ones when ``phrase_ids`` is absent)."""
-        who = principal_of(request)
-        service = service_of(request)
-        try:
-            return report_json(service, service.store.accept_phrases(report_id, body.phrase_ids, who))
-        except HANDLED as exc:
-            raise _http_error(exc) from exc
+        return _act(request, lambda service, who: service.store.accept_phrases(report_id, body.phrase_ids, who))
 
     @router.post("/api/reports/{report_id}/status")
     def change_status(request: Request, report_id: RowId, body: StatusBody) -> dict[str, Any]:
         """Draft <-> preliminary."""
-        who = principal_of(request)
-        service = service_of(request)
-        try:
-            return report_json(service, service.store.transition(report_id, body.status, who, reason=body.reason))
-        except HANDLED as exc:
-            raise _http_error(exc) from exc
+        return _act(request, lambda service, who: service.store.transition(report_id, body.status, who, reason=body.reason))
 
     @router.post("/api/reports/{report_id}/sign")
     def sign(request: Request, report_id: RowId, body: SignBody) -> dict[str, Any]:
         """Sign (radiologist only, ``confirm: true``): the report becomes read-only and its SR, ORU and FHIR are queued."""
-        who = principal_of(request)
-        service = service_of(request)
-        try:
-            return report_json(service, service.sign(report_id, who, confirm=body.confirm))
-        except HANDLED as exc:
-            raise _http_error(exc) from exc
+        return _act(request, lambda service, who: service.sign(report_id, who, confirm=body.confirm))
 
     @router.post("/api/reports/{report_id}/amend")
     def amend(request: Request, report_id: RowId, body: AmendBody) -> dict[str, Any]:
         """Open a signed report for amendment; the signed version is kept."""
-        who = principal_of(request)
-        service = service_of(request)
-        try:
-            return report_json(service, service.store.amend(report_id, who, reason=body.reason))
-        except HANDLED as exc:
-            raise _http_error(exc) from exc
+        return _act(request, lambda service, who: service.store.amend(report_id, who, reason=body.reason))
 
     @router.get("/api/reports/{report_id}/export/{fmt}")
     def export(request: Request, report_id: RowId, fmt: str) -> Response:
