@@ -19,7 +19,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from radpilot.cli import audit as audit_commands
 from radpilot.cli import backup as backup_commands
@@ -29,6 +28,7 @@ from radpilot.cli import engine as engine_commands
 from radpilot.cli import report as report_commands
 from radpilot.cli import security as security_commands
 from radpilot.cli import validation as validation_commands
+from radpilot.cli.progress import progress_bar
 from radpilot.config import Settings
 from radpilot.logging_setup import configure_logging
 
@@ -137,16 +137,6 @@ def iter_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
 @app.command("import")
 def import_files(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (searched recursively)")],
@@ -161,7 +151,7 @@ def import_files(
     archive = Archive.from_settings(settings)
     files = iter_files(paths)
     counts: dict[StoreOutcome, int] = {}
-    with progress_bar() as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("importing", total=len(files))
         for path in files:
             result = archive.store_file_bytes(path.read_bytes(), source_ae_title="IMPORT")
@@ -288,7 +278,7 @@ def send(
     from radpilot.pacs import scu
 
     files = iter_files(paths)
-    with progress_bar() as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"sending to {remote.name}", total=len(files))
 
         def on_result(result: scu.FileResult) -> None:

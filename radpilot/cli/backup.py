@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress, TaskID
 
+from radpilot.cli.progress import progress_bar
 from radpilot.config import Settings
 
 console = Console(stderr=True)
@@ -31,17 +32,6 @@ class _Bar:
         if task is None:
             task = self.tasks[phase] = self.progress.add_task(phase, total=total)
         self.progress.update(task, completed=done, total=total)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 def _settings(data_dir: Path | None, database_url: str | None) -> Settings:
@@ -78,7 +68,7 @@ def backup(
     configure_logging("WARNING")
     source_engine = make_engine(settings.resolved_database_url) if (Path(settings.data_dir) / "dicom").is_dir() else None
     try:
-        with _progress() as progress:
+        with progress_bar(console) as progress:
             manifest = create_backup(settings, dest, link=link, progress=_Bar(progress))
     except BackupError as exc:
         console.print(f"[red]backup failed:[/red] {escape(str(exc))}", soft_wrap=True)
@@ -114,7 +104,7 @@ def restore(
 
     configure_logging("WARNING")
     try:
-        with _progress() as progress:
+        with progress_bar(console) as progress:
             report, engine = restore_backup(src, data_dir, database_url=database_url, force=force, progress=_Bar(progress))
     except BackupError as exc:
         console.print(f"[red]restore refused:[/red] {escape(str(exc))}", soft_wrap=True)
@@ -139,7 +129,7 @@ def verify_backup(src: Annotated[Path, typer.Argument(help="A backup folder")]) 
     from radpilot.archive.backup import verify_backup as verify
 
     try:
-        with _progress() as progress:
+        with progress_bar(console) as progress:
             manifest = verify(src, progress=_Bar(progress))
     except BackupError as exc:
         console.print(f"[red]backup not intact:[/red] {escape(str(exc))}", soft_wrap=True)

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from radpilot.cli.progress import progress_bar
+
 console = Console(stderr=True)
 
 
@@ -39,9 +41,7 @@ def dictate(
     results: list[dict] = []
     failed = 0
     show_progress = len(files) > 1 and console.is_terminal
-    from radpilot.cli import progress_bar
-
-    with progress_bar() if show_progress else _NoProgress() as progress:
+    with progress_bar(console) if show_progress else _NoProgress() as progress:
         task = progress.add_task("dictating", total=len(files))
         for path in files:
             try:
