@@ -34,7 +34,7 @@ from radpilot.archive.models import Instance, InstanceMetadata, Patient, Series,
 from radpilot.archive.query import Query, run_query
 from radpilot.db import make_engine, make_session_factory, migrate
 from radpilot.dicom import status as dimse_status
-from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document, read_metadata_header
+from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document
 from radpilot.dicom.part10 import DEFAULT_MAX_INFLATED_BYTES, MalformedDicomError, ParsedInstance, dataset_offset, parse_part10
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class Archive:
         Never raises for bad input: the result says what happened and why.
         """
         try:
-            parsed = parse_part10(data, max_inflated_bytes=self.max_inflated_bytes)
+            parsed = parse_part10(data, max_inflated_bytes=self.max_inflated_bytes, defer_size=self.metadata_threshold)
         except MalformedDicomError as exc:
             logger.warning("refused malformed instance", extra={"reason": str(exc), "source_ae": source_ae_title})
             return StoreResult(StoreOutcome.MALFORMED, message=str(exc))
@@ -297,12 +297,12 @@ class Archive:
         relative = Path(str(ds.StudyInstanceUID)) / str(ds.SeriesInstanceUID) / name
         final_path = self.storage_dir / relative
         if self.durability == "none":
-            metadata = self._metadata_of(data, parsed)
+            metadata = self._metadata_of(parsed)
             self._write_atomically(final_path, data, derived)
         else:
             # The sync releases the GIL: building the metadata meanwhile hides most of its cost.
             writing = self._writers.submit(self._write_atomically, final_path, data, derived)
-            metadata = self._metadata_of(data, parsed)
+            metadata = self._metadata_of(parsed)
             writing.result()
         try:
             self._index_with_retry(parsed, relative, len(data), digest, source_ae_title, derived, metadata)
@@ -334,17 +334,17 @@ class Archive:
             f"{self.min_free_bytes} kept in reserve); nothing stored, retry when space is freed"
         )
 
-    def _metadata_of(self, data: bytes, parsed: ParsedInstance) -> bytes | None:
+    def _metadata_of(self, parsed: ParsedInstance) -> bytes | None:
         """The compressed WADO-RS metadata of an instance about to be stored; None if it cannot be built.
 
-        Read again with large values deferred, exactly as a file is read to serve its metadata,
-        so that the document kept is the one that reading the file would give. An instance
+        Built from the parsed dataset, which holds large values deferred exactly as a file is
+        read to serve its metadata, so that the document kept is the one that reading the file
+        would give (tests/unit/test_metadata_cache.py compares them byte for byte). An instance
         whose metadata cannot be built is still stored; its metadata is then built from the
         file when it is asked for (and fails there with a logged reason).
         """
         try:
-            dataset = read_metadata_header(data, parsed.transfer_syntax_uid, self.metadata_threshold)
-            document = instance_metadata_document(dataset, parsed.transfer_syntax_uid, self.metadata_threshold)
+            document = instance_metadata_document(parsed.dataset, parsed.transfer_syntax_uid, self.metadata_threshold)
         except Exception as exc:  # noqa: BLE001 - metadata is a cache: the instance itself must still be stored
             logger.warning(
                 "metadata of an instance not kept at ingest", extra={"sop_instance_uid": parsed.sop_instance_uid, "error": str(exc)}

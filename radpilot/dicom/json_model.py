@@ -193,12 +193,22 @@ def keyword_attribute(keyword: str, value: Any, vr: str | None = None) -> tuple[
 
 
 def _element_vr(element: DataElement | RawDataElement, dataset: Dataset) -> str:
-    vr = element.VR or vr_for(element.tag)
-    if " or " in vr:
+    vr = element.VR
+    if vr is None:  # read with implicit VR: the dictionary's, ambiguity kept to be resolved below
         try:
-            vr = correct_ambiguous_vr_element(element, dataset, True).VR
+            vr = dictionary_VR(element.tag)
+        except KeyError:
+            return "UN"
+    if " or " in vr and isinstance(element, RawDataElement) and not _is_deferred(element):
+        # Converting resolves it from the dataset (US or SS by PixelRepresentation), as parsing at ingest does;
+        # correct_ambiguous_vr_element leaves a raw element read with implicit VR unresolved.
+        vr = dataset[element.tag].VR
+    if " or " in vr:
+        choices = vr
+        try:
+            vr = correct_ambiguous_vr_element(element, dataset, True).VR or choices
         except Exception:  # noqa: BLE001 - an element pydicom cannot resolve: fall back to the first choice
-            vr = vr.split(" or ")[0]
+            vr = choices
         vr = vr.split(" or ")[0]
     return vr
 

@@ -18,11 +18,15 @@ import zlib
 from dataclasses import dataclass
 
 import pydicom
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from radpilot.dicom.json_model import BINARY_VRS, DEFAULT_BULK_DATA_THRESHOLD
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -48,7 +52,7 @@ class MalformedDicomError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedInstance:
-    """A validated instance: its header (without pixel data) and its transfer syntax."""
+    """A validated instance: its dataset, values above ``defer_size`` bytes left unread, and its transfer syntax."""
 
     dataset: Dataset
     transfer_syntax_uid: str
@@ -64,7 +68,9 @@ def is_valid_uid(value: object) -> bool:
     return 0 < len(text) <= 64 and bool(UID_PATTERN.match(text))
 
 
-def parse_part10(data: bytes, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> ParsedInstance:
+def parse_part10(
+    data: bytes, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES, defer_size: int = DEFAULT_BULK_DATA_THRESHOLD
+) -> ParsedInstance:
     """Parse and validate a DICOM Part 10 file held in memory.
 
     Parameters
@@ -75,11 +81,17 @@ def parse_part10(data: bytes, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_
         Largest size a Deflated Explicit VR Little Endian dataset may inflate to: a
         deflate bomb (kilobytes that inflate to gigabytes) is refused after inflating
         this much, in steps, before pydicom (which inflates all of it at once) reads it.
+    defer_size
+        Binary values longer than this (pixel data, icons, bulk private data) are left
+        unread in ``data``, as reading the file for WADO-RS metadata leaves them, so the
+        archive builds an instance's metadata from this very dataset (one read, one
+        decoding). A deflated dataset is read whole: a deferred value could not be found
+        again in the deflated stream.
 
     Returns
     -------
     ParsedInstance
-        The header dataset (pixel data not loaded) and the transfer syntax.
+        The whole dataset, every value decoded except deferred binary ones, and the transfer syntax.
 
     Raises
     ------
@@ -94,11 +106,11 @@ def parse_part10(data: bytes, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_
     if transfer_syntax == DeflatedExplicitVRLittleEndian or DeflatedExplicitVRLittleEndian.encode() in data[META_START:meta_end]:
         check_inflated_size(memoryview(data)[meta_end:], max_inflated_bytes)
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
+        dataset = pydicom.dcmread(io.BytesIO(data), defer_size=None if deflated else defer_size)
         # pydicom decodes values when they are first read: decode all of them now, so that
         # a bad value is refused here and not met later by the index, the engine or a viewer.
-        for _ in dataset.iterall():
-            pass
+        _decode_values(dataset)
         for _ in dataset.file_meta.iterall():
             pass
     except RecursionError:
@@ -119,6 +131,24 @@ def parse_part10(data: bytes, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_
             f"MediaStorageSOPInstanceUID {meta_sop} differs from the dataset's SOPInstanceUID {dataset.SOPInstanceUID}"
         )
     return ParsedInstance(dataset=dataset, transfer_syntax_uid=transfer_syntax)
+
+
+def _decode_values(dataset: Dataset) -> None:
+    """Decode every value of ``dataset`` and its sequence items, except deferred binary values (bytes need no decoding)."""
+    for tag in list(dataset.keys()):
+        raw = dataset.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length and _is_binary(raw.VR, tag):
+            continue
+        element = dataset[tag]
+        if element.VR == "SQ":
+            for item in element.value or ():
+                _decode_values(item)
+
+
+def _is_binary(vr: str | None, tag: int) -> bool:
+    if vr is None:  # implicit VR: the dictionary's (an unknown private tag is UN)
+        vr = dictionary_VR(tag) if dictionary_has_tag(tag) else "UN"
+    return any(choice in BINARY_VRS for choice in vr.split(" or "))
 
 
 def declared_transfer_syntax(data: bytes) -> tuple[str | None, int]:

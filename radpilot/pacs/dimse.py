@@ -103,6 +103,8 @@ ASSOCIATION_PDU_ALLOWANCE = 256 * 1024
 PDU_HEADER_LENGTH = 6
 P_DATA_TF = 0x04
 RECV_CHUNK = 64 * 1024
+LISTENER_POLL_S = 0.05
+GC_EVERY_POLLS = int(60 / LISTENER_POLL_S)
 
 # Proposed when a C-MOVE only needs an association with its destination to report a failure.
 _ANY_DESTINATION_CONTEXTS = [
@@ -426,10 +428,14 @@ class DimseService:
             )
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for {kind} on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
+        # pynetdicom runs a full gc.collect() every 60 polls of its accept loop (every 3 s at a 50 ms poll), holding
+        # the GIL for tens to hundreds of ms in a large process while associations wait to be read; Python's own
+        # generational collector already frees dead association threads, so a sweep once a minute is plenty.
+        server._gc = [0, GC_EVERY_POLLS]  # noqa: SLF001 - pynetdicom has no setting for it
         # As AE.start_server(block=False) does, but polling for shutdown every 50 ms instead of 500 ms.
         self.ae._servers.append(server)  # noqa: SLF001 - server.shutdown() removes itself from this list
         name = "radpilot-dicom-tls-listener" if context is not None else "radpilot-dicom-listener"
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": LISTENER_POLL_S}, name=name, daemon=True)
         thread.start()
         return server
 

@@ -154,7 +154,10 @@ def test_pydicom_reads_the_json_back() -> None:
 def test_implicit_vr_file_with_ambiguous_vrs() -> None:
     ds = pydicom.dcmread(get_testdata_file("MR_small_implicit.dcm"), defer_size=1024)
     result = dataset_to_json(ds, bulk_data_uri=uri)
-    assert result["00280106"]["vr"] in ("US", "SS")  # SmallestImagePixelValue: "US or SS" in the dictionary
+    # SmallestImagePixelValue is "US or SS" in the dictionary; this MR's PixelRepresentation is 1 (signed).
+    assert ds.PixelRepresentation == 1
+    assert result["00280106"]["vr"] == "SS"
+    assert result["00280107"]["vr"] == "SS"
     assert result["7FE00010"]["vr"] in ("OB", "OW")
     json.dumps(result, allow_nan=False)
 
