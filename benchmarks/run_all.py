@@ -9,6 +9,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "dicom_node.py",
+    "ingest.py",
+    "ohif_first_image.py",
     "auth_overhead.py",
     "engine_e2e.py",
     "lung_ct_accuracy.py",
