@@ -59,10 +59,9 @@ def report_form(raw_text: str, *, language: str, vocabulary: ExamVocabulary, cor
     """(report text, pieces) of a transcript: commands cut out, terms corrected, numbers, units and punctuation formatted."""
     pieces: list[dict[str, Any]] = []
     texts: list[str] = []
-    for piece in split_commands(raw_text, language):
+    for piece in _corrected_pieces(raw_text, language, vocabulary, correct):
         if isinstance(piece, TextPiece):
-            text = vocabulary.correct(piece.text) if correct and language == "en" else piece.text
-            formatted = format_report_text(text, language)
+            formatted = format_report_text(piece.text, language)
             if formatted.strip():
                 pieces.append({"type": "text", "text": formatted})
                 texts.append(formatted)
@@ -72,6 +71,21 @@ def report_form(raw_text: str, *, language: str, vocabulary: ExamVocabulary, cor
     for part in texts:
         text += part if not text or text.endswith("\n") else " " + part
     return text, pieces
+
+
+def _corrected_pieces(raw_text: str, language: str, vocabulary: ExamVocabulary, correct: bool) -> list[TextPiece | VoiceCommand]:
+    """Commands and text of a transcript, the text's near-miss terms corrected.
+
+    Commands are looked for again in the corrected text: the recogniser may mishear the term a
+    command names ("go to find things" becomes "go to findings" only once corrected).
+    """
+    result: list[TextPiece | VoiceCommand] = []
+    for piece in split_commands(raw_text, language):
+        if isinstance(piece, TextPiece) and correct and language == "en":
+            result.extend(split_commands(vocabulary.correct(piece.text), language))
+        else:
+            result.append(piece)
+    return result
 
 
 def _command_dict(command: VoiceCommand, vocabulary: ExamVocabulary) -> dict[str, Any]:

@@ -107,3 +107,13 @@ def test_correction_never_swallows_a_negation_or_a_neighbouring_word(dictated: s
 
 def test_a_split_term_still_joins_when_the_joined_form_matches_better() -> None:
     assert vocabulary_for("chest_ct").correct("There is a telectasis at the base.") == "There is atelectasis at the base."
+
+
+def test_a_command_whose_section_word_was_misheard_is_found_once_the_term_is_corrected() -> None:
+    # Whisper tiny.en heard espeak-ng's "Go to findings." as "Go to find things."
+    text, pieces = report_form(
+        "There is a small nodule. Go to find things. No pneumothorax is seen.", language="en", vocabulary=vocabulary_for("chest_ct")
+    )
+    assert [p["type"] for p in pieces] == ["text", "command", "text"]
+    assert pieces[1]["command"] == "go_to_section" and pieces[1]["argument"] == "findings"
+    assert text == "There is a small nodule. No pneumothorax is seen."
