@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -252,7 +253,33 @@ class FasterWhisperBackend:
             segments = list(segments)
         words = tuple(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for s in segments for w in (s.words or ()))
         text = " ".join(s.text.strip() for s in segments).strip()
-        return RawTranscript(text, words, audio.size / SAMPLE_RATE)
+        return without_hallucinated_ending(RawTranscript(text, words, audio.size / SAMPLE_RATE))
+
+
+# Whisper's best-known artefact: a "Thank you." invented after the end of speech (so many subtitled videos
+# in its training data end with one). Seen on short push-to-talk clips ("Go to findings. Thank you.", the
+# "Thank" at probability 0.02-0.06); dropped only when its first word was barely believed, so a
+# radiologist who does say it keeps it.
+HALLUCINATED_ENDINGS = (("thank", "you", "for", "watching"), ("thanks", "for", "watching"), ("thank", "you"))
+HALLUCINATION_MAX_CONFIDENCE = 0.2
+
+
+def without_hallucinated_ending(transcript: RawTranscript) -> RawTranscript:
+    """``transcript`` without a trailing "Thank you." (or "Thanks for watching.") whose first word has low confidence."""
+    words = transcript.words
+    for ending in HALLUCINATED_ENDINGS:
+        tail = words[-len(ending) :]
+        if len(tail) == len(ending) and tuple(_bare(w.word) for w in tail) == ending and tail[0].confidence < HALLUCINATION_MAX_CONFIDENCE:
+            pattern = r"[\s,.!?]*" + r"[\s,.!?]+".join(ending) + r"[\s,.!?]*$"
+            text = re.sub(pattern, "", transcript.text, flags=re.IGNORECASE)
+            if text and text[-1].isalnum():
+                text += "."
+            return RawTranscript(text, words[: -len(ending)], transcript.duration_s)
+    return transcript
+
+
+def _bare(word: str) -> str:
+    return re.sub(r"[^a-z']", "", word.lower())
 
 
 BACKENDS: dict[str, Callable[..., SpeechBackend]] = {"faster-whisper": FasterWhisperBackend}
