@@ -203,6 +203,10 @@ def test_editor_applies_template_section_moves_and_undo_without_touching_typed_t
         assert report["sections"]["clinical_information"] == "" and report["sections"]["technique"] == "CT of the chest."
         assert report["sections"]["impression"] == "Typed by hand."
 
+        # A template name as the recogniser may mishear it still finds that template, not the study's own.
+        notes = page.evaluate(apply, [{"type": "command", "command": "insert_template", "argument": "low those lung ct"}])
+        assert notes == ["Inserted the Low-dose CT lung screening template into Clinical information."], notes
+
         page.once("dialog", lambda dialog: dialog.accept())
         # Not awaited: signing reloads the page, which would end the evaluation.
         page.evaluate("(pieces) => { window.radpilotReportEditor.applyPieces(pieces); }", [{"type": "command", "command": "sign"}])

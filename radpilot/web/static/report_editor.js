@@ -158,6 +158,7 @@
   const SECTION_FIELDS = { indication: "clinical_information", recommendation: "impression" };
   const templatesData = document.getElementById("exam-templates");
   const examTemplates = templatesData ? JSON.parse(templatesData.textContent) : {};
+  const TEMPLATE_NAME_MIN_SIMILARITY = 0.55;
   // What dictation inserted, newest last, per section: "undo" takes back only dictated text, never typing.
   const dictated = new Map();
 
@@ -188,12 +189,32 @@
     return `Removed "${last.text.trim()}" from ${title(area)}.`;
   }
 
+  // Similarity of two names as the Dice coefficient of their letter pairs (0..1): "cast ct" and "chest ct" 0.62.
+  function pairSimilarity(a, b) {
+    const pairs = (text) => Array.from({ length: Math.max(text.length - 1, 0) }, (_, i) => text.slice(i, i + 2));
+    const left = pairs(a), right = pairs(b);
+    if (!left.length || !right.length) return 0;
+    const pool = [...right];
+    let shared = 0;
+    for (const pair of left) {
+      const at = pool.indexOf(pair);
+      if (at >= 0) { shared += 1; pool.splice(at, 1); }
+    }
+    return (2 * shared) / (left.length + right.length);
+  }
+
+  // The template a spoken name means: exact name or title first, else the closest one when it is close
+  // ("insert template cast CT", as the recogniser may hear it), else the study's own exam's template.
   function templateNamed(argument) {
     const wanted = (argument || "").toLowerCase().replace(/[^a-z0-9]+/g, " ").trim();
+    let best = [null, null], bestScore = TEMPLATE_NAME_MIN_SIMILARITY;
     for (const [name, template] of Object.entries(examTemplates)) {
       const names = [name.replace(/_/g, " "), template.title.toLowerCase().replace(/[^a-z0-9]+/g, " ").trim()];
       if (wanted && names.includes(wanted)) return [name, template];
+      const score = wanted ? Math.max(...names.map((candidate) => pairSimilarity(wanted, candidate))) : 0;
+      if (score > bestScore) { best = [name, template]; bestScore = score; }
     }
+    if (best[1]) return best;
     const own = root.dataset.exam;
     return own && examTemplates[own] ? [own, examTemplates[own]] : [null, null];
   }
