@@ -4,6 +4,9 @@ tests/integration/test_liver_ct_real_data.py)."""
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -29,8 +32,14 @@ from radpilot.analyses.liver_ct.quantification import (
     parenchyma,
     steatosis_grade,
 )
+from radpilot.archive import Archive
+from radpilot.config import Settings
 from radpilot.contract import NotApplicableError
 from radpilot.dicom.volume import Volume
+from radpilot.engine.jobs import NotApplicableJobError, PermanentJobError
+from radpilot.engine.pipeline import PipelineRunner
+from radpilot.validation.gate import activate
+from tests.factories import make_ct_series, to_part10_bytes
 
 
 def _volume(voxels: np.ndarray, spacing=(2.0, 0.8, 0.8), modality: str = "CT", direction=None, **metadata) -> Volume:
@@ -199,6 +208,78 @@ def test_run_refuses_a_series_without_a_liver() -> None:
     body[:, ((yy - 80) / 60) ** 2 + ((xx - 80) / 70) ** 2 <= 1] = -850.0  # lung-like: no liver anywhere
     with pytest.raises(NotApplicableError, match="no liver in the field of view"):
         analysis.run(_volume(body, spacing=(5.0, 2.0, 2.0)))
+
+
+# ---------------------------------------------------------------- refusals through the engine, as a user meets them
+def _series(count: int, *, modality: str = "CT", missing: tuple[int, ...] = (), liver_free: bool = False) -> list:
+    """A CT series of ``count`` 64 x 64 slices 5 mm apart (slices at the ``missing`` indices left out); with
+    ``liver_free`` a lung-like body (-850 HU in air), in which no liver can be found."""
+    series = make_ct_series(count, rows=64, columns=64, modality=modality, series_description="ABDOMEN")
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) / 26) ** 2 + ((xx - 32) / 30) ** 2 <= 1
+    for k, ds in enumerate(series):
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
+        ds.SliceThickness = 5.0
+        ds.PixelSpacing = [5.0, 5.0]
+        if liver_free:
+            ds.PixelData = np.where(body, -850 + 1024, -1000 + 1024).astype(np.int16).tobytes()
+    return [ds for k, ds in enumerate(series) if k not in missing]
+
+
+@pytest.fixture
+def liver_runner(tmp_path):  # noqa: ANN001, ANN201 - pytest's tmp_path; yields (runner, archive)
+    settings = Settings(data_dir=tmp_path / "data", durability="none")
+    archive = Archive.from_settings(settings)
+    analysis = LiverCT()
+    activate(
+        archive,
+        "liver_spleen_ct_seg",
+        analysis.registry.manifest("liver_spleen_ct_seg").version,
+        user="test",
+        override=True,
+        reason="refusal test: the gate has its own tests",
+    )
+    yield PipelineRunner(settings, archive, analyses={"liver_ct": analysis}), archive
+    archive.close()
+
+
+@pytest.mark.parametrize(
+    ("series", "error", "reason"),
+    [
+        (lambda: _series(30, modality="MR"), NotApplicableJobError, "series modality is MR; liver_ct analyses CT only"),
+        (
+            lambda: _series(10),
+            NotApplicableJobError,
+            re.escape("series has 10 slice(s); liver_ct needs an abdominal CT volume of at least 20"),
+        ),
+        (
+            lambda: _series(30, missing=(14, 15)),
+            PermanentJobError,
+            r"slice spacing is not uniform: gaps at 65\.00\.\.80\.00 mm \(15\.00 mm\)",
+        ),
+        (lambda: _series(24, liver_free=True), NotApplicableJobError, "no liver in the field of view"),
+    ],
+    ids=["not-ct", "too-few-slices", "gap-in-slice-positions", "no-liver-in-field-of-view"],
+)
+def test_the_engine_refuses_bad_input_for_liver_ct_with_its_reason(liver_runner, series, error, reason) -> None:  # noqa: ANN001
+    runner, archive = liver_runner
+    datasets = series()
+    for ds in datasets:
+        assert archive.store_file_bytes(to_part10_bytes(ds)).outcome.accepted
+    job = SimpleNamespace(
+        id=1,
+        analysis="liver_ct",
+        analysis_version=LiverCT.version,
+        study_instance_uid=str(datasets[0].StudyInstanceUID),
+        series_instance_uid=str(datasets[0].SeriesInstanceUID),
+        input_sop_uids=(),
+        idempotency_key="k" * 64,
+        destinations=(),
+        supersedes_job_id=None,
+    )
+    with pytest.raises(error, match=reason):
+        runner(job)
+    assert archive.instance_count() == len(datasets)  # nothing stored beside the input, nothing of it lost
 
 
 # ---------------------------------------------------------------- the validation layout for 8-bit sets
