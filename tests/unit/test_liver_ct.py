@@ -15,6 +15,8 @@ from radpilot.analyses.liver_ct.analysis import LiverCT
 from radpilot.analyses.liver_ct.preprocess import (
     LIVER,
     SPLEEN,
+    _axis_weights,
+    _interpolate_last_axes,
     hu_to_u8,
     labels_from_logits,
     model_grid_shape,
@@ -80,6 +82,14 @@ def test_model_input_resamples_to_2mm_pads_to_16_and_stacks_neighbours_about_3mm
     assert np.allclose(x[5, :, 10, 10] * 255, [30, 50, 70], atol=1e-3)
     assert np.allclose(x[0, :, 10, 10] * 255, [0, 0, 20], atol=1e-3)
     assert np.all(x[:, :, 40:, :] == 0) and np.all(x[:, :, :, 30:] == 0)
+
+
+@pytest.mark.parametrize(("shape", "out_rc"), [((3, 2, 20, 30), (50, 41)), ((2, 1, 64, 48), (17, 23)), ((1, 1, 5, 5), (5, 5))])
+def test_interpolating_by_gathering_two_neighbours_equals_the_matrix_product(shape, out_rc) -> None:  # noqa: ANN001
+    arr = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    w_rows, w_cols = _axis_weights(out_rc[0], shape[-2]), _axis_weights(out_rc[1], shape[-1])
+    expected = np.matmul(w_rows, np.matmul(arr, w_cols.T))
+    np.testing.assert_allclose(_interpolate_last_axes(arr, w_rows, w_cols), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_labels_from_logits_maps_back_to_the_source_grid_and_keeps_the_largest_component() -> None:

@@ -67,6 +67,12 @@ def _disc_struct(radius_mm: float, spacing_rc: tuple[float, float]) -> np.ndarra
     return disc[np.newaxis]
 
 
+def in_plane_median(hu: np.ndarray, organ: np.ndarray) -> np.ndarray:
+    """The 3 x 3 in-plane median of ``hu`` over the organ's bounding box: what :func:`parenchyma` and
+    :func:`lesion_candidates` smooth with, computed once by a caller that measures the same organ several times."""
+    return np.asarray(ndi.median_filter(hu[_bbox(organ)], size=(1, 3, 3)))
+
+
 @dataclass(frozen=True)
 class Attenuation:
     mean_hu: float
@@ -76,9 +82,14 @@ class Attenuation:
 
 
 def parenchyma(
-    hu: np.ndarray, organ: np.ndarray, spacing_zrc: tuple[float, float, float], exclude: np.ndarray | None = None
+    hu: np.ndarray,
+    organ: np.ndarray,
+    spacing_zrc: tuple[float, float, float],
+    exclude: np.ndarray | None = None,
+    smoothed: np.ndarray | None = None,
 ) -> Attenuation | None:
-    """Mean and median HU of the organ's parenchyma (see the module text); None when too little is left."""
+    """Mean and median HU of the organ's parenchyma (see the module text); None when too little is left.
+    ``smoothed``: :func:`in_plane_median` of this organ, when the caller has it already."""
     box = _bbox(organ)
     if organ[box].sum() == 0:
         return None
@@ -89,7 +100,7 @@ def parenchyma(
         eroded = sub
     if exclude is not None:
         eroded &= ~exclude[box]
-    smooth = ndi.median_filter(sub_hu, size=(1, 3, 3))
+    smooth = in_plane_median(hu, organ) if smoothed is None else smoothed
     values = smooth[eroded]
     if values.size < 50:
         return None
@@ -140,19 +151,26 @@ def _longest_axial_diameter(mask2d: np.ndarray, spacing_rc: tuple[float, float])
 
 
 def lesion_candidates(
-    hu: np.ndarray, liver: np.ndarray, spacing_zrc: tuple[float, float, float], reference: Attenuation, *, include_hyper: bool = True
+    hu: np.ndarray,
+    liver: np.ndarray,
+    spacing_zrc: tuple[float, float, float],
+    reference: Attenuation,
+    *,
+    include_hyper: bool = True,
+    smoothed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[LesionCandidate]]:
     """Label volume of the candidates (1..n, by decreasing volume) and their descriptions.
 
     ``include_hyper=False`` (contrast-enhanced CT): enhanced vessels cut across are bright and round, so only
-    hypo-attenuating candidates are reported."""
+    hypo-attenuating candidates are reported.  ``smoothed``: :func:`in_plane_median` of the liver, when the
+    caller has it already."""
     out = np.zeros(hu.shape, dtype=np.uint16)
     box = _bbox(liver)
     if liver[box].sum() == 0:
         return out, []
     filled = np.stack([ndi.binary_fill_holes(s) for s in liver[box]])
     sub_hu = hu[box]
-    smooth = ndi.median_filter(sub_hu, size=(1, 3, 3))
+    smooth = in_plane_median(hu, liver) if smoothed is None else smoothed
     smooth = ndi.gaussian_filter(smooth, sigma=(0.0, 1.0 / spacing_zrc[1], 1.0 / spacing_zrc[2]))
     sd = reference.sd_hu
     hypo = filled & (smooth < reference.median_hu - max(HYPO_DELTA_HU, 3.0 * sd))
