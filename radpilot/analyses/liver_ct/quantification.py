@@ -139,9 +139,10 @@ class LesionCandidate:
     mean_hu: float
 
 
-def _longest_axial_diameter(mask2d: np.ndarray, spacing_rc: tuple[float, float]) -> float:
+def _longest_axial_diameter(mask2d: np.ndarray, spacing_rc: tuple[float, float], origin_rc: tuple[int, int] = (0, 0)) -> float:
+    """``mask2d`` may be a crop of the slice around the lesion, whose first pixel is ``origin_rc`` of the slice."""
     edge = mask2d & ~ndi.binary_erosion(mask2d)
-    pts = np.argwhere(edge).astype(np.float64) * np.array(spacing_rc)
+    pts = (np.argwhere(edge) + np.array(origin_rc)).astype(np.float64) * np.array(spacing_rc)
     if len(pts) > 400:
         pts = pts[:: int(np.ceil(len(pts) / 400))]
     if len(pts) < 2:
@@ -176,39 +177,47 @@ def lesion_candidates(
     hypo = filled & (smooth < reference.median_hu - max(HYPO_DELTA_HU, 3.0 * sd))
     hyper = filled & (smooth > reference.median_hu + max(HYPER_DELTA_HU, 3.0 * sd))
     voxel_ml = float(np.prod(spacing_zrc)) / 1000.0
-    found: list[tuple[float, np.ndarray, str]] = []
+    # each component is handled inside its own bounding box (find_objects), not as a mask of the whole liver box;
+    # coordinates are shifted back to the liver box before any arithmetic, so the results are the same
+    found: list[tuple[float, np.ndarray, int, tuple[slice, ...], str]] = []
     kinds = [("hypo-attenuating", hypo)] + ([("hyper-attenuating", hyper)] if include_hyper else [])
     for kind, mask in kinds:
         labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
         if n == 0:
             continue
         sizes = np.bincount(labels.ravel())
+        boxes = ndi.find_objects(labels)
         min_voxels = (np.pi / 6.0 * MIN_DIAMETER_MM**3) / float(np.prod(spacing_zrc))
         for index in np.flatnonzero(sizes >= max(min_voxels, 4)):
             if index == 0:
                 continue
-            comp = labels == index
-            pts = np.argwhere(comp).astype(np.float64) * np.array(spacing_zrc)
+            where = boxes[index - 1]
+            assert where is not None  # a label with voxels has a box
+            starts = np.array([sl.start for sl in where])
+            pts = (np.argwhere(labels[where] == index) + starts).astype(np.float64) * np.array(spacing_zrc)
             eig = np.linalg.eigvalsh(np.cov(pts.T)) if len(pts) > 3 else np.ones(3)
             if eig.min() <= 0 or np.sqrt(eig.max() / eig.min()) > MAX_ELONGATION:
                 continue
-            found.append((float(comp.sum()), comp, kind))
+            found.append((float(sizes[index]), labels, int(index), where, kind))
     found.sort(key=lambda t: -t[0])
     candidates: list[LesionCandidate] = []
     offset = np.array([s.start for s in box], dtype=np.float64)
-    for number, (size, comp, kind) in enumerate(found[:MAX_CANDIDATES], start=1):
-        out[box][comp] = number
-        areas = comp.sum(axis=(1, 2))
-        k = int(np.argmax(areas))
-        centre = np.array(ndi.center_of_mass(comp)) + offset
+    out_box = out[box]
+    for number, (size, labels, index, where, kind) in enumerate(found[:MAX_CANDIDATES], start=1):
+        comp = labels[where] == index
+        starts = np.array([sl.start for sl in where])
+        out_box[where][comp] = number
+        k = int(np.argmax(comp.sum(axis=(1, 2))))
+        # the centre of mass as scipy computes it over the liver box: sums of integer coordinates are exact
+        centre = (np.argwhere(comp) + starts).sum(axis=0) / float(comp.sum()) + offset
         candidates.append(
             LesionCandidate(
                 number,
                 kind,
                 (float(centre[0]), float(centre[1]), float(centre[2])),
-                _longest_axial_diameter(comp[k], spacing_zrc[1:]),
+                _longest_axial_diameter(comp[k], spacing_zrc[1:], (int(starts[1]), int(starts[2]))),
                 size * voxel_ml,
-                float(sub_hu[comp].mean()),
+                float(sub_hu[where][comp].mean()),
             )
         )
     return out, candidates
