@@ -312,11 +312,11 @@ def test_ohif_draws_the_liver_seg_over_the_ircad_ct(browser, liver_study: LiverS
         box = largest_canvas_box(page)
         assert box is not None, "no viewport canvas"
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.keyboard.press(SOFT_TISSUE_PRESET_KEY)
         window = page.locator("[data-cy=viewport-overlay-bottom-left]").first
         deadline = time.monotonic() + UI_TIMEOUT_S
         while not SOFT_TISSUE_WINDOW.search(window.inner_text()) and time.monotonic() < deadline:
-            page.wait_for_timeout(250)
+            page.keyboard.press(SOFT_TISSUE_PRESET_KEY)  # again if the viewport was not listening yet
+            page.wait_for_timeout(1000)
         assert SOFT_TISSUE_WINDOW.search(window.inner_text()), f"soft-tissue preset not applied: {window.inner_text()!r}"
 
         # the SEG is its own display set in the study browser: double-click it onto the viewport
