@@ -102,7 +102,10 @@ class Analysis(abc.ABC):
 
     @abc.abstractmethod
     def run(self, volume: Volume) -> Findings:
-        """Analyse one volume; pure and deterministic."""
+        """Analyse one volume; pure and deterministic.
+
+        May raise NotApplicableError (plain-language reason) when only the analysis itself can tell that the
+        volume does not apply, e.g. its model finds no liver in the field of view."""
 
     # ------------------------------------------------------------------ its folder
     @classmethod

@@ -206,11 +206,13 @@ class PipelineRunner:
             )
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise PermanentJobError(f"series cannot be read as an image volume: {exc}") from exc
+        # run() may refuse too, when only the analysis' own model can tell (no liver in the field of view):
+        # the worklist shows that as "not applicable" with its reason, like a refusal of check_input.
         try:
             analysis.check_input(volume)
+            findings = analysis.run(volume)
         except NotApplicableError as exc:
             raise NotApplicableJobError(str(exc)) from exc
-        findings = analysis.run(volume)
         objects = encode_results(analysis, findings, volume, datasets, uid_seed=job.idempotency_key)
         stored = [self._store(ds) for ds in objects]
         return JobOutput(

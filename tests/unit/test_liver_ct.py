@@ -4,6 +4,9 @@ tests/integration/test_liver_ct_real_data.py)."""
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -12,6 +15,8 @@ from radpilot.analyses.liver_ct.analysis import LiverCT
 from radpilot.analyses.liver_ct.preprocess import (
     LIVER,
     SPLEEN,
+    _axis_weights,
+    _interpolate_last_axes,
     hu_to_u8,
     labels_from_logits,
     model_grid_shape,
@@ -29,8 +34,14 @@ from radpilot.analyses.liver_ct.quantification import (
     parenchyma,
     steatosis_grade,
 )
+from radpilot.archive import Archive
+from radpilot.config import Settings
 from radpilot.contract import NotApplicableError
 from radpilot.dicom.volume import Volume
+from radpilot.engine.jobs import NotApplicableJobError, PermanentJobError
+from radpilot.engine.pipeline import PipelineRunner
+from radpilot.validation.gate import activate
+from tests.factories import make_ct_series, to_part10_bytes
 
 
 def _volume(voxels: np.ndarray, spacing=(2.0, 0.8, 0.8), modality: str = "CT", direction=None, **metadata) -> Volume:
@@ -71,6 +82,14 @@ def test_model_input_resamples_to_2mm_pads_to_16_and_stacks_neighbours_about_3mm
     assert np.allclose(x[5, :, 10, 10] * 255, [30, 50, 70], atol=1e-3)
     assert np.allclose(x[0, :, 10, 10] * 255, [0, 0, 20], atol=1e-3)
     assert np.all(x[:, :, 40:, :] == 0) and np.all(x[:, :, :, 30:] == 0)
+
+
+@pytest.mark.parametrize(("shape", "out_rc"), [((3, 2, 20, 30), (50, 41)), ((2, 1, 64, 48), (17, 23)), ((1, 1, 5, 5), (5, 5))])
+def test_interpolating_by_gathering_two_neighbours_equals_the_matrix_product(shape, out_rc) -> None:  # noqa: ANN001
+    arr = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    w_rows, w_cols = _axis_weights(out_rc[0], shape[-2]), _axis_weights(out_rc[1], shape[-1])
+    expected = np.matmul(w_rows, np.matmul(arr, w_cols.T))
+    np.testing.assert_allclose(_interpolate_last_axes(arr, w_rows, w_cols), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_labels_from_logits_maps_back_to_the_source_grid_and_keeps_the_largest_component() -> None:
@@ -199,6 +218,78 @@ def test_run_refuses_a_series_without_a_liver() -> None:
     body[:, ((yy - 80) / 60) ** 2 + ((xx - 80) / 70) ** 2 <= 1] = -850.0  # lung-like: no liver anywhere
     with pytest.raises(NotApplicableError, match="no liver in the field of view"):
         analysis.run(_volume(body, spacing=(5.0, 2.0, 2.0)))
+
+
+# ---------------------------------------------------------------- refusals through the engine, as a user meets them
+def _series(count: int, *, modality: str = "CT", missing: tuple[int, ...] = (), liver_free: bool = False) -> list:
+    """A CT series of ``count`` 64 x 64 slices 5 mm apart (slices at the ``missing`` indices left out); with
+    ``liver_free`` a lung-like body (-850 HU in air), in which no liver can be found."""
+    series = make_ct_series(count, rows=64, columns=64, modality=modality, series_description="ABDOMEN")
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) / 26) ** 2 + ((xx - 32) / 30) ** 2 <= 1
+    for k, ds in enumerate(series):
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
+        ds.SliceThickness = 5.0
+        ds.PixelSpacing = [5.0, 5.0]
+        if liver_free:
+            ds.PixelData = np.where(body, -850 + 1024, -1000 + 1024).astype(np.int16).tobytes()
+    return [ds for k, ds in enumerate(series) if k not in missing]
+
+
+@pytest.fixture
+def liver_runner(tmp_path):  # noqa: ANN001, ANN201 - pytest's tmp_path; yields (runner, archive)
+    settings = Settings(data_dir=tmp_path / "data", durability="none")
+    archive = Archive.from_settings(settings)
+    analysis = LiverCT()
+    activate(
+        archive,
+        "liver_spleen_ct_seg",
+        analysis.registry.manifest("liver_spleen_ct_seg").version,
+        user="test",
+        override=True,
+        reason="refusal test: the gate has its own tests",
+    )
+    yield PipelineRunner(settings, archive, analyses={"liver_ct": analysis}), archive
+    archive.close()
+
+
+@pytest.mark.parametrize(
+    ("series", "error", "reason"),
+    [
+        (lambda: _series(30, modality="MR"), NotApplicableJobError, "series modality is MR; liver_ct analyses CT only"),
+        (
+            lambda: _series(10),
+            NotApplicableJobError,
+            re.escape("series has 10 slice(s); liver_ct needs an abdominal CT volume of at least 20"),
+        ),
+        (
+            lambda: _series(30, missing=(14, 15)),
+            PermanentJobError,
+            r"slice spacing is not uniform: gaps at 65\.00\.\.80\.00 mm \(15\.00 mm\)",
+        ),
+        (lambda: _series(24, liver_free=True), NotApplicableJobError, "no liver in the field of view"),
+    ],
+    ids=["not-ct", "too-few-slices", "gap-in-slice-positions", "no-liver-in-field-of-view"],
+)
+def test_the_engine_refuses_bad_input_for_liver_ct_with_its_reason(liver_runner, series, error, reason) -> None:  # noqa: ANN001
+    runner, archive = liver_runner
+    datasets = series()
+    for ds in datasets:
+        assert archive.store_file_bytes(to_part10_bytes(ds)).outcome.accepted
+    job = SimpleNamespace(
+        id=1,
+        analysis="liver_ct",
+        analysis_version=LiverCT.version,
+        study_instance_uid=str(datasets[0].StudyInstanceUID),
+        series_instance_uid=str(datasets[0].SeriesInstanceUID),
+        input_sop_uids=(),
+        idempotency_key="k" * 64,
+        destinations=(),
+        supersedes_job_id=None,
+    )
+    with pytest.raises(error, match=reason):
+        runner(job)
+    assert archive.instance_count() == len(datasets)  # nothing stored beside the input, nothing of it lost
 
 
 # ---------------------------------------------------------------- the validation layout for 8-bit sets

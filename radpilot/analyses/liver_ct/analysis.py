@@ -35,7 +35,14 @@ import numpy as np
 
 from radpilot.analyses.liver_ct import contrast
 from radpilot.analyses.liver_ct.preprocess import LIVER, SPLEEN, hu_to_u8, labels_from_logits, model_grid_shape, model_input
-from radpilot.analyses.liver_ct.quantification import Attenuation, LesionCandidate, lesion_candidates, parenchyma, steatosis_grade
+from radpilot.analyses.liver_ct.quantification import (
+    Attenuation,
+    LesionCandidate,
+    in_plane_median,
+    lesion_candidates,
+    parenchyma,
+    steatosis_grade,
+)
 from radpilot.contract import (
     Analysis,
     Code,
@@ -214,7 +221,8 @@ class LiverCT(Analysis):
         spacing = tuple(float(s) for s in volume.spacing_zyx)
         spacing3 = (spacing[0], spacing[1], spacing[2])
         notes = [RESEARCH_NOTE]
-        liver_att0 = parenchyma(hu, liver, spacing3)
+        liver_smoothed = in_plane_median(hu, liver)  # shared by the three measurements of the liver below
+        liver_att0 = parenchyma(hu, liver, spacing3, smoothed=liver_smoothed)
         if liver_att0 is None:
             raise NotApplicableError("the liver found is too small to measure its attenuation")
         flip_rows, flip_cols = self._standard(volume)
@@ -225,8 +233,10 @@ class LiverCT(Analysis):
         aorta = contrast.aorta_hu(hu_std, spacing3, liver_std)
         phase = contrast.decide_phase(contrast.header_phase(volume.metadata), aorta, liver_att0.mean_hu)
 
-        lesion_labels, candidates = lesion_candidates(hu, liver, spacing3, liver_att0, include_hyper=phase.phase == contrast.NON_CONTRAST)
-        liver_att = parenchyma(hu, liver, spacing3, exclude=lesion_labels > 0) or liver_att0
+        lesion_labels, candidates = lesion_candidates(
+            hu, liver, spacing3, liver_att0, include_hyper=phase.phase == contrast.NON_CONTRAST, smoothed=liver_smoothed
+        )
+        liver_att = parenchyma(hu, liver, spacing3, exclude=lesion_labels > 0, smoothed=liver_smoothed) or liver_att0
         spleen_ml = float(spleen.sum()) * ml
         spleen_att = parenchyma(hu, spleen, spacing3) if spleen.any() else None
 

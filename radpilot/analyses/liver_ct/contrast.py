@@ -94,8 +94,9 @@ def aorta_hu_slice(hu: np.ndarray, spacing_rc: tuple[float, float]) -> float | N
     if nb == 0:
         return None
     best, best_dist = 0, np.inf
+    voxels = np.bincount(bone_labels.ravel(), minlength=nb + 1)
     for index, (cy, cx) in enumerate(ndi.center_of_mass(np.ones_like(bone_labels), bone_labels, range(1, nb + 1)), start=1):
-        size = int((bone_labels == index).sum()) * sr * sc
+        size = int(voxels[index]) * sr * sc
         if cy < mid_r or size < 200.0:  # posterior half, at least 2 cm^2
             continue
         dist = abs(cx - centre_c) * sc
@@ -113,11 +114,16 @@ def aorta_hu_slice(hu: np.ndarray, spacing_rc: tuple[float, float]) -> float | N
         return None
     disc = _disc((AORTA_DISC_MM / 2 / sr, AORTA_DISC_MM / 2 / sc)).astype(np.float32)
     disc /= disc.sum()
-    soft = np.where(hu >= 600.0, np.nan, np.clip(hu, -200.0, 600.0)).astype(np.float32)
+    # the disc means are needed only in the search box: convolve a crop of it plus the disc's reach (the image
+    # edge, where the crop meets it, is extended as before), not the whole slice
+    pr, pc = disc.shape[0] // 2 + 1, disc.shape[1] // 2 + 1
+    R0, R1, C0, C1 = max(0, r0 - pr), min(hu.shape[0], r1 + pr), max(0, c0 - pc), min(hu.shape[1], c1 + pc)
+    crop = hu[R0:R1, C0:C1]
+    soft = np.where(crop >= 600.0, np.nan, np.clip(crop, -200.0, 600.0)).astype(np.float32)
     mean = ndi.convolve(np.nan_to_num(soft, nan=0.0), disc, mode="nearest")
     bone_near = ndi.convolve(np.isnan(soft).astype(np.float32), disc, mode="nearest") > 0
-    roi = mean[r0:r1, c0:c1]
-    valid = ~bone_near[r0:r1, c0:c1] & body[r0:r1, c0:c1]
+    roi = mean[r0 - R0 : r1 - R0, c0 - C0 : c1 - C0]
+    valid = ~bone_near[r0 - R0 : r1 - R0, c0 - C0 : c1 - C0] & body[r0:r1, c0:c1]
     if not valid.any():
         return None
     return float(roi[valid].max())

@@ -31,13 +31,20 @@ SIZE_MULTIPLE = 16
 #: Labels of the model's classes.
 BACKGROUND, LIVER, SPLEEN = 0, 1, 2
 NUM_CLASSES = 3
+#: Images resampled together (memory and cache, not results).
+LABEL_CHUNK = 4
 
 
 def hu_to_u8(hu: np.ndarray) -> np.ndarray:
     """HU -> the training data's 8-bit scale: clip to [-125, 275], scale to 0..255, round (uint8)."""
     lo, hi = WINDOW_HU
-    scaled = (np.clip(np.asarray(hu, dtype=np.float32), lo, hi) - lo) * np.float32(255.0 / (hi - lo))
-    return np.rint(scaled).astype(np.uint8)
+    # in place on one float32 copy: the same arithmetic as clip, subtract, scale, round on new arrays, a third of the time
+    scaled = np.array(hu, dtype=np.float32, copy=True)
+    np.clip(scaled, lo, hi, out=scaled)
+    scaled -= np.float32(lo)
+    scaled *= np.float32(255.0 / (hi - lo))
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def u8_to_hu(u8: np.ndarray) -> np.ndarray:
@@ -66,15 +73,41 @@ def _axis_weights(n_out: int, n_in: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def _taps(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The (at most) two non-zero entries of each row of a linear-interpolation matrix: first and last column
+    index and their weights (the second weight 0 where a row has one entry)."""
+    nonzero = weights != 0
+    first = np.argmax(nonzero, axis=1)
+    last = weights.shape[1] - 1 - np.argmax(nonzero[:, ::-1], axis=1)
+    rows = np.arange(weights.shape[0])
+    w_first = weights[rows, first]
+    w_last = np.where(last != first, weights[rows, last], np.float32(0.0)).astype(np.float32)
+    return first, last, w_first, w_last
+
+
+def _interpolate_last_axes(arr: np.ndarray, w_rows: np.ndarray, w_cols: np.ndarray) -> np.ndarray:
+    """``w_rows @ arr @ w_cols.T`` for interpolation matrices (two non-zeros per row), by gathering the two
+    neighbours instead of multiplying by the zeros: columns first, then rows, as the matrix product."""
+    c_lo, c_hi, wc_lo, wc_hi = _taps(w_cols)
+    r_lo, r_hi, wr_lo, wr_hi = _taps(w_rows)
+    cols = arr[..., c_lo] * wc_lo + arr[..., c_hi] * wc_hi
+    return cols[..., r_lo, :] * wr_lo[:, None] + cols[..., r_hi, :] * wr_hi[:, None]
+
+
 def resize_inplane(stack: np.ndarray, out_rc: tuple[int, int]) -> np.ndarray:
     """Bilinear in-plane resampling of a (..., rows, cols) array to ``out_rc`` (half-pixel centres, edges clamped;
     the same as torch ``interpolate(mode='bilinear', align_corners=False)`` without anti-aliasing).  Separable:
-    two matrix products, which BLAS does far faster than gathering neighbours."""
+    the two neighbours of each output pixel are gathered, columns then rows, a few images at a time (the matrix
+    products ``w_rows @ x @ w_cols.T`` give the same values up to float rounding, at several times the cost)."""
     arr = np.asarray(stack, dtype=np.float32)
     rows, cols = arr.shape[-2:]
     w_rows = _axis_weights(out_rc[0], rows)
     w_cols = _axis_weights(out_rc[1], cols)
-    return np.matmul(w_rows, np.matmul(arr, w_cols.T)).astype(np.float32, copy=False)
+    flat = arr.reshape(-1, rows, cols)
+    out = np.empty((flat.shape[0], out_rc[0], out_rc[1]), dtype=np.float32)
+    for k in range(0, flat.shape[0], LABEL_CHUNK):
+        out[k : k + LABEL_CHUNK] = _interpolate_last_axes(flat[k : k + LABEL_CHUNK], w_rows, w_cols)
+    return out.reshape(*arr.shape[:-2], out_rc[0], out_rc[1])
 
 
 def neighbour_offset(slice_spacing_mm: float) -> int:
@@ -110,12 +143,20 @@ def logits_to_grid(logits: np.ndarray, model_rc: tuple[int, int], out_rc: tuple[
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a boolean 3-D mask (empty stays empty)."""
-    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    out = np.zeros(mask.shape, dtype=bool)
+    found = ndi.find_objects(mask.astype(np.uint8))
+    if not found or found[0] is None:
+        return out
+    # labelled inside the mask's bounding box only: the same components, numbered in the same scan order
+    box = found[0]
+    labels, n = ndi.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
     if n <= 1:
-        return labels > 0
+        out[box] = labels > 0
+        return out
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    out[box] = labels == int(np.argmax(sizes))
+    return out
 
 
 def labels_from_logits(logits: np.ndarray, model_rc: tuple[int, int], out_rc: tuple[int, int]) -> np.ndarray:
@@ -142,12 +183,18 @@ def labels_from_logits(logits: np.ndarray, model_rc: tuple[int, int], out_rc: tu
     wr = w_rows[rows_out[0] : rows_out[-1] + 1, r0:r1]
     wc = w_cols[cols_out[0] : cols_out[-1] + 1, c0:c1]
     sub = cropped[z0:z1, :, r0:r1, c0:c1]
-    diffs = sub[:, 1:] - sub[:, :1]  # (z, 2, h, w): liver - background, spleen - background
-    up = np.matmul(wr, np.matmul(diffs, wc.T))
-    best = np.argmax(up, axis=1)
-    labels = np.where(up.max(axis=1) > 0, best + 1, 0).astype(np.uint8)
-    out[z0:z1, rows_out[0] : rows_out[-1] + 1, cols_out[0] : cols_out[-1] + 1] = labels
-    result = np.zeros_like(out)
+    labels = np.empty((z1 - z0, len(wr), len(wc)), dtype=np.uint8)
+    for k in range(0, z1 - z0, LABEL_CHUNK):  # a few slices at a time: the upsampled logits stay in cache
+        chunk = sub[k : k + LABEL_CHUNK]
+        diffs = chunk[:, 1:] - chunk[:, :1]  # (z, 2, h, w): liver - background, spleen - background
+        up = _interpolate_last_axes(diffs, wr, wc)
+        liver_d, spleen_d = up[:, 0], up[:, 1]
+        # argmax over (background 0, liver_d, spleen_d), ties to the lower label
+        labels[k : k + LABEL_CHUNK] = np.where(np.maximum(liver_d, spleen_d) > 0, np.where(spleen_d > liver_d, SPLEEN, LIVER), BACKGROUND)
+    # outside this box every label is background, so the components are found inside it alone
+    box = (slice(z0, z1), slice(rows_out[0], rows_out[-1] + 1), slice(cols_out[0], cols_out[-1] + 1))
+    kept = np.zeros_like(labels)
     for label in (LIVER, SPLEEN):
-        result[largest_component(out == label)] = label
-    return result
+        kept[largest_component(labels == label)] = label
+    out[box] = kept
+    return out

@@ -67,6 +67,12 @@ def _disc_struct(radius_mm: float, spacing_rc: tuple[float, float]) -> np.ndarra
     return disc[np.newaxis]
 
 
+def in_plane_median(hu: np.ndarray, organ: np.ndarray) -> np.ndarray:
+    """The 3 x 3 in-plane median of ``hu`` over the organ's bounding box: what :func:`parenchyma` and
+    :func:`lesion_candidates` smooth with, computed once by a caller that measures the same organ several times."""
+    return np.asarray(ndi.median_filter(hu[_bbox(organ)], size=(1, 3, 3)))
+
+
 @dataclass(frozen=True)
 class Attenuation:
     mean_hu: float
@@ -76,9 +82,14 @@ class Attenuation:
 
 
 def parenchyma(
-    hu: np.ndarray, organ: np.ndarray, spacing_zrc: tuple[float, float, float], exclude: np.ndarray | None = None
+    hu: np.ndarray,
+    organ: np.ndarray,
+    spacing_zrc: tuple[float, float, float],
+    exclude: np.ndarray | None = None,
+    smoothed: np.ndarray | None = None,
 ) -> Attenuation | None:
-    """Mean and median HU of the organ's parenchyma (see the module text); None when too little is left."""
+    """Mean and median HU of the organ's parenchyma (see the module text); None when too little is left.
+    ``smoothed``: :func:`in_plane_median` of this organ, when the caller has it already."""
     box = _bbox(organ)
     if organ[box].sum() == 0:
         return None
@@ -89,7 +100,7 @@ def parenchyma(
         eroded = sub
     if exclude is not None:
         eroded &= ~exclude[box]
-    smooth = ndi.median_filter(sub_hu, size=(1, 3, 3))
+    smooth = in_plane_median(hu, organ) if smoothed is None else smoothed
     values = smooth[eroded]
     if values.size < 50:
         return None
@@ -128,9 +139,10 @@ class LesionCandidate:
     mean_hu: float
 
 
-def _longest_axial_diameter(mask2d: np.ndarray, spacing_rc: tuple[float, float]) -> float:
+def _longest_axial_diameter(mask2d: np.ndarray, spacing_rc: tuple[float, float], origin_rc: tuple[int, int] = (0, 0)) -> float:
+    """``mask2d`` may be a crop of the slice around the lesion, whose first pixel is ``origin_rc`` of the slice."""
     edge = mask2d & ~ndi.binary_erosion(mask2d)
-    pts = np.argwhere(edge).astype(np.float64) * np.array(spacing_rc)
+    pts = (np.argwhere(edge) + np.array(origin_rc)).astype(np.float64) * np.array(spacing_rc)
     if len(pts) > 400:
         pts = pts[:: int(np.ceil(len(pts) / 400))]
     if len(pts) < 2:
@@ -140,57 +152,72 @@ def _longest_axial_diameter(mask2d: np.ndarray, spacing_rc: tuple[float, float])
 
 
 def lesion_candidates(
-    hu: np.ndarray, liver: np.ndarray, spacing_zrc: tuple[float, float, float], reference: Attenuation, *, include_hyper: bool = True
+    hu: np.ndarray,
+    liver: np.ndarray,
+    spacing_zrc: tuple[float, float, float],
+    reference: Attenuation,
+    *,
+    include_hyper: bool = True,
+    smoothed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[LesionCandidate]]:
     """Label volume of the candidates (1..n, by decreasing volume) and their descriptions.
 
     ``include_hyper=False`` (contrast-enhanced CT): enhanced vessels cut across are bright and round, so only
-    hypo-attenuating candidates are reported."""
+    hypo-attenuating candidates are reported.  ``smoothed``: :func:`in_plane_median` of the liver, when the
+    caller has it already."""
     out = np.zeros(hu.shape, dtype=np.uint16)
     box = _bbox(liver)
     if liver[box].sum() == 0:
         return out, []
     filled = np.stack([ndi.binary_fill_holes(s) for s in liver[box]])
     sub_hu = hu[box]
-    smooth = ndi.median_filter(sub_hu, size=(1, 3, 3))
+    smooth = in_plane_median(hu, liver) if smoothed is None else smoothed
     smooth = ndi.gaussian_filter(smooth, sigma=(0.0, 1.0 / spacing_zrc[1], 1.0 / spacing_zrc[2]))
     sd = reference.sd_hu
     hypo = filled & (smooth < reference.median_hu - max(HYPO_DELTA_HU, 3.0 * sd))
     hyper = filled & (smooth > reference.median_hu + max(HYPER_DELTA_HU, 3.0 * sd))
     voxel_ml = float(np.prod(spacing_zrc)) / 1000.0
-    found: list[tuple[float, np.ndarray, str]] = []
+    # each component is handled inside its own bounding box (find_objects), not as a mask of the whole liver box;
+    # coordinates are shifted back to the liver box before any arithmetic, so the results are the same
+    found: list[tuple[float, np.ndarray, int, tuple[slice, ...], str]] = []
     kinds = [("hypo-attenuating", hypo)] + ([("hyper-attenuating", hyper)] if include_hyper else [])
     for kind, mask in kinds:
         labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
         if n == 0:
             continue
         sizes = np.bincount(labels.ravel())
+        boxes = ndi.find_objects(labels)
         min_voxels = (np.pi / 6.0 * MIN_DIAMETER_MM**3) / float(np.prod(spacing_zrc))
         for index in np.flatnonzero(sizes >= max(min_voxels, 4)):
             if index == 0:
                 continue
-            comp = labels == index
-            pts = np.argwhere(comp).astype(np.float64) * np.array(spacing_zrc)
+            where = boxes[index - 1]
+            assert where is not None  # a label with voxels has a box
+            starts = np.array([sl.start for sl in where])
+            pts = (np.argwhere(labels[where] == index) + starts).astype(np.float64) * np.array(spacing_zrc)
             eig = np.linalg.eigvalsh(np.cov(pts.T)) if len(pts) > 3 else np.ones(3)
             if eig.min() <= 0 or np.sqrt(eig.max() / eig.min()) > MAX_ELONGATION:
                 continue
-            found.append((float(comp.sum()), comp, kind))
+            found.append((float(sizes[index]), labels, int(index), where, kind))
     found.sort(key=lambda t: -t[0])
     candidates: list[LesionCandidate] = []
     offset = np.array([s.start for s in box], dtype=np.float64)
-    for number, (size, comp, kind) in enumerate(found[:MAX_CANDIDATES], start=1):
-        out[box][comp] = number
-        areas = comp.sum(axis=(1, 2))
-        k = int(np.argmax(areas))
-        centre = np.array(ndi.center_of_mass(comp)) + offset
+    out_box = out[box]
+    for number, (size, labels, index, where, kind) in enumerate(found[:MAX_CANDIDATES], start=1):
+        comp = labels[where] == index
+        starts = np.array([sl.start for sl in where])
+        out_box[where][comp] = number
+        k = int(np.argmax(comp.sum(axis=(1, 2))))
+        # the centre of mass as scipy computes it over the liver box: sums of integer coordinates are exact
+        centre = (np.argwhere(comp) + starts).sum(axis=0) / float(comp.sum()) + offset
         candidates.append(
             LesionCandidate(
                 number,
                 kind,
                 (float(centre[0]), float(centre[1]), float(centre[2])),
-                _longest_axial_diameter(comp[k], spacing_zrc[1:]),
+                _longest_axial_diameter(comp[k], spacing_zrc[1:], (int(starts[1]), int(starts[2]))),
                 size * voxel_ml,
-                float(sub_hu[comp].mean()),
+                float(sub_hu[where][comp].mean()),
             )
         )
     return out, candidates
