@@ -55,6 +55,7 @@ PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 # Size of the values a big endian file holds byte-reversed, per binary VR (JSON binary is little endian).
 SWAP_UNITS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 DEFAULT_BULK_DATA_THRESHOLD = 1024
+WINDOW_CENTER_KEY, WINDOW_WIDTH_KEY, WINDOW_EXPLANATION_KEY = "00281050", "00281051", "00281055"
 _INTEGER_TEXT = re.compile(r"^[+-]?\d+$")
 AVAILABLE_TRANSFER_SYNTAX_TAG = 0x00083002
 SPECIFIC_CHARACTER_SET_TAG = 0x00080005
@@ -415,7 +416,21 @@ def instance_metadata_document(dataset: Dataset, transfer_syntax: str, threshold
         little_endian=transfer_syntax != ExplicitVRBigEndian,
     )
     result[tag_key(AVAILABLE_TRANSFER_SYNTAX_TAG)] = attribute_json("UI", transfer_syntax)
+    _drop_unusable_window(result)
     return json.dumps(dict(sorted(result.items())), separators=(",", ":")).encode("utf-8")
+
+
+def _drop_unusable_window(result: dict[str, Any]) -> None:
+    """Leave out a VOI window whose width is below 1, with its centre and explanation.
+
+    PS3.3 C.11.2.1.2: Window Width shall be >= 1. Some files carry 0 (3D-IRCADb's do), and OHIF draws
+    such a series with inverted grey levels that no preset repairs; without the window it computes one
+    from the pixels. The stored file keeps its values: only the metadata a viewer reads is repaired.
+    """
+    widths = result.get(WINDOW_WIDTH_KEY, {}).get("Value")
+    if widths and any(not isinstance(width, (int, float)) or width < 1 for width in widths):
+        for key in (WINDOW_CENTER_KEY, WINDOW_WIDTH_KEY, WINDOW_EXPLANATION_KEY):
+            result.pop(key, None)
 
 
 def with_bulk_base(document: bytes, instance_url: str) -> bytes:

@@ -17,6 +17,7 @@ from radpilot.dicom.json_model import (
     DicomJsonError,
     attribute_json,
     dataset_to_json,
+    instance_metadata_document,
     keyword_attribute,
     person_name_json,
     resolve_attribute,
@@ -189,3 +190,13 @@ def test_resolve_bulk_path() -> None:
     ]:
         with pytest.raises(DicomJsonError, match=fragment):
             resolve_bulk_path(ds, path)
+
+
+@pytest.mark.parametrize(("width", "kept"), [(0, False), (-5, False), (400, True)])
+def test_metadata_leaves_out_a_window_narrower_than_one(width: float, kept: bool) -> None:
+    # 3D-IRCADb's CT carries WindowWidth 0, which PS3.3 forbids and OHIF draws inverted.
+    ds = make_ct_dataset()
+    ds.WindowCenter, ds.WindowWidth = 40, width
+    document = json.loads(instance_metadata_document(ds, str(ds.file_meta.TransferSyntaxUID)))
+    assert ("00281051" in document) is kept and ("00281050" in document) is kept
+    assert ds.WindowWidth == width  # the dataset (and the stored file) keep their values
