@@ -142,7 +142,9 @@ def main() -> None:
                 "trained on all 24; cross-validation: 5 patient-wise folds, case i (BTCV id order) in fold i mod 5"
             ),
             "recipe": {
-                k: config.get(k) for k in ("channels", "crop", "batch", "lr", "steps", "seed", "threads", "loss", "optimizer", "resumed")
+                k: config[k]
+                for k in ("channels", "crop", "batch", "lr", "steps", "seed", "threads", "loss", "optimizer", "resumed", "train_seconds")
+                if k in config
             },
             "terms": "BTCV: Synapse challenge data terms, research use (Landman et al. 2015, doi:10.7303/syn3193805); "
             "preprocessing Ouyang et al., ECCV 2020. Research use only; do not redistribute.",
