@@ -24,7 +24,7 @@ from radpilot.analyses.cardiac_mr_function.preprocess import MODEL_PIXEL_MM, TIL
 
 REPO = HERE.parents[1]
 DEFAULT_OUT = REPO / "radpilot" / "analyses" / "cardiac_mr_function" / "models" / "cmr_sax_seg"
-NAME, VERSION, FILE = "cmr_sax_seg", "1.0.0", "cmr_sax_seg_v1.onnx"
+NAME, VERSION, FILE = "cmr_sax_seg", "1.1.0", "cmr_sax_seg_v1.onnx"
 
 TARGETS = [
     {"metric": "dice_lv_mean", ">=": 0.95},
