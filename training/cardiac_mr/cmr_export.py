@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": f"AdamW lr {config.get('lr')} weight decay {config.get('weight_decay')}",
             "schedule": config.get("schedule"),
             "loss": config.get("loss"),
+            "ce_class_weights": config.get("ce_class_weights"),
+            "class_weight_correction": "log(w_k) subtracted from the output bias of class k (cmr_onnx.undo_class_weights): the unweighted decision rule",
             "augmentation": config.get("augmentation"),
             "seed": config.get("seed"),
             "threads": config.get("threads"),
