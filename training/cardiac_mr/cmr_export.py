@@ -24,7 +24,7 @@ from radpilot.analyses.cardiac_mr_function.preprocess import MODEL_PIXEL_MM, TIL
 
 REPO = HERE.parents[1]
 DEFAULT_OUT = REPO / "radpilot" / "analyses" / "cardiac_mr_function" / "models" / "cmr_sax_seg"
-NAME, VERSION, FILE = "cmr_sax_seg", "1.0.0", "cmr_sax_seg_v1.onnx"
+NAME, VERSION, FILE = "cmr_sax_seg", "1.1.0", "cmr_sax_seg_v1.onnx"
 
 TARGETS = [
     {"metric": "dice_lv_mean", ">=": 0.95},
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": f"AdamW lr {config.get('lr')} weight decay {config.get('weight_decay')}",
             "schedule": config.get("schedule"),
             "loss": config.get("loss"),
+            "ce_class_weights": config.get("ce_class_weights"),
+            "class_weight_correction": "log(w_k) subtracted from the output bias of class k (cmr_onnx.undo_class_weights): the unweighted decision rule",
             "augmentation": config.get("augmentation"),
             "seed": config.get("seed"),
             "threads": config.get("threads"),
@@ -129,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {
             "evaluation": (
                 f"cross-validation fold(s) {summary.get('folds_evaluated')} of 5 ({summary.get('patients')} held-out patients, ED and ES) "
-                "through the runtime path (training/cardiac_mr/cmr_evaluate.py: motion localisation, tiles, ONNX, largest component); "
-                "folds not listed were not trained for lack of CPU time on the shared machine"
+                "through the runtime path (training/cardiac_mr/cmr_evaluate.py: motion localisation, tiles, ONNX, largest component), "
+                "each fold model trained with this model's recipe on the other folds"
+                + ("" if len(summary.get("folds_evaluated") or []) == cmr_data.N_FOLDS else "; folds not listed were not trained")
             ),
             **summary,
         },
