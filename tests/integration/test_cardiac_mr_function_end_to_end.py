@@ -17,29 +17,12 @@ import pytest
 
 from radpilot.analyses.cardiac_mr_function import CardiacMrFunction
 from radpilot.analyses.cardiac_mr_function.phantom import make_phantom, phantom_datasets
-from tests.fixtures.radpilot import orthanc_node
+from tests.fixtures.radpilot import activate_models, orthanc_node
 from tests.helpers import QUIET_PERIOD_S, dciodvfy_errors, wait_for
 from tests.integration.test_chest_xray_end_to_end import default_rules_to
 from tests.integration.test_engine_end_to_end import COMPREHENSIVE_3D_SR, POLL_S, SECONDARY_CAPTURE, SEG, _concept_name, _content_items
 
 pytestmark = pytest.mark.integration
-
-
-def _activate(node) -> None:  # noqa: ANN001 - tests.fixtures.radpilot.RunningNode
-    """Activate the model as an administrator would, with an audited override: the gate has its own tests."""
-    from radpilot.analyses import discover_analyses, model_registry  # noqa: PLC0415 - as the chest_xray test does
-    from radpilot.validation.gate import activate  # noqa: PLC0415
-
-    registry = model_registry(discover_analyses())
-    for model in CardiacMrFunction.required_models:
-        activate(
-            node.archive,
-            model,
-            registry.manifest(model).version,
-            user="integration-test",
-            override=True,
-            reason="cardiac_mr_function end-to-end test; the gate is tested in tests/unit/test_validation_gate.py",
-        )
 
 
 def _results(orthanc, study_uid: str) -> dict[str, list[str]]:  # noqa: ANN001 - the Orthanc fixture
@@ -74,7 +57,7 @@ def test_phantom_cine_from_pacs_comes_back_with_ed_es_seg_sr_and_key_images(
         workers=1,
         analysis_enabled=True,
     )
-    _activate(node)
+    activate_models(node, CardiacMrFunction, "cardiac_mr_function end-to-end test")
     orthanc.add_modality("radpilot", node.ae_title, node.host, node.dicom_port)
     orthanc.store_to("radpilot", orthanc.resource_id(study_uid))
     assert node.archive.instance_count() == len(datasets)

@@ -30,11 +30,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
 
 from radpilot.analyses import discover_analyses
+from radpilot.analyses.chest_xray import ChestXray
 from radpilot.engine.routing import default_rules_text
 from radpilot.modelhub.registry import DEFAULT_MODELS_DIR
 from radpilot.validation.metrics import dice
 from tests.factories import to_part10_bytes
-from tests.fixtures.radpilot import orthanc_node
+from tests.fixtures.radpilot import activate_models, orthanc_node
 from tests.helpers import QUIET_PERIOD_S, dciodvfy_errors, wait_for
 from tests.integration.test_engine_end_to_end import (
     COMPREHENSIVE_3D_SR,
@@ -66,29 +67,6 @@ def default_rules_to(tmp_path: Path, destination: str) -> Path:
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(content, sort_keys=False))
     return path
-
-
-def activate_models(node) -> None:  # noqa: ANN001 - tests.fixtures.radpilot.RunningNode
-    """Activate chest_xray's model versions in the node's database, as an administrator would, with an audited
-    override: this test exercises the analysis and the PACS round trip, the acceptance gate has its own tests
-    (tests/unit/test_validation_gate.py).  A RadPilot without the gate needs nothing."""
-    try:
-        from radpilot.validation.gate import activate
-    except ImportError:
-        return
-    from radpilot.analyses.chest_xray import ChestXray
-    from radpilot.modelhub.registry import ModelRegistry
-
-    registry = ModelRegistry()
-    for model in ChestXray.required_models:
-        activate(
-            node.archive,
-            model,
-            registry.manifest(model).version,
-            user="integration-test",
-            override=True,
-            reason="chest_xray end-to-end test; the gate is tested in tests/unit/test_validation_gate.py",
-        )
 
 
 def pdf_labelled_dx(study: Dataset) -> Dataset:
@@ -192,7 +170,7 @@ def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(radpilot_fact
         workers=1,
         analysis_enabled=True,
     )
-    activate_models(node)
+    activate_models(node, ChestXray, "chest_xray end-to-end test")
     orthanc.add_modality("radpilot", node.ae_title, node.host, node.dicom_port)
     orthanc.store_to("radpilot", [orthanc.resource_id(pa.StudyInstanceUID), orthanc.resource_id(cr.StudyInstanceUID)])
     assert node.archive.instance_count() == 4
@@ -269,7 +247,6 @@ def test_radiographs_from_pacs_come_back_with_seg_sr_and_key_image(radpilot_fact
 
 
 def test_a_model_file_with_a_changed_byte_fails_the_job_with_the_registry_error(radpilot_factory, tmp_path: Path) -> None:
-    from radpilot.analyses.chest_xray import ChestXray
     from radpilot.engine.pipeline import PipelineRunner, plan_study
     from radpilot.engine.routing import load_rules
     from radpilot.engine.service import make_queue
@@ -285,7 +262,9 @@ def test_a_model_file_with_a_changed_byte_fails_the_job_with_the_registry_error(
     analyses = {"chest_xray": ChestXray(registry=ModelRegistry(models, providers=["CPUExecutionProvider"], intra_op_threads=1))}
 
     node = radpilot_factory(workers=0)
-    activate_models(node)  # the versions are the shipped ones; only the file under the test's registry is changed
+    activate_models(
+        node, ChestXray, "chest_xray end-to-end test"
+    )  # the versions are the shipped ones; only the file under the test's registry is changed
     ds = radiograph_dataset(jsrt_case(NORMAL_CASE).pixels)
     node.archive.store_file_bytes(to_part10_bytes(ds))
     queue = make_queue(node.settings)

@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset
 from radpilot.analyses.liver_ct import LiverCT
 from radpilot.web.ohif import ohif_config
 from tests.fixtures.auth import sign_in
-from tests.fixtures.radpilot import RunningNode, make_settings, orthanc_node, start_node
+from tests.fixtures.radpilot import RunningNode, activate_models, make_settings, orthanc_node, start_node
 from tests.helpers import QUIET_PERIOD_S, dciodvfy_errors, require_or_skip, wait_for
 from tests.integration.test_engine_end_to_end import COMPREHENSIVE_3D_SR, POLL_S, SECONDARY_CAPTURE, SEG, _concept_name, _content_items
 from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is a fixture
@@ -106,23 +106,6 @@ def _liver_rules(tmp: Path) -> Path:
     return path
 
 
-def _activate(node: RunningNode) -> None:
-    """Activate the model as an administrator would, with an audited override: the gate has its own tests."""
-    from radpilot.analyses import discover_analyses, model_registry  # noqa: PLC0415 - as the other end-to-end tests do
-    from radpilot.validation.gate import activate  # noqa: PLC0415
-
-    registry = model_registry(discover_analyses())
-    for model in LiverCT.required_models:
-        activate(
-            node.archive,
-            model,
-            registry.manifest(model).version,
-            user="integration-test",
-            override=True,
-            reason="liver_ct end-to-end test; the gate is tested in tests/unit/test_validation_gate.py",
-        )
-
-
 def _result_instances(orthanc, study_uid: str, source_series_uid: str, expected: int) -> dict[str, list[str]]:  # noqa: ANN001
     """The study's instances outside the CT series by SOP Class, once there are ``expected`` of them (else empty).
 
@@ -176,7 +159,7 @@ def liver_study(orthanc, shared_data_dir: Path, tmp_path_factory: pytest.TempPat
         )
     )
     try:
-        _activate(node)
+        activate_models(node, LiverCT, "liver_ct end-to-end test")
         orthanc.add_modality("radpilot", node.ae_title, node.host, node.dicom_port)
         started = time.monotonic()
         orthanc.store_to("radpilot", orthanc.resource_id(study_uid))
