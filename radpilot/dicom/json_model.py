@@ -200,7 +200,7 @@ def _element_vr(element: DataElement | RawDataElement, dataset: Dataset) -> str:
             vr = dictionary_VR(element.tag)
         except KeyError:
             return "UN"
-    if " or " in vr and isinstance(element, RawDataElement) and not _is_deferred(element):
+    if " or " in vr and isinstance(element, RawDataElement) and not is_deferred(element):
         # Converting resolves it from the dataset (US or SS by PixelRepresentation), as parsing at ingest does;
         # correct_ambiguous_vr_element leaves a raw element read with implicit VR unresolved.
         vr = dataset[element.tag].VR
@@ -214,7 +214,8 @@ def _element_vr(element: DataElement | RawDataElement, dataset: Dataset) -> str:
     return vr
 
 
-def _is_deferred(element: DataElement | RawDataElement) -> bool:
+def is_deferred(element: DataElement | RawDataElement) -> bool:
+    """True for an element read with its value left in the file (``dcmread(..., defer_size=...)``)."""
     return isinstance(element, RawDataElement) and element.value is None and element.length not in (0, None)
 
 
@@ -236,7 +237,7 @@ def _binary_json(
     little_endian: bool,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"vr": vr}
-    deferred = _is_deferred(element)
+    deferred = is_deferred(element)
     value = None if deferred else element.value
     length = element.length if deferred else len(value or b"")
     if not length:

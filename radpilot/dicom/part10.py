@@ -19,14 +19,13 @@ from dataclasses import dataclass
 
 import pydicom
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from radpilot.dicom.json_model import BINARY_VRS, DEFAULT_BULK_DATA_THRESHOLD
+from radpilot.dicom.json_model import BINARY_VRS, DEFAULT_BULK_DATA_THRESHOLD, is_deferred, read_metadata_header
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -106,8 +105,8 @@ def parse_part10(
     if transfer_syntax == DeflatedExplicitVRLittleEndian or DeflatedExplicitVRLittleEndian.encode() in data[META_START:meta_end]:
         check_inflated_size(memoryview(data)[meta_end:], max_inflated_bytes)
     try:
-        deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
-        dataset = pydicom.dcmread(io.BytesIO(data), defer_size=None if deflated else defer_size)
+        # Read exactly as WADO-RS reads a stored file for its metadata, so the archive can keep this dataset's.
+        dataset = read_metadata_header(data, transfer_syntax or "", defer_size)
         # pydicom decodes values when they are first read: decode all of them now, so that
         # a bad value is refused here and not met later by the index, the engine or a viewer.
         _decode_values(dataset)
@@ -137,7 +136,7 @@ def _decode_values(dataset: Dataset) -> None:
     """Decode every value of ``dataset`` and its sequence items, except deferred binary values (bytes need no decoding)."""
     for tag in list(dataset.keys()):
         raw = dataset.get_item(tag, keep_deferred=True)
-        if isinstance(raw, RawDataElement) and raw.value is None and raw.length and _is_binary(raw.VR, tag):
+        if is_deferred(raw) and _is_binary(raw.VR, tag):
             continue
         element = dataset[tag]
         if element.VR == "SQ":
