@@ -1,5 +1,6 @@
-"""Collect ``runs/cv/fold*/fold_metrics.json`` into ``results/cv_metrics.json``: per-patient Dice and volumes, the mean
-and a 95 % bootstrap CI over patients (10,000 resamples, seed 0), and which folds are missing."""
+"""Collect ``results/cv_folds/fold*.json`` (each fold's ``fold_metrics.json``, copied there by ``run_all.sh`` so that
+the figures outlive the git-ignored run folders) into ``results/cv_metrics.json``: per-patient Dice and volumes, the
+mean and a 95 % bootstrap CI over patients (10,000 resamples, seed 0), and which folds are missing."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def ci(values: list[float]) -> list[float]:
 def main() -> None:
     folds, cases = [], []
     for f in range(5):
-        path = HERE / "runs" / "cv" / f"fold{f}" / "fold_metrics.json"
+        path = HERE / "results" / "cv_folds" / f"fold{f}.json"
         if path.is_file():
             data = json.loads(path.read_text())
             folds.append({"fold": f, "mean": data["mean"], "n": len(data["cases"])})

@@ -69,13 +69,34 @@ def check_runtime(model: torch.nn.Module, content: bytes) -> float:
     return float(np.abs(out - ref).max())
 
 
+def read_metrics(cv: Path, ircad: Path) -> dict:
+    metrics: dict = {}
+    if cv.is_file():
+        metrics["cross_validation"] = json.loads(cv.read_text()).get("summary", {})
+    if ircad.is_file():
+        metrics["ircad_production_path"] = json.loads(ircad.read_text())
+    return metrics
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", type=Path, default=HERE / "runs/final/last.pt")
     ap.add_argument("--cv", type=Path, default=HERE / "results/cv_metrics.json")
     ap.add_argument("--ircad", type=Path, default=HERE / "results/ircad.json")
     ap.add_argument("--out", type=Path, default=REPO / "models" / NAME)
+    ap.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="refresh only the metrics of the committed manifest (the model and its sha256 stay): for CV folds run after the export",
+    )
     args = ap.parse_args()
+    if args.metrics_only:
+        manifest_path = args.out / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["metrics"] = read_metrics(args.cv, args.ircad)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        print(f"refreshed the metrics of {manifest_path}")
+        return
     model, config = load(args.checkpoint)
     content = onnx_bytes(model)
     diff = check_runtime(model, content)
@@ -86,11 +107,7 @@ def main() -> None:
     (args.out / file).write_bytes(content)
     import onnxruntime  # noqa: PLC0415 - export-time only
 
-    metrics: dict = {}
-    if args.cv.is_file():
-        metrics["cross_validation"] = json.loads(args.cv.read_text()).get("summary", {})
-    if args.ircad.is_file():
-        metrics["ircad_production_path"] = json.loads(args.ircad.read_text())
+    metrics = read_metrics(args.cv, args.ircad)
     manifest = {
         "name": NAME,
         "version": VERSION,
