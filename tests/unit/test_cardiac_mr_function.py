@@ -9,7 +9,7 @@ from radpilot.analyses import discover_analyses
 from radpilot.analyses.cardiac_mr_function import ANALYSIS, CardiacMrFunction
 from radpilot.analyses.cardiac_mr_function.function import body_surface_area_m2, cardiac_function, ed_es, volume_curves
 from radpilot.analyses.cardiac_mr_function.phantom import cine_datasets, make_phantom, phantom_datasets
-from radpilot.analyses.cardiac_mr_function.segment import HeartNotFound, candidate_centres, segment_cine
+from radpilot.analyses.cardiac_mr_function.segment import BATCH, HeartNotFound, candidate_centres, segment_cine
 from radpilot.contract import Findings, NotApplicableError
 from radpilot.dicom.cine import cine_from_datasets
 from radpilot.dicom.volume import Volume
@@ -135,6 +135,33 @@ def test_a_left_ventricle_60_mm_from_the_motion_peak_is_accepted_and_one_beyond_
     assert (segment_cine(phantom.images, (1.5, 1.5), lv_at(60.0)).labels == 3).any()
     with pytest.raises(HeartNotFound, match="hold no left ventricle"):
         segment_cine(phantom.images, (1.5, 1.5), lv_at(80.0))
+
+
+def test_a_two_channel_model_gets_each_slice_beside_the_same_slice_in_the_first_phase(phantom) -> None:  # noqa: ANN001
+    # The reference channel lets the model see how a slice moved: channel 1 must be the first phase (end-diastole) of
+    # the very slice in channel 0, for every phase segmented; a one-channel model gets one channel.
+    batches: list[np.ndarray] = []
+
+    def lv_in_the_middle(x: np.ndarray) -> np.ndarray:
+        batches.append(x.copy())
+        logits = np.zeros((x.shape[0], 4, *x.shape[2:]), dtype=np.float32)
+        logits[:, 0] = 1.0
+        rows, cols = np.indices(x.shape[2:])
+        logits[:, 3, ((rows - x.shape[2] / 2) ** 2 + (cols - x.shape[3] / 2) ** 2) <= 8**2] = 2.0
+        return logits
+
+    segment_cine(phantom.images, (1.5, 1.5), lv_in_the_middle, reference_channel=True)
+    final = np.concatenate(batches[-int(np.ceil(phantom.images.shape[0] * phantom.images.shape[1] / BATCH)) :])
+    n_phases, n_slices = phantom.images.shape[:2]
+    assert final.shape == (n_phases * n_slices, 2, *final.shape[2:])
+    first_phase = final[:n_slices, 0]
+    for p in range(n_phases):
+        assert np.array_equal(final[p * n_slices : (p + 1) * n_slices, 1], first_phase)
+    assert not np.array_equal(final[(n_phases // 2) * n_slices : (n_phases // 2 + 1) * n_slices, 0], first_phase)
+
+    batches.clear()
+    segment_cine(phantom.images, (1.5, 1.5), lv_in_the_middle)
+    assert {b.shape[1] for b in batches} == {1}
 
 
 def test_the_motion_map_finds_the_phantom_heart_in_a_wide_field_of_view(phantom) -> None:  # noqa: ANN001

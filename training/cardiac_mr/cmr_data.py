@@ -82,10 +82,11 @@ class Slices:
     images: list[np.ndarray]
     labels: list[np.ndarray]
     centres: np.ndarray  # (n, 2) row, column
+    references: list[np.ndarray]  # the same slice at end-diastole (the cine's first phase at runtime)
 
 
 def load_slices(patient_ids: list[str], root: Path | None = None) -> Slices:
-    images, labels, centres = [], [], []
+    images, labels, centres, references = [], [], [], []
     for pid in patient_ids:
         cases = [load_case(pid, phase, root) for phase in ("ED", "ES")]
         union = (cases[0][1] > 0) | (cases[1][1] > 0)
@@ -96,16 +97,23 @@ def load_slices(patient_ids: list[str], root: Path | None = None) -> Slices:
                 images.append(image[k])
                 labels.append(label[k])
                 centres.append(centre)
-    return Slices(images, labels, np.asarray(centres, dtype=np.float64))
+                references.append(cases[0][0][k])
+    return Slices(images, labels, np.asarray(centres, dtype=np.float64), references)
 
 
-def training_tiles(data: Slices, index: np.ndarray, size: int, jitter: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def training_tiles(
+    data: Slices, index: np.ndarray, size: int, jitter: float, rng: np.random.Generator, reference_channel: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Tiles of ``size`` around each chosen slice's heart centre moved by up to ``jitter`` pixels, normalised
-    as at runtime: (n, 1, size, size) float32 and (n, size, size) int64."""
-    x = np.zeros((len(index), 1, size, size), dtype=np.float32)
+    as at runtime: (n, C, size, size) float32 and (n, size, size) int64. C is 1, or 2 with ``reference_channel``:
+    the same window of the slice at end-diastole, each channel normalised on its own."""
+    x = np.zeros((len(index), 2 if reference_channel else 1, size, size), dtype=np.float32)
     y = np.zeros((len(index), size, size), dtype=np.int64)
     for n, i in enumerate(index):
-        centre = data.centres[i] + rng.uniform(-jitter, jitter, 2)
-        x[n, 0] = normalise_tile(cut_tile(data.images[i].astype(np.float32), (centre[0], centre[1]), size))
-        y[n] = cut_tile(data.labels[i], (centre[0], centre[1]), size)
+        moved = data.centres[i] + rng.uniform(-jitter, jitter, 2)
+        centre = (moved[0], moved[1])
+        x[n, 0] = normalise_tile(cut_tile(data.images[i].astype(np.float32), centre, size))
+        if reference_channel:
+            x[n, 1] = normalise_tile(cut_tile(data.references[i].astype(np.float32), centre, size))
+        y[n] = cut_tile(data.labels[i], centre, size)
     return x, y

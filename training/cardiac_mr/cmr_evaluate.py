@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         model, config = load(checkpoint)
         sess = session(onnx_bytes(model))
         name = sess.get_inputs()[0].name
+        reference_channel = sess.get_inputs()[0].shape[1] == 2
 
         def predict(x: np.ndarray, sess=sess, name=name) -> np.ndarray:  # noqa: ANN001 - bound per fold
             return sess.run(None, {name: x})[0]
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             frames = np.stack([ed_img, es_img]).astype(np.float32)
             started = time.perf_counter()
             try:
-                seg = segment_cine(frames, (MODEL_PIXEL_MM, MODEL_PIXEL_MM), predict)
+                seg = segment_cine(frames, (MODEL_PIXEL_MM, MODEL_PIXEL_MM), predict, reference_channel)
                 labels = seg.labels
                 found = True
             except HeartNotFound:

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     model, config = load(args.checkpoint)
     content = onnx_bytes(model)
     # onnxruntime must agree with torch on a realistic input (a normalised random tile).
-    x = np.random.default_rng(0).random((2, 1, TILE, TILE), dtype=np.float32)
+    in_channels = int(config.get("in_channels", 1))
+    x = np.random.default_rng(0).random((2, in_channels, TILE, TILE), dtype=np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     got = session(content).run(None, {"image": x})[0]
@@ -76,15 +77,22 @@ def main(argv: list[str] | None = None) -> int:
             "torch_version": str(torch.__version__),
             "parameters": config.get("parameters"),
         },
-        "task": "semantic segmentation of the RV cavity, LV myocardium and LV cavity on one short-axis cine MR slice (any phase)",
+        "task": "semantic segmentation of the RV cavity, LV myocardium and LV cavity on one short-axis cine MR slice (any phase)"
+        + (", given the same slice at end-diastole" if in_channels == 2 else ""),
         "input": {
             "name": "image",
-            "shape": ["N", 1, "H", "W"],
+            "shape": ["N", in_channels, "H", "W"],
             "dtype": "float32",
+            "channels": ["the slice in the phase segmented"]
+            + (
+                ["the same slice in the cine's first phase (ECG trigger at the R wave: end-diastole; ACDC's ED frame in training)"]
+                if in_channels == 2
+                else []
+            ),
             "preprocessing": (
                 "radpilot.analyses.cardiac_mr_function.preprocess + segment (numpy/scipy): the slice resampled in-plane to "
                 f"{MODEL_PIXEL_MM} mm (linear), a {TILE} x {TILE} tile cut around the heart centre found from the cine's motion "
-                "(outside the image 0), then per tile p1, p99 = percentile(tile, [1, 99]) and clip((tile - p1) / (p99 - p1), 0, 1)"
+                "(outside the image 0), then per tile and channel p1, p99 = percentile(tile, [1, 99]) and clip((tile - p1) / (p99 - p1), 0, 1)"
             ),
             "pixel_spacing": f"{MODEL_PIXEL_MM} mm nominal: ACDC's spacing is unknown in the training copy (its scanners wrote about 1.37-1.68 mm); training drew scales 0.8-1.25",
             "view": "short-axis cine MR (bSSFP), RV on the image left of the LV as in a standard short-axis display; rotations up to 30 degrees seen in training",

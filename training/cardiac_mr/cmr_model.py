@@ -16,10 +16,11 @@ __all__ = ["SaxUNet", "build_model", "count_parameters"]
 
 
 class SaxUNet(UNetLevels):
-    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 128), n_classes: int = 4) -> None:
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 128), n_classes: int = 4, in_channels: int = 1) -> None:
         super().__init__()
         self.channels = tuple(channels)
-        self._build_levels(1, self.channels)
+        self.in_channels = in_channels
+        self._build_levels(in_channels, self.channels)
         self.head = nn.Conv2d(self.channels[0], n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -28,4 +29,4 @@ class SaxUNet(UNetLevels):
 
 def build_model(config: dict | None = None) -> SaxUNet:
     config = config or {}
-    return SaxUNet(channels=tuple(config.get("channels", (8, 16, 32, 64, 128))))
+    return SaxUNet(channels=tuple(config.get("channels", (8, 16, 32, 64, 128))), in_channels=int(config.get("in_channels", 1)))

@@ -1,4 +1,5 @@
-"""Checkpoint -> ONNX for the short-axis model (input ``image`` (N, 1, H, W), output ``logits`` (N, 4, H, W), H and W dynamic)."""
+"""Checkpoint -> ONNX for the short-axis model (input ``image`` (N, C, H, W) with C 1, or 2 for a model that also sees
+the slice at end-diastole; output ``logits`` (N, 4, H, W); H and W dynamic)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def onnx_bytes(model: torch.nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.onnx.export(
         model.eval(),
-        (torch.zeros(1, 1, TILE, TILE),),
+        (torch.zeros(1, getattr(model, "in_channels", 1), TILE, TILE),),
         buffer,
         dynamo=False,
         opset_version=OPSET,

@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, help="start from this checkpoint's weights (a second leg of training)")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--ce-class-weights", type=str, default="1,1,1,1", help="cross-entropy weights of background, RV, myocardium, LV")
+    parser.add_argument(
+        "--reference-channel",
+        action="store_true",
+        help="a second input channel: the same slice at end-diastole (the cine's first phase at runtime), so that the model sees how the slice moved",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     set_determinism(args.seed, args.threads)
@@ -85,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "loss": "cross-entropy + (1 - mean soft Dice of labels 1..3, batch-wise)",
         "torch": str(torch.__version__),
         "threads": args.threads,
+        "in_channels": 2 if args.reference_channel else 1,
     }
     model = build_model(config).to(memory_format=torch.channels_last)
     if args.resume:
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             index = order[start : start + batch]
             if len(index) < 2:
                 continue
-            x, y = cmr_data.training_tiles(train, index, TRAIN_TILE, DEFAULTS["jitter_px"], rng)
+            x, y = cmr_data.training_tiles(train, index, TRAIN_TILE, DEFAULTS["jitter_px"], rng, args.reference_channel)
             xa, ya = augment_batch(torch.from_numpy(x), torch.from_numpy(y), generator, AUGMENT)
             yield xa.contiguous(memory_format=torch.channels_last), ya
 
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if val is None or (record["epoch"] % 5 and record["epoch"] != epochs):
             return {}
         model.eval()
-        x, y = cmr_data.training_tiles(val, np.arange(len(val.images)), TRAIN_TILE, 0.0, val_rng)
+        x, y = cmr_data.training_tiles(val, np.arange(len(val.images)), TRAIN_TILE, 0.0, val_rng, args.reference_channel)
         pred = np.concatenate([model(torch.from_numpy(x[s : s + 32])).argmax(1).numpy() for s in range(0, len(x), 32)])
         out = {}
         for v, name in ((1, "rv"), (2, "myo"), (3, "lv")):

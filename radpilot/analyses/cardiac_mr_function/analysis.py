@@ -179,21 +179,23 @@ class CardiacMrFunction(Analysis):
             )
 
     # ------------------------------------------------------------------ run
-    def predictor(self) -> Any:
+    def predictor(self) -> tuple[Any, bool]:
+        """The model as a function of a tile batch, and whether it takes the reference channel (input (N, 2, H, W))."""
         session = self.registry.session(SEGMENTATION_MODEL)
-        name = session.get_inputs()[0].name
+        model_input = session.get_inputs()[0]
 
         def predict(x: np.ndarray) -> np.ndarray:
-            return session.run(None, {name: x})[0]
+            return session.run(None, {model_input.name: x})[0]
 
-        return predict
+        return predict, model_input.shape[1] == 2
 
     def run(self, volume: Volume) -> Findings:
         self.check_input(volume)
         assert isinstance(volume, CineVolume)  # check_input refused anything else
         spacing_rc = (volume.spacing_zyx[1], volume.spacing_zyx[2])
         try:
-            seg = segment_cine(np.asarray(volume.frames), spacing_rc, self.predictor())
+            predict, reference_channel = self.predictor()
+            seg = segment_cine(np.asarray(volume.frames), spacing_rc, predict, reference_channel)
         except HeartNotFound as exc:
             raise NotApplicableError(str(exc)) from exc
         curves = volume_curves(seg.labels, volume.ml_per_voxel)

@@ -10,6 +10,14 @@ centres, tried in order; a candidate is accepted when the model, run on a tile a
 finds an LV cavity in at least ``MIN_LV_SLICES`` slices near the tile centre (the
 model-based check). The tile is then re-centred on the segmented heart. When no candidate
 passes, :class:`HeartNotFound` says so.
+
+Reference channel
+-----------------
+A model with two input channels also sees, beside each slice of each phase, the same slice in
+the cine's first phase: the ECG trigger at the R wave, so end-diastole. It then knows how the
+slice moved over the cycle: at end-systole the base descends towards the apex and the most basal
+slice shows the atria, which ACDC's experts leave unlabelled but a single-frame model labels as
+ventricle.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ CANDIDATE_SEPARATION_MM = 60.0
 MAX_CENTRE_OFFSET_MM = 65.0
 BATCH = 32
 
-#: ``predict(x)`` with x (N, 1, TILE, TILE) float32 returns logits (N, 4, TILE, TILE).
+#: ``predict(x)`` with x (N, C, TILE, TILE) float32 returns logits (N, 4, TILE, TILE); C is 1, or 2 for a model with
+#: the reference channel (the same slice in the first phase).
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
@@ -113,8 +122,11 @@ class _TileGeometry:
         return out
 
 
-def _predict_tiles(predict: Predictor, tiles: np.ndarray) -> np.ndarray:
+def _predict_tiles(predict: Predictor, tiles: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
+    """``tiles`` (N, TILE, TILE), and with a reference channel ``references`` (N, TILE, TILE): each tile's slice in the first phase."""
     x = np.stack([normalise_tile(t) for t in tiles])[:, None]
+    if references is not None:
+        x = np.concatenate([x, np.stack([normalise_tile(t) for t in references])[:, None]], axis=1)
     return np.concatenate([predict(np.ascontiguousarray(x[s : s + BATCH])) for s in range(0, len(x), BATCH)])
 
 
@@ -145,12 +157,14 @@ def _segment_at(
     centre: tuple[float, float],
     spacing_rc: tuple[float, float],
     phases: list[int],
+    reference_channel: bool,
     confidence: bool = True,
 ) -> tuple[np.ndarray, float]:
     geometry = _TileGeometry(centre, spacing_rc, frames.shape[2:])
     n_slices = frames.shape[1]
     tiles = geometry.cut(frames[phases].reshape(-1, *frames.shape[2:]))
-    logits = _predict_tiles(predict, tiles)
+    references = np.tile(geometry.cut(frames[0]), (len(phases), 1, 1)) if reference_channel else None
+    logits = _predict_tiles(predict, tiles, references)
     labels = geometry.paste(logits).reshape(len(phases), n_slices, *frames.shape[2:])
     return labels, _confidence(logits) if confidence else 0.0
 
@@ -171,19 +185,22 @@ def _lv_check(labels: np.ndarray, centre: tuple[float, float], spacing_rc: tuple
     return slices_with_lv >= MIN_LV_SLICES and offset <= MAX_CENTRE_OFFSET_MM, centroid
 
 
-def segment_cine(frames: np.ndarray, spacing_rc: tuple[float, float], predict: Predictor) -> CineSegmentation:
-    """Find the heart and label every phase and slice of ``frames`` (phases, slices, rows, cols)."""
+def segment_cine(
+    frames: np.ndarray, spacing_rc: tuple[float, float], predict: Predictor, reference_channel: bool = False
+) -> CineSegmentation:
+    """Find the heart and label every phase and slice of ``frames`` (phases, slices, rows, cols); with
+    ``reference_channel`` the model also gets each slice in the first phase."""
     candidates = candidate_centres(frames, spacing_rc)
     if not candidates:
         raise HeartNotFound("no heart was found: nothing in the field of view changes over the cardiac cycle (is this a cine?)")
     probe_phases = sorted({0, frames.shape[0] // 3})
     for tried, centre in enumerate(candidates, start=1):
-        probe, _ = _segment_at(frames, predict, centre, spacing_rc, probe_phases, confidence=False)
+        probe, _ = _segment_at(frames, predict, centre, spacing_rc, probe_phases, reference_channel, confidence=False)
         ok, centroid = _lv_check(probe, centre, spacing_rc)
         if not ok:
             logger.info("heart candidate rejected by the model", extra={"candidate": tried, "centre_rc": centre})
             continue
-        labels, confidence = _segment_at(frames, predict, centroid, spacing_rc, list(range(frames.shape[0])))
+        labels, confidence = _segment_at(frames, predict, centroid, spacing_rc, list(range(frames.shape[0])), reference_channel)
         labels = keep_heart(labels)
         return CineSegmentation(labels, centroid, confidence, tried)
     where = ", ".join(f"({r:.0f}, {c:.0f})" for r, c in candidates)
