@@ -229,12 +229,18 @@ class Archive:
 
     # -- storing -----------------------------------------------------------------
 
-    def store_file_bytes(self, data: bytes, *, source_ae_title: str = "", derived: bool = False) -> StoreResult:
+    def store_file_bytes(
+        self, data: bytes, *, source_ae_title: str = "", derived: bool = False, study_instance_uid: str | None = None
+    ) -> StoreResult:
         """Validate and store one DICOM Part 10 file held in memory.
 
         ``derived`` marks RadPilot's own result objects: they are indexed as derived
         and never make their study due for routing again (the engine would otherwise
         route a study each time its own results arrive in it).
+
+        ``study_instance_uid``, when given, is the only study the instance may belong to
+        (STOW-RS to /studies/{study}): an instance of another study is refused as a
+        conflict and nothing is written.
 
         Never raises for bad input: the result says what happened and why.
         """
@@ -243,6 +249,13 @@ class Archive:
         except MalformedDicomError as exc:
             logger.warning("refused malformed instance", extra={"reason": str(exc), "source_ae": source_ae_title})
             return StoreResult(StoreOutcome.MALFORMED, message=str(exc))
+        if study_instance_uid is not None and str(parsed.dataset.StudyInstanceUID) != study_instance_uid:
+            actual = str(parsed.dataset.StudyInstanceUID)
+            return self._result(
+                parsed,
+                StoreOutcome.CONFLICT,
+                f"instance belongs to study {actual}, not to study {study_instance_uid} named in the request URL; not stored",
+            )
         lock = self._lock_for(parsed.sop_instance_uid)
         with lock:
             try:

@@ -76,6 +76,19 @@ def test_conflicting_resend_keeps_first_copy_and_is_reported(archive: Archive) -
     assert archive.conflicts()[0].count == 2
 
 
+def test_an_instance_of_another_study_than_the_one_named_is_refused_and_nothing_is_written(archive: Archive) -> None:
+    ds = make_ct_dataset()
+    named = "1.2.826.0.1.3680043.8.498.1"
+    result = archive.store_file_bytes(to_part10_bytes(ds), study_instance_uid=named)
+    assert result.outcome is StoreOutcome.CONFLICT and result.status == dimse_status.CONFLICT
+    assert named in result.message and str(ds.StudyInstanceUID) in result.message
+    assert result.sop_instance_uid == str(ds.SOPInstanceUID)
+    assert archive.instance_count() == 0 and stored_files(archive) == {}
+    assert archive.conflicts() == [], "a wrong study is not a content conflict of a stored instance"
+    matching = archive.store_file_bytes(to_part10_bytes(ds), study_instance_uid=str(ds.StudyInstanceUID))
+    assert matching.outcome is StoreOutcome.STORED
+
+
 def _without(keyword: str) -> bytes:
     ds = make_ct_dataset()
     delattr(ds, keyword)

@@ -31,7 +31,7 @@ from radpilot.archive.query import Query, QueryLevel
 from radpilot.archive.store import Archive, StoreOutcome, StoreResult
 from radpilot.dicom import status as dimse_status
 from radpilot.dicom.json_model import attribute_json
-from radpilot.dicom.part10 import MalformedDicomError, declared_transfer_syntax, normalize_part10, parse_part10
+from radpilot.dicom.part10 import declared_transfer_syntax, normalize_part10
 from radpilot.pacs.dicomweb.media import APPLICATION_DICOM
 from radpilot.pacs.multipart import MultipartError, Part, boundary_of, parse_media_type, parse_multipart
 
@@ -220,32 +220,8 @@ def store_part(archive: Archive, part: Part, buffer: bytes | mmap.mmap, study: s
     if data is None:
         return StowOutcome(part.index, False, dimse_status.CANNOT_UNDERSTAND, message=problem)
     data = normalize_part10(data)
-    if study is not None:
-        refusal = _study_mismatch(part.index, data, study, archive.max_inflated_bytes)
-        if refusal is not None:
-            return refusal
-    result = archive.store_file_bytes(data, source_ae_title=STOW_SOURCE)
+    result = archive.store_file_bytes(data, source_ae_title=STOW_SOURCE, study_instance_uid=study)
     return _outcome(part.index, result, data)
-
-
-def _study_mismatch(index: int, data: bytes, study: str, max_inflated_bytes: int) -> StowOutcome | None:
-    try:
-        parsed = parse_part10(data, max_inflated_bytes=max_inflated_bytes)
-    except MalformedDicomError as exc:
-        sop_class, sop_instance = _best_effort_uids(data)
-        return StowOutcome(index, False, dimse_status.CANNOT_UNDERSTAND, sop_class, sop_instance, message=str(exc))
-    uid = str(parsed.dataset.StudyInstanceUID)
-    if uid == study:
-        return None
-    return StowOutcome(
-        index,
-        False,
-        dimse_status.CONFLICT,
-        str(parsed.dataset.SOPClassUID),
-        parsed.sop_instance_uid,
-        uid,
-        message=f"instance belongs to study {uid}, not to study {study} named in the request URL; not stored",
-    )
 
 
 def _outcome(index: int, result: StoreResult, data: bytes) -> StowOutcome:
