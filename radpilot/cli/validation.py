@@ -189,7 +189,7 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
 def datasets_add(
     path: Annotated[Path, typer.Argument(help="Your dataset folder")],
     name: Annotated[str, typer.Option("--name", help="Dataset name (lower case, digits, . _ -)")],
-    layout: Annotated[str, typer.Option("--layout", help="png-slices, png-radiographs, dicom-series or volume-files")],
+    layout: Annotated[str, typer.Option("--layout", help="png-slices, png-radiographs, dicom-series, volume-files or cine-volume-files")],
     analysis: Annotated[str | None, typer.Option("--analysis", help="The analysis it checks")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="A model it checks (repeatable)")] = None,
     version: Annotated[str, typer.Option("--version", help="Your version label of the dataset")] = "1",

@@ -12,6 +12,12 @@ evaluation path, and every result records it (``code_path``):
 * **volume files** (``volume-files``): as above, but the Volume is built from the
   NIfTI/MetaImage file (:func:`radpilot.validation.datasets.volume_from_label_image`)
   instead of the DICOM reader.
+* **cine volume files** (``cine-volume-files``): one volume file per phase, read as one
+  :class:`~radpilot.dicom.cine.CineVolume` (what the DICOM reader gives an analysis that
+  declares a temporal input) -> ``check_input`` -> ``run``. The reference is per phase: each
+  segmentation the analysis returns names the images it lies on (``source_uids``), which
+  says its phase, and is compared with that phase's labels; metrics carry the phase's name
+  (``dice_<structure>_<phase>``) and ``dice_<structure>`` is the mean over the phases.
 * **2-D slices** (``png-slices``): a slice is not a valid input of a 3-D analysis; the
   analysis' own 2-D entry point (:meth:`~radpilot.contract.Analysis.run_slice`) is used,
   and the analysis says how it relates to its production path.
@@ -309,7 +315,13 @@ class VolumeEvaluator(Evaluator):
         self.primary_metric = f"dice_{(unions or self.structures)[0].name}"
         self.outputs = compared_outputs(analysis, manifest)
         cls = type(analysis).__name__
-        if manifest.layout == "dicom-series":
+        if manifest.layout == "cine-volume-files":
+            self.code_path = (
+                f"CineVolume built from one volume file per phase (the manifest's nominal geometry where the files hold none; "
+                f"not the DICOM reader) -> {cls}.check_input -> {cls}.run ({analysis.name} {analysis.version}); each returned "
+                "segmentation compared with the reference of the phase whose images it names"
+            )
+        elif manifest.layout == "dicom-series":
             self.code_path = (
                 f"production path: pydicom.dcmread -> radpilot.dicom.volume.volume_from_datasets -> {cls}.check_input -> "
                 f"{cls}.run ({analysis.name} {analysis.version}), as radpilot.engine.pipeline.PipelineRunner runs it; "
@@ -334,12 +346,11 @@ class VolumeEvaluator(Evaluator):
         if kernel and "kernel" not in result.attributes:
             result.attributes["kernel"] = kernel
         result.notes.extend(findings.notes)
+        if data.reference_phases:
+            self._evaluate_phases(analysis, volume, findings, data, result)
+            return
         assert data.reference_labels is not None
-        reference_labels = labels_on_volume_grid(data.reference_labels, volume)
-        reference = {name: reference_labels == value for name, value in data.structure_labels.items()}
-        for structure in self.structures:
-            if structure.parts:
-                reference[structure.name] = np.logical_or.reduce([reference[p] for p in structure.parts])
+        reference = self._references(labels_on_volume_grid(data.reference_labels, volume), data.structure_labels)
         if findings.segmentation is None:
             raise RuntimeError("the analysis returned no segmentation")
         predicted = segments_by_structure(findings.segmentation, self.structures)
@@ -373,6 +384,73 @@ class VolumeEvaluator(Evaluator):
             {s: predicted[s][k] for s in shown},
             {s: reference[s][k] for s in shown},
             caption=f"slice {k} of {volume.num_slices} (most disagreement)",
+        )
+
+    def _references(self, labels: np.ndarray, structure_labels: dict[str, int]) -> dict[str, np.ndarray]:
+        reference = {name: labels == value for name, value in structure_labels.items()}
+        for structure in self.structures:
+            if structure.parts:
+                reference[structure.name] = np.logical_or.reduce([reference[p] for p in structure.parts])
+        return reference
+
+    def _evaluate_phases(self, analysis: Analysis, volume: Any, findings: Findings, data: CaseData, result: CaseResult) -> None:
+        """A cine with a reference per phase: each phase against the segmentation the analysis returned on that phase's images."""
+        frame_uids = [tuple(u) for u in getattr(volume, "frame_sop_instance_uids", ())]
+        by_phase: dict[int, Segmentation] = {}
+        for segmentation in (s for s in (findings.segmentation, *findings.extra_segmentations) if s is not None):
+            # A segmentation without source_uids lies on the volume's own slices, which are the cine's first phase.
+            uids = tuple(segmentation.source_uids) if segmentation.source_uids is not None else tuple(volume.sop_instance_uids)
+            phase = next((p for p, phase_uids in enumerate(frame_uids) if phase_uids == uids), None)
+            if phase is not None:
+                by_phase.setdefault(phase, segmentation)
+        spacing = volume.spacing_zyx
+        per_structure: dict[str, list[float]] = {s.name: [] for s in self.structures}
+        worst: tuple[int, int, int, dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+        shown = [s.name for s in self.structures if not s.parts]
+        for ref in data.reference_phases:
+            segmentation = by_phase.get(ref.phase)
+            if segmentation is None:
+                raise RuntimeError(
+                    f"the analysis returned no segmentation of phase {ref.phase + 1} ({ref.name}), which the reference labels; "
+                    f"it segmented phase(s) {sorted(p + 1 for p in by_phase) or 'none'}"
+                )
+            predicted = segments_by_structure(segmentation, self.structures)
+            reference = self._references(ref.labels, data.structure_labels)
+            for structure in self.structures:
+                metrics = segmentation_metrics(
+                    f"{structure.name}_{ref.name}",
+                    predicted[structure.name],
+                    reference[structure.name],
+                    spacing,
+                    surface=structure.surface,
+                )
+                result.metrics.update(metrics)
+                per_structure[structure.name].append(metrics[f"dice_{structure.name}_{ref.name}"])
+            union_pred = np.logical_or.reduce([predicted[s] for s in shown])
+            union_ref = np.logical_or.reduce([reference[s] for s in shown])
+            disagreement = (union_pred ^ union_ref).sum(axis=(1, 2))
+            k = int(np.argmax(disagreement)) if disagreement.any() else int(np.argmax(union_ref.sum(axis=(1, 2))))
+            if worst is None or int(disagreement[k]) > worst[0]:
+                worst = (int(disagreement[k]), ref.phase, k, predicted, reference)
+        # The phases together (e.g. ED and ES): what a target "mean Dice over both phases" reads.
+        for name, values in per_structure.items():
+            result.metrics[f"dice_{name}"] = float(np.mean(values))
+        produced = OutputCatalog({analysis.name: analysis}).findings_outputs(findings)
+        self._compare_outputs(dict(produced), data, result)
+        for name, value in produced.items():
+            result.values.setdefault(name, {"predicted": value, "reference": None})
+        result.attributes.setdefault("shape_zyx", " x ".join(str(n) for n in volume.shape))
+        result.attributes.setdefault("spacing_zyx_mm", " x ".join(f"{v:.3f}" for v in volume.spacing_zyx))
+        result.attributes.setdefault("phases", str(len(frame_uids)))
+        assert worst is not None
+        _, phase, k, predicted, reference = worst
+        name = next(r.name for r in data.reference_phases if r.phase == phase)
+        result.overlay = Overlay(
+            data.ref.case_id,
+            np.asarray(volume.frames[phase][k], dtype=np.float32),
+            {s: predicted[s][k] for s in shown},
+            {s: reference[s][k] for s in shown},
+            caption=f"phase {name}, slice {k} of {volume.num_slices} (most disagreement)",
         )
 
 
@@ -514,7 +592,7 @@ def choose_evaluator(subject: Subject, manifest: DatasetManifest) -> Evaluator:
     layout = manifest.layout
     if layout == "png-slices":
         return SliceEvaluator(subject, manifest)
-    if layout in ("dicom-series", "volume-files"):
+    if layout in ("dicom-series", "volume-files", "cine-volume-files"):
         return VolumeEvaluator(subject, manifest)
     if layout == "png-radiographs":
         if subject.kind == "model":

@@ -27,12 +27,13 @@ from collections.abc import Callable
 from radpilot.validation.datasets.adapters import (
     ADAPTERS,
     Adapter,
+    CineVolumeFilesAdapter,
     DicomSeriesAdapter,
     PngRadiographsAdapter,
     PngSlicesAdapter,
     VolumeFilesAdapter,
 )
-from radpilot.validation.datasets.cases import CaseData, CaseRef, ReferencePoint
+from radpilot.validation.datasets.cases import CaseData, CaseRef, PhaseReference, ReferencePoint
 from radpilot.validation.datasets.errors import DatasetError
 from radpilot.validation.datasets.grid import labels_on_volume_grid, volume_from_label_image
 from radpilot.validation.datasets.hashing import HASH_PREFIX, ContentHash, compute_content_hash, dataset_files
@@ -69,6 +70,8 @@ __all__ = [
     "Adapter",
     "CaseData",
     "CaseRef",
+    "CineVolumeFilesAdapter",
+    "PhaseReference",
     "ReferencePoint",
     "ContentHash",
     "DatasetError",

@@ -19,13 +19,21 @@ Layouts (``layout`` in the manifest; ``options`` tune column and file names):
     HU for CT, or stored values turned into HU by ``rescale_slope`` / ``rescale_intercept``
     as a DICOM modality LUT would). The volume is built directly from the file, not by
     the DICOM reader.
+``cine-volume-files``
+    A cine of a few phases stored as one volume file per phase, each with its reference
+    label volume (e.g. end-diastole and end-systole): every case becomes ONE
+    :class:`~radpilot.dicom.cine.CineVolume` of those phases, in the order the manifest
+    lists them, with the labels of each phase as its reference. Sets whose files hold no
+    geometry are placed on a nominal grid the manifest states. The ``cmr-acdc`` layout.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +41,12 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import MRImageStorage, generate_uid
 
-from radpilot.validation.datasets.cases import CaseData, CaseRef, ReferencePoint
+from radpilot.dicom.cine import CineVolume
+from radpilot.validation.datasets.cases import CaseData, CaseRef, PhaseReference, ReferencePoint
 from radpilot.validation.datasets.errors import DatasetError
-from radpilot.validation.datasets.grid import volume_from_label_image
+from radpilot.validation.datasets.grid import labels_on_volume_grid, volume_from_label_image
 from radpilot.validation.datasets.readers import read_label_image
 
 
@@ -86,11 +96,24 @@ def _exclusion(row: dict[str, str], options: dict[str, Any]) -> str | None:
 
 
 def _reference_values(row: dict[str, str], options: dict[str, Any]) -> dict[str, float]:
+    """``options.reference_values``: {output: column}, or {output: {column, scale}} where the set stores the value in
+    other units than the output (e.g. an ejection fraction as a fraction for an output in percent: scale 100)."""
     out: dict[str, float] = {}
-    for output, column in (options.get("reference_values") or {}).items():
-        value = _float_or_none(row.get(column))
+    for output, source in (options.get("reference_values") or {}).items():
+        column, scale = source, 1.0
+        if isinstance(source, dict):
+            if not source.get("column"):
+                raise DatasetError(f"options.reference_values.{output} must name its column, got {source!r}")
+            column = source["column"]
+            try:
+                scale = float(source.get("scale", 1.0))
+            except (TypeError, ValueError) as exc:
+                raise DatasetError(f"options.reference_values.{output}.scale must be a number, got {source.get('scale')!r}") from exc
+            if not np.isfinite(scale) or scale == 0:
+                raise DatasetError(f"options.reference_values.{output}.scale must be a finite non-zero number, got {scale}")
+        value = _float_or_none(row.get(str(column)))
         if value is not None:
-            out[str(output)] = value
+            out[str(output)] = value * scale
     return out
 
 
@@ -383,6 +406,182 @@ class VolumeFilesAdapter(_VolumeCasesMixin, Adapter):
         )
 
 
+@dataclass(frozen=True)
+class _PhaseSpec:
+    name: str
+    image: str
+    labels: str
+    trigger_time_ms: float | None
+
+
+_PHASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+
+
+def _phase_specs(options: dict[str, Any]) -> list[_PhaseSpec]:
+    phases = options.get("phases")
+    if not isinstance(phases, list) or not phases:
+        raise DatasetError(
+            "options.phases must list the cine's phases in order, each {name, image, labels} with {case} in the file patterns, "
+            "e.g. [{name: ed, image: 'images/{case}_ED.nii.gz', labels: 'labels/{case}_ED.nii.gz'}, ...]"
+        )
+    out: list[_PhaseSpec] = []
+    for i, item in enumerate(phases):
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item.get(k) for k in ("name", "image", "labels")):
+            raise DatasetError(f"options.phases[{i}] must be a mapping with name, image and labels, got {item!r}")
+        name = str(item["name"])
+        if not _PHASE_NAME.match(name):
+            raise DatasetError(f"options.phases[{i}].name {name!r} must be lower-case letters, digits or '_' (it names metrics)")
+        trigger = item.get("trigger_time_ms")
+        if trigger is not None and (isinstance(trigger, bool) or not isinstance(trigger, (int, float)) or not np.isfinite(trigger)):
+            raise DatasetError(f"options.phases[{i}].trigger_time_ms must be a number, got {trigger!r}")
+        out.append(_PhaseSpec(name, str(item["image"]), str(item["labels"]), None if trigger is None else float(trigger)))
+    names = [p.name for p in out]
+    if len(set(names)) != len(names):
+        raise DatasetError(f"options.phases names {names} are not unique")
+    return out
+
+
+def _nominal_geometry(options: dict[str, Any]) -> tuple[tuple[float, float, float], np.ndarray] | None:
+    """``options.nominal_geometry`` as (spacing z, y, x; direction rows), or None to keep the files' own geometry."""
+    geometry = options.get("nominal_geometry")
+    if geometry is None:
+        return None
+    where = "options.nominal_geometry"
+    if not isinstance(geometry, dict):
+        raise DatasetError(f"{where} must be a mapping with pixel_spacing_mm, slice_spacing_mm and image_orientation_patient")
+    try:
+        pixel, gap = float(geometry["pixel_spacing_mm"]), float(geometry["slice_spacing_mm"])
+        orientation = np.asarray(geometry["image_orientation_patient"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"{where} needs numbers pixel_spacing_mm, slice_spacing_mm and image_orientation_patient (6): {exc}") from exc
+    if not (np.isfinite(pixel) and np.isfinite(gap)) or pixel <= 0 or gap <= 0:
+        raise DatasetError(f"{where}: spacings must be positive, got {pixel} and {gap}")
+    if orientation.shape != (6,) or not np.isfinite(orientation).all():
+        raise DatasetError(f"{where}.image_orientation_patient must be 6 numbers (row and column direction), got {orientation.tolist()}")
+    row, col = orientation[:3], orientation[3:]
+    if min(np.linalg.norm(row), np.linalg.norm(col)) < 1e-6 or abs(float(row @ col)) > 1e-3 * np.linalg.norm(row) * np.linalg.norm(col):
+        raise DatasetError(f"{where}.image_orientation_patient: the row and column directions must be non-zero and perpendicular")
+    row = row / np.linalg.norm(row)
+    col = col - (row @ col) * row
+    col = col / np.linalg.norm(col)
+    return (gap, pixel, pixel), np.stack([row, col, np.cross(row, col)])
+
+
+def _grouped_rows(rows: list[dict[str, str]], id_col: str, options: dict[str, Any], path: Path) -> list[dict[str, str]]:
+    """One row per case id, the first; rows of one case (e.g. one per phase) must agree on its reference values."""
+    first: dict[str, dict[str, str]] = {}
+    for row in rows:
+        case_id = row[id_col]
+        if case_id not in first:
+            first[case_id] = row
+            continue
+        kept, again = _reference_values(first[case_id], options), _reference_values(row, options)
+        if kept != again:
+            raise DatasetError(f"{path}: the rows of case {case_id} disagree on its reference values ({kept} against {again})")
+    return list(first.values())
+
+
+class CineVolumeFilesAdapter(Adapter):
+    """``cine-volume-files``: one image and one label volume file per phase; a case is ONE CineVolume of its phases.
+
+    Options: ``cases_file`` (CSV, required; several rows may share a case id, e.g. one per
+    phase, and must then agree on its reference values), ``case_id_column``, ``split``,
+    ``attributes``, ``exclude_from_statistics``, ``reference_values`` (see
+    :func:`_reference_values`), ``phases`` (in cine order: ``{name, image, labels[,
+    trigger_time_ms]}``, file patterns with ``{case}``; ``name`` names the per-phase
+    metrics), ``mask_labels`` ({label value: structure name}), ``modality`` (default MR)
+    and ``nominal_geometry`` (``{pixel_spacing_mm, slice_spacing_mm,
+    image_orientation_patient}``): for sets whose files hold no geometry, the cine is
+    placed on that grid instead of the files' own (the voxel arrays are not resampled).
+
+    Labels must lie on their image's voxel grid and every phase on the first phase's;
+    label values other than 0 and those of ``mask_labels`` are refused.
+    """
+
+    layout = "cine-volume-files"
+
+    def cases(self, root: Path, options: dict[str, Any]) -> list[CaseRef]:
+        phases = _phase_specs(options)
+        cases_file = options.get("cases_file")
+        if not cases_file:
+            raise DatasetError("cine-volume-files needs options.cases_file (a CSV naming the cases)")
+        path = root / str(cases_file)
+        id_col = str(options.get("case_id_column", "case_id"))
+        rows = _filters(_read_csv(path), options)
+        _require_columns(rows, [id_col], path)
+        out = []
+        for row in _grouped_rows(rows, id_col, options, path):
+            case_id = row[id_col]
+            files: dict[str, str] = {}
+            for phase in phases:
+                for role, pattern in (("image", phase.image), ("labels", phase.labels)):
+                    rel = pattern.format(case=case_id)
+                    if not (root / rel).is_file():
+                        raise DatasetError(f"case {case_id}: the {phase.name} {role} file {rel} does not exist under {root}")
+                    files[f"{role}:{phase.name}"] = rel
+            out.append(CaseRef(case_id, files, _reference_values(row, options), _attributes(row, options), _exclusion(row, options)))
+        if not out:
+            raise DatasetError(f"{path}: no cases")
+        return out
+
+    def load(self, root: Path, case: CaseRef, options: dict[str, Any]) -> CaseData:
+        phases = _phase_specs(options)
+        structure_labels = _VolumeCasesMixin._structure_labels(options)
+        allowed = {0, *structure_labels.values()}
+        modality = str(options.get("modality", "MR"))
+        first: Any = None
+        frames: list[np.ndarray] = []
+        references: list[PhaseReference] = []
+        for index, phase in enumerate(phases):
+            image_rel, labels_rel = case.files[f"image:{phase.name}"], case.files[f"labels:{phase.name}"]
+            image = read_label_image(root / image_rel)
+            volume = volume_from_label_image(image, modality=modality)
+            if first is None:
+                first = volume
+            elif volume.shape != first.shape or not np.allclose(volume.affine_lps, first.affine_lps, atol=1e-3):
+                raise DatasetError(
+                    f"case {case.case_id}: phase {phase.name} ({image_rel}, shape {volume.shape}) is not on the grid of phase "
+                    f"{phases[0].name} (shape {first.shape}); every phase of a cine must share one grid"
+                )
+            labels = labels_on_volume_grid(read_label_image(root / labels_rel), volume)
+            if labels.dtype.kind == "f" and not np.array_equal(labels, np.rint(labels)):
+                raise DatasetError(f"case {case.case_id}: {labels_rel} holds non-integer label values")
+            present = {int(v) for v in np.unique(labels)}
+            if not present <= allowed:
+                raise DatasetError(
+                    f"case {case.case_id}: {labels_rel} holds label value(s) {sorted(present - allowed)} that options.mask_labels "
+                    f"does not name (it names {sorted(allowed - {0})})"
+                )
+            frames.append(np.asarray(volume.voxels, dtype=np.float32))
+            references.append(PhaseReference(phase.name, index, labels.astype(np.uint8)))
+        assert first is not None
+        geometry = _nominal_geometry(options)
+        spacing, direction, origin = (
+            (geometry[0], geometry[1], (0.0, 0.0, 0.0)) if geometry else (first.spacing_zyx, first.direction, first.origin)
+        )
+        # Deterministic UIDs: the analysis names the images each segmentation lies on by them, which is how the
+        # evaluator knows which phase a segmentation shows.
+        uid = [f"radpilot-validation-cine:{case.case_id}"]
+        frame_uids = tuple(tuple(generate_uid(entropy_srcs=[*uid, phase.name, str(z)]) for z in range(first.shape[0])) for phase in phases)
+        cine = CineVolume(
+            voxels=frames[0],
+            spacing_zyx=spacing,
+            origin=origin,
+            direction=direction,
+            study_uid=generate_uid(entropy_srcs=[*uid, "study"]),
+            series_uid=generate_uid(entropy_srcs=[*uid, "series"]),
+            frame_of_reference_uid=generate_uid(entropy_srcs=[*uid, "frame-of-reference"]),
+            sop_instance_uids=frame_uids[0],
+            sop_class_uid=MRImageStorage if modality.upper() == "MR" else "",
+            modality=modality,
+            metadata={},
+            frames=np.stack(frames),
+            frame_sop_instance_uids=frame_uids,
+            trigger_times_ms=tuple(p.trigger_time_ms for p in phases),
+        )
+        return CaseData(ref=case, kind="volume", volume=cine, structure_labels=structure_labels, reference_phases=tuple(references))
+
+
 ADAPTERS: dict[str, Adapter] = {
-    a.layout: a for a in (PngSlicesAdapter(), PngRadiographsAdapter(), DicomSeriesAdapter(), VolumeFilesAdapter())
+    a.layout: a for a in (PngSlicesAdapter(), PngRadiographsAdapter(), DicomSeriesAdapter(), VolumeFilesAdapter(), CineVolumeFilesAdapter())
 }

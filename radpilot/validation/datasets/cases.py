@@ -31,13 +31,24 @@ class ReferencePoint:
     diameter_mm: float
 
 
+@dataclass(frozen=True)
+class PhaseReference:
+    """The reference labels of one phase of a cine: its name (it names the metrics), its index in the cine, (z, y, x) labels."""
+
+    name: str
+    phase: int
+    labels: np.ndarray
+
+
 @dataclass
 class CaseData:
     """A case's image and reference, read from disk.
 
     ``kind`` says which of the image fields is set: ``image2d`` (a 2-D array of
     stored values, offsets removed), ``dicom`` (the series' pydicom datasets, for
-    the production reader) or ``volume`` (a Volume built from a NIfTI/MetaImage).
+    the production reader) or ``volume`` (a Volume built from a NIfTI/MetaImage; a
+    CineVolume for a cine, whose references are then per phase in ``reference_phases``,
+    already on the volume's grid).
     """
 
     ref: CaseRef
@@ -49,3 +60,4 @@ class CaseData:
     reference_masks: dict[str, np.ndarray] = field(default_factory=dict)
     reference_labels: LabelImage | None = None
     structure_labels: dict[str, int] = field(default_factory=dict)
+    reference_phases: tuple[PhaseReference, ...] = ()

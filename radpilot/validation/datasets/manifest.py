@@ -17,7 +17,7 @@ import yaml
 from radpilot.validation.datasets.errors import DatasetError
 from radpilot.validation.datasets.hashing import compute_content_hash
 
-LAYOUTS = ("png-slices", "png-radiographs", "dicom-series", "volume-files")
+LAYOUTS = ("png-slices", "png-radiographs", "dicom-series", "volume-files", "cine-volume-files")
 REFERENCE_KINDS = ("manual", "automatic", "phantom", "other")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
