@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from radpilot.analyses import discover_analyses, model_registry
 from radpilot.archive import Archive, StoreOutcome
 from radpilot.config import Settings
-from radpilot.contract import Analysis, Findings, NotApplicableError
+from radpilot.contract import Analysis, Findings, NotApplicableError, Segmentation
 from radpilot.dicom.cine import cine_from_datasets
 from radpilot.dicom.encoders import encode_figure, encode_key_image, encode_measurement_report, encode_segmentation
 from radpilot.dicom.volume import Volume, volume_from_datasets
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 RESULT_SOURCE_AE = "RADPILOT-AI"  # source AE title recorded on the archive's own result objects
 SEG_SERIES_NUMBER, SR_SERIES_NUMBER, KEY_IMAGE_SERIES_NUMBER = 9901, 9902, 9903
+EXTRA_SEG_SERIES_STEP = 10  # further SEG series are 9911, 9921, ...: clear of 9902-9905 (SR, key image, verified SR, report)
 
 
 @dataclass
@@ -136,18 +137,26 @@ def encode_results(analysis: Analysis, findings: Findings, volume: Volume, datas
     identity = dict(algorithm_name=findings.analysis, algorithm_version=findings.version, uid_seed=uid_seed)
     objects: list[Dataset] = []
     seg = None
+    extras = [s for s in findings.extra_segmentations if s.labels.any()]
     if findings.segmentation is not None and findings.segmentation.labels.any():
-        seg = encode_segmentation(findings, datasets, series_number=SEG_SERIES_NUMBER, **identity)
+        seg = encode_segmentation(
+            findings,
+            datasets,
+            series_number=SEG_SERIES_NUMBER,
+            series_description=_seg_series_description(findings, findings.segmentation) if extras else None,
+            **identity,
+        )
         objects.append(seg)
-    # Further segmentations (e.g. the end-systolic phase of a cine) join the same SEG series, one instance each.
-    for number, extra in enumerate((s for s in findings.extra_segmentations if s.labels.any()), start=2):
+    # Each further segmentation (e.g. the end-systolic phase of a cine) is a SEG series of its own: viewers
+    # (OHIF 3) take the instances of one SEG series as versions of one segmentation and open only the latest.
+    for number, extra in enumerate(extras, start=1):
         objects.append(
             encode_segmentation(
                 dataclasses.replace(findings, segmentation=extra),
                 datasets,
-                series_number=SEG_SERIES_NUMBER,
-                instance_number=number,
-                **identity,
+                series_number=SEG_SERIES_NUMBER + EXTRA_SEG_SERIES_STEP * number,
+                series_description=_seg_series_description(findings, extra),
+                **(identity | {"uid_seed": f"{uid_seed}/segmentation-{number}"}),
             )
         )
     if findings.measurements or findings.qualitative or findings.points:
@@ -173,6 +182,10 @@ def encode_results(analysis: Analysis, findings: Findings, volume: Volume, datas
             encode_figure(figure, findings, datasets, series_number=KEY_IMAGE_SERIES_NUMBER, instance_number=key_images, **identity)
         )
     return objects
+
+
+def _seg_series_description(findings: Findings, segmentation: Segmentation) -> str:
+    return f"{findings.analysis} segmentation {segmentation.label}".strip()[:64]
 
 
 def _to_bytes(ds: Dataset) -> bytes:

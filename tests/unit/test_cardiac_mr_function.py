@@ -210,11 +210,20 @@ def test_the_phantom_volumes_and_ef_match_the_exact_truth(phantom, phantom_run) 
     assert values[("Ejection fraction", "Right ventricle")] == pytest.approx(t.rv_ef_percent, abs=8.0)
 
 
-def test_results_encode_as_two_seg_an_sr_and_two_pictures(phantom_run) -> None:  # noqa: ANN001
+def test_results_encode_as_two_seg_series_an_sr_and_two_pictures(phantom_run) -> None:  # noqa: ANN001
     datasets, cine, findings = phantom_run
     objects = encode_results(ANALYSIS, findings, cine, datasets, uid_seed="test")
     kinds = [str(o.SOPClassUID) for o in objects]
     assert kinds.count("1.2.840.10008.5.1.4.1.1.66.4") == 2
     assert kinds.count("1.2.840.10008.5.1.4.1.1.88.34") == 1
     assert kinds.count("1.2.840.10008.5.1.4.1.1.7") == 2
-    assert len({str(o.SeriesInstanceUID) for o in objects if str(o.SOPClassUID).endswith("66.4")}) == 1
+    segs = [o for o in objects if str(o.SOPClassUID).endswith("66.4")]
+    # One SEG series per phase: OHIF takes the instances of one SEG series as versions of one segmentation.
+    assert len({str(o.SeriesInstanceUID) for o in segs}) == 2
+    assert [int(o.SeriesNumber) for o in segs] == [9901, 9911]
+    ed, es = (str(o.SeriesDescription) for o in segs)
+    assert "end-diastole" in ed and "end-systole" in es
+    assert len({str(o.SOPInstanceUID) for o in objects}) == len(objects)
+    # The same run encodes the same UIDs (an idempotent re-run of the job stores nothing new).
+    again = encode_results(ANALYSIS, findings, cine, datasets, uid_seed="test")
+    assert [str(o.SOPInstanceUID) for o in again] == [str(o.SOPInstanceUID) for o in objects]
