@@ -74,6 +74,46 @@ def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple
     return x, y
 
 
+def _soft(mask: torch.Tensor, width: int = 5) -> torch.Tensor:
+    """(H, W) bool -> (H, W) float in 0..1 with a ramp of ``width`` pixels at the edge (box blur)."""
+    return F.avg_pool2d(mask[None, None].float(), width, stride=1, padding=width // 2, count_include_pad=False)[0, 0]
+
+
+def organ_augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Label-aware intensity augmentation, before the geometric one (x (N, 3, H, W) in 0..1, y (N, H, W)).
+
+    1. Organ attenuation (probability 0.5 per slice): liver and spleen each shifted by its own offset,
+       +-0.125 (+-50 HU), feathered at the edge. Phase, fat and disease move the two organs' attenuation
+       independently; BTCV-0007's spleen is darker than its liver and the model, which had learned "the
+       spleen is at least as bright as the liver", missed it (Dice 0.09).
+    2. Synthetic focal lesions (probability 0.3 per slice with liver): 1-3 ellipses of 4-22 px radius (8-44 mm) centred
+       in the liver, 0.05-0.25 (20-100 HU) darker, soft-edged, clipped to the feathered liver, and still labelled
+       liver: manual liver masks include tumours, and the IRCAD patient's two large hypodense tumours were left out.
+    The same change is applied to the three channels (neighbouring slices) alike.
+    """
+    x = x.clone()
+    rows, cols = torch.meshgrid(torch.arange(x.shape[2]), torch.arange(x.shape[3]), indexing="ij")
+    for i in range(x.shape[0]):
+        if rng.random() < 0.5:
+            for organ in (LIVER, SPLEEN):
+                mask = y[i] == organ
+                if mask.any():
+                    x[i] += float(rng.uniform(-0.125, 0.125)) * _soft(mask)[None]
+        liver = y[i] == LIVER
+        if rng.random() < 0.3 and int(liver.sum()) > 50:
+            inside = _soft(liver, 7)
+            candidates = torch.nonzero(liver)
+            for _ in range(int(rng.integers(1, 4))):
+                r0, c0 = candidates[int(rng.integers(len(candidates)))].tolist()
+                a, b = rng.uniform(4, 22, 2)
+                angle = rng.uniform(0, math.pi)
+                u = (rows - r0) * math.cos(angle) + (cols - c0) * math.sin(angle)
+                v = -(rows - r0) * math.sin(angle) + (cols - c0) * math.cos(angle)
+                blob = _soft((u / a) ** 2 + (v / b) ** 2 <= 1.0, 3)
+                x[i] -= float(rng.uniform(0.05, 0.25)) * (blob * inside)[None]
+    return x.clamp(0, 1)
+
+
 @torch.no_grad()
 def predict_case(model: torch.nn.Module, case: Case, chunk: int = 16) -> np.ndarray:
     model.eval()
@@ -109,6 +149,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quick", action="store_true", help="2 cases, 3 steps (tests)")
+    ap.add_argument(
+        "--organ-augment", action="store_true", help="label-aware organ attenuation shifts and synthetic lesions (organ_augment)"
+    )
     ap.add_argument(
         "--resume",
         type=Path,
@@ -146,6 +189,7 @@ def main() -> None:
         "threads": args.threads,
         "loss": "monai DiceCELoss(softmax, one-hot, background excluded, Dice over the batch) = CE + (1 - mean soft Dice liver/spleen)",
         "optimizer": "AdamW weight_decay 1e-4, 5 % linear warm-up then cosine to 0 per step",
+        "organ_augment": bool(args.organ_augment),
     }
     model = build_model(config)
     start, resume_lr = 0, None
@@ -189,7 +233,10 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
-        x, y = augment(*sample_batch(train_cases, rng), rng)
+        x, y = sample_batch(train_cases, rng)
+        if args.organ_augment:
+            x = organ_augment(x, y, rng)
+        x, y = augment(x, y, rng)
         loss = loss_fn(model(x), y[:, None])
         opt.zero_grad()
         loss.backward()
