@@ -109,6 +109,8 @@ class _CineFrame:
     trigger_ms: float | None
     instance_number: int
     order: int  # position in the input, the last tie-breaker
+    series_uid: str = ""
+    frame_of_reference_uid: str = ""
 
 
 def _number(value: Any) -> float | None:
@@ -135,15 +137,16 @@ def _cine_frames(items: list[Dataset]) -> list[_CineFrame]:
     out: list[_CineFrame] = []
     for i, ds in enumerate(items):
         where = f"instance {_str(ds, 'SOPInstanceUID') or i}"
+        uids = (_str(ds, "SeriesInstanceUID"), _str(ds, "FrameOfReferenceUID"))
         instance_number = int(_number(ds.get("InstanceNumber")) or 0)
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
         if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
             frames = _frames_from_multiframe(ds, where)
             triggers = _trigger_times_multiframe(ds, len(frames))
-            out.extend(_CineFrame(f, t, instance_number, len(out) + k) for k, (f, t) in enumerate(zip(frames, triggers)))
+            out.extend(_CineFrame(f, t, instance_number, len(out) + k, *uids) for k, (f, t) in enumerate(zip(frames, triggers)))
         else:
             (frame,) = _frames_from_single(ds, where)
-            out.append(_CineFrame(frame, _number(ds.get("TriggerTime")), instance_number, len(out)))
+            out.append(_CineFrame(frame, _number(ds.get("TriggerTime")), instance_number, len(out), *uids))
     return out
 
 
@@ -179,8 +182,29 @@ def _check_same_grid(frames: list[_CineFrame]) -> tuple[np.ndarray, np.ndarray, 
     return row_dir, col_dir, first.pixel_spacing  # type: ignore[return-value]
 
 
+def _check_one_series_per_position(frames: list[_CineFrame], groups: list[list[int]]) -> None:
+    """A cine may come as one series per slice position (one breath-hold each), but not as series that mix positions."""
+    frame_of_reference = {f.frame_of_reference_uid for f in frames}
+    if len(frame_of_reference) > 1:
+        raise ValueError(
+            f"the {len({f.series_uid for f in frames})} series of this cine have {len(frame_of_reference)} frames of reference; "
+            "their slices cannot be put into one stack"
+        )
+    series_of_position = [{frames[i].series_uid for i in g} for g in groups]
+    mixed = [sorted(s) for s in series_of_position if len(s) > 1]
+    positions_of_series: dict[str, int] = {}
+    for found in series_of_position:
+        for uid in found:
+            positions_of_series[uid] = positions_of_series.get(uid, 0) + 1
+    if mixed or any(n > 1 for n in positions_of_series.values()):
+        raise ValueError(
+            f"instances belong to {len(positions_of_series)} different series that are not one slice position each; "
+            "a cine is read from one series or from one series per slice position"
+        )
+
+
 def cine_from_datasets(datasets: Iterable[Dataset]) -> CineVolume:
-    """Build a :class:`CineVolume` from the instances of one cine series.
+    """Build a :class:`CineVolume` from the instances of one cine series, or of one series per slice position.
 
     Raises
     ------
@@ -195,9 +219,8 @@ def cine_from_datasets(datasets: Iterable[Dataset]) -> CineVolume:
     for i, ds in enumerate(items):
         if not isinstance(ds, Dataset):
             raise TypeError(f"item {i} is a {type(ds).__name__}, not a pydicom Dataset")
-    series = {_str(ds, "SeriesInstanceUID") for ds in items}
-    if len(series) > 1:
-        raise ValueError(f"instances belong to {len(series)} different series; a cine is read from one series")
+    if len({_str(ds, "StudyInstanceUID") for ds in items}) > 1:
+        raise ValueError("instances belong to different studies; a cine is read from one study")
     uids = [_str(ds, "SOPInstanceUID") for ds in items]
     if len(set(uids)) != len(uids):
         raise ValueError("the same instance is given more than once")
@@ -213,6 +236,8 @@ def cine_from_datasets(datasets: Iterable[Dataset]) -> CineVolume:
             groups[-1].append(int(index))
         else:
             groups.append([int(index)])
+    if len({f.series_uid for f in frames}) > 1:
+        _check_one_series_per_position(frames, groups)
     counts = [len(g) for g in groups]
     n_phases = max(counts)
     if min(counts) != n_phases:
@@ -271,7 +296,7 @@ def cine_from_datasets(datasets: Iterable[Dataset]) -> CineVolume:
         origin=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
         direction=np.stack([row_dir, col_dir, normal]),
         study_uid=_str(first, "StudyInstanceUID"),
-        series_uid=_str(first, "SeriesInstanceUID"),
+        series_uid=frames[grid[0][0]].series_uid,  # with one series per slice position: the first slice's
         frame_of_reference_uid=_str(first, "FrameOfReferenceUID"),
         sop_instance_uids=frame_uids[0],
         sop_class_uid=_str(first, "SOPClassUID"),

@@ -24,6 +24,7 @@ from radpilot.contract import Analysis, Findings, NotApplicableError, Segmentati
 from radpilot.dicom.cine import cine_from_datasets
 from radpilot.dicom.encoders import encode_figure, encode_key_image, encode_measurement_report, encode_segmentation
 from radpilot.dicom.volume import Volume, volume_from_datasets
+from radpilot.engine.cine_groups import cine_slice_groups
 from radpilot.engine.flags import evaluate_flags, load_all_flag_rules, record_flags
 from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import (
@@ -78,16 +79,28 @@ def plan_study(
 ) -> list[SeriesPlan]:
     """Route every series of ``study_uid``; submit jobs to ``queue`` unless it is None (dry run)."""
     plans: list[SeriesPlan] = []
-    for series_uid in series_of_study(archive, study_uid):
+    series_uids = series_of_study(archive, study_uid)
+    groups = {g.filed_under: g for g in cine_slice_groups(archive, series_uids)}
+    part_of = {uid: g.filed_under for g in groups.values() for uid in g.series_uids if uid != g.filed_under}
+    for series_uid in series_uids:
         if _is_own_result(archive, series_uid):
             plans.append(SeriesPlan(series_uid, None, skipped_reason="RadPilot's own result series"))
             continue
-        decision = rules.route(series_facts(archive, series_uid))
+        if series_uid in part_of:
+            reason = f"one slice position of the cine routed with series {part_of[series_uid]}"
+            plans.append(SeriesPlan(series_uid, None, skipped_reason=reason))
+            continue
+        facts = series_facts(archive, series_uid)
+        group = groups.get(series_uid)
+        if group is not None:
+            # routed as the whole cine: every image of every slice position
+            facts.attributes["NumberOfSlices"] = group.instance_count
+        decision = rules.route(facts)
         plan = SeriesPlan(series_uid, decision)
         if not decision.matched:
             plan.skipped_reason = "no rule matches this series"
         if queue is not None:
-            inputs = _series_inputs(archive, series_uid)
+            inputs = [pair for uid in (group.series_uids if group else (series_uid,)) for pair in _series_inputs(archive, uid)]
             for analysis_name, rule in decision.analyses:
                 analysis = analyses.get(analysis_name)
                 if analysis is None:
@@ -122,13 +135,15 @@ def _previous_job(queue: JobQueue, analysis: str, series_uid: str) -> int | None
 
 
 def load_series_datasets(archive: Archive, study_uid: str, series_uid: str, sop_uids: tuple[str, ...] | None = None) -> list[Dataset]:
-    instances = archive.instances_of(study_uid, series_uid)
+    """The job's input images: ``sop_uids`` of the study (a cine may span one series per slice position), else the series."""
     if sop_uids:
         wanted = set(sop_uids)
-        instances = [i for i in instances if i.sop_instance_uid in wanted]
+        instances = [i for i in archive.instances_of(study_uid) if i.sop_instance_uid in wanted]
         missing = wanted - {i.sop_instance_uid for i in instances}
         if missing:
             raise PermanentJobError(f"{len(missing)} input instance(s) are no longer in the archive")
+    else:
+        instances = archive.instances_of(study_uid, series_uid)
     return [pydicom.dcmread(archive.path_of(i)) for i in instances]
 
 

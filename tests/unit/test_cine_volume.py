@@ -108,8 +108,11 @@ def test_malformed_input_gets_a_clear_error(items: list, error: type[Exception],
 
 def test_two_series_or_a_repeated_instance_are_refused() -> None:
     datasets = _datasets()
-    other = _datasets()
-    with pytest.raises(ValueError, match="different series"):
+    with pytest.raises(ValueError, match="different studies"):
+        cine_from_datasets(datasets + _datasets()[:1])
+    # another series of the same study (its own frame of reference) cannot join the stack
+    other = _datasets(study_uid=str(datasets[0].StudyInstanceUID))
+    with pytest.raises(ValueError, match="2 series of this cine have 2 frames of reference"):
         cine_from_datasets(datasets + other[:1])
     with pytest.raises(ValueError, match="more than once"):
         cine_from_datasets(datasets + datasets[:1])

@@ -234,13 +234,19 @@ def cine_datasets(
     patient_id: str = "CMRPHANTOM",
     series_description: str = "SA CINE",
     scale: float = 1.0,
+    series_per_slice: bool = False,
 ) -> list[Dataset]:
-    """(phases, slices, rows, cols) -> MR Image Storage instances, one per slice and phase, unsigned 16-bit ``round(x * scale)``."""
+    """(phases, slices, rows, cols) -> MR Image Storage instances, one per slice and phase, unsigned 16-bit ``round(x * scale)``.
+
+    ``series_per_slice``: each slice position its own series (numbered 5, 6, ...; instances 1..phases), as some
+    scanners write a cine acquired one breath-hold per slice.
+    """
     n_phases, n_slices, rows, columns = images.shape
     spacing = (float(pixel_mm), float(pixel_mm)) if isinstance(pixel_mm, (int, float)) else (float(pixel_mm[0]), float(pixel_mm[1]))
     row_dir, col_dir, normal = sax_orientation(normal_lps)
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
+    slice_series_uids = [generate_uid() for _ in range(n_slices)] if series_per_slice else [series_uid] * n_slices
     frame_uid = generate_uid()
     pixels = np.clip(np.rint(images * scale), 0, 65535).astype(np.uint16)
     rr = 60000.0 / heart_rate_bpm if heart_rate_bpm else 1000.0
@@ -256,7 +262,7 @@ def cine_datasets(
             ds.SOPClassUID = MRImageStorage
             ds.SOPInstanceUID = generate_uid()
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, slice_series_uids[z], frame_uid
             ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = patient_id, "PHANTOM^CINE", "19700101", "O"
             if patient_height_m:
                 ds.PatientSize = f"{patient_height_m:.2f}"
@@ -264,9 +270,10 @@ def cine_datasets(
                 ds.PatientWeight = f"{patient_weight_kg:.1f}"
             ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "100000", "CMR1", "1"
             ds.ReferringPhysicianName, ds.StudyDescription = "", "CARDIAC MR"
-            ds.Modality, ds.SeriesNumber, ds.SeriesDescription, ds.BodyPartExamined = "MR", 5, series_description, "HEART"
+            ds.Modality, ds.SeriesDescription, ds.BodyPartExamined = "MR", series_description, "HEART"
+            ds.SeriesNumber = 5 + z if series_per_slice else 5
             ds.Manufacturer = "RadPilot digital phantom"
-            ds.InstanceNumber = z * n_phases + p + 1
+            ds.InstanceNumber = p + 1 if series_per_slice else z * n_phases + p + 1
             ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
             ds.PatientPosition = "HFS"
             ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "GR", "SS", "CG", "2D"

@@ -436,8 +436,33 @@ def _normal_position(ds: Dataset) -> float | None:
     return float(np.array([float(v) for v in position]) @ np.cross(row, col))
 
 
+def _check_series(items: list[Dataset]) -> None:
+    """One series, or one series per slice position in one frame of reference (a cine written a series per slice)."""
+    if len({str(ds.StudyInstanceUID) for ds in items}) > 1:
+        raise ValueError("source_datasets mix different StudyInstanceUID values; expected one study")
+    series = {str(ds.SeriesInstanceUID) for ds in items}
+    if len(series) == 1:
+        return
+    positions_of_series: dict[str, set[float]] = {}
+    for ds in items:
+        position = _normal_position(ds)
+        if position is None or "FrameOfReferenceUID" not in ds:
+            raise ValueError(f"source_datasets mix {len(series)} different SeriesInstanceUID values; expected one series")
+        positions_of_series.setdefault(str(ds.SeriesInstanceUID), set()).add(round(position, 1))
+    frames_of_reference = {str(ds.FrameOfReferenceUID) for ds in items}
+    positions = [p for ps in positions_of_series.values() for p in ps]
+    if len(frames_of_reference) > 1 or len(positions) != len(series) or len(set(positions)) != len(positions):
+        raise ValueError(
+            f"source_datasets mix {len(series)} different SeriesInstanceUID values; expected one series "
+            "or one series per slice position in one frame of reference"
+        )
+
+
 def prepare_source_datasets(source_datasets: Sequence[Dataset]) -> list[Dataset]:
     """Validate the source images of one series and return them in volume (z) order.
+
+    A volume may also come as one series per slice position (a cine written one series per breath-hold),
+    all in one frame of reference; the encoders then reference each image in its own series.
 
     Single-frame slices with Image Position/Orientation (Patient) are sorted by
     their position along the slice normal, the order of
@@ -475,10 +500,7 @@ def prepare_source_datasets(source_datasets: Sequence[Dataset]) -> list[Dataset]
                 f"source_datasets[{i}] is a multi-frame image ({ds.NumberOfFrames} frames); "
                 "the encoders expect single-frame slices or one 2-D image"
             )
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
-        values = {str(ds[keyword].value) for ds in items}
-        if len(values) > 1:
-            raise ValueError(f"source_datasets mix {len(values)} different {keyword} values; expected one series")
+    _check_series(items)
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in items}
     if len(sizes) > 1:
         raise ValueError(f"source_datasets have different matrix sizes {sorted(sizes)}; expected one size")

@@ -231,7 +231,7 @@ def encode_segmentation(
         )
 
     seg = hd.seg.Segmentation(
-        source_images=_with_frame_of_reference(sources),
+        source_images=_as_one_series(_with_frame_of_reference(sources)),
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -258,6 +258,7 @@ def encode_segmentation(
     set_content_datetime(seg, content_datetime)
     seg.SeriesDescription = (series_description or f"{identity.algorithm_name} segmentation")[:64]
     _dimension_uids_deterministic(seg, uids)
+    _reference_own_series(seg, sources)
     declare_private_coding_schemes(seg)
     logger.info(
         "encoded SEG %s: %d segment(s), %d frame(s) over %d source image(s)",
@@ -267,6 +268,44 @@ def encode_segmentation(
         len(sources),
     )
     return seg
+
+
+def _as_one_series(sources: list[Dataset]) -> list[Dataset]:
+    """The sources, or copies under the first one's Series Instance UID when they are one series per slice position.
+
+    highdicom builds a SEG over one source series only. The copies go to highdicom; every frame still points to its
+    own source instance by SOP Instance UID, and :func:`_reference_own_series` then lists each image under its own
+    series in the Common Instance Reference module.
+    """
+    if len({str(ds.SeriesInstanceUID) for ds in sources}) == 1:
+        return sources
+    copies = []
+    for ds in sources:
+        copy = Dataset()  # shares the elements, not the dict: the caller's datasets stay unchanged
+        copy.update(ds)
+        copy.file_meta = getattr(ds, "file_meta", Dataset())
+        # a new element: assigning .SeriesInstanceUID would change the value of the element the caller's dataset shares
+        copy.add_new(0x0020000E, "UI", str(sources[0].SeriesInstanceUID))
+        copies.append(copy)
+    return copies
+
+
+def _reference_own_series(seg: Dataset, sources: list[Dataset]) -> None:
+    """Referenced Series Sequence: each source image under the series it belongs to (see :func:`_as_one_series`)."""
+    series_of = {str(ds.SOPInstanceUID): str(ds.SeriesInstanceUID) for ds in sources}
+    if len(set(series_of.values())) == 1:
+        return
+    by_series: dict[str, list[Dataset]] = {}
+    for item in seg.ReferencedSeriesSequence:
+        for ref in item.ReferencedInstanceSequence:
+            by_series.setdefault(series_of[str(ref.ReferencedSOPInstanceUID)], []).append(ref)
+    references = []
+    for series_uid, refs in by_series.items():
+        item = Dataset()
+        item.SeriesInstanceUID = series_uid
+        item.ReferencedInstanceSequence = refs
+        references.append(item)
+    seg.ReferencedSeriesSequence = references
 
 
 def _with_frame_of_reference(sources: list[Dataset]) -> list[Dataset]:
