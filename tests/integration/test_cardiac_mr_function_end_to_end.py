@@ -2,7 +2,8 @@
 
 Orthanc holds the synthetic beating-heart phantom as a short-axis cine (one MR instance per slice
 and phase, exact volumes known); it C-STOREs the series to RadPilot, whose default routing sends
-it to cardiac_mr_function; the SEG (RV cavity, LV myocardium, LV cavity at ED and at ES), the SR
+it to cardiac_mr_function (also when the cine is written one series per slice position, as some
+scanners do: routed and analysed as one cine); the SEG (RV cavity, LV myocardium, LV cavity at ED and at ES), the SR
 (volumes, EF, mass, cardiac output, the phases used) and the key images (contours at ED and ES,
 the volume-time curve) arrive back in Orthanc, and dciodvfy finds no error in them.
 """
@@ -34,15 +35,17 @@ def _results(orthanc, study_uid: str) -> dict[str, list[str]]:  # noqa: ANN001 -
     return found
 
 
+@pytest.mark.parametrize("series_per_slice", [False, True], ids=["one-series", "one-series-per-slice"])
 def test_phantom_cine_from_pacs_comes_back_with_ed_es_seg_sr_and_key_images(
     radpilot_factory,  # noqa: ANN001 - fixture
     orthanc,  # noqa: ANN001 - fixture
     clean_orthanc,  # noqa: ANN001 - fixture
     tmp_path: Path,
+    series_per_slice: bool,
 ) -> None:
     phantom = make_phantom(phases=16, slices=8)
     truth = phantom.truth
-    datasets = phantom_datasets(phantom, patient_height_m=1.75, patient_weight_kg=72.0)
+    datasets = phantom_datasets(phantom, patient_height_m=1.75, patient_weight_kg=72.0, series_per_slice=series_per_slice)
     study_uid = str(datasets[0].StudyInstanceUID)
     folder = tmp_path / "series"
     folder.mkdir()
