@@ -2,8 +2,8 @@
 moves the cursor, "insert normal chest" inserts the lexicon's phrase, "delete that" takes it back, "accept
 the AI findings" accepts them on the server, and "sign the report" only opens the confirmation.
 
-The first clip is Chromium's fake microphone (an espeak-ng WAV, ``%noloop``) recorded by the editor's own
-push-to-talk; the others go through the page's own dictation call (the same POST and the same code that
+The first clip is Chromium's fake microphone (an espeak-ng WAV, ``%noloop``) streamed by the editor's own
+push-to-talk over the WebSocket, its partial text shown while the button is held; the others go through the page's own dictation call (the same POST and the same code that
 applies the result), which is seconds faster than playing them in real time.
 """
 
@@ -115,12 +115,18 @@ def test_spoken_commands_move_insert_undo_accept_and_ask_before_signing(web, cli
         page.mouse.move(box["x"] + 5, box["y"] + 5)
         page.mouse.down()
         page.wait_for_timeout(int((seconds + 1.5) * 1000))
+        # the audio streams while the button is held: partial text is shown before the release
+        partials = page.evaluate("window.radpilotReportEditor.partials.slice()")
+        shown = page.inner_text("#dictation-partial")
         page.mouse.up()
         page.wait_for_function(
             "window.radpilotReportEditor.log.length > 0 || /failed|No microphone/.test(document.getElementById('message').textContent)",
             timeout=RECOGNITION_MS,
         )
         assert "acute abnormality" in impression.input_value().lower(), (page.inner_text("#message"), impression.input_value())
+        assert partials and "nodule" in " ".join(partials).lower(), partials
+        assert shown.strip(), "no partial text on the page while speaking"
+        assert page.inner_text("#dictation-partial") == ""  # cleared by the final text
         assert "nodule" in findings.input_value() and "nodule" not in impression.input_value()
         assert "Moved to Impression." in page.evaluate("window.radpilotReportEditor.log")
         assert page.evaluate("document.activeElement.id") == "section-impression"

@@ -41,6 +41,21 @@ class RadPilotDictation {
   async start() {
     if (this.talking) return;
     this.talking = true;
+    try {
+      await this.open();
+    } catch (error) {
+      // No microphone, no model or no connection: leave nothing open, so the next press starts afresh.
+      this.talking = false;
+      this.sending = false;
+      if (this.stream) this.stream.getTracks().forEach((track) => track.stop());
+      if (this.context) this.context.close().catch(() => {});
+      this.stream = this.context = this.capture = null;
+      this.onState("idle");
+      throw error;
+    }
+  }
+
+  async open() {
     this.onState("connecting");
     await this.connect();
     this.stream = await navigator.mediaDevices.getUserMedia({

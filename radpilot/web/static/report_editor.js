@@ -1,5 +1,5 @@
 // The report editor: saves sections over /api/reports, accepts AI phrases, signs after confirmation,
-// and dictates into the section holding the cursor through /api/dictation (when that service is there),
+// and dictates into the section holding the cursor, streaming to /api/dictation/stream (when that service is there),
 // executing the voice commands the dictation service recognised (go to a section, insert a normal phrase
 // or the template, accept the AI findings, undo the last dictated phrase, sign after confirmation).
 "use strict";
@@ -136,8 +136,9 @@
     } catch (e) { say("Could not amend: " + e.message); }
   });
 
-  // Dictation: hold the button (or F2) to record; on release the clip goes to /api/dictation, and its pieces
-  // (text and voice commands, in spoken order) are applied from the cursor of the section last edited.
+  // Dictation: hold the button (or F2) to talk; the audio streams to /api/dictation/stream, partial text shows
+  // while speaking, and on release the pieces (text and voice commands, in spoken order) are applied from the
+  // cursor of the section last edited.
   function insertAtCursor(area, text) {
     if (!area || !text) return null;
     const start = area.selectionStart ?? area.value.length;
@@ -293,39 +294,66 @@
   }
 
   const dictate = document.getElementById("dictate");
-  let recorder = null;
-  let chunks = [];
-
+  const partialLine = document.getElementById("dictation-partial");
+  let dictation = null;
   let held = false;
   let starting = false;
 
+  // One streaming session per page (RadPilotDictation, dictation.js): partial text while the button is held,
+  // the final result's pieces applied from the cursor of the section last edited once it is released.
+  function dictationSession() {
+    if (dictation || typeof RadPilotDictation === "undefined") return dictation;
+    dictation = new RadPilotDictation({
+      exam: root.dataset.dictationExam || "",
+      onPartial: (text) => {
+        if (partialLine) partialLine.textContent = text;
+        window.radpilotReportEditor.partials.push(text);
+      },
+      onFinal: (result) => {
+        if (partialLine) partialLine.textContent = "";
+        say("Dictated.");
+        applyDictation(result, lastFocused);
+      },
+      onError: (error) => { if (partialLine) partialLine.textContent = ""; say("Dictation failed: " + error); },
+      onState: (state) => {
+        if (state === "listening") say("Listening...");
+        else if (state === "recognising") say("Recognising...");
+      },
+    });
+    return dictation;
+  }
+
   async function startDictation() {
     held = true;
-    if (recorder || starting) return;
+    if (starting || (dictation && dictation.talking)) return;
     if (!navigator.mediaDevices) { say("This browser gives no microphone here."); return; }
+    const session = dictationSession();
+    if (!session) { say("Dictation is not available on this page."); return; }
     starting = true;
     try {
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-      chunks = [];
-      const current = new MediaRecorder(stream);
-      recorder = current;
-      current.ondataavailable = (event) => { if (event.data.size) chunks.push(event.data); };
-      current.onstop = () => { stream.getTracks().forEach((t) => t.stop()); recorder = null; sendDictation(new Blob(chunks, { type: current.mimeType })); };
-      current.start();
+      await session.start();
       dictate.classList.add("recording");
-      say("Listening...");
-      // The button may have been released while the microphone was opening.
-      if (!held) stopDictation();
-    } catch (e) { say("No microphone: " + e.message); recorder = null; }
-    finally { starting = false; }
+    } catch (e) {
+      say("No microphone or no dictation service: " + e.message);
+    } finally {
+      starting = false;
+    }
+    // The button may have been released while the microphone was opening.
+    if (!held) stopDictation();
   }
 
   function stopDictation() {
     held = false;
-    if (recorder && recorder.state === "recording") recorder.stop();
     if (dictate) dictate.classList.remove("recording");
+    if (!starting && dictation && dictation.talking) dictation.stop();
   }
 
+  function applyDictation(data, target) {
+    const pieces = Array.isArray(data.pieces) ? data.pieces : [{ type: "text", text: data.text || "" }];
+    return applyPieces(pieces, target);
+  }
+
+  // A recorded clip through POST /api/dictation (scripted runs and tests; the microphone streams).
   async function sendDictation(blob) {
     const target = lastFocused;
     const exam = encodeURIComponent(root.dataset.dictationExam || "");
@@ -336,9 +364,8 @@
       if (response.status === 404) { say("Dictation is not available on this RadPilot."); return; }
       const data = await response.json();
       if (!response.ok) { say("Dictation failed: " + (data.detail || response.statusText)); return; }
-      const pieces = Array.isArray(data.pieces) ? data.pieces : [{ type: "text", text: data.text || "" }];
       say("Dictated.");
-      await applyPieces(pieces, target);
+      await applyDictation(data, target);
     } catch (e) { say("Dictation failed: " + e.message); }
   }
 
@@ -353,6 +380,7 @@
   // For tests and scripted runs: the same paths a spoken clip takes.
   window.radpilotReportEditor = {
     log: [],
+    partials: [],
     insertAtCursor: (text) => { const inserted = insertAtCursor(lastFocused, text); if (lastFocused) saveSection(lastFocused); return inserted; },
     applyPieces: (pieces) => applyPieces(pieces, lastFocused),
     dictateClip: (blob) => sendDictation(blob),
