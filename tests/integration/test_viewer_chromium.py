@@ -175,8 +175,14 @@ def wait_for_rendered_image(page, log: BrowserLog) -> tuple[bytes, dict[str, flo
             best = (png, box, std)
         if std >= MIN_IMAGE_STD:
             page.wait_for_timeout(3000)  # let progressive loading settle, then take the final picture
+            box = largest_canvas_box(page) or box
             png = page.screenshot()
-            return png, box, grey_std(png, box)
+            settled = grey_std(png, box)
+            logger.info("viewport grey std %.1f, %.1f after 3 s", std, settled)
+            if settled >= MIN_IMAGE_STD:
+                return png, box, settled
+            # Still changing (a slower machine: the layout or the image was being replaced): keep watching.
+            best = (png, box, settled)
     log.log()
     if best is None:
         pytest.fail(f"no viewport canvas appeared in OHIF\n{log.report()}")
