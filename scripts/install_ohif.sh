@@ -17,9 +17,17 @@ STAMP="${TARGET}/VERSION"
 
 log() { echo "[install_ohif] $*" >&2; }
 
+# Known defects of the pinned build, mended in place (scripts/patch_ohif.py says which and why).
+mend_known_defects() {
+    if ! python3 "${REPO_ROOT}/scripts/patch_ohif.py" "${DIST}"; then
+        log "WARNING: OHIF ${OHIF_VERSION} was not mended: images with a VOI LUT Function may show black"
+    fi
+}
+
 if [[ -f "${DIST}/index.html" && -f "${STAMP}" ]] \
     && [[ "$(head -n1 "${STAMP}")" == "${OHIF_VERSION}" ]]; then
     log "OHIF ${OHIF_VERSION} already installed in ${DIST}"
+    mend_known_defects
     exit 0
 fi
 
@@ -75,4 +83,5 @@ rm -rf "${DIST}" "${DIST}.new"
 mv "${TMP}/unpacked/package/dist" "${DIST}.new"
 mv "${DIST}.new" "${DIST}"
 printf '%s\n%s\n' "${OHIF_VERSION}" "${INTEGRITY}" > "${STAMP}"
+mend_known_defects
 log "installed OHIF ${OHIF_VERSION} into ${DIST}"
