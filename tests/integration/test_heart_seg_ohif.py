@@ -25,22 +25,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
-import yaml
-from pydicom.dataset import Dataset
 
 from radpilot.analyses.cardiac_mr_function import CardiacMrFunction
 from radpilot.analyses.cardiac_mr_function.phantom import make_phantom, phantom_datasets
 from radpilot.analyses.coronary_calcium import CoronaryCalcium
 from radpilot.analyses.coronary_calcium import phantom as calcium_phantom
-from radpilot.contract import Analysis
-from radpilot.engine.pipeline import PipelineRunner
 from radpilot.web.ohif import ohif_config
 from tests.fixtures.auth import sign_in
-from tests.fixtures.radpilot import RunningNode, activate_models, radpilot_factory  # noqa: F401 - fixture
+from tests.fixtures.radpilot import (  # noqa: F401 - radpilot_factory is a fixture
+    RunningNode,
+    activate_models,
+    analyse_in_process,
+    radpilot_factory,
+    rules_without_destinations,
+)
 from tests.helpers import require_or_skip
-from tests.integration.test_engine_end_to_end import COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE, SEG
+from tests.integration.test_engine_end_to_end import SEG
 from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is a fixture
     VIEWPORT_SIZE,
     BrowserLog,
@@ -68,46 +69,16 @@ MIN_SEGMENT_FRACTION = 0.002  # the phantom's RV and myocardium each cover ~1-3 
 SEGMENT_COLOURS = ["rgb(255, 0, 0)", "rgb(0, 255, 0)", "rgb(0, 128, 255)", "rgb(255, 0, 255)"]
 
 
-def _own_rules(analysis: Analysis, tmp: Path) -> Path:
-    """The analysis' own default rules, with no destination (the results stay in RadPilot's archive)."""
-    content = yaml.safe_load(analysis.routing_file().read_text())
-    for rule in content["rules"]:
-        rule["destinations"] = []
-    path = tmp / "rules.yaml"
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    return path
-
-
-def _analysed(node: RunningNode, datasets: list[Dataset], analysis: str, tmp: Path) -> list[Dataset]:
-    """Store ``datasets`` in the node, route the study and run its one job here; the SEG headers it stored."""
-    for k, ds in enumerate(datasets):
-        path = tmp / f"IMG{k:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        result = node.archive.store_file_bytes(path.read_bytes())
-        assert result.outcome.accepted, f"{path.name}: {result.outcome} {result.message}"
-    study_uid = str(datasets[0].StudyInstanceUID)
-    engine = node.server.engine
-    engine.route_study(study_uid)
-    job = engine.queue.store.claim_next(WORKER_ID, lease_s=600)
-    assert job is not None and job.analysis == analysis, engine.queue.list()
-    runner = PipelineRunner(node.settings, node.archive, analyses=engine.analyses)
-    output = runner(job)
-    assert engine.queue.store.complete(job.id, WORKER_ID, output, on_record=runner.on_record)
-    runner.on_committed(job, output)
-    results = [i for i in node.archive.instances_of(study_uid) if i.sop_class_uid in (SEG, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE)]
-    assert {i.sop_class_uid for i in results} == {SEG, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE}, engine.queue.list()
-    return [pydicom.dcmread(node.archive.path_of(i), stop_before_pixels=True) for i in results if i.sop_class_uid == SEG]
-
-
 @pytest.fixture
 def analysed_cine(radpilot_factory, tmp_path: Path) -> tuple[RunningNode, str, list[str]]:  # noqa: ANN001, F811
     """A node holding the phantom cine and cardiac_mr_function's results; the node, study UID and SEG series descriptions."""
-    node = radpilot_factory(rules_file=_own_rules(CardiacMrFunction(), tmp_path))  # no worker processes, no automatic routing
+    # no worker processes, no automatic routing
+    node = radpilot_factory(rules_file=rules_without_destinations(CardiacMrFunction(), tmp_path))
     if node.server.app.state.ohif_dir is None:
         require_or_skip("the OHIF viewer is not installed (make ohif / scripts/install_ohif.sh)")
     activate_models(node, CardiacMrFunction, "cardiac_mr_function OHIF test")
     datasets = phantom_datasets(make_phantom(phases=PHASES, slices=SLICES), patient_height_m=1.75, patient_weight_kg=72.0)
-    segs = _analysed(node, datasets, "cardiac_mr_function", tmp_path)
+    segs = analyse_in_process(node, datasets, "cardiac_mr_function", tmp_path, WORKER_ID)[SEG]
     assert len(segs) == 2 and len({str(s.SeriesInstanceUID) for s in segs}) == 2, [str(s.SeriesInstanceUID) for s in segs]
     return node, str(datasets[0].StudyInstanceUID), sorted(str(s.SeriesDescription) for s in segs)
 
@@ -185,11 +156,11 @@ def test_ohif_lists_the_end_diastolic_and_end_systolic_seg_series_and_opens_one_
 @pytest.fixture
 def analysed_calcium(radpilot_factory, tmp_path: Path) -> tuple[RunningNode, str]:  # noqa: ANN001, F811
     """A node holding the calcium phantom and coronary_calcium's results; the node and study UID."""
-    node = radpilot_factory(rules_file=_own_rules(CoronaryCalcium(), tmp_path))
+    node = radpilot_factory(rules_file=rules_without_destinations(CoronaryCalcium(), tmp_path))
     if node.server.app.state.ohif_dir is None:
         require_or_skip("the OHIF viewer is not installed (make ohif / scripts/install_ohif.sh)")
     datasets = calcium_phantom.phantom_datasets(calcium_phantom.make_phantom(rows=256, columns=256, pixel_mm=1.0, noise_hu=10.0))
-    segs = _analysed(node, datasets, "coronary_calcium", tmp_path)
+    segs = analyse_in_process(node, datasets, "coronary_calcium", tmp_path, WORKER_ID)[SEG]
     assert len(segs) == 1
     return node, str(datasets[0].StudyInstanceUID)
 
