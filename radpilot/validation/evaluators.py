@@ -361,12 +361,7 @@ class VolumeEvaluator(Evaluator):
                     structure.name, predicted[structure.name], reference[structure.name], spacing, surface=structure.surface
                 )
             )
-        produced = OutputCatalog({analysis.name: analysis}).findings_outputs(findings)
-        self._compare_outputs(dict(produced), data, result)
-        for name, value in produced.items():
-            result.values.setdefault(name, {"predicted": value, "reference": None})
-        result.attributes.setdefault("shape_zyx", " x ".join(str(n) for n in volume.shape))
-        result.attributes.setdefault("spacing_zyx_mm", " x ".join(f"{v:.3f}" for v in volume.spacing_zyx))
+        self._record_outputs(analysis, volume, findings, data, result)
         # The outputs measured inside the REFERENCE masks by the analysis' own quantification: separates
         # segmentation differences from quantification, and checks that mask and image were read in register.
         for name, value in analysis.reference_outputs(volume, reference).items():
@@ -385,6 +380,16 @@ class VolumeEvaluator(Evaluator):
             {s: reference[s][k] for s in shown},
             caption=f"slice {k} of {volume.num_slices} (most disagreement)",
         )
+
+    def _record_outputs(self, analysis: Analysis, volume: Any, findings: Findings, data: CaseData, result: CaseResult) -> None:
+        """The analysis' declared outputs, compared with the case's reference values where it has them, and the
+        volume's shape and spacing."""
+        produced = OutputCatalog({analysis.name: analysis}).findings_outputs(findings)
+        self._compare_outputs(dict(produced), data, result)
+        for name, value in produced.items():
+            result.values.setdefault(name, {"predicted": value, "reference": None})
+        result.attributes.setdefault("shape_zyx", " x ".join(str(n) for n in volume.shape))
+        result.attributes.setdefault("spacing_zyx_mm", " x ".join(f"{v:.3f}" for v in volume.spacing_zyx))
 
     def _references(self, labels: np.ndarray, structure_labels: dict[str, int]) -> dict[str, np.ndarray]:
         reference = {name: labels == value for name, value in structure_labels.items()}
@@ -435,12 +440,7 @@ class VolumeEvaluator(Evaluator):
         # The phases together (e.g. ED and ES): what a target "mean Dice over both phases" reads.
         for name, values in per_structure.items():
             result.metrics[f"dice_{name}"] = float(np.mean(values))
-        produced = OutputCatalog({analysis.name: analysis}).findings_outputs(findings)
-        self._compare_outputs(dict(produced), data, result)
-        for name, value in produced.items():
-            result.values.setdefault(name, {"predicted": value, "reference": None})
-        result.attributes.setdefault("shape_zyx", " x ".join(str(n) for n in volume.shape))
-        result.attributes.setdefault("spacing_zyx_mm", " x ".join(f"{v:.3f}" for v in volume.spacing_zyx))
+        self._record_outputs(analysis, volume, findings, data, result)
         result.attributes.setdefault("phases", str(len(frame_uids)))
         assert worst is not None
         _, phase, k, predicted, reference = worst
