@@ -190,6 +190,10 @@ class Settings(BaseSettings):
     dictation_max_seconds: float = Field(default=300.0, gt=0, description="Longest dictation clip or stream accepted (s)")
     dictation_threads: int = Field(default=2, ge=1, description="CPU threads of the speech recogniser")
     dictation_beam_size: int = Field(default=5, ge=1, description="Beam width of the final (not the partial) recognition")
+    dictation_command_rescoring: bool = Field(
+        default=True,
+        description="Check a short clip without a heard voice command against the command phrases (radpilot.dictation.service)",
+    )
     # 0.25 s: the first partial came 0.80-0.96 s after speech onset against 1.05-1.18 s at 0.5 s (benchmarks/dictation_wer.py,
     # alternated in one session under load); partials never overlap, so a shorter interval costs no more than back-to-back decoding.
     dictation_partial_interval_s: float = Field(default=0.25, gt=0, description="Streaming: new audio (s) before the next partial text")

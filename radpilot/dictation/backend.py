@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +30,8 @@ import numpy as np
 from radpilot.dictation.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
+
+N_FRAMES = 3000  # Whisper's 30 s window in 10 ms feature frames
 
 MANIFEST_DIR = Path(__file__).with_name("models")
 # The hub libraries must never reach the network: a model name instead of a path would download.
@@ -68,6 +70,11 @@ class SpeechBackend(Protocol):
     languages: tuple[str, ...]
 
     def transcribe(self, audio: np.ndarray, *, language: str, prompt: str | None, fast: bool = False) -> RawTranscript: ...
+
+    def score_phrases(self, audio: np.ndarray, phrases: Sequence[str], *, language: str) -> list[float]:
+        """How well each phrase fits ``audio`` (at most 30 s) as its whole transcript: the mean log-probability of
+        the phrase's tokens, teacher-forced, without a prompt; higher fits better."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,29 @@ class FasterWhisperBackend:
         words = tuple(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for s in segments for w in (s.words or ()))
         text = " ".join(s.text.strip() for s in segments).strip()
         return without_hallucinated_ending(RawTranscript(text, words, audio.size / SAMPLE_RATE))
+
+    def score_phrases(self, audio: np.ndarray, phrases: Sequence[str], *, language: str) -> list[float]:
+        from faster_whisper.audio import pad_or_trim  # noqa: PLC0415 - with the model, loaded only when dictation is used
+        from faster_whisper.tokenizer import Tokenizer  # noqa: PLC0415
+
+        if language not in self.languages:
+            raise ModelError(f"dictation model {self.name!r} recognises {', '.join(self.languages)}, not {language!r}")
+        model = self._model
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+        with self._lock:
+            features = model.feature_extractor(audio)
+            frames = min(int(features.shape[-1]), N_FRAMES)
+            encoded = model.encode(pad_or_trim(features))
+            scores = []
+            for phrase in phrases:
+                tokens = tokenizer.encode(" " + phrase.strip())
+                if not tokens:
+                    scores.append(float("-inf"))
+                    continue
+                (aligned,) = model.model.align(encoded, tokenizer.sot_sequence, [tokens], [frames])
+                probabilities = np.maximum(np.asarray(aligned.text_token_probs, dtype=np.float64), 1e-12)
+                scores.append(float(np.mean(np.log(probabilities))))
+        return scores
 
 
 # Whisper's best-known artefact: a "Thank you." invented after the end of speech (so many subtitled videos

@@ -84,7 +84,8 @@ _EN_PATTERNS: list[tuple[CommandKind, re.Pattern[str]]] = [
         CommandKind.GO_TO_SECTION,
         re.compile(rf"\b(?:go|jump|move|skip|switch) to (?:the )?(?P<arg>{_alternation(list(SECTION_WORDS))})(?: section)?\b"),
     ),
-    (CommandKind.INSERT_TEMPLATE, re.compile(r"\binsert (?:the )?template(?: for)?(?: the)? (?P<arg>[a-z0-9 ]{1,40}?) *(?=\||$)")),
+    # "Insert template, chest CT.": the recogniser often puts a comma before the name.
+    (CommandKind.INSERT_TEMPLATE, re.compile(r"\binsert (?:the )?template\|?(?: for)?(?: the)? (?P<arg>[a-z0-9 ]{1,40}?) *(?=\||$)")),
     (
         CommandKind.INSERT_NORMAL,
         re.compile(r"\binsert (?:the |a )?normal(?: phrase| findings| text)?(?: for)?(?: the)?(?: (?P<arg>[a-z]+))?(?= *(?:\||$))"),
@@ -103,6 +104,29 @@ _KO_PATTERNS: list[tuple[CommandKind, re.Pattern[str]]] = [
     (CommandKind.UNDO, re.compile(r"(?:실행\s?취소|방금\s?취소|되돌리기)")),
     (CommandKind.SIGN, re.compile(r"(?:보고서\s?)?서명(?:하기)?(?=\s*(?:\||$))")),
 ]
+
+
+# The command phrases a short clip is checked against when the recogniser heard no command in it
+# (radpilot.dictation.service: commands by rescoring), in the words radiologists say them.
+_SPOKEN_SECTIONS = ("findings", "impression", "technique", "comparison", "indication", "clinical history", "recommendations")
+COMMAND_PHRASES: tuple[str, ...] = (
+    "Accept AI findings.",
+    "Accept the AI findings.",
+    "Undo.",
+    "Undo that.",
+    "Scratch that.",
+    "Delete that.",
+    "Sign report.",
+    "Sign the report.",
+    "Sign off.",
+    "Insert normal.",
+    *(f"Go to {section}." for section in _SPOKEN_SECTIONS),
+)
+
+
+def command_phrases(normal_names: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The English command phrases, with "Insert normal NAME." for each of the exam's normal phrases."""
+    return COMMAND_PHRASES + tuple(f"Insert normal {name}." for name in normal_names)
 
 
 def _masked(text: str) -> str:

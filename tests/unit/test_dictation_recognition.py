@@ -34,6 +34,22 @@ def test_spoken_go_to_impression_becomes_a_section_command(tmp_path: Path) -> No
     assert "acute" in result.text.lower()
 
 
+def test_a_short_command_clip_the_recogniser_mishears_still_becomes_the_command(tmp_path: Path) -> None:
+    # Free decoding heard espeak-ng's "Scratch that." as "crash nut." / "crash note."; rescoring finds the command.
+    clip = speak("Scratch that.", tmp_path / "scratch.wav", voice="en-us", words_per_minute=140)
+    result = shared_dictation().transcribe_file(clip, exam="chest_xray")
+    assert [c["command"] for c in result.commands] == ["undo"], result.raw_text
+    assert result.text == ""
+    assert result.raw_text  # what was heard, as heard
+
+
+@pytest.mark.parametrize("spoken", ["I agree.", "No change."])
+def test_a_short_dictated_phrase_is_not_taken_for_a_command(spoken: str, tmp_path: Path) -> None:
+    clip = speak(spoken, tmp_path / "short.wav", voice="en-us", words_per_minute=140)
+    result = shared_dictation().transcribe_file(clip, exam="chest_xray")
+    assert result.commands == [] and result.text, result.raw_text
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
