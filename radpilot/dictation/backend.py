@@ -32,6 +32,7 @@ from radpilot.dictation.audio import SAMPLE_RATE
 logger = logging.getLogger(__name__)
 
 N_FRAMES = 3000  # Whisper's 30 s window in 10 ms feature frames
+HOP_LENGTH = 160  # audio samples per feature frame at 16 kHz
 
 MANIFEST_DIR = Path(__file__).with_name("models")
 # The hub libraries must never reach the network: a model name instead of a path would download.
@@ -241,12 +242,25 @@ class FasterWhisperBackend:
         self._model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True)
         # CTranslate2 models are not safe to call from two threads at once with one set of workers.
         self._lock = threading.Lock()
+        # The encoder outputs of the last final transcription and the clip they came from: scoring phrases on
+        # that clip (a short push-to-talk command) reuses them instead of encoding a 30 s window again.
+        self._encodings: list[Any] = []
+        self._last_clip: tuple[np.ndarray, list[Any]] | None = None
+        encode = self._model.encode
+
+        def encode_and_keep(features: np.ndarray) -> Any:
+            output = encode(features)
+            self._encodings.append(output)
+            return output
+
+        self._model.encode = encode_and_keep
         logger.info("dictation model loaded", extra={"model": manifest.name, "folder": str(folder), "threads": threads})
 
     def transcribe(self, audio: np.ndarray, *, language: str, prompt: str | None, fast: bool = False) -> RawTranscript:
         if language not in self.languages:
             raise ModelError(f"dictation model {self.name!r} recognises {', '.join(self.languages)}, not {language!r}")
         with self._lock:
+            self._encodings = []
             segments, _info = self._model.transcribe(
                 audio,
                 language=language,
@@ -258,6 +272,7 @@ class FasterWhisperBackend:
                 temperature=0.0 if fast else [0.0, 0.2, 0.4, 0.6],
             )
             segments = list(segments)
+            self._last_clip = None if fast else (audio, self._encodings)
         words = tuple(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for s in segments for w in (s.words or ()))
         text = " ".join(s.text.strip() for s in segments).strip()
         return without_hallucinated_ending(RawTranscript(text, words, audio.size / SAMPLE_RATE))
@@ -270,10 +285,14 @@ class FasterWhisperBackend:
             raise ModelError(f"dictation model {self.name!r} recognises {', '.join(self.languages)}, not {language!r}")
         model = self._model
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+        # The frame count only bounds the alignment's time axis, not the token probabilities used here.
+        frames = min(audio.size // HOP_LENGTH + 1, N_FRAMES)
         with self._lock:
-            features = model.feature_extractor(audio)
-            frames = min(int(features.shape[-1]), N_FRAMES)
-            encoded = model.encode(pad_or_trim(features))
+            last = self._last_clip
+            if last is not None and last[0] is audio and len(last[1]) == 1:
+                encoded = last[1][0]  # the speech of this very clip, as the recogniser just encoded it
+            else:
+                encoded = model.encode(pad_or_trim(model.feature_extractor(audio)))
             scores = []
             for phrase in phrases:
                 tokens = tokenizer.encode(" " + phrase.strip())

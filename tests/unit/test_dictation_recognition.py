@@ -7,11 +7,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from radpilot.config import Settings
 from radpilot.dictation import AudioError, Dictation, ModelError, decode_audio
 from radpilot.dictation.backend import FilePart, ModelManifest, resolve_model
+from radpilot.dictation.commands import COMMAND_PHRASES
 from tests.dictation_support import require_espeak, shared_dictation, silence_wav, speak
 
 pytestmark = pytest.mark.timeout(600)
@@ -41,6 +43,18 @@ def test_a_short_command_clip_the_recogniser_mishears_still_becomes_the_command(
     assert [c["command"] for c in result.commands] == ["undo"], result.raw_text
     assert result.text == ""
     assert result.raw_text  # what was heard, as heard
+
+
+def test_scoring_phrases_on_the_clip_just_transcribed_reuses_its_encoder_pass(tmp_path: Path) -> None:
+    backend = shared_dictation().backend("en")
+    audio = decode_audio(speak("Scratch that.", tmp_path / "scratch.wav", voice="en-us", words_per_minute=140), max_seconds=60)
+    fresh = backend.score_phrases(audio.copy(), COMMAND_PHRASES, language="en")  # another array: encoded anew
+    backend.transcribe(audio, language="en", prompt=None)
+    passes = len(backend._encodings)  # type: ignore[attr-defined]
+    reused = backend.score_phrases(audio, COMMAND_PHRASES, language="en")
+    assert len(backend._encodings) == passes == 1  # type: ignore[attr-defined]
+    assert int(np.argmax(reused)) == int(np.argmax(fresh)) and COMMAND_PHRASES[int(np.argmax(reused))] == "Scratch that."
+    assert max(abs(a - b) for a, b in zip(fresh, reused, strict=True)) < 0.5
 
 
 @pytest.mark.parametrize("spoken", ["I agree.", "No change."])
