@@ -29,7 +29,6 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 
 from radpilot.analyses.chest_xray import ChestXray
-from tests.fixtures.auth import sign_in
 from tests.fixtures.radpilot import (  # noqa: F401 - radpilot_factory is a fixture
     RunningNode,
     activate_models,
@@ -40,9 +39,9 @@ from tests.fixtures.radpilot import (  # noqa: F401 - radpilot_factory is a fixt
 from tests.helpers import require_or_skip
 from tests.integration.test_engine_end_to_end import SECONDARY_CAPTURE
 from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is a fixture
-    VIEWPORT_SIZE,
     BrowserLog,
     browser,
+    open_page,
     save_screenshot,
     visible_error_text,
 )
@@ -172,24 +171,22 @@ def _show_series(page, thumbnail_text: str) -> tuple[bytes, dict[str, float]]:  
 
 
 @pytest.fixture
-def page(browser, analysed_films: tuple[RunningNode, list[AnalysedFilm]]) -> Iterator:  # noqa: ANN001, F811
-    node, _ = analysed_films
-    context = browser.new_context(viewport=VIEWPORT_SIZE)
-    page = context.new_page()
+def viewer(browser, analysed_films: tuple[RunningNode, list[AnalysedFilm]]) -> Iterator:  # noqa: ANN001, F811
+    """A page signed in to the node as a radiologist, and the log of what its browser reported."""
+    log = BrowserLog()
+    context, page = open_page(browser, log, analysed_films[0])
     page.set_default_timeout(UI_TIMEOUT_S * 1000)
-    sign_in(page, node.base_url, node.archive.engine)
-    yield page
+    yield page, log
     context.close()
 
 
 def test_ohif_shows_every_vendor_encoding_and_its_key_image_with_the_lungs_darker_than_the_heart(
-    page,  # noqa: ANN001 - playwright Page
+    viewer,  # noqa: ANN001 - (playwright Page, BrowserLog)
     analysed_films: tuple[RunningNode, list[AnalysedFilm]],
     film: JsrtCase,
 ) -> None:
+    page, log = viewer
     node, analysed = analysed_films
-    log = BrowserLog()
-    log.attach(page)
     shown: dict[str, tuple[Shown, Shown]] = {}
     try:
         for k, item in enumerate(analysed):
