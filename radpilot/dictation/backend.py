@@ -246,7 +246,7 @@ class FasterWhisperBackend:
         # that clip (a short push-to-talk command) reuses them instead of encoding a 30 s window again.
         self._encodings: list[Any] = []
         self._last_clip: tuple[np.ndarray, list[Any]] | None = None
-        encode = self._model.encode
+        self._encode = encode = self._model.encode
 
         def encode_and_keep(features: np.ndarray) -> Any:
             output = encode(features)
@@ -292,7 +292,7 @@ class FasterWhisperBackend:
             if last is not None and last[0] is audio and len(last[1]) == 1:
                 encoded = last[1][0]  # the speech of this very clip, as the recogniser just encoded it
             else:
-                encoded = model.encode(pad_or_trim(model.feature_extractor(audio)))
+                encoded = self._encode(pad_or_trim(model.feature_extractor(audio)))  # not kept as a transcription's
             scores = []
             for phrase in phrases:
                 tokens = tokenizer.encode(" " + phrase.strip())

@@ -113,7 +113,7 @@ def command_by_rescoring(backend: SpeechBackend, audio: np.ndarray, raw: RawTran
     """``raw``, or the command phrase that fits a short clip without a heard command (see RESCORE_MAX_WORDS)."""
     if len(raw.words) > RESCORE_MAX_WORDS or raw.duration_s > RESCORE_MAX_SECONDS:
         return raw
-    if raw.text.strip() and any(piece["type"] == "command" for piece in report_form(raw.text, language="en", vocabulary=vocabulary)[1]):
+    if any(isinstance(piece, VoiceCommand) for piece in _corrected_pieces(raw.text, "en", vocabulary, correct=True)):
         return raw
     phrases = command_phrases(tuple(vocabulary.normal))
     scores = backend.score_phrases(audio, [raw.text, *phrases] if raw.text.strip() else list(phrases), language="en")
