@@ -81,6 +81,7 @@ VOICES = {
     "heldout": (("en-us+m7", 150), ("en-gb-x-rp", 165), ("en-029", 145), ("en-us+f4", 155), ("en-gb-x-gbclan", 185)),
 }
 NOISE_BURSTS = 4  # per split: white noise at speech level, 0.5-2 s
+NOISE_SEEDS = {"dev": 100, "heldout": 200}  # fixed: the same bursts on every run
 
 
 def noise_clip(seconds: float, seed: int) -> np.ndarray:
@@ -100,7 +101,7 @@ def clips_of(split: str, folder: Path) -> list[dict[str, Any]]:
             path = speak(spoken, folder / f"{voice}_{speed}_{len(clips):03d}.wav", voice=voice, words_per_minute=speed)
             clips.append({"voice": f"{voice} {speed}", "kind": "text", "spoken": spoken, "path": path})
     for k in range(NOISE_BURSTS):
-        clips.append({"voice": "noise", "kind": "noise", "spoken": "", "audio": noise_clip(0.5 + 0.5 * k, seed=hash(split) % 1000 + k)})
+        clips.append({"voice": "noise", "kind": "noise", "spoken": "", "audio": noise_clip(0.5 + 0.5 * k, seed=NOISE_SEEDS[split] + k)})
     return clips
 
 
