@@ -18,7 +18,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +35,14 @@ from radpilot.archive.query import Query, run_query
 from radpilot.db import make_engine, make_session_factory, migrate
 from radpilot.dicom import status as dimse_status
 from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document
-from radpilot.dicom.part10 import DEFAULT_MAX_INFLATED_BYTES, MalformedDicomError, ParsedInstance, dataset_offset, parse_part10
+from radpilot.dicom.part10 import (
+    DEFAULT_MAX_INFLATED_BYTES,
+    MalformedDicomError,
+    ParsedInstance,
+    dataset_offset,
+    decode_values,
+    parse_part10,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -245,10 +252,10 @@ class Archive:
         Never raises for bad input: the result says what happened and why.
         """
         try:
-            parsed = parse_part10(data, max_inflated_bytes=self.max_inflated_bytes, defer_size=self.metadata_threshold)
+            # Its values are decoded (and judged) by _store_parsed, while the file is being synced.
+            parsed = parse_part10(data, max_inflated_bytes=self.max_inflated_bytes, defer_size=self.metadata_threshold, decode=False)
         except MalformedDicomError as exc:
-            logger.warning("refused malformed instance", extra={"reason": str(exc), "source_ae": source_ae_title})
-            return StoreResult(StoreOutcome.MALFORMED, message=str(exc))
+            return self._malformed(exc, source_ae_title)
         if study_instance_uid is not None and str(parsed.dataset.StudyInstanceUID) != study_instance_uid:
             actual = str(parsed.dataset.StudyInstanceUID)
             return self._result(
@@ -260,6 +267,8 @@ class Archive:
         with lock:
             try:
                 return self._store_parsed(parsed, data, source_ae_title, derived)
+            except MalformedDicomError as exc:
+                return self._malformed(exc, source_ae_title)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     # First words first: a C-STORE Error Comment keeps 64 characters.
@@ -272,6 +281,11 @@ class Archive:
                 # A full disk under SQLite surfaces here ("database or disk is full"), as does a lost database.
                 logger.error("could not index instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "error": str(exc)})
                 return self._result(parsed, StoreOutcome.FAILED, f"index error: {str(exc).splitlines()[0][:300]}")
+
+    @staticmethod
+    def _malformed(exc: MalformedDicomError, source_ae_title: str) -> StoreResult:
+        logger.warning("refused malformed instance", extra={"reason": str(exc), "source_ae": source_ae_title})
+        return StoreResult(StoreOutcome.MALFORMED, message=str(exc))
 
     def _lock_for(self, sop_instance_uid: str) -> threading.Lock:
         with self._uid_locks_guard:
@@ -296,10 +310,12 @@ class Archive:
     def _store_parsed(self, parsed: ParsedInstance, data: bytes, source_ae_title: str, derived: bool) -> StoreResult:
         ds = parsed.dataset
         # The hash leaves out the file meta group, so it does not depend on who wrote the meta.
-        digest = hashlib.sha256(data[dataset_offset(data) :]).hexdigest()
+        digest = hashlib.sha256(memoryview(data)[dataset_offset(data) :]).hexdigest()
         with self.sessions() as session:
             existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
             if existing is not None:
+                if parsed.metadata is None:
+                    decode_values(ds)  # a malformed copy is refused as such, never taken for a resend
                 return self._resend(session, parsed, existing, digest, source_ae_title, derived)
         shortfall = self._free_space_shortfall(len(data))
         if shortfall:
@@ -309,12 +325,21 @@ class Archive:
         name = f"{parsed.sop_instance_uid}.{digest[:16]}{DERIVED_MARK if derived else ''}.dcm"
         relative = Path(str(ds.StudyInstanceUID)) / str(ds.SeriesInstanceUID) / name
         final_path = self.storage_dir / relative
-        if self.durability == "none":
+        if parsed.metadata is not None:  # read from the bytes, values vouched for: nothing left to hide behind the sync
+            metadata = zlib.compress(parsed.metadata, METADATA_COMPRESSION_LEVEL)
+            self._write_atomically(final_path, data, derived)
+        elif self.durability == "none":
+            decode_values(ds)
             metadata = self._metadata_of(parsed)
             self._write_atomically(final_path, data, derived)
         else:
-            # The sync releases the GIL: building the metadata meanwhile hides most of its cost.
+            # The sync releases the GIL: decoding the values and building the metadata meanwhile hides their cost.
             writing = self._writers.submit(self._write_atomically, final_path, data, derived)
+            try:
+                decode_values(ds)
+            except MalformedDicomError:
+                self._discard(writing, final_path)
+                raise
             metadata = self._metadata_of(parsed)
             writing.result()
         try:
@@ -334,6 +359,15 @@ class Archive:
             raise
         logger.debug("stored instance", extra={"sop_instance_uid": parsed.sop_instance_uid, "source_ae": source_ae_title})
         return self._result(parsed, StoreOutcome.STORED)
+
+    def _discard(self, writing: Future[None], final_path: Path) -> None:
+        """Undo a write begun for an instance that turned out malformed: its file, and the folders made for it if empty."""
+        try:
+            writing.result()
+        except OSError:
+            return  # nothing was left: the write cleans up after itself
+        final_path.unlink(missing_ok=True)
+        _remove_empty([final_path.parent.parent, final_path.parent])
 
     def _free_space_shortfall(self, size: int) -> str:
         """Why ``size`` more bytes may not be written (the free-space reserve would be broken), or "" when they may."""

@@ -416,9 +416,14 @@ def instance_metadata_document(dataset: Dataset, transfer_syntax: str, threshold
         threshold=threshold,
         little_endian=transfer_syntax != ExplicitVRBigEndian,
     )
-    result[tag_key(AVAILABLE_TRANSFER_SYNTAX_TAG)] = attribute_json("UI", transfer_syntax)
-    _drop_unusable_window(result)
-    return json.dumps(dict(sorted(result.items())), separators=(",", ":")).encode("utf-8")
+    return metadata_document_bytes(result, transfer_syntax)
+
+
+def metadata_document_bytes(header: dict[str, Any], transfer_syntax: str) -> bytes:
+    """The document of :func:`instance_metadata_document` from an instance's header in DICOM JSON (changed in place)."""
+    header[tag_key(AVAILABLE_TRANSFER_SYNTAX_TAG)] = attribute_json("UI", transfer_syntax)
+    _drop_unusable_window(header)
+    return json.dumps(dict(sorted(header.items())), separators=(",", ":")).encode("utf-8")
 
 
 def _drop_unusable_window(result: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from pydicom.filereader import data_element_generator
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from radpilot.dicom.fast_metadata import fast_metadata_document
 from radpilot.dicom.json_model import BINARY_VRS, DEFAULT_BULK_DATA_THRESHOLD, is_deferred, read_metadata_header
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -35,6 +36,7 @@ DEFAULT_MAX_INFLATED_BYTES = 512 * 1024**2
 # Inflation is checked in steps of this many output bytes, so checking a bomb holds no more than one step.
 INFLATE_STEP = 8 * 1024 * 1024
 INFLATE_FEED = 64 * 1024
+NESTED_TOO_DEEP = "unreadable DICOM file: sequences nested too deeply"
 
 PREAMBLE_LENGTH = 128
 DICM_MARKER = b"DICM"
@@ -55,6 +57,9 @@ class ParsedInstance:
 
     dataset: Dataset
     transfer_syntax_uid: str
+    # The instance's WADO-RS metadata when radpilot.dicom.fast_metadata could read it from the bytes;
+    # it then also vouches that every value decodes (decode_values need not run).
+    metadata: bytes | None = None
 
     @property
     def sop_instance_uid(self) -> str:
@@ -68,7 +73,11 @@ def is_valid_uid(value: object) -> bool:
 
 
 def parse_part10(
-    data: bytes, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES, defer_size: int = DEFAULT_BULK_DATA_THRESHOLD
+    data: bytes,
+    *,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+    defer_size: int = DEFAULT_BULK_DATA_THRESHOLD,
+    decode: bool = True,
 ) -> ParsedInstance:
     """Parse and validate a DICOM Part 10 file held in memory.
 
@@ -86,6 +95,10 @@ def parse_part10(
         archive builds an instance's metadata from this very dataset (one read, one
         decoding). A deflated dataset is read whole: a deferred value could not be found
         again in the deflated stream.
+    decode
+        Decode every value now (see :func:`decode_values`). False leaves that to the
+        caller, who must call :func:`decode_values` before it trusts the instance: the
+        archive does so while the file is being synced, to hide the cost.
 
     Returns
     -------
@@ -107,29 +120,59 @@ def parse_part10(
     try:
         # Read exactly as WADO-RS reads a stored file for its metadata, so the archive can keep this dataset's.
         dataset = read_metadata_header(data, transfer_syntax or "", defer_size)
-        # pydicom decodes values when they are first read: decode all of them now, so that
-        # a bad value is refused here and not met later by the index, the engine or a viewer.
-        _decode_values(dataset)
         for _ in dataset.file_meta.iterall():
             pass
+        # Decoded here, within reach of the handlers below, even when the other values are decoded later.
+        required = {keyword: dataset.get(keyword) for keyword in REQUIRED_UIDS}
     except RecursionError:
-        raise MalformedDicomError("unreadable DICOM file: sequences nested too deeply") from None
-    except (InvalidDicomError, zlib.error) as exc:
-        raise MalformedDicomError(f"unreadable DICOM file: {exc}") from exc
+        raise MalformedDicomError(NESTED_TOO_DEEP) from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises a dozen types for hostile bytes (struct.error, OSError, ...)
-        raise MalformedDicomError(f"unreadable DICOM file: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        raise _unreadable(exc) from exc
     meta: FileMetaDataset = dataset.file_meta
     transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
     if not is_valid_uid(transfer_syntax):
         raise MalformedDicomError("file meta information lacks a valid TransferSyntaxUID (0002,0010)")
-    _check_complete(data, transfer_syntax)
-    _check_required_uids(dataset)
+    metadata = None
+    if meta_end == dataset_offset(data):  # where pydicom's reading of the meta group ended, and the dataset starts
+        metadata = fast_metadata_document(data, meta_end, transfer_syntax, defer_size)
+    if metadata is None:
+        _check_complete(data, transfer_syntax)
+    _check_required_uids(required)
     meta_sop = meta.get("MediaStorageSOPInstanceUID")
     if meta_sop and str(meta_sop) != str(dataset.SOPInstanceUID):
         raise MalformedDicomError(
             f"MediaStorageSOPInstanceUID {meta_sop} differs from the dataset's SOPInstanceUID {dataset.SOPInstanceUID}"
         )
-    return ParsedInstance(dataset=dataset, transfer_syntax_uid=transfer_syntax)
+    if decode and metadata is None:
+        decode_values(dataset)
+    return ParsedInstance(dataset=dataset, transfer_syntax_uid=transfer_syntax, metadata=metadata)
+
+
+def decode_values(dataset: Dataset) -> None:
+    """Decode every value of a dataset read by :func:`parse_part10`, so that a bad one is refused now.
+
+    pydicom decodes a value when it is first read: without this, a bad value would be met
+    later by the index, the engine or a viewer instead of refusing the instance.
+
+    Raises
+    ------
+    MalformedDicomError
+        If a value cannot be decoded; the message names what pydicom found.
+    """
+    try:
+        _decode_values(dataset)
+    except RecursionError:
+        raise MalformedDicomError(NESTED_TOO_DEEP) from None
+    except Exception as exc:  # noqa: BLE001 - as in parse_part10
+        raise _unreadable(exc) from exc
+
+
+def _unreadable(exc: Exception) -> MalformedDicomError:
+    if isinstance(exc, MalformedDicomError):
+        return exc
+    if isinstance(exc, (InvalidDicomError, zlib.error)):
+        return MalformedDicomError(f"unreadable DICOM file: {exc}")
+    return MalformedDicomError(f"unreadable DICOM file: {type(exc).__name__}: {str(exc)[:300]}")
 
 
 def _decode_values(dataset: Dataset) -> None:
@@ -202,9 +245,8 @@ def check_inflated_size(deflated: bytes | memoryview, limit: int) -> int:
     return total
 
 
-def _check_required_uids(dataset: Dataset) -> None:
-    for keyword in REQUIRED_UIDS:
-        value = dataset.get(keyword)
+def _check_required_uids(values: dict[str, object]) -> None:
+    for keyword, value in values.items():
         if value is None or str(value) == "":
             raise MalformedDicomError(f"dataset is missing the required attribute {keyword}")
         if not is_valid_uid(value):

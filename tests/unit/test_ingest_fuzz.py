@@ -130,6 +130,21 @@ def test_fuzz_findings_are_refused_as_malformed_with_a_reason(archive: Archive, 
     assert archive.instance_count() == 0
 
 
+@pytest.mark.parametrize("finding", sorted(FINDINGS))
+def test_fuzz_findings_leave_no_file_nor_folder_when_their_values_are_judged_during_the_sync(tmp_path: Path, finding: str) -> None:
+    # With fsync on, values are decoded while the file is written: a bad one must take that file back.
+    archive = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'index.sqlite3'}", durability="file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = archive.store_file_bytes(FINDINGS[finding]())
+        left = sorted(p.relative_to(archive.storage_dir).as_posix() for p in archive.storage_dir.rglob("*"))
+    finally:
+        archive.close()
+    assert result.outcome is StoreOutcome.MALFORMED, result
+    assert left == [".incoming"]
+
+
 def test_deflated_instance_within_the_limit_is_stored(archive: Archive) -> None:
     data = deflated(to_part10_bytes(make_ct_dataset()))
     assert check_ingest(archive, data).outcome is StoreOutcome.STORED

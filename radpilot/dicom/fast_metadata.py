@@ -1,0 +1,307 @@
+"""An instance's WADO-RS metadata read straight from its bytes, for the common case, at a fraction of pydicom's cost.
+
+At ingest the archive must prove every element complete and every value decodable, and
+keep the instance's metadata (:func:`~radpilot.dicom.json_model.instance_metadata_document`).
+Through pydicom that is most of a C-STORE's CPU time: each of a CT header's hundred values
+goes through several layers of objects. Most instances a hospital sends are plain:
+explicit VR little endian (native or encapsulated pixel data), ASCII text, well-formed
+numbers. For those, :func:`fast_metadata_document` walks the element bytes once and builds
+the same JSON object the pydicom path builds, with the same functions for numbers and
+person names, and the same bytes in the end.
+
+It answers for that subset only. Any other transfer syntax or character set, a non-ASCII
+byte in a text value, a number pydicom would have to guess at, an unknown or UN VR, an
+element out of order or cut short, trailing bytes: it returns None, and the caller takes
+the pydicom path, which decides (and words any refusal) exactly as before. So its answer
+is the pydicom path's answer or no answer, never a different one;
+``tests/unit/test_fast_metadata.py`` compares the two on real files and on fuzzed bytes.
+A document from here also vouches for what the pydicom path checks: every element is
+complete, nothing trails the dataset, and every value decodes.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import struct
+from typing import Any
+
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from radpilot.dicom.json_model import PIXEL_DATA_TAGS, _number, metadata_document_bytes, tag_key
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+ITEM_TAG, ITEM_END_TAG, SEQUENCE_END_TAG = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
+SPECIFIC_CHARACTER_SET = 0x00080005
+# Character sets under which ASCII bytes decode to themselves in every text VR.
+ASCII_CHARACTER_SETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"})
+# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2), as pydicom reads them.
+LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
+# How pydicom splits and trims each text VR (pydicom.values): the JSON values follow from that.
+SPLIT_THEN_TRIM_END = frozenset({"LO", "SH", "UC"})  # convert_text: each value rstrip("\0 ")
+TRIM_END_THEN_SPLIT = frozenset({"AS", "CS", "DA", "DT", "TM"})  # multi_string: the whole value rstrip(" \0")
+SINGLE_VALUE_TEXT = frozenset({"LT", "ST", "UT"})  # convert_single_string: rstrip("\0 "), never split
+TEXT_VRS = SPLIT_THEN_TRIM_END | TRIM_END_THEN_SPLIT | SINGLE_VALUE_TEXT | {"AE", "UI", "UR", "PN", "IS", "DS"}
+KNOWN_VRS = TEXT_VRS | BINARY_VRS | frozenset(NUMBER_FORMATS) | {"AT", "SQ"}
+# Numbers that pydicom reads as written and _number turns into the same JSON number; anything else is pydicom's to judge.
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_ELEMENT_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<L")
+_ITEM_HEADER = struct.Struct("<LL")
+MAX_DEPTH = 64  # deeper nesting is left to the pydicom path (which refuses what it cannot read)
+
+
+class _NotPlain(Exception):
+    """The instance is outside what this module answers for: the pydicom path takes it."""
+
+
+def fast_metadata_document(data: bytes, dataset_start: int, transfer_syntax: str, threshold: int) -> bytes | None:
+    """The metadata document of a Part 10 instance whose dataset starts at ``dataset_start``, or None.
+
+    ``threshold`` is the bulk data threshold (and the ``defer_size`` the pydicom path reads
+    with). Returns exactly what :func:`~radpilot.dicom.json_model.instance_metadata_document`
+    returns for this instance, or None when the instance is outside the subset described above.
+    """
+    if not _plain_transfer_syntax(transfer_syntax):
+        return None
+    walker = _Walker(data, threshold)
+    try:
+        header, _ = walker.dataset(dataset_start, len(data), prefix="", top_level=True, depth=0)
+    except (_NotPlain, struct.error, UnicodeDecodeError):
+        return None
+    return metadata_document_bytes(header, transfer_syntax)
+
+
+def _plain_transfer_syntax(transfer_syntax: str) -> bool:
+    uid = UID(transfer_syntax)
+    if not uid.is_transfer_syntax or uid == DeflatedExplicitVRLittleEndian:
+        return False
+    return uid.is_little_endian and not uid.is_implicit_VR
+
+
+class _Walker:
+    def __init__(self, data: bytes, threshold: int) -> None:
+        self.data = data
+        self.view = memoryview(data)
+        self.threshold = threshold
+
+    def dataset(
+        self, start: int, end: int, *, prefix: str, top_level: bool, depth: int, delimited: bool = False
+    ) -> tuple[dict[str, Any], int]:
+        """The DICOM JSON object of the elements from ``start``, and the position after them.
+
+        The elements end exactly at ``end``, or, when ``delimited`` (an undefined-length
+        item), at an item delimiter before ``end``, which the returned position is after.
+        """
+        if depth > MAX_DEPTH:
+            raise _NotPlain("nested too deeply")
+        result: dict[str, Any] = {}
+        data = self.data
+        position, previous = start, -1
+        while delimited or position < end:
+            if position + 8 > end:
+                raise _NotPlain("element header cut short")
+            group, element, vr_bytes, short_length = _ELEMENT_HEADER.unpack_from(data, position)
+            tag = group << 16 | element
+            if delimited and tag == ITEM_END_TAG:
+                if data[position + 4 : position + 8] != b"\x00\x00\x00\x00":
+                    raise _NotPlain("item delimiter with a length")
+                return result, position + 8
+            if tag <= previous or group == 0xFFFE or (top_level and group == 0x0002):
+                raise _NotPlain("element out of order, a delimiter, or file meta in the dataset")
+            previous = tag
+            vr = vr_bytes.decode("ascii")
+            if vr not in KNOWN_VRS:
+                raise _NotPlain("a VR this path does not read (UN among them)")
+            if vr in LONG_LENGTH_VRS:
+                if position + 12 > end:
+                    raise _NotPlain("element header cut short")
+                (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
+                value_start = position + 12
+            else:
+                length, value_start = short_length, position + 8
+            key = tag_key(tag)
+            path = prefix + key
+            if length == UNDEFINED_LENGTH:
+                if vr == "SQ":
+                    result[key], position = self.undefined_length_sequence(value_start, end, path, depth)
+                elif top_level and tag in PIXEL_DATA_TAGS and vr in ("OB", "OW"):
+                    result[key], position = {"vr": vr, "BulkDataURI": path}, self.after_fragments(value_start, end)
+                else:
+                    raise _NotPlain("undefined length outside a sequence or encapsulated pixel data")
+                continue
+            value_end = value_start + length
+            if value_end > end:
+                raise _NotPlain("value cut short")
+            if tag == SPECIFIC_CHARACTER_SET and not self.ascii_character_set(value_start, value_end):
+                raise _NotPlain("a character set this path does not read")
+            result[key] = self.attribute(vr, tag, value_start, value_end, path, top_level, depth)
+            position = value_end
+        if position != end:
+            raise _NotPlain("elements run past their dataset")
+        return result, position
+
+    def ascii_character_set(self, start: int, end: int) -> bool:
+        names = bytes(self.view[start:end]).decode("ascii").rstrip(" \x00").split("\\")
+        return len(names) == 1 and names[0].strip() in ASCII_CHARACTER_SETS
+
+    def attribute(self, vr: str, tag: int, start: int, end: int, path: str, top_level: bool, depth: int) -> dict[str, Any]:
+        length = end - start
+        if vr == "SQ":
+            items = self.items(start, end, path, depth) if length else []
+            return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+        if vr in BINARY_VRS:
+            return self.binary(vr, tag, start, end, path, top_level)
+        result: dict[str, Any] = {"vr": vr}
+        if not length:
+            return result
+        if vr in NUMBER_FORMATS:
+            values = self.numbers(vr, start, end)
+        elif vr == "AT":
+            values = self.tags(start, end)
+        else:
+            values = self.texts(vr, bytes(self.view[start:end]))
+        if values and any(v is not None for v in values):
+            result["Value"] = values
+        return result
+
+    def binary(self, vr: str, tag: int, start: int, end: int, path: str, top_level: bool) -> dict[str, Any]:
+        length = end - start
+        if not length:
+            return {"vr": vr}
+        # pydicom defers a top-level value longer than the threshold; a deferred value, top-level
+        # pixel data, and any value longer than the threshold become bulk data (json_model._binary_json).
+        if length > self.threshold or (top_level and tag in PIXEL_DATA_TAGS):
+            return {"vr": vr, "BulkDataURI": path}
+        return {"vr": vr, "InlineBinary": base64.b64encode(self.view[start:end]).decode("ascii")}
+
+    def numbers(self, vr: str, start: int, end: int) -> list[Any]:
+        code = NUMBER_FORMATS[vr]
+        size = struct.calcsize("<" + code)  # standard sizes: natively an L is 8 bytes
+        if (end - start) % size:
+            raise _NotPlain("binary number of a length pydicom refuses")
+        values = struct.unpack_from(f"<{(end - start) // size}{code}", self.data, start)
+        if code in "fd":
+            return [_number(v, vr) for v in values]
+        return list(values)
+
+    def tags(self, start: int, end: int) -> list[str]:
+        if (end - start) % 4:
+            raise _NotPlain("AT value of a length pydicom refuses")
+        words = struct.unpack_from(f"<{(end - start) // 2}H", self.data, start)
+        return [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]
+
+    @staticmethod
+    def texts(vr: str, raw: bytes) -> list[Any]:
+        # ASCII only (no escape either): then every character set this path allows decodes it as itself.
+        if not raw.isascii() or b"\x1b" in raw:
+            raise _NotPlain("text that is not plain ASCII")
+        text = raw.decode("ascii")
+        if vr in SPLIT_THEN_TRIM_END:
+            values = [v.rstrip("\x00 ") for v in text.split("\\")]
+        elif vr in TRIM_END_THEN_SPLIT:
+            values = text.rstrip(" \x00").split("\\")
+        elif vr in SINGLE_VALUE_TEXT:
+            values = [text.rstrip("\x00 ")]
+        elif vr == "AE":
+            values = [v.strip() for v in text.split("\\")]
+        elif vr == "UI":
+            values = text.rstrip("\x00 ").split("\\")
+        elif vr == "UR":
+            values = [text.rstrip()]
+        elif vr == "PN":
+            return _person_names(raw)
+        elif vr == "IS":
+            return [_integer_string(v) for v in text.rstrip(" \x00").split("\\")]
+        else:  # DS
+            return [_decimal_string(v) for v in text.strip().rstrip(" \x00").split("\\")]
+        if vr in SINGLE_VALUE_TEXT or vr == "UR":
+            return [] if values == [""] else [v or None for v in values]
+        return [v or None for v in values]
+
+    def items(self, start: int, end: int, path: str, depth: int) -> list[dict[str, Any]]:
+        """The items of a defined-length sequence value, which must end exactly at ``end``."""
+        items: list[dict[str, Any]] = []
+        position = start
+        while position < end:
+            if position + 8 > end:
+                raise _NotPlain("item header cut short")
+            tag, length = _ITEM_HEADER.unpack_from(self.data, position)
+            tag = (tag & 0xFFFF) << 16 | tag >> 16
+            if tag != ITEM_TAG:
+                raise _NotPlain("not an item in a sequence")
+            item_start = position + 8
+            prefix = f"{path}/{len(items)}/"
+            if length == UNDEFINED_LENGTH:
+                item, position = self.dataset(item_start, end, prefix=prefix, top_level=False, depth=depth + 1, delimited=True)
+            else:
+                if item_start + length > end:
+                    raise _NotPlain("item cut short")
+                item, position = self.dataset(item_start, item_start + length, prefix=prefix, top_level=False, depth=depth + 1)
+            items.append(item)
+        if position != end:
+            raise _NotPlain("items run past their sequence")
+        return items
+
+    def undefined_length_sequence(self, start: int, end: int, path: str, depth: int) -> tuple[dict[str, Any], int]:
+        """An undefined-length sequence from its first item to its delimiter; the position after the delimiter."""
+        items: list[dict[str, Any]] = []
+        position = start
+        while True:
+            if position + 8 > end:
+                raise _NotPlain("sequence without its delimiter")
+            tag, length = _ITEM_HEADER.unpack_from(self.data, position)
+            tag = (tag & 0xFFFF) << 16 | tag >> 16
+            if tag == SEQUENCE_END_TAG and length == 0:
+                position += 8
+                break
+            if tag != ITEM_TAG:
+                raise _NotPlain("not an item in a sequence")
+            item_start = position + 8
+            prefix = f"{path}/{len(items)}/"
+            if length == UNDEFINED_LENGTH:
+                item, position = self.dataset(item_start, end, prefix=prefix, top_level=False, depth=depth + 1, delimited=True)
+            else:
+                if item_start + length > end:
+                    raise _NotPlain("item cut short")
+                item, position = self.dataset(item_start, item_start + length, prefix=prefix, top_level=False, depth=depth + 1)
+            items.append(item)
+        return ({"vr": "SQ", "Value": items} if items else {"vr": "SQ"}), position
+
+    def after_fragments(self, start: int, end: int) -> int:
+        """After encapsulated pixel data: pydicom reads to the first sequence delimiter, wherever it is."""
+        delimiter = self.data.find(SEQUENCE_DELIMITER, start, end)
+        if delimiter < 0 or delimiter + 8 > end or self.data[delimiter + 4 : delimiter + 8] != b"\x00\x00\x00\x00":
+            raise _NotPlain("encapsulated pixel data without its delimiter")
+        return delimiter + 8
+
+
+def _person_names(raw: bytes) -> list[Any]:
+    text = raw.rstrip(b"\x00 ").decode("ascii")
+    if "=" in text:
+        raise _NotPlain("person name with component groups")
+    return [{"Alphabetic": name} if name else None for name in text.split("\\")]
+
+
+def _integer_string(value: str) -> int | None:
+    if not value.strip(" "):
+        return None
+    if not _INTEGER.fullmatch(value.strip(" ")):
+        raise _NotPlain("IS value pydicom would have to guess at")
+    return int(value)
+
+
+def _decimal_string(value: str) -> int | float | None:
+    if not value.strip(" "):
+        return None
+    text = value.strip(" ")
+    if not _DECIMAL.fullmatch(text):
+        raise _NotPlain("DS value pydicom would have to guess at")
+    number = _number(text, "DS")
+    if number is None:
+        raise _NotPlain("DS value out of range")
+    return number

@@ -1,0 +1,163 @@
+"""The metadata read straight from an instance's bytes is the pydicom path's answer or no answer, never another one."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from radpilot.dicom.fast_metadata import fast_metadata_document
+from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document, read_metadata_header
+from radpilot.dicom.part10 import MalformedDicomError, _check_complete, declared_transfer_syntax, decode_values, parse_part10
+from tests.factories import make_ct_dataset, to_part10_bytes
+from tests.fuzz_support import deflated, mutated_part10, nested_sequence_dataset, with_transfer_syntax
+from tests.helpers import shared_data_path
+
+THRESHOLD = DEFAULT_BULK_DATA_THRESHOLD
+PYDICOM_FILES = Path(get_testdata_file("MR_small.dcm")).parent
+
+
+def fast(data: bytes, threshold: int = THRESHOLD) -> bytes | None:
+    transfer_syntax, meta_end = declared_transfer_syntax(data)
+    return fast_metadata_document(data, meta_end, transfer_syntax or "", threshold)
+
+
+def by_pydicom(data: bytes, threshold: int = THRESHOLD) -> bytes:
+    """The metadata as the archive builds it through pydicom, with every check the fast path vouches for."""
+    transfer_syntax = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID)
+    _check_complete(data, transfer_syntax)
+    dataset = read_metadata_header(data, transfer_syntax, threshold)
+    decode_values(dataset)
+    return instance_metadata_document(dataset, transfer_syntax, threshold)
+
+
+def part10_files() -> list[Path]:
+    return sorted(p for p in PYDICOM_FILES.rglob("*") if p.is_file() and p.read_bytes()[128:132] == b"DICM")
+
+
+def real_ct_explicit_le(count: int) -> list[bytes]:
+    """Real CT slices (stored deflated in the shared data) as a scanner sends them: explicit VR little endian."""
+    files = sorted((shared_data_path() / "ct-lung" / "LUNGCT-001" / "dicom").glob("*.dcm"))[:count]
+    if not files:
+        pytest.skip("no CT in the shared data")
+    out = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
+
+
+@pytest.mark.parametrize("path", part10_files(), ids=lambda p: p.relative_to(PYDICOM_FILES).as_posix())
+def test_pydicom_test_files_get_the_pydicom_paths_document_or_none(path: Path) -> None:
+    data = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        document = fast(data)
+        if document is None:
+            return
+        assert document == by_pydicom(data)
+
+
+@pytest.mark.parametrize(
+    "name", ["MR_small.dcm", "CT_small.dcm", "liver_1frame.dcm", "SC_rgb_small_odd.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm"]
+)
+def test_plain_instances_native_and_encapsulated_are_answered_by_the_fast_path(name: str) -> None:
+    data = Path(get_testdata_file(name)).read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fast(data) == by_pydicom(data)
+
+
+def test_real_ct_and_nested_sequences_are_answered_identically() -> None:
+    samples = [
+        *real_ct_explicit_le(8),
+        to_part10_bytes(make_ct_dataset()),
+        nested_sequence_dataset(6, undefined_length=True),
+        nested_sequence_dataset(3, undefined_length=False),
+    ]
+    for data in samples:
+        assert fast(data) == by_pydicom(data)
+
+
+@pytest.mark.parametrize("threshold", [0, 16, 1024, 10**6])
+def test_bulk_data_threshold_decides_inline_or_bulk_as_the_pydicom_path_does(threshold: int) -> None:
+    ds = make_ct_dataset(rows=8, columns=8)
+    item = Dataset()
+    item.add_new(0x00091010, "OB", b"\x07" * 300)
+    ds.add_new(0x00091001, "LO", "RADPILOT TEST")
+    ds.add_new(0x00091002, "SQ", pydicom.Sequence([item]))
+    ds.add_new(0x00282000, "OB", bytes(range(256)) * 2)
+    data = to_part10_bytes(ds)
+    assert fast(data, threshold) == by_pydicom(data, threshold)
+
+
+def _with(**attributes: object) -> bytes:
+    ds = make_ct_dataset(rows=8, columns=8)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return to_part10_bytes(ds)
+
+
+@pytest.mark.parametrize(
+    "case, data",
+    [
+        ("implicit VR", lambda: with_transfer_syntax(to_part10_bytes(make_ct_dataset(rows=8, columns=8)), ImplicitVRLittleEndian)),
+        ("big endian", lambda: with_transfer_syntax(to_part10_bytes(make_ct_dataset(rows=8, columns=8)), ExplicitVRBigEndian)),
+        ("deflated", lambda: deflated(to_part10_bytes(make_ct_dataset(rows=8, columns=8)))),
+        ("text beyond ASCII", lambda: _with(SpecificCharacterSet="ISO_IR 192", PatientName="Müller^Jürgen")),
+        ("ISO 2022 character set", lambda: _with(SpecificCharacterSet=["", "ISO 2022 IR 149"], PatientName="Kim^Minsu")),
+        ("person name with component groups", lambda: _with(PatientName="Kim^Minsu=Kim^Minsu")),
+        ("decimal pydicom must guess at", lambda: _with(SliceThickness="9.75").replace(b"9.75", b"9,75")),
+        ("integer string with a fraction", lambda: _with(InstanceNumber="1.5")),
+        ("cut short", lambda: to_part10_bytes(make_ct_dataset(rows=8, columns=8))[:-3]),
+        ("trailing bytes", lambda: to_part10_bytes(make_ct_dataset(rows=8, columns=8)) + b"\x00\x00"),
+    ],
+)
+def test_what_the_fast_path_does_not_answer_for_goes_to_pydicom(case: str, data) -> None:  # noqa: ANN001
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fast(data()) is None, case
+
+
+def test_un_vr_goes_to_pydicom() -> None:
+    ds = make_ct_dataset(rows=8, columns=8)
+    ds.add_new(0x00091001, "UN", b"\x01\x02")
+    assert fast(to_part10_bytes(ds)) is None
+
+
+def test_archive_keeps_the_same_document_whichever_path_built_it(tmp_path: Path) -> None:
+    data = to_part10_bytes(make_ct_dataset())
+    parsed = parse_part10(data)
+    assert parsed.metadata is not None and parsed.metadata == by_pydicom(data)
+    odd = _with(PatientName="Kim^Minsu=Kim^Minsu")
+    assert parse_part10(odd).metadata is None
+
+
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(mutated_part10())
+def test_fuzzed_bytes_the_fast_path_answers_get_the_pydicom_paths_document(data: bytes) -> None:
+    # A document vouches that the bytes are complete and every value decodes: the pydicom path must agree.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            parsed = parse_part10(data)
+        except MalformedDicomError:
+            return
+        if parsed.metadata is not None:
+            assert parsed.metadata == by_pydicom(data)
