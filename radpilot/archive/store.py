@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine, Select, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +58,12 @@ METADATA_COMPRESSION_LEVEL = 1
 METADATA_BATCH = 900
 # Threads that write and sync files while the storing thread builds the instance's metadata: one per concurrent store.
 WRITER_THREADS = 16
+
+
+# Built once: building a statement with its values costs more than running it (SQLAlchemy coerces each value).
+INSERT_INSTANCE = Instance.__table__.insert()
+INSERT_METADATA = InstanceMetadata.__table__.insert()
+SELECT_INSTANCE_BY_UID = select(Instance).where(Instance.sop_instance_uid == bindparam("uid"))
 
 
 class StoreOutcome(enum.Enum):
@@ -312,7 +318,7 @@ class Archive:
         # The hash leaves out the file meta group, so it does not depend on who wrote the meta.
         digest = hashlib.sha256(memoryview(data)[dataset_offset(data) :]).hexdigest()
         with self.sessions() as session:
-            existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == parsed.sop_instance_uid))
+            existing = session.scalar(SELECT_INSTANCE_BY_UID, {"uid": parsed.sop_instance_uid})
             if existing is not None:
                 if parsed.metadata is None:
                     decode_values(ds)  # a malformed copy is refused as such, never taken for a resend
@@ -412,8 +418,9 @@ class Archive:
         """Index in one transaction; once more with fresh ids if a cached study or series vanished meanwhile."""
         for attempt in (1, 2):
             try:
-                with self.sessions() as session, session.begin():
-                    self._index(session, parsed, relative, size, digest, source_ae_title, derived, metadata)
+                # A connection and statements built once: the index write is on every C-STORE's critical path.
+                with self.engine.begin() as connection:
+                    self._index(connection, parsed, relative, size, digest, source_ae_title, derived, metadata)
                 return
             except IntegrityError:
                 self._forget_ids()
@@ -487,7 +494,7 @@ class Archive:
 
     def _index(
         self,
-        session: Session,
+        session: Connection,
         parsed: ParsedInstance,
         relative: Path,
         size: int,
@@ -507,31 +514,32 @@ class Archive:
         series_id = self._series_id(session, ds, series_uid, study_id)
         now = utcnow()
         instance_id = session.execute(
-            insert(Instance).values(
-                sop_instance_uid=parsed.sop_instance_uid,
-                series_fk=series_id,
-                sop_class_uid=str(ds.SOPClassUID),
-                instance_number=_int_or_none(ds, "InstanceNumber"),
-                transfer_syntax_uid=parsed.transfer_syntax_uid,
-                rows=_int_or_none(ds, "Rows"),
-                columns=_int_or_none(ds, "Columns"),
-                number_of_frames=_int_or_none(ds, "NumberOfFrames"),
-                file_path=relative.as_posix(),
-                file_size=size,
-                content_sha256=digest,
-                source_ae_title=source_ae_title[:16],
-                derived=derived,
-                received_at=now,
-            )
+            INSERT_INSTANCE,
+            {
+                "sop_instance_uid": parsed.sop_instance_uid,
+                "series_fk": series_id,
+                "sop_class_uid": str(ds.SOPClassUID),
+                "instance_number": _int_or_none(ds, "InstanceNumber"),
+                "transfer_syntax_uid": parsed.transfer_syntax_uid,
+                "rows": _int_or_none(ds, "Rows"),
+                "columns": _int_or_none(ds, "Columns"),
+                "number_of_frames": _int_or_none(ds, "NumberOfFrames"),
+                "file_path": relative.as_posix(),
+                "file_size": size,
+                "content_sha256": digest,
+                "source_ae_title": source_ae_title[:16],
+                "derived": derived,
+                "received_at": now,
+            },
         ).inserted_primary_key[0]
         if metadata is not None:
             session.execute(
-                insert(InstanceMetadata).values(instance_fk=instance_id, bulk_data_threshold=self.metadata_threshold, document=metadata)
+                INSERT_METADATA, {"instance_fk": instance_id, "bulk_data_threshold": self.metadata_threshold, "document": metadata}
             )
         if not derived:
             self._touch(session, study_id, series_id, now)
 
-    def _touch(self, session: Session, study_id: int, series_id: int, now) -> None:  # noqa: ANN001 - datetime
+    def _touch(self, session: Connection, study_id: int, series_id: int, now) -> None:  # noqa: ANN001 - datetime
         """Move the study's and series' updated_at (what the study-complete detector watches), at most once a second.
 
         Derived objects never move it: RadPilot's own results must not make their study due again.
@@ -543,7 +551,7 @@ class Archive:
         session.execute(update(Series).where(Series.id == series_id).values(updated_at=now))
         self._touched[series_id] = now
 
-    def _study_id(self, session: Session, ds: Dataset, study_uid: str) -> int:
+    def _study_id(self, session: Connection, ds: Dataset, study_uid: str) -> int:
         cached = self._study_ids.get(study_uid)
         if cached is not None:
             return cached
@@ -571,7 +579,7 @@ class Archive:
         self._remember(self._study_ids, study_uid, study_id)
         return study_id
 
-    def _series_id(self, session: Session, ds: Dataset, series_uid: str, study_id: int) -> int:
+    def _series_id(self, session: Connection, ds: Dataset, series_uid: str, study_id: int) -> int:
         cached = self._series_ids.get(series_uid)
         if cached is not None:
             return cached
@@ -594,7 +602,7 @@ class Archive:
         self._remember(self._series_ids, series_uid, series_id)
         return series_id
 
-    def _patient_id(self, session: Session, ds: Dataset) -> int:
+    def _patient_id(self, session: Connection, ds: Dataset) -> int:
         patient_key = _text(ds, "PatientID", 64)
         row_id = session.scalar(select(Patient.id).where(Patient.patient_id == patient_key))
         if row_id is not None:
