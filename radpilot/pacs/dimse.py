@@ -53,6 +53,8 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEnd
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
     AllStoragePresentationContexts,
     _config,
     build_context,
@@ -75,6 +77,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from radpilot.archive.query import INDEXED_ATTRIBUTES, NON_MATCHING_KEYS, Query, QueryError, QueryLevel, vr_of
 from radpilot.dicom import status as dimse_status
+from radpilot.dicom.part10 import part10_bytes
 from radpilot.security import audit
 from radpilot.security.tls import TlsFiles
 
@@ -662,7 +665,7 @@ class DimseService:
 
     def _store(self, event: Event, record: _AssociationRecord) -> Dataset:
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = _part10_of(event)
             result = self.archive.store_file_bytes(data, source_ae_title=record.calling_ae)
         except Exception as exc:  # noqa: BLE001 - answer with a failure status, never drop the request
             logger.exception("C-STORE failed", extra={"calling_ae": record.calling_ae})
@@ -834,6 +837,22 @@ class DimseService:
 
 
 # -- query translation -------------------------------------------------------------------
+
+
+def _part10_of(event: Event) -> bytes:
+    """The C-STORE request's dataset as a Part 10 file: what ``event.encoded_dataset()`` gives, built without pydicom."""
+    request = event.request
+    sop_class, sop_instance = str(request.AffectedSOPClassUID or ""), str(request.AffectedSOPInstanceUID or "")
+    if not sop_class or not sop_instance:
+        return event.encoded_dataset(include_meta=True)  # pydicom words what is missing
+    return part10_bytes(
+        request.DataSet.getvalue(),
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        transfer_syntax=str(event.context.transfer_syntax),
+        implementation_uid=PYNETDICOM_IMPLEMENTATION_UID,
+        implementation_version=PYNETDICOM_IMPLEMENTATION_VERSION,
+    )
 
 
 def _query_keys(identifier: Dataset) -> dict[str, str]:

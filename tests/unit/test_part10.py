@@ -17,6 +17,7 @@ from radpilot.dicom.part10 import (
     file_meta_end,
     normalize_part10,
     parse_part10,
+    part10_bytes,
 )
 from tests.factories import make_ct_dataset, to_part10_bytes
 
@@ -89,3 +90,34 @@ def test_normalize_leaves_what_it_cannot_mend_for_the_strict_parser(data: bytes)
     normalized = normalize_part10(data)
     with pytest.raises(MalformedDicomError):
         parse_part10(normalized)
+
+
+@pytest.mark.parametrize(
+    "sop_class, sop_instance, transfer_syntax",
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1"),  # even and odd lengths both
+        ("1.2.840.10008.5.1.4.1.1.1.1", "1.2.826.0.1.3680043.8.498.12345678901234567890", "1.2.840.10008.1.2.4.50"),
+        ("1.2.840.10008.5.1.4.1.1.4", "2.25.1", "1.2.840.10008.1.2"),
+    ],
+)
+def test_part10_bytes_are_the_file_pydicom_and_pynetdicom_write(sop_class: str, sop_instance: str, transfer_syntax: str) -> None:
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+    from pynetdicom.dsutils import create_file_meta, encode_file_meta
+
+    body = b"\x08\x00\x16\x00UI\x04\x001.2\x00"
+    expected = (
+        b"\0" * 128
+        + b"DICM"
+        + encode_file_meta(create_file_meta(sop_class_uid=sop_class, sop_instance_uid=sop_instance, transfer_syntax=transfer_syntax))
+        + body
+    )
+    built = part10_bytes(
+        body,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        transfer_syntax=transfer_syntax,
+        implementation_uid=PYNETDICOM_IMPLEMENTATION_UID,
+        implementation_version=PYNETDICOM_IMPLEMENTATION_VERSION,
+    )
+    assert built == expected
+    assert dataset_offset(built) == len(built) - len(body)
