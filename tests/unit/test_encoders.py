@@ -47,7 +47,7 @@ from radpilot.dicom.encoders.key_image import LINE_COLORS_RGB, SOFT_TISSUE_WINDO
 
 LUNG_WINDOW = LungCTQuant.display_windows["CT"]
 from radpilot.dicom.volume import Volume, volume_from_datasets
-from tests.factories import IMPLEMENTATION_UID, make_ct_series
+from tests.factories import IMPLEMENTATION_UID, make_ct_series, to_part10_bytes
 
 WHEN = dt.datetime(2024, 1, 2, 12, 30, 0)
 ML = Code("mL", "UCUM", "milliliter")
@@ -611,3 +611,15 @@ def test_seg_of_a_positioned_series_without_frame_of_reference_gets_one_derived_
     assert all("FrameOfReferenceUID" not in ds for ds in sources)  # the caller's datasets are left as they were
     referenced = {str(item.ReferencedSOPInstanceUID) for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == {str(ds.SOPInstanceUID) for ds in sources}
+
+
+def test_seg_sr_and_key_image_metadata_come_from_the_fast_path_and_match_pydicom(ct: Case, ct_seg: Dataset, ct_sr: Dataset) -> None:
+    # RadPilot's own results are stored on every analysis: they must take the fast path, and give pydicom's document.
+    from tests.unit.test_fast_metadata import by_pydicom, fast
+
+    key_image = encode_key_image(ct.findings, ct.volume, ct.sources, series_number=902, content_datetime=WHEN)
+    for ds in (ct_seg, ct_sr, key_image):
+        data = to_part10_bytes(ds)
+        document = fast(data)
+        assert document is not None, ds.Modality
+        assert document == by_pydicom(data)
