@@ -10,6 +10,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "dicom_node.py",
     "ingest.py",
+    "archive_store.py",
     "ohif_first_image.py",
     "auth_overhead.py",
     "engine_e2e.py",
