@@ -24,8 +24,13 @@ from __future__ import annotations
 import base64
 import re
 import struct
+from dataclasses import dataclass
 from typing import Any
 
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from radpilot.dicom.json_model import PIXEL_DATA_TAGS, _number, metadata_document_bytes, tag_key
@@ -55,8 +60,25 @@ _ITEM_HEADER = struct.Struct("<LL")
 MAX_DEPTH = 64  # deeper nesting is left to the pydicom path (which refuses what it cannot read)
 
 
+# One element walked at depth 0: tag, VR, length field, value start, element end.
+ElementExtent = tuple[int, str, int, int, int]
+
+
 class _NotPlain(Exception):
     """The instance is outside what this module answers for: the pydicom path takes it."""
+
+
+@dataclass(frozen=True)
+class PlainInstance:
+    """What one walk over a plain instance gives: its metadata document and its header as pydicom reads one.
+
+    ``header`` holds the file meta group and every top-level element of at most ``threshold``
+    bytes (larger ones, pixel data among them, are left out) as raw elements that pydicom
+    decodes when they are first read, exactly as ``dcmread`` leaves them.
+    """
+
+    document: bytes
+    header: Dataset
 
 
 def fast_metadata_document(data: bytes, dataset_start: int, transfer_syntax: str, threshold: int) -> bytes | None:
@@ -76,6 +98,45 @@ def fast_metadata_document(data: bytes, dataset_start: int, transfer_syntax: str
     return metadata_document_bytes(header, transfer_syntax)
 
 
+def read_plain_instance(data: bytes, meta_start: int, dataset_start: int, transfer_syntax: str, threshold: int) -> PlainInstance | None:
+    """Metadata document and header of a Part 10 instance whose file meta group spans ``meta_start`` to ``dataset_start``.
+
+    None when the instance (its file meta group included) is outside the subset described above.
+    """
+    if not _plain_transfer_syntax(transfer_syntax):
+        return None
+    walker = _Walker(data, threshold)
+    meta_elements: list[ElementExtent] = []
+    dataset_elements: list[ElementExtent] = []
+    try:
+        walker.record = meta_elements
+        meta, _ = walker.dataset(meta_start, dataset_start, prefix="", top_level=False, depth=0)
+        if any(not key.startswith("0002") for key in meta):
+            return None
+        walker.record = dataset_elements
+        header, _ = walker.dataset(dataset_start, len(data), prefix="", top_level=True, depth=0)
+    except (_NotPlain, struct.error, UnicodeDecodeError):
+        return None
+    dataset = Dataset(_raw_elements(data, dataset_elements, threshold))
+    charset = header.get(tag_key(SPECIFIC_CHARACTER_SET), {}).get("Value")
+    dataset.set_original_encoding(False, True, convert_encodings(charset[0]) if charset and charset[0] else default_encoding)
+    file_meta = FileMetaDataset(_raw_elements(data, meta_elements, threshold))
+    file_meta.set_original_encoding(False, True)
+    dataset.file_meta = file_meta
+    return PlainInstance(metadata_document_bytes(header, transfer_syntax), dataset)
+
+
+def _raw_elements(data: bytes, elements: list[ElementExtent], threshold: int) -> dict[BaseTag, DataElement | RawDataElement]:
+    """Raw elements as pydicom's reader makes them; values longer than ``threshold`` are left out."""
+    raw: dict[BaseTag, DataElement | RawDataElement] = {}
+    for tag, vr, length, value_start, element_end in elements:
+        if element_end - value_start > threshold:
+            continue
+        key = BaseTag(tag)
+        raw[key] = RawDataElement(key, vr, length, data[value_start:element_end], value_start, False, True)
+    return raw
+
+
 def _plain_transfer_syntax(transfer_syntax: str) -> bool:
     uid = UID(transfer_syntax)
     if not uid.is_transfer_syntax or uid == DeflatedExplicitVRLittleEndian:
@@ -88,6 +149,8 @@ class _Walker:
         self.data = data
         self.view = memoryview(data)
         self.threshold = threshold
+        # When a list: the extent of each element walked at depth 0.
+        self.record: list[ElementExtent] | None = None
 
     def dataset(
         self, start: int, end: int, *, prefix: str, top_level: bool, depth: int, delimited: bool = False
@@ -133,6 +196,8 @@ class _Walker:
                     result[key], position = {"vr": vr, "BulkDataURI": path}, self.after_fragments(value_start, end)
                 else:
                     raise _NotPlain("undefined length outside a sequence or encapsulated pixel data")
+                if self.record is not None and depth == 0:
+                    self.record.append((tag, vr, length, value_start, position))
                 continue
             value_end = value_start + length
             if value_end > end:
@@ -140,6 +205,8 @@ class _Walker:
             if tag == SPECIFIC_CHARACTER_SET and not self.ascii_character_set(value_start, value_end):
                 raise _NotPlain("a character set this path does not read")
             result[key] = self.attribute(vr, tag, value_start, value_end, path, top_level, depth)
+            if self.record is not None and depth == 0:
+                self.record.append((tag, vr, length, value_start, value_end))
             position = value_end
         if position != end:
             raise _NotPlain("elements run past their dataset")

@@ -25,7 +25,7 @@ from pydicom.filereader import data_element_generator
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from radpilot.dicom.fast_metadata import fast_metadata_document
+from radpilot.dicom.fast_metadata import read_plain_instance
 from radpilot.dicom.json_model import BINARY_VRS, DEFAULT_BULK_DATA_THRESHOLD, is_deferred, read_metadata_header
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -53,12 +53,16 @@ class MalformedDicomError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedInstance:
-    """A validated instance: its dataset, values above ``defer_size`` bytes left unread, and its transfer syntax."""
+    """A validated instance: its dataset, values above ``defer_size`` bytes left unread, and its transfer syntax.
+
+    ``metadata`` is the instance's WADO-RS metadata when :mod:`radpilot.dicom.fast_metadata` read
+    the instance from its bytes; it then also vouches that every value decodes (``decode_values``
+    need not run), and ``dataset`` is the header that read gave: the file meta group and every
+    top-level element of at most ``defer_size`` bytes, the larger ones left out.
+    """
 
     dataset: Dataset
     transfer_syntax_uid: str
-    # The instance's WADO-RS metadata when radpilot.dicom.fast_metadata could read it from the bytes;
-    # it then also vouches that every value decodes (decode_values need not run).
     metadata: bytes | None = None
 
     @property
@@ -103,7 +107,8 @@ def parse_part10(
     Returns
     -------
     ParsedInstance
-        The whole dataset, every value decoded except deferred binary ones, and the transfer syntax.
+        The dataset (every value decoded when ``decode``, except deferred binary ones), the
+        transfer syntax, and the metadata when the fast path read it.
 
     Raises
     ------
@@ -117,9 +122,13 @@ def parse_part10(
     # The UID anywhere in the meta group counts too: pydicom must never be the one to inflate a bomb.
     if transfer_syntax == DeflatedExplicitVRLittleEndian or DeflatedExplicitVRLittleEndian.encode() in data[META_START:meta_end]:
         check_inflated_size(memoryview(data)[meta_end:], max_inflated_bytes)
+    # The common case is read in one walk over the bytes, which also vouches for what the checks below establish.
+    plain = None
+    if transfer_syntax and meta_end == _dataset_offset_or_none(data):
+        plain = read_plain_instance(data, META_START, meta_end, transfer_syntax, defer_size)
     try:
-        # Read exactly as WADO-RS reads a stored file for its metadata, so the archive can keep this dataset's.
-        dataset = read_metadata_header(data, transfer_syntax or "", defer_size)
+        # Else read exactly as WADO-RS reads a stored file for its metadata, so the archive can keep this dataset's.
+        dataset = plain.header if plain is not None else read_metadata_header(data, transfer_syntax or "", defer_size)
         for _ in dataset.file_meta.iterall():
             pass
         # Decoded here, within reach of the handlers below, even when the other values are decoded later.
@@ -132,9 +141,7 @@ def parse_part10(
     transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
     if not is_valid_uid(transfer_syntax):
         raise MalformedDicomError("file meta information lacks a valid TransferSyntaxUID (0002,0010)")
-    metadata = None
-    if meta_end == dataset_offset(data):  # where pydicom's reading of the meta group ended, and the dataset starts
-        metadata = fast_metadata_document(data, meta_end, transfer_syntax, defer_size)
+    metadata = plain.document if plain is not None else None
     if metadata is None:
         _check_complete(data, transfer_syntax)
     _check_required_uids(required)
@@ -306,6 +313,13 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     if vr in LONG_LENGTH_VRS:
         return head + b"\0\0" + len(value).to_bytes(4, "little") + value
     return head + len(value).to_bytes(2, "little") + value
+
+
+def _dataset_offset_or_none(data: bytes) -> int | None:
+    try:
+        return dataset_offset(data)
+    except MalformedDicomError:
+        return None  # the pydicom path reads such a file and words what is wrong with it
 
 
 def file_meta_end(data: bytes) -> int | None:

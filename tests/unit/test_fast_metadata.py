@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import pydicom
 import pytest
@@ -12,7 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from sqlalchemy import select
 
+from radpilot.archive import Archive, StoreOutcome
+from radpilot.archive.models import Instance, InstanceMetadata, Patient, Series, Study
+from radpilot.dicom import part10
 from radpilot.dicom.fast_metadata import fast_metadata_document
 from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document, read_metadata_header
 from radpilot.dicom.part10 import MalformedDicomError, _check_complete, declared_transfer_syntax, decode_values, parse_part10
@@ -161,3 +167,51 @@ def test_fuzzed_bytes_the_fast_path_answers_get_the_pydicom_paths_document(data:
             return
         if parsed.metadata is not None:
             assert parsed.metadata == by_pydicom(data)
+
+
+def _index_rows(archive: Archive) -> dict[str, list[tuple]]:
+    """Every index row, by table, without the columns that differ between two archives (ids, times)."""
+    skipped = {"id", "patient_fk", "study_fk", "series_fk", "instance_fk", "created_at", "updated_at", "received_at"}
+    rows = {}
+    with archive.engine.connect() as connection:
+        for model in (Patient, Study, Series, Instance, InstanceMetadata):
+            table = model.__table__
+            columns = [c for c in table.columns if c.name not in skipped]
+            rows[table.name] = sorted(tuple(row) for row in connection.execute(select(*columns)))
+    return rows
+
+
+def _with_request_attributes() -> bytes:
+    ds = make_ct_dataset(rows=8, columns=8)
+    ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Doe^Jane", "19700101", "F"
+    ds.AccessionNumber, ds.StudyID, ds.StudyDescription, ds.ReferringPhysicianName = "ACC1", "S1", "CT chest", "Ref^Doctor"
+    ds.BodyPartExamined, ds.SeriesDescription, ds.SeriesNumber = "CHEST", "lung 1mm", 3
+    item = Dataset()
+    item.RequestedProcedurePriority = "STAT"
+    ds.RequestAttributesSequence = pydicom.Sequence([item])
+    return to_part10_bytes(ds)
+
+
+def test_archive_index_is_the_same_whichever_path_read_the_instance(tmp_path: Path) -> None:
+    # The fast path's header stands in for pydicom's in the index: every row must come out the same.
+    samples = [_with_request_attributes(), *real_ct_explicit_le(4), nested_sequence_dataset(3, undefined_length=True)]
+    samples += [get_testdata_file_bytes(name) for name in ("MR_small.dcm", "CT_small.dcm", "liver_1frame.dcm", "JPEG2000.dcm")]
+    assert all(fast(data) is not None for data in samples)
+    archives = {}
+    for path_taken in ("fast", "pydicom"):
+        archive = Archive(tmp_path / path_taken / "dicom", f"sqlite:///{tmp_path / path_taken / 'index.sqlite3'}", durability="none")
+        with mock.patch.object(part10, "read_plain_instance", lambda *args: None) if path_taken == "pydicom" else nullcontext():
+            for data in samples:
+                assert archive.store_file_bytes(data).outcome is StoreOutcome.STORED
+        archives[path_taken] = archive
+    try:
+        fast_rows, pydicom_rows = (_index_rows(archives[name]) for name in ("fast", "pydicom"))
+        assert fast_rows == pydicom_rows
+        assert any(row[-1] == "STAT" for row in fast_rows["study"])
+    finally:
+        for archive in archives.values():
+            archive.close()
+
+
+def get_testdata_file_bytes(name: str) -> bytes:
+    return Path(get_testdata_file(name)).read_bytes()
