@@ -1,22 +1,24 @@
-"""An instance's WADO-RS metadata read straight from its bytes, for the common case, at a fraction of pydicom's cost.
+"""An instance's WADO-RS metadata and header read straight from its bytes, for the common case, at a fraction of pydicom's cost.
 
 At ingest the archive must prove every element complete and every value decodable, and
 keep the instance's metadata (:func:`~radpilot.dicom.json_model.instance_metadata_document`).
 Through pydicom that is most of a C-STORE's CPU time: each of a CT header's hundred values
 goes through several layers of objects. Most instances a hospital sends are plain:
-explicit VR little endian (native or encapsulated pixel data), ASCII text, well-formed
-numbers. For those, :func:`fast_metadata_document` walks the element bytes once and builds
-the same JSON object the pydicom path builds, with the same functions for numbers and
-person names, and the same bytes in the end.
+explicit VR little endian (native or encapsulated pixel data), text in ASCII, ISO 8859-1 or
+UTF-8, well-formed numbers. For those, :func:`read_plain_instance` walks the element bytes
+once and builds the same JSON object the pydicom path builds, with the same functions for
+numbers and person names, and the same bytes in the end; and the header the archive indexes,
+as raw elements, as pydicom's reader leaves them.
 
-It answers for that subset only. Any other transfer syntax or character set, a non-ASCII
-byte in a text value, a number pydicom would have to guess at, an unknown or UN VR, an
-element out of order or cut short, trailing bytes: it returns None, and the caller takes
-the pydicom path, which decides (and words any refusal) exactly as before. So its answer
-is the pydicom path's answer or no answer, never a different one;
-``tests/unit/test_fast_metadata.py`` compares the two on real files and on fuzzed bytes.
-A document from here also vouches for what the pydicom path checks: every element is
-complete, nothing trails the dataset, and every value decodes.
+It answers for that subset only. Any other transfer syntax or character set (ISO 2022 code
+extensions among them), text its character set cannot decode, a number pydicom would have to
+guess at, an unknown or UN VR, an element out of order or cut short, trailing bytes: it
+returns None, and the caller takes the pydicom path, which decides (and words any refusal)
+exactly as before. So its answer is the pydicom path's answer or no answer, never a different
+one; ``tests/unit/test_fast_metadata.py`` compares the two on real files, on every character
+set file pydicom ships, and on fuzzed bytes. A document from here also vouches for what the
+pydicom path checks: every element is complete, nothing trails the dataset, and every value
+decodes.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM_TAG, ITEM_END_TAG, SEQUENCE_END_TAG = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
 SPECIFIC_CHARACTER_SET = 0x00080005
-# Character sets under which ASCII bytes decode to themselves in every text VR.
-ASCII_CHARACTER_SETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"})
+# The single-byte and UTF-8 character sets this path reads, and the codec pydicom decodes them with
+# (no Specific Character Set: pydicom's default, ISO 8859-1). ISO 2022 code extensions are pydicom's to read.
+CHARACTER_SET_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+# The VRs whose text pydicom decodes with the dataset's character set; it decodes the others as ISO 8859-1.
+CHARACTER_SET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 # Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2), as pydicom reads them.
 LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
@@ -149,6 +154,7 @@ class _Walker:
         self.data = data
         self.view = memoryview(data)
         self.threshold = threshold
+        self.codec = CHARACTER_SET_CODECS[""]  # of the dataset's text, from its Specific Character Set
         # When a list: the extent of each element walked at depth 0.
         self.record: list[ElementExtent] | None = None
 
@@ -202,8 +208,10 @@ class _Walker:
             value_end = value_start + length
             if value_end > end:
                 raise _NotPlain("value cut short")
-            if tag == SPECIFIC_CHARACTER_SET and not self.ascii_character_set(value_start, value_end):
-                raise _NotPlain("a character set this path does not read")
+            if tag == SPECIFIC_CHARACTER_SET:
+                if depth:
+                    raise _NotPlain("a character set of its own in a sequence item")
+                self.codec = self.character_set_codec(value_start, value_end)
             result[key] = self.attribute(vr, tag, value_start, value_end, path, top_level, depth)
             if self.record is not None and depth == 0:
                 self.record.append((tag, vr, length, value_start, value_end))
@@ -212,9 +220,12 @@ class _Walker:
             raise _NotPlain("elements run past their dataset")
         return result, position
 
-    def ascii_character_set(self, start: int, end: int) -> bool:
+    def character_set_codec(self, start: int, end: int) -> str:
         names = bytes(self.view[start:end]).decode("ascii").rstrip(" \x00").split("\\")
-        return len(names) == 1 and names[0].strip() in ASCII_CHARACTER_SETS
+        codec = CHARACTER_SET_CODECS.get(names[0].strip()) if len(names) == 1 else None
+        if codec is None:
+            raise _NotPlain("a character set this path does not read")
+        return codec
 
     def attribute(self, vr: str, tag: int, start: int, end: int, path: str, top_level: bool, depth: int) -> dict[str, Any]:
         length = end - start
@@ -262,12 +273,15 @@ class _Walker:
         words = struct.unpack_from(f"<{(end - start) // 2}H", self.data, start)
         return [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]
 
-    @staticmethod
-    def texts(vr: str, raw: bytes) -> list[Any]:
-        # ASCII only (no escape either): then every character set this path allows decodes it as itself.
-        if not raw.isascii() or b"\x1b" in raw:
-            raise _NotPlain("text that is not plain ASCII")
-        text = raw.decode("ascii")
+    def texts(self, vr: str, raw: bytes) -> list[Any]:
+        if b"\x1b" in raw:
+            raise _NotPlain("an escape sequence in text")
+        if raw.isascii():
+            text = raw.decode("ascii")
+        elif vr in CHARACTER_SET_VRS:
+            text = raw.decode(self.codec)  # strict: bytes the character set cannot decode go to pydicom
+        else:
+            raise _NotPlain("text beyond ASCII in a VR pydicom reads as ISO 8859-1")
         if vr in SPLIT_THEN_TRIM_END:
             values = [v.rstrip("\x00 ") for v in text.split("\\")]
         elif vr in TRIM_END_THEN_SPLIT:
@@ -281,7 +295,7 @@ class _Walker:
         elif vr == "UR":
             values = [text.rstrip()]
         elif vr == "PN":
-            return _person_names(raw)
+            return _person_names(raw, self.codec)
         elif vr == "IS":
             return [_integer_string(v) for v in text.rstrip(" \x00").split("\\")]
         else:  # DS
@@ -347,11 +361,15 @@ class _Walker:
         return delimiter + 8
 
 
-def _person_names(raw: bytes) -> list[Any]:
-    text = raw.rstrip(b"\x00 ").decode("ascii")
-    if "=" in text:
-        raise _NotPlain("person name with component groups")
-    return [{"Alphabetic": name} if name else None for name in text.split("\\")]
+def _person_names(raw: bytes, codec: str) -> list[Any]:
+    names = []
+    for name in raw.rstrip(b"\x00 ").decode(codec).split("\\"):
+        groups = name.split("=")
+        if len(groups) > 3:
+            raise _NotPlain("person name with more than three component groups")
+        named = {key: group for key, group in zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False) if group}
+        names.append(named or None)
+    return names
 
 
 def _integer_string(value: str) -> int | None:

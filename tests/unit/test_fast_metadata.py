@@ -45,7 +45,8 @@ def by_pydicom(data: bytes, threshold: int = THRESHOLD) -> bytes:
 
 
 def part10_files() -> list[Path]:
-    return sorted(p for p in PYDICOM_FILES.rglob("*") if p.is_file() and p.read_bytes()[128:132] == b"DICM")
+    folders = (PYDICOM_FILES, PYDICOM_FILES.parent / "charset_files")
+    return sorted(p for folder in folders for p in folder.rglob("*") if p.is_file() and p.read_bytes()[128:132] == b"DICM")
 
 
 def real_ct_explicit_le(count: int) -> list[bytes]:
@@ -63,7 +64,7 @@ def real_ct_explicit_le(count: int) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize("path", part10_files(), ids=lambda p: p.relative_to(PYDICOM_FILES).as_posix())
+@pytest.mark.parametrize("path", part10_files(), ids=lambda p: p.relative_to(PYDICOM_FILES.parent).as_posix())
 def test_pydicom_test_files_get_the_pydicom_paths_document_or_none(path: Path) -> None:
     data = path.read_bytes()
     with warnings.catch_warnings():
@@ -120,9 +121,13 @@ def _with(**attributes: object) -> bytes:
         ("implicit VR", lambda: with_transfer_syntax(to_part10_bytes(make_ct_dataset(rows=8, columns=8)), ImplicitVRLittleEndian)),
         ("big endian", lambda: with_transfer_syntax(to_part10_bytes(make_ct_dataset(rows=8, columns=8)), ExplicitVRBigEndian)),
         ("deflated", lambda: deflated(to_part10_bytes(make_ct_dataset(rows=8, columns=8)))),
-        ("text beyond ASCII", lambda: _with(SpecificCharacterSet="ISO_IR 192", PatientName="Müller^Jürgen")),
+        ("text beyond ASCII in a VR read as ISO 8859-1", lambda: _with(SpecificCharacterSet="ISO_IR 192", BodyPartExamined="CHÉST")),
+        (
+            "UTF-8 text that does not decode",
+            lambda: _with(SpecificCharacterSet="ISO_IR 192", PatientID="P\xa0").replace(b"P\xc2\xa0", b"P\xa0\xa0"),
+        ),
         ("ISO 2022 character set", lambda: _with(SpecificCharacterSet=["", "ISO 2022 IR 149"], PatientName="Kim^Minsu")),
-        ("person name with component groups", lambda: _with(PatientName="Kim^Minsu=Kim^Minsu")),
+        ("person name with four component groups", lambda: _with(PatientName="Kim^Minsu=Kim^Minsu=Kim=Kim")),
         ("decimal pydicom must guess at", lambda: _with(SliceThickness="9.75").replace(b"9.75", b"9,75")),
         ("integer string with a fraction", lambda: _with(InstanceNumber="1.5")),
         ("cut short", lambda: to_part10_bytes(make_ct_dataset(rows=8, columns=8))[:-3]),
@@ -135,6 +140,20 @@ def test_what_the_fast_path_does_not_answer_for_goes_to_pydicom(case: str, data)
         assert fast(data()) is None, case
 
 
+@pytest.mark.parametrize(
+    "charset, name", [("ISO_IR 192", "Müller^Jürgen"), ("ISO_IR 192", "김^민수"), ("ISO_IR 100", "Müller^Jürgen"), (None, "Müller^Jürgen")]
+)
+def test_latin1_and_utf8_text_is_answered_as_pydicom_decodes_it(charset: str | None, name: str) -> None:
+    ds = make_ct_dataset(rows=8, columns=8)
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName, ds.StudyDescription = name, f"CT {name}"
+    data = to_part10_bytes(ds)
+    document = fast(data)
+    assert document is not None
+    assert document == by_pydicom(data)
+
+
 def test_un_vr_goes_to_pydicom() -> None:
     ds = make_ct_dataset(rows=8, columns=8)
     ds.add_new(0x00091001, "UN", b"\x01\x02")
@@ -145,7 +164,7 @@ def test_archive_keeps_the_same_document_whichever_path_built_it(tmp_path: Path)
     data = to_part10_bytes(make_ct_dataset())
     parsed = parse_part10(data)
     assert parsed.metadata is not None and parsed.metadata == by_pydicom(data)
-    odd = _with(PatientName="Kim^Minsu=Kim^Minsu")
+    odd = _with(SpecificCharacterSet=["", "ISO 2022 IR 149"], PatientName="Kim^Minsu")
     assert parse_part10(odd).metadata is None
 
 
@@ -194,7 +213,8 @@ def _with_request_attributes() -> bytes:
 
 def test_archive_index_is_the_same_whichever_path_read_the_instance(tmp_path: Path) -> None:
     # The fast path's header stands in for pydicom's in the index: every row must come out the same.
-    samples = [_with_request_attributes(), *real_ct_explicit_le(4), nested_sequence_dataset(3, undefined_length=True)]
+    korean = _with(SpecificCharacterSet="ISO_IR 192", PatientName="김^민수=金^敏洙", PatientID="P-KR", StudyDescription="흉부 CT")
+    samples = [_with_request_attributes(), korean, *real_ct_explicit_le(4), nested_sequence_dataset(3, undefined_length=True)]
     samples += [get_testdata_file_bytes(name) for name in ("MR_small.dcm", "CT_small.dcm", "liver_1frame.dcm", "JPEG2000.dcm")]
     assert all(fast(data) is not None for data in samples)
     archives = {}
@@ -208,6 +228,7 @@ def test_archive_index_is_the_same_whichever_path_read_the_instance(tmp_path: Pa
         fast_rows, pydicom_rows = (_index_rows(archives[name]) for name in ("fast", "pydicom"))
         assert fast_rows == pydicom_rows
         assert any(row[-1] == "STAT" for row in fast_rows["study"])
+        assert any(row[1] == "김^민수=金^敏洙" for row in fast_rows["patient"])
     finally:
         for archive in archives.values():
             archive.close()
