@@ -197,7 +197,8 @@ class _Walker:
             path = prefix + key
             if length == UNDEFINED_LENGTH:
                 if vr == "SQ":
-                    result[key], position = self.undefined_length_sequence(value_start, end, path, depth)
+                    items, position = self.sequence(value_start, end, path, depth, delimited=True)
+                    result[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
                 elif top_level and tag in PIXEL_DATA_TAGS and vr in ("OB", "OW"):
                     result[key], position = {"vr": vr, "BulkDataURI": path}, self.after_fragments(value_start, end)
                 else:
@@ -230,7 +231,7 @@ class _Walker:
     def attribute(self, vr: str, tag: int, start: int, end: int, path: str, top_level: bool, depth: int) -> dict[str, Any]:
         length = end - start
         if vr == "SQ":
-            items = self.items(start, end, path, depth) if length else []
+            items = self.sequence(start, end, path, depth, delimited=False)[0] if length else []
             return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
         if vr in BINARY_VRS:
             return self.binary(vr, tag, start, end, path, top_level)
@@ -304,15 +305,21 @@ class _Walker:
             return [] if values == [""] else [v or None for v in values]
         return [v or None for v in values]
 
-    def items(self, start: int, end: int, path: str, depth: int) -> list[dict[str, Any]]:
-        """The items of a defined-length sequence value, which must end exactly at ``end``."""
+    def sequence(self, start: int, end: int, path: str, depth: int, *, delimited: bool) -> tuple[list[dict[str, Any]], int]:
+        """A sequence's items, and the position after them.
+
+        They end exactly at ``end`` (a defined-length sequence), or, when ``delimited`` (an
+        undefined-length one), at the sequence delimiter, which the returned position is after.
+        """
         items: list[dict[str, Any]] = []
         position = start
-        while position < end:
+        while delimited or position < end:
             if position + 8 > end:
-                raise _NotPlain("item header cut short")
+                raise _NotPlain("item header cut short, or a sequence without its delimiter")
             tag, length = _ITEM_HEADER.unpack_from(self.data, position)
             tag = (tag & 0xFFFF) << 16 | tag >> 16
+            if delimited and tag == SEQUENCE_END_TAG and length == 0:
+                return items, position + 8
             if tag != ITEM_TAG:
                 raise _NotPlain("not an item in a sequence")
             item_start = position + 8
@@ -326,32 +333,7 @@ class _Walker:
             items.append(item)
         if position != end:
             raise _NotPlain("items run past their sequence")
-        return items
-
-    def undefined_length_sequence(self, start: int, end: int, path: str, depth: int) -> tuple[dict[str, Any], int]:
-        """An undefined-length sequence from its first item to its delimiter; the position after the delimiter."""
-        items: list[dict[str, Any]] = []
-        position = start
-        while True:
-            if position + 8 > end:
-                raise _NotPlain("sequence without its delimiter")
-            tag, length = _ITEM_HEADER.unpack_from(self.data, position)
-            tag = (tag & 0xFFFF) << 16 | tag >> 16
-            if tag == SEQUENCE_END_TAG and length == 0:
-                position += 8
-                break
-            if tag != ITEM_TAG:
-                raise _NotPlain("not an item in a sequence")
-            item_start = position + 8
-            prefix = f"{path}/{len(items)}/"
-            if length == UNDEFINED_LENGTH:
-                item, position = self.dataset(item_start, end, prefix=prefix, top_level=False, depth=depth + 1, delimited=True)
-            else:
-                if item_start + length > end:
-                    raise _NotPlain("item cut short")
-                item, position = self.dataset(item_start, item_start + length, prefix=prefix, top_level=False, depth=depth + 1)
-            items.append(item)
-        return ({"vr": "SQ", "Value": items} if items else {"vr": "SQ"}), position
+        return items, position
 
     def after_fragments(self, start: int, end: int) -> int:
         """After encapsulated pixel data: pydicom reads to the first sequence delimiter, wherever it is."""
