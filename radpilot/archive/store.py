@@ -494,7 +494,7 @@ class Archive:
 
     def _index(
         self,
-        session: Connection,
+        connection: Connection,
         parsed: ParsedInstance,
         relative: Path,
         size: int,
@@ -510,10 +510,10 @@ class Archive:
         """
         ds = parsed.dataset
         study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
-        study_id = self._study_id(session, ds, study_uid)
-        series_id = self._series_id(session, ds, series_uid, study_id)
+        study_id = self._study_id(connection, ds, study_uid)
+        series_id = self._series_id(connection, ds, series_uid, study_id)
         now = utcnow()
-        instance_id = session.execute(
+        instance_id = connection.execute(
             INSERT_INSTANCE,
             {
                 "sop_instance_uid": parsed.sop_instance_uid,
@@ -533,13 +533,13 @@ class Archive:
             },
         ).inserted_primary_key[0]
         if metadata is not None:
-            session.execute(
+            connection.execute(
                 INSERT_METADATA, {"instance_fk": instance_id, "bulk_data_threshold": self.metadata_threshold, "document": metadata}
             )
         if not derived:
-            self._touch(session, study_id, series_id, now)
+            self._touch(connection, study_id, series_id, now)
 
-    def _touch(self, session: Connection, study_id: int, series_id: int, now) -> None:  # noqa: ANN001 - datetime
+    def _touch(self, connection: Connection, study_id: int, series_id: int, now) -> None:  # noqa: ANN001 - datetime
         """Move the study's and series' updated_at (what the study-complete detector watches), at most once a second.
 
         Derived objects never move it: RadPilot's own results must not make their study due again.
@@ -547,18 +547,18 @@ class Archive:
         last = self._touched.get(series_id)
         if last is not None and (now - last).total_seconds() < TOUCH_INTERVAL_S:
             return
-        session.execute(update(Study).where(Study.id == study_id).values(updated_at=now))
-        session.execute(update(Series).where(Series.id == series_id).values(updated_at=now))
+        connection.execute(update(Study).where(Study.id == study_id).values(updated_at=now))
+        connection.execute(update(Series).where(Series.id == series_id).values(updated_at=now))
         self._touched[series_id] = now
 
-    def _study_id(self, session: Connection, ds: Dataset, study_uid: str) -> int:
+    def _study_id(self, connection: Connection, ds: Dataset, study_uid: str) -> int:
         cached = self._study_ids.get(study_uid)
         if cached is not None:
             return cached
-        study_id = session.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
+        study_id = connection.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
         if study_id is None:
-            patient_id = self._patient_id(session, ds)
-            study_id = session.execute(
+            patient_id = self._patient_id(connection, ds)
+            study_id = connection.execute(
                 insert(Study).values(
                     study_instance_uid=study_uid,
                     patient_fk=patient_id,
@@ -579,13 +579,13 @@ class Archive:
         self._remember(self._study_ids, study_uid, study_id)
         return study_id
 
-    def _series_id(self, session: Connection, ds: Dataset, series_uid: str, study_id: int) -> int:
+    def _series_id(self, connection: Connection, ds: Dataset, series_uid: str, study_id: int) -> int:
         cached = self._series_ids.get(series_uid)
         if cached is not None:
             return cached
-        series_id = session.scalar(select(Series.id).where(Series.series_instance_uid == series_uid))
+        series_id = connection.scalar(select(Series.id).where(Series.series_instance_uid == series_uid))
         if series_id is None:
-            return session.execute(
+            return connection.execute(
                 insert(Series).values(
                     series_instance_uid=series_uid,
                     study_fk=study_id,
@@ -602,12 +602,12 @@ class Archive:
         self._remember(self._series_ids, series_uid, series_id)
         return series_id
 
-    def _patient_id(self, session: Connection, ds: Dataset) -> int:
+    def _patient_id(self, connection: Connection, ds: Dataset) -> int:
         patient_key = _text(ds, "PatientID", 64)
-        row_id = session.scalar(select(Patient.id).where(Patient.patient_id == patient_key))
+        row_id = connection.scalar(select(Patient.id).where(Patient.patient_id == patient_key))
         if row_id is not None:
             return row_id
-        return session.execute(
+        return connection.execute(
             insert(Patient).values(
                 patient_id=patient_key,
                 patient_name=_text(ds, "PatientName", 324),
