@@ -10,9 +10,12 @@ once and builds the same JSON object the pydicom path builds, with the same func
 numbers and person names, and the same bytes in the end; and the header the archive indexes,
 as raw elements, as pydicom's reader leaves them.
 
-It answers for that subset only. Any other transfer syntax or character set (ISO 2022 code
-extensions among them), text its character set cannot decode, a number pydicom would have to
-guess at, an unknown or UN VR, an element out of order or cut short, trailing bytes: it
+It answers for that subset only, which takes in private elements a router forwarded as UN
+when pydicom would keep them as bytes too. Any other transfer syntax or character set (ISO 2022
+code extensions among them), text its character set cannot decode, a number pydicom would have
+to guess at, an unknown VR, a UN element pydicom would read with another VR (a public tag, a
+private creator, a private tag whose creator pydicom knows), an element out of order or cut
+short, trailing bytes: it
 returns None, and the caller takes the pydicom path, which decides (and words any refusal)
 exactly as before. So its answer is the pydicom path's answer or no answer, never a different
 one; ``tests/unit/test_fast_metadata.py`` compares the two on real files, on every character
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
@@ -55,7 +59,7 @@ SPLIT_THEN_TRIM_END = frozenset({"LO", "SH", "UC"})  # convert_text: each value 
 TRIM_END_THEN_SPLIT = frozenset({"AS", "CS", "DA", "DT", "TM"})  # multi_string: the whole value rstrip(" \0")
 SINGLE_VALUE_TEXT = frozenset({"LT", "ST", "UT"})  # convert_single_string: rstrip("\0 "), never split
 TEXT_VRS = SPLIT_THEN_TRIM_END | TRIM_END_THEN_SPLIT | SINGLE_VALUE_TEXT | {"AE", "UI", "UR", "PN", "IS", "DS"}
-KNOWN_VRS = TEXT_VRS | BINARY_VRS | frozenset(NUMBER_FORMATS) | {"AT", "SQ"}
+KNOWN_VRS = TEXT_VRS | BINARY_VRS | frozenset(NUMBER_FORMATS) | {"AT", "SQ", "UN"}
 # Numbers that pydicom reads as written and _number turns into the same JSON number; anything else is pydicom's to judge.
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -169,6 +173,7 @@ class _Walker:
         if depth > MAX_DEPTH:
             raise _NotPlain("nested too deeply")
         result: dict[str, Any] = {}
+        creators: dict[int, str] = {}  # private block (group << 16 | block) -> its private creator, as read
         data = self.data
         position, previous = start, -1
         while delimited or position < end:
@@ -185,7 +190,7 @@ class _Walker:
             previous = tag
             vr = vr_bytes.decode("ascii")
             if vr not in KNOWN_VRS:
-                raise _NotPlain("a VR this path does not read (UN among them)")
+                raise _NotPlain("a VR this path does not read")
             if vr in LONG_LENGTH_VRS:
                 if position + 12 > end:
                     raise _NotPlain("element header cut short")
@@ -193,6 +198,8 @@ class _Walker:
                 value_start = position + 12
             else:
                 length, value_start = short_length, position + 8
+            if vr == "UN" and (length == UNDEFINED_LENGTH or not _stays_unknown(tag, creators)):
+                raise _NotPlain("a UN element pydicom reads with another VR")
             key = tag_key(tag)
             path = prefix + key
             if length == UNDEFINED_LENGTH:
@@ -213,7 +220,9 @@ class _Walker:
                 if depth:
                     raise _NotPlain("a character set of its own in a sequence item")
                 self.codec = self.character_set_codec(value_start, value_end)
-            result[key] = self.attribute(vr, tag, value_start, value_end, path, top_level, depth)
+            result[key] = attribute = self.attribute(vr, tag, value_start, value_end, path, top_level, depth)
+            if group % 2 and 0x0010 <= element <= 0x00FF:
+                creators[group << 16 | element] = _private_creator(vr, attribute)
             if self.record is not None and depth == 0:
                 self.record.append((tag, vr, length, value_start, value_end))
             position = value_end
@@ -233,7 +242,7 @@ class _Walker:
         if vr == "SQ":
             items = self.sequence(start, end, path, depth, delimited=False)[0] if length else []
             return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-        if vr in BINARY_VRS:
+        if vr in BINARY_VRS or vr == "UN":
             return self.binary(vr, tag, start, end, path, top_level)
         result: dict[str, Any] = {"vr": vr}
         if not length:
@@ -341,6 +350,35 @@ class _Walker:
         if delimiter < 0 or delimiter + 8 > end or self.data[delimiter + 4 : delimiter + 8] != b"\x00\x00\x00\x00":
             raise _NotPlain("encapsulated pixel data without its delimiter")
         return delimiter + 8
+
+
+def _stays_unknown(tag: int, creators: dict[int, str]) -> bool:
+    """Whether pydicom keeps an element sent as UN unknown (and reads it as bytes), as its raw_element_vr hook decides.
+
+    It gives a public tag its dictionary VR and a private creator LO; a private tag whose
+    creator's dictionary it knows gets that dictionary's VR. Only the rest stays UN.
+    """
+    group, element = tag >> 16, tag & 0xFFFF
+    if not group % 2 or 0x0010 <= element <= 0x00FF:
+        return False
+    if element < 0x0010:
+        return True  # in no private block: pydicom looks no creator up
+    creator = creators.get(group << 16 | element >> 8)
+    if creator is None:
+        return True
+    if not creator:
+        return False  # an empty creator: left to pydicom
+    try:
+        private_dictionary_VR(tag, creator)
+    except KeyError:
+        return True
+    return False
+
+
+def _private_creator(vr: str, attribute: dict[str, Any]) -> str:
+    """A private creator's name as pydicom looks it up ("" when it has no single LO value)."""
+    values = attribute.get("Value") if vr == "LO" else None
+    return values[0] if values and len(values) == 1 and isinstance(values[0], str) else ""
 
 
 def _person_names(raw: bytes, codec: str) -> list[Any]:

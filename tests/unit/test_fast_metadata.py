@@ -154,10 +154,50 @@ def test_latin1_and_utf8_text_is_answered_as_pydicom_decodes_it(charset: str | N
     assert document == by_pydicom(data)
 
 
-def test_un_vr_goes_to_pydicom() -> None:
+def _with_private(creator: str, tag: int, vr: str, value: bytes, *, creator_vr: str = "LO") -> bytes:
     ds = make_ct_dataset(rows=8, columns=8)
-    ds.add_new(0x00091001, "UN", b"\x01\x02")
-    assert fast(to_part10_bytes(ds)) is None
+    ds.add_new(tag >> 16 << 16 | 0x0010, creator_vr, creator if creator_vr == "LO" else creator.encode())
+    ds.add_new(tag, vr, value)
+    return to_part10_bytes(ds)
+
+
+def _with_public_un() -> bytes:
+    # Study Description (LO) re-encoded as UN, as a router that lost the VR writes it (pydicom itself would not write it so).
+    data = _with(StudyDescription="CT ABDOMEN")
+    as_lo = b"\x08\x00\x30\x10LO\x0a\x00CT ABDOMEN"
+    assert data.count(as_lo) == 1
+    return data.replace(as_lo, b"\x08\x00\x30\x10UN\x00\x00\x0a\x00\x00\x00CT ABDOMEN")
+
+
+def test_private_un_elements_of_a_creator_pydicom_does_not_know_are_answered_as_bytes() -> None:
+    # What a PACS forwards when it does not know a private tag: UN, which pydicom keeps as bytes.
+    for value in (b"\x01\x02", b"\x07" * 2000):  # inline, and beyond the bulk threshold
+        data = _with_private("RADPILOT TEST", 0x00091001, "UN", value)
+        document = fast(data)
+        assert document is not None
+        assert document == by_pydicom(data)
+
+
+@pytest.mark.parametrize(
+    "case, data",
+    [
+        ("public tag", lambda: _with_public_un()),
+        ("private creator", lambda: _with_private("RADPILOT TEST", 0x00091001, "UN", b"\x01\x02", creator_vr="UN")),
+        ("creator pydicom knows", lambda: _with_private("SIEMENS CSA HEADER", 0x00291010, "UN", b"\x00" * 8)),
+        (
+            "undefined length",
+            lambda: _with_private("RADPILOT TEST", 0x00091001, "UN", b"\x01\x02").replace(
+                b"\x09\x00\x01\x10UN\x00\x00\x02\x00\x00\x00", b"\x09\x00\x01\x10UN\x00\x00\xff\xff\xff\xff"
+            ),
+        ),
+    ],
+)
+def test_un_elements_pydicom_reads_with_another_vr_go_to_pydicom(case: str, data) -> None:  # noqa: ANN001
+    raw = data()
+    assert b"UN" in raw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fast(raw) is None, case
 
 
 def test_archive_keeps_the_same_document_whichever_path_built_it(tmp_path: Path) -> None:
@@ -214,7 +254,8 @@ def _with_request_attributes() -> bytes:
 def test_archive_index_is_the_same_whichever_path_read_the_instance(tmp_path: Path) -> None:
     # The fast path's header stands in for pydicom's in the index: every row must come out the same.
     korean = _with(SpecificCharacterSet="ISO_IR 192", PatientName="김^민수=金^敏洙", PatientID="P-KR", StudyDescription="흉부 CT")
-    samples = [_with_request_attributes(), korean, *real_ct_explicit_le(4), nested_sequence_dataset(3, undefined_length=True)]
+    private = _with_private("RADPILOT TEST", 0x00091001, "UN", b"\x01\x02")
+    samples = [_with_request_attributes(), korean, private, *real_ct_explicit_le(4), nested_sequence_dataset(3, undefined_length=True)]
     samples += [get_testdata_file_bytes(name) for name in ("MR_small.dcm", "CT_small.dcm", "liver_1frame.dcm", "JPEG2000.dcm")]
     assert all(fast(data) is not None for data in samples)
     archives = {}
