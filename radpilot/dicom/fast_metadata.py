@@ -90,23 +90,6 @@ class PlainInstance:
     header: Dataset
 
 
-def fast_metadata_document(data: bytes, dataset_start: int, transfer_syntax: str, threshold: int) -> bytes | None:
-    """The metadata document of a Part 10 instance whose dataset starts at ``dataset_start``, or None.
-
-    ``threshold`` is the bulk data threshold (and the ``defer_size`` the pydicom path reads
-    with). Returns exactly what :func:`~radpilot.dicom.json_model.instance_metadata_document`
-    returns for this instance, or None when the instance is outside the subset described above.
-    """
-    if not _plain_transfer_syntax(transfer_syntax):
-        return None
-    walker = _Walker(data, threshold)
-    try:
-        header, _ = walker.dataset(dataset_start, len(data), prefix="", top_level=True, depth=0)
-    except (_NotPlain, struct.error, UnicodeDecodeError):
-        return None
-    return metadata_document_bytes(header, transfer_syntax)
-
-
 def read_plain_instance(data: bytes, meta_start: int, dataset_start: int, transfer_syntax: str, threshold: int) -> PlainInstance | None:
     """Metadata document and header of a Part 10 instance whose file meta group spans ``meta_start`` to ``dataset_start``.
 

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from radpilot.archive import Archive, StoreOutcome
 from radpilot.archive.models import Instance, InstanceMetadata, Patient, Series, Study
 from radpilot.dicom import part10
-from radpilot.dicom.fast_metadata import fast_metadata_document
+from radpilot.dicom.fast_metadata import read_plain_instance
 from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document, read_metadata_header
-from radpilot.dicom.part10 import MalformedDicomError, _check_complete, declared_transfer_syntax, decode_values, parse_part10
+from radpilot.dicom.part10 import META_START, MalformedDicomError, _check_complete, declared_transfer_syntax, decode_values, parse_part10
 from tests.factories import make_ct_dataset, to_part10_bytes
 from tests.fuzz_support import deflated, mutated_part10, nested_sequence_dataset, with_transfer_syntax
 from tests.helpers import shared_data_path
@@ -32,7 +32,8 @@ PYDICOM_FILES = Path(get_testdata_file("MR_small.dcm")).parent
 
 def fast(data: bytes, threshold: int = THRESHOLD) -> bytes | None:
     transfer_syntax, meta_end = declared_transfer_syntax(data)
-    return fast_metadata_document(data, meta_end, transfer_syntax or "", threshold)
+    plain = read_plain_instance(data, META_START, meta_end, transfer_syntax or "", threshold)
+    return plain.document if plain is not None else None
 
 
 def by_pydicom(data: bytes, threshold: int = THRESHOLD) -> bytes:
