@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import builtins
 import enum
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +45,7 @@ from radpilot.engine.jobs import (
     QueueStats,
     RetryPolicy,
     SubmitResult,
+    SupersedeConflictError,
 )
 from radpilot.engine.jobs_models import Job, ResultSet
 
@@ -55,6 +57,12 @@ RecordHook = Callable[[Session, JobRecord, JobOutput], None]
 JOB = Job.__table__
 OPEN_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
 RETRYABLE_STATES = (JobState.FAILED.value, JobState.CANCELLED.value)
+
+
+def _series_lock_key(spec: JobSpec) -> int:
+    """A signed 64-bit advisory-lock key for the jobs of one analysis on one series."""
+    digest = hashlib.sha256(f"{spec.analysis}|{spec.series_instance_uid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def utc_now() -> datetime:
@@ -274,6 +282,9 @@ class JobStore:
         ------
         ValueError
             If ``spec.supersedes_job_id`` names no job.
+        SupersedeConflictError
+            If ``spec.supersedes_job_id`` is no longer the newest job of the analysis
+            on the series (another router submitted meanwhile); nothing is written.
         """
         key = spec.key
         existing = self.get_by_key(key)
@@ -315,7 +326,31 @@ class JobStore:
             supersedes_job_id=spec.supersedes_job_id,
         )
         with self.sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # READ COMMITTED lets two submits on one series run side by side; the lock,
+                # held to commit, makes the check below see every earlier submit.
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _series_lock_key(spec)})
+            # On SQLite the INSERT takes the database's one write lock first, so the
+            # check below reads the newest committed state and no other submit can follow it
+            # before this one commits.
             session.add(row)
+            session.flush()
+            newest = session.scalar(
+                select(Job.id)
+                .where(
+                    Job.analysis == spec.analysis,
+                    Job.series_instance_uid == spec.series_instance_uid,
+                    Job.state.in_((*OPEN_STATES, JobState.DONE.value)),
+                    Job.id != row.id,
+                )
+                .order_by(Job.id.desc())
+                .limit(1)
+            )
+            if newest != spec.supersedes_job_id:
+                raise SupersedeConflictError(
+                    f"{spec.analysis} on series {spec.series_instance_uid} was submitted to supersede "
+                    f"job {spec.supersedes_job_id}, but the newest job there is {newest}"
+                )
         return to_record(row)
 
     def _supersede(self, old_job_id: int | None, new_job: JobRecord) -> None:

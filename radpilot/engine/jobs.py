@@ -132,6 +132,15 @@ class JobTimeoutError(JobError):
     """The job ran longer than its time limit."""
 
 
+class SupersedeConflictError(RuntimeError):
+    """A job was submitted to supersede a job that is no longer the newest of its analysis on its series.
+
+    Another router submitted a job for the same series between this router's read of
+    the newest job and its submit: this router's input list may be out of date. Read the
+    newest job, then the series' instances, again and submit once more.
+    """
+
+
 class QueueUnavailableError(RuntimeError):
     """The job was saved but its backend (the broker) could not be reached."""
 
@@ -203,9 +212,13 @@ class JobSpec:
     timeout_s
         Wall-clock limit of one attempt, in seconds.
     supersedes_job_id
-        The job of the same analysis on a smaller version of this series (it
-        grew): this job's result set replaces that one's; that job is cancelled
-        if it has not started yet.
+        The newest queued, running or done job of the same analysis on this series
+        (:meth:`JobQueue.job_to_supersede`), None when there is none: this job's
+        result set replaces that one's, and that job is cancelled if it has not
+        finished. The submit is refused with :class:`SupersedeConflictError` when
+        another job has become the newest meanwhile, so two routers can never leave
+        a series with two current results, or with a result on an input list read
+        before the other router's.
     """
 
     analysis: str

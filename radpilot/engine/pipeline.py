@@ -35,6 +35,8 @@ from radpilot.engine.jobs import (
     NotApplicableJobError,
     PermanentJobError,
     Priority,
+    SubmitResult,
+    SupersedeConflictError,
     TransientJobError,
 )
 from radpilot.engine.outbox import add_delivery
@@ -100,28 +102,57 @@ def plan_study(
         if not decision.matched:
             plan.skipped_reason = "no rule matches this series"
         if queue is not None:
-            inputs = [pair for uid in (group.series_uids if group else (series_uid,)) for pair in _series_inputs(archive, uid)]
+            member_series = group.series_uids if group else (series_uid,)
             for analysis_name, rule in decision.analyses:
                 analysis = analyses.get(analysis_name)
                 if analysis is None:
                     logger.error("rule names an unknown analysis", extra={"rule": rule.name, "analysis": analysis_name})
                     continue
-                spec = JobSpec(
+                # the input and the job it supersedes are read at submit time
+                template = JobSpec(
                     analysis=analysis.name,
                     analysis_version=analysis.version,
                     study_instance_uid=study_uid,
                     series_instance_uid=series_uid,
-                    instances=inputs,
+                    instances=(),
                     rule=rule.name,
                     destinations=rule.destinations,
                     priority=priority_override if priority_override is not None else Priority.parse(rule.priority),
                     timeout_s=float(analysis.timeout_s),
-                    supersedes_job_id=_previous_job(queue, analysis.name, series_uid),
                 )
-                result = queue.submit(spec)
+                result = _submit_on_newest_inputs(queue, archive, template, member_series)
                 plan.jobs.append((result.job.id, result.created))
         plans.append(plan)
     return plans
+
+
+SUBMIT_ATTEMPTS = 5
+"""Tries of one job's submit while other routers keep submitting on the same series."""
+
+
+def _submit_on_newest_inputs(queue: JobQueue, archive: Archive, template: JobSpec, member_series: tuple[str, ...]) -> SubmitResult:
+    """Submit ``template`` on every image its series has now, superseding the newest earlier job.
+
+    The newest job is read *before* the images: whatever job another router committed
+    by then was planned on images stored by then, which this read sees too, so the new
+    job's input is never smaller than the job it replaces. When another router submits
+    between this read and the submit, the queue refuses the stale supersede
+    (:class:`SupersedeConflictError`) and both are read again.
+    """
+    analysis, series_uid = template.analysis, template.series_instance_uid
+    for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+        previous = _previous_job(queue, analysis, series_uid)
+        inputs = [pair for uid in member_series for pair in _series_inputs(archive, uid)]
+        try:
+            return queue.submit(dataclasses.replace(template, instances=inputs, supersedes_job_id=previous))
+        except SupersedeConflictError:
+            if attempt == SUBMIT_ATTEMPTS:
+                raise
+            logger.info(
+                "another router submitted on this series first; reading it again",
+                extra={"analysis": analysis, "series_instance_uid": series_uid, "attempt": attempt},
+            )
+    raise AssertionError("unreachable")
 
 
 def _previous_job(queue: JobQueue, analysis: str, series_uid: str) -> int | None:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from radpilot.db import Base
 from radpilot.engine.job_store import ClaimStatus, JobStore
-from radpilot.engine.jobs import ErrorKind, JobOutput, JobState, Priority
+from radpilot.engine.jobs import ErrorKind, JobOutput, JobState, Priority, SupersedeConflictError
 from tests.unit.jobs_support import (  # noqa: F401 - fixtures
     LEASE_S,
     FakeClock,
@@ -53,12 +53,12 @@ def test_submit_is_idempotent(store: JobStore) -> None:
     assert again.job.id == first.job.id
     assert first.job.state is JobState.QUEUED and first.job.attempts == 0
     assert first.job.input_sop_uids == tuple(sorted(uid for uid, _ in instances(1)))
-    changed = store.submit(make_spec(1, instances=instances(1, changed=2)))
-    new_version = store.submit(make_spec(1, analysis_version="1.1.0"))
-    assert changed.created and new_version.created
-    assert len({first.job.id, changed.job.id, new_version.job.id}) == 3
     done = claim(store)
     assert store.complete(done.id, "host:1:w1", JobOutput(["2.25.1"]))
+    changed = store.submit(make_spec(1, instances=instances(1, changed=2), supersedes_job_id=first.job.id))
+    new_version = store.submit(make_spec(1, analysis_version="1.1.0", supersedes_job_id=changed.job.id))
+    assert changed.created and new_version.created
+    assert len({first.job.id, changed.job.id, new_version.job.id}) == 3
     assert store.submit(make_spec(1)).job.state is JobState.DONE  # a done job is returned, not re-run
     assert len(store.list()) == 3
 
@@ -306,13 +306,16 @@ def test_latest_done_job_is_the_last_finished_of_that_analysis_on_that_series(st
     series_uid = make_spec(1).series_instance_uid
     assert store.latest_done_job("lung_ct_quant", series_uid) is None
     first = store.submit(make_spec(1)).job
-    grown = store.submit(make_spec(1, instances=instances(1, count=4))).job
     other_analysis = store.submit(make_spec(1, analysis="liver_ct")).job
-    for job_id in (first.id, grown.id, other_analysis.id):
+    for job_id in (first.id, other_analysis.id):
         assert claim(store).id == job_id
         clock.advance(1)
         assert store.complete(job_id, "host:1:w1", JobOutput([f"2.25.{job_id}"]))
-    still_queued = store.submit(make_spec(1, instances=instances(1, count=5))).job
+    grown = store.submit(make_spec(1, instances=instances(1, count=4), supersedes_job_id=first.id)).job
+    assert claim(store).id == grown.id
+    clock.advance(1)
+    assert store.complete(grown.id, "host:1:w1", JobOutput([f"2.25.{grown.id}"]))
+    still_queued = store.submit(make_spec(1, instances=instances(1, count=5), supersedes_job_id=grown.id)).job
 
     latest = store.latest_done_job("lung_ct_quant", series_uid)
     assert latest is not None and latest.id == grown.id and latest.id != still_queued.id
@@ -341,3 +344,46 @@ def test_job_to_supersede_is_the_newest_open_or_done_job_of_that_analysis_on_tha
     assert store.job_to_supersede("lung_ct_quant", series_uid).id == first.id
     store.cancel(first.id)
     assert store.job_to_supersede("lung_ct_quant", series_uid) is None, "a cancelled job has nothing to supersede"
+
+
+def test_a_supersede_of_a_job_that_is_no_longer_the_newest_is_refused_and_writes_nothing(store: JobStore) -> None:
+    first = store.submit(make_spec(1)).job
+    newer = store.submit(make_spec(1, instances=instances(1, count=5), supersedes_job_id=first.id)).job
+    with pytest.raises(SupersedeConflictError, match=f"to supersede job {first.id}, but the newest job there is {newer.id}"):
+        store.submit(make_spec(1, instances=instances(1, count=4), supersedes_job_id=first.id))
+    assert [job.id for job in store.list()] == [newer.id, first.id]
+    assert store.get(newer.id).state is JobState.QUEUED, "the refused submit must not cancel the newest job"
+
+
+def test_a_second_job_on_a_series_that_supersedes_nothing_is_refused(store: JobStore) -> None:
+    first = store.submit(make_spec(1)).job
+    with pytest.raises(SupersedeConflictError, match=f"supersede job None, but the newest job there is {first.id}"):
+        store.submit(make_spec(1, instances=instances(1, count=5)))
+    assert store.submit(make_spec(1, analysis="liver_ct")).created, "another analysis on the series is its own chain"
+    assert store.submit(make_spec(1)).job.id == first.id, "resubmitting the same input is still idempotent"
+
+
+def test_concurrent_submits_on_one_series_form_one_chain_with_one_current_job(store: JobStore) -> None:
+    series_uid = make_spec(1).series_instance_uid
+    refused: list[int] = []
+    lock = threading.Lock()
+
+    def router(count: int) -> None:
+        while True:
+            previous = store.job_to_supersede("lung_ct_quant", series_uid)
+            try:
+                store.submit(make_spec(1, instances=instances(1, count=count), supersedes_job_id=previous.id if previous else None))
+                return
+            except SupersedeConflictError:
+                with lock:
+                    refused.append(count)
+
+    threads = [threading.Thread(target=router, args=(count,)) for count in range(3, 11)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    jobs = sorted(store.list(), key=lambda job: job.id)
+    assert len(jobs) == 8
+    assert [job.supersedes_job_id for job in jobs] == [None] + [job.id for job in jobs[:-1]], "each job supersedes the one before it"
+    assert [job.state for job in jobs] == [JobState.CANCELLED] * 7 + [JobState.QUEUED]
