@@ -429,6 +429,10 @@ class Archive:
                 with self.sessions() as session:
                     if session.scalar(select(Instance.id).where(Instance.sop_instance_uid == parsed.sop_instance_uid)):
                         raise
+            except Exception:
+                # a rolled-back touch must not hold back the next instance's (the detector watches it)
+                self._touched.clear()
+                raise
 
     def _resend(
         self,

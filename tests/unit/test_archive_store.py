@@ -9,8 +9,10 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from sqlalchemy import select
 
 from radpilot.archive import Archive, StoreOutcome
+from radpilot.archive.models import Series
 from radpilot.dicom import status as dimse_status
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
 
@@ -256,4 +258,30 @@ def test_failed_index_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
         archive.store_file_bytes(to_part10_bytes(make_ct_dataset()))
     assert stored_files(archive) == {}
     assert archive.instance_count() == 0
+    archive.close()
+
+
+def test_an_index_write_rolled_back_after_moving_updated_at_does_not_hold_back_the_next_instance(tmp_path: Path, monkeypatch) -> None:
+    archive = Archive(tmp_path / "dicom", f"sqlite:///{tmp_path / 'i.db'}")
+    first, lost, third = make_ct_series(3)
+
+    def updated_at():  # noqa: ANN202 - datetime
+        with archive.sessions() as session:
+            return session.scalar(select(Series.updated_at))
+
+    archive.store_file_bytes(to_part10_bytes(first))
+    after_first = updated_at()
+    touch = archive._touch
+
+    def touch_then_fail(*args, **kwargs):
+        touch(*args, **kwargs)
+        raise RuntimeError("commit failed")
+
+    monkeypatch.setattr(archive, "_touch", touch_then_fail)
+    with pytest.raises(RuntimeError):
+        archive.store_file_bytes(to_part10_bytes(lost))
+    monkeypatch.undo()
+    assert updated_at() == after_first, "the failed write was rolled back"
+    archive.store_file_bytes(to_part10_bytes(third))
+    assert updated_at() > after_first, "the next instance of the series must move updated_at (the detector waits for quiet)"
     archive.close()
