@@ -9,15 +9,18 @@ set -e
 cd "$(dirname "$0")"
 export PYTHONPATH="$(cd ../.. && pwd)"
 PY=${PY:-python}
+STEPS=${STEPS:-1500}
+RUNS=${RUNS:-runs}
 run() {  # run <fold> <out> <threads>
     mkdir -p "$2"
-    nice -n 10 $PY train.py --fold "$1" --steps 1500 --seed 0 --threads "$3" --out "$2" > "$2/train.log" 2>&1
+    nice -n 10 $PY train.py --fold "$1" --steps "$STEPS" --seed 0 --threads "$3" --out "$2" > "$2/train.log" 2>&1
     if [ "$1" -ge 0 ]; then mkdir -p results/cv_folds && cp "$2/fold_metrics.json" "results/cv_folds/fold$1.json"; fi
 }
 FOLDS=${FOLDS:-"0 -1 1 2 3 4"}
 for f in $FOLDS; do
-    if [ "$f" = -1 ]; then run -1 runs/final 1; else run "$f" "runs/cv/fold$f" 1; fi
+    if [ "$f" = -1 ]; then run -1 "$RUNS/final" 1; else run "$f" "$RUNS/cv/fold$f" 1; fi
 done
+[ "${TRAIN_ONLY:-0}" = 1 ] && exit 0
 $PY export.py           # ONNX into models/liver_spleen_ct_seg/ (evaluate_ircad runs it through LiverCT)
 $PY evaluate_ircad.py   # results/ircad.json
 $PY cv_summary.py       # results/cv_metrics.json
