@@ -41,11 +41,12 @@ from tests.integration.test_engine_end_to_end import SECONDARY_CAPTURE
 from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is a fixture
     BrowserLog,
     browser,
+    dismiss_onboarding,
     open_page,
     save_screenshot,
     visible_error_text,
 )
-from tests.integration.test_viewer_seg_overlay import dismiss_onboarding, settled_screenshot, viewport_pixels
+from tests.integration.test_viewer_seg_overlay import settled_screenshot, viewport_pixels
 from tests.unit.test_chest_xray_analysis import NORMAL_CASE, JsrtCase, jsrt_case
 from tests.unit.test_chest_xray_grayscale import ENCODINGS, _mono2
 

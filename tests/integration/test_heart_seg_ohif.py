@@ -46,10 +46,11 @@ from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is 
     VIEWPORT_SIZE,
     BrowserLog,
     browser,
+    dismiss_onboarding,
     save_screenshot,
     visible_error_text,
 )
-from tests.integration.test_viewer_seg_overlay import Overlay, dismiss_onboarding, measure_overlay, settled_screenshot, viewport_pixels
+from tests.integration.test_viewer_seg_overlay import Overlay, measure_overlay, settled_screenshot, viewport_pixels
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 

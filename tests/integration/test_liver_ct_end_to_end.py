@@ -39,6 +39,7 @@ from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is 
     VIEWPORT_SIZE,
     BrowserLog,
     browser,
+    dismiss_onboarding,
     largest_canvas_box,
     save_screenshot,
     visible_error_text,
@@ -47,7 +48,6 @@ from tests.integration.test_viewer_seg_overlay import (
     CHANNEL_MARGIN,
     MIN_CHANNEL,
     SLICE_OVERLAY,
-    dismiss_onboarding,
     settled_screenshot,
     viewport_pixels,
 )

@@ -33,10 +33,11 @@ from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is 
     VIEWPORT_SIZE,
     BrowserLog,
     browser,
+    dismiss_onboarding,
     largest_canvas_box,
     save_screenshot,
 )
-from tests.integration.test_viewer_seg_overlay import MIN_SEGMENT_FRACTION, RULES, dismiss_onboarding, measure_overlay
+from tests.integration.test_viewer_seg_overlay import MIN_SEGMENT_FRACTION, RULES, measure_overlay
 from tests.review_support import RADIOLOGIST
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]

@@ -155,6 +155,23 @@ def largest_canvas_box(page) -> dict[str, float] | None:  # noqa: ANN001 - playw
     return max(boxes, key=lambda b: b["width"] * b["height"]) if boxes else None
 
 
+def dismiss_onboarding(page, wait_ms: int = 5000) -> None:  # noqa: ANN001 - playwright Page
+    """Close OHIF's first-visit tour and its 'investigational use' banner (the tour dims the whole viewport).
+
+    With ``wait_ms=0`` only what is on screen now is closed (the tour can appear at any moment of loading).
+    """
+    for name in ("Skip all", "Confirm and hide"):
+        button = page.get_by_text(name, exact=True).first
+        try:
+            if wait_ms:
+                button.wait_for(state="visible", timeout=wait_ms)
+            if button.is_visible():
+                button.click()
+                logger.info("closed OHIF's %r control", name)
+        except Exception:  # noqa: BLE001 - not shown in this OHIF build/config: nothing to close
+            logger.info("OHIF showed no %r control", name)
+
+
 def wait_for_rendered_image(page, log: BrowserLog) -> tuple[bytes, dict[str, float], float]:  # noqa: ANN001
     """Wait until the main viewport canvas shows an image; return the screenshot, its box and std."""
     page.wait_for_selector("canvas", state="visible", timeout=RENDER_TIMEOUT_S * 1000)
@@ -166,6 +183,7 @@ def wait_for_rendered_image(page, log: BrowserLog) -> tuple[bytes, dict[str, flo
     best: tuple[bytes, dict[str, float], float] | None = None
     while time.monotonic() < deadline:
         page.wait_for_timeout(1000)
+        dismiss_onboarding(page, wait_ms=0)
         box = largest_canvas_box(page)
         if box is None:
             continue
@@ -175,6 +193,7 @@ def wait_for_rendered_image(page, log: BrowserLog) -> tuple[bytes, dict[str, flo
             best = (png, box, std)
         if std >= MIN_IMAGE_STD:
             page.wait_for_timeout(3000)  # let progressive loading settle, then take the final picture
+            dismiss_onboarding(page, wait_ms=0)
             box = largest_canvas_box(page) or box
             png = page.screenshot()
             settled = grey_std(png, box)

@@ -48,6 +48,7 @@ from tests.integration.test_viewer_chromium import (  # noqa: F401 - browser is 
     VIEWPORT_SIZE,
     BrowserLog,
     browser,
+    dismiss_onboarding,
     largest_canvas_box,
     save_screenshot,
     visible_error_text,
@@ -176,17 +177,6 @@ def measure_overlay(png: bytes, box: dict[str, float]) -> Overlay:
 
 
 # ----------------------------------------------------------------------------- OHIF, as a reader uses it
-def dismiss_onboarding(page) -> None:  # noqa: ANN001 - playwright Page
-    """Close OHIF's first-visit tour and its 'investigational use' banner (both cover the viewport)."""
-    for name in ("Skip all", "Confirm and hide"):
-        button = page.get_by_text(name, exact=True)
-        try:
-            button.first.wait_for(state="visible", timeout=5000)
-            button.first.click()
-        except Exception:  # noqa: BLE001 - not shown in this OHIF build/config: nothing to close
-            logger.info("OHIF showed no %r control", name)
-
-
 def current_slice(page) -> tuple[int, int]:  # noqa: ANN001 - playwright Page
     """The viewport's ``(n, of)`` from its bottom-right overlay, e.g. "I:29 (36/64)"."""
     text = page.locator("[data-cy=viewport-overlay-bottom-right]").first.inner_text()
