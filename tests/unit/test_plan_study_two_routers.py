@@ -20,19 +20,11 @@ from radpilot.engine.pipeline import plan_study
 from radpilot.engine.queue_embedded import EmbeddedJobQueue
 from radpilot.engine.routing import parse_rules
 from tests.factories import make_ct_dataset, to_part10_bytes
+from tests.unit.test_detector import RULES as DETECTOR_RULES
 
 STUDY = "1.2.826.0.1.3680043.8.498.77"
 SERIES = "1.2.826.0.1.3680043.8.498.77.1"
-RULES = parse_rules(
-    """
-rules:
-  - name: any-ct
-    match:
-      Modality: CT
-    analyses: [lung_ct_quant]
-    destinations: [pacs]
-"""
-)
+RULES = parse_rules(DETECTOR_RULES)  # every CT to lung_ct_quant
 # plan_study reads only an analysis's name, version and time limit
 ANALYSES = {"lung_ct_quant": SimpleNamespace(name="lung_ct_quant", version="1.0.0", timeout_s=600.0)}
 
