@@ -1,9 +1,10 @@
-"""Collect ``results/cv_folds/fold*.json`` (each fold's ``fold_metrics.json``, copied there by ``run_all.sh`` so that
-the figures outlive the git-ignored run folders) into ``results/cv_metrics.json``: per-patient Dice and volumes, the
+"""Collect ``<results>/cv_folds/fold*.json`` (each fold's ``fold_metrics.json``, copied there by ``run_all.sh`` so that
+the figures outlive the git-ignored run folders) into ``<results>/cv_metrics.json``: per-patient Dice and volumes, the
 mean and a 95 % bootstrap CI over patients (10,000 resamples, seed 0), and which folds are missing."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -20,9 +21,12 @@ def ci(values: list[float]) -> list[float]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--results", type=Path, default=HERE / "results", help="the model version's results folder (results/v2 for 0.2.0)")
+    results = ap.parse_args().results
     folds, cases = [], []
     for f in range(5):
-        path = HERE / "results" / "cv_folds" / f"fold{f}.json"
+        path = results / "cv_folds" / f"fold{f}.json"
         if path.is_file():
             data = json.loads(path.read_text())
             folds.append({"fold": f, "mean": data["mean"], "n": len(data["cases"])})
@@ -36,7 +40,7 @@ def main() -> None:
             summary[f"{organ}_dice_ci95"] = ci(dice)
             summary[f"{organ}_dice_min"] = round(float(np.min(dice)), 4)
             summary[f"{organ}_volume_error_percent_mean_abs"] = round(float(np.mean(np.abs(vol_err))), 2)
-    out = HERE / "results" / "cv_metrics.json"
+    out = results / "cv_metrics.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "folds": folds, "cases": cases}, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

@@ -6,6 +6,7 @@ grid) against the manual liver and tumour masks.  Writes ``results/ircad.json``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -76,10 +77,13 @@ def evaluate(root: Path, done: tuple[Volume, Findings, float] | None = None) -> 
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description="the production-path check of the newest liver_spleen_ct_seg in models/")
+    ap.add_argument("--results", type=Path, default=HERE / "results", help="the model version's results folder (results/v2 for 0.2.0)")
+    results = ap.parse_args().results
     base = os.environ.get("RADPILOT_SHARED_DATA")
     root = (Path(base) if base else REPO.parent / "shared" / "data") / "liver-ct-ircad"
     result = evaluate(root)
-    out = HERE / "results" / "ircad.json"
+    out = results / "ircad.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "notes"}, indent=2))

@@ -1,7 +1,9 @@
 """Export a trained checkpoint to ONNX, check onnxruntime against torch, write ``models/liver_spleen_ct_seg/``.
 
-``python training/liver_ct/export.py [--checkpoint runs/final/last.pt] [--cv results/cv_metrics.json] [--ircad results/ircad.json]``
-The manifest takes its metrics from the CV and IRCAD result files when they exist.
+``python training/liver_ct/export.py [--version 0.2.0] [--checkpoint ...] [--results ...] [--out ...]``
+Each version gets its own folder under models/ (0.1.0: ``liver_spleen_ct_seg/``, 0.2.0: ``liver_spleen_ct_seg_v2/``),
+so earlier versions stay loadable. The manifest takes its metrics from the version's CV and IRCAD result files
+when they exist.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from model import build_model, count_parameters  # noqa: E402
 from radpilot.analyses.liver_ct.preprocess import MODEL_SPACING_MM, NEIGHBOUR_OFFSET_MM, WINDOW_HU  # noqa: E402
 
 NAME = "liver_spleen_ct_seg"
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 OPSET = 17
 
 
@@ -80,37 +82,46 @@ def read_metrics(cv: Path, ircad: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", type=Path, default=HERE / "runs/final/last.pt")
-    ap.add_argument("--cv", type=Path, default=HERE / "results/cv_metrics.json")
-    ap.add_argument("--ircad", type=Path, default=HERE / "results/ircad.json")
-    ap.add_argument("--out", type=Path, default=REPO / "models" / NAME)
+    ap.add_argument("--version", default=VERSION, help="the model version; each version has its own folder, earlier ones stay loadable")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="default: runs/final/last.pt (0.1.0), runs/v<minor>/final/last.pt")
+    ap.add_argument("--results", type=Path, default=None, help="CV and IRCAD results; default: results/ (0.1.0), results/v<minor>/")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default: models/liver_spleen_ct_seg (0.1.0), models/liver_spleen_ct_seg_v<minor>/"
+    )
     ap.add_argument(
         "--metrics-only",
         action="store_true",
         help="refresh only the metrics of the committed manifest (the model and its sha256 stay): for CV folds run after the export",
     )
     args = ap.parse_args()
+    version = args.version
+    minor = version.split(".")[1]
+    first = version == "0.1.0"  # the first version's files kept the names they were committed with
+    checkpoint = args.checkpoint or HERE / ("runs/final/last.pt" if first else f"runs/v{minor}/final/last.pt")
+    results = args.results or HERE / ("results" if first else f"results/v{minor}")
+    out = args.out or REPO / "models" / (NAME if first else f"{NAME}_v{minor}")
+    cv, ircad = results / "cv_metrics.json", results / "ircad.json"
     if args.metrics_only:
-        manifest_path = args.out / "manifest.json"
+        manifest_path = out / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
-        manifest["metrics"] = read_metrics(args.cv, args.ircad)
+        manifest["metrics"] = read_metrics(cv, ircad)
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         print(f"refreshed the metrics of {manifest_path}")
         return
-    model, config = load(args.checkpoint)
+    model, config = load(checkpoint)
     content = onnx_bytes(model)
     diff = check_runtime(model, content)
     if diff > 1e-3:
         raise SystemExit(f"onnxruntime differs from torch by {diff}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    file = f"{NAME}_v{VERSION.split('.')[1]}.onnx"
-    (args.out / file).write_bytes(content)
+    out.mkdir(parents=True, exist_ok=True)
+    file = f"{NAME}_v{minor}.onnx"
+    (out / file).write_bytes(content)
     import onnxruntime  # noqa: PLC0415 - export-time only
 
-    metrics = read_metrics(args.cv, args.ircad)
+    metrics = read_metrics(cv, ircad)
     manifest = {
         "name": NAME,
-        "version": VERSION,
+        "version": version,
         "file": file,
         "sha256": hashlib.sha256(content).hexdigest(),
         "format": {
@@ -175,9 +186,9 @@ def main() -> None:
             "non-contrast scans, children and large lesions are not represented."
         ),
     }
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     size_mb = len(content) / 1e6
-    print(f"wrote {args.out / file} ({size_mb:.2f} MB, max |ort - torch| {diff:.2e})")
+    print(f"wrote {out / file} ({size_mb:.2f} MB, max |ort - torch| {diff:.2e})")
 
 
 if __name__ == "__main__":
