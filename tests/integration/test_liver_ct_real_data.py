@@ -5,7 +5,7 @@ The data are read from the shared folder (RADPILOT_SHARED_DATA or ../shared/data
 repository; the test skips when it is absent and fails instead in CI (RADPILOT_REQUIRE_SERVICES=1).  The
 evaluation code is training/liver_ct/evaluate_ircad.py, so the test and the recorded figures
 (training/liver_ct/results/ircad.json) measure the same thing.  The bounds are regression bounds around what
-the committed model reaches; the issue's targets (volume within 5 %, Dice >= 0.95) are in acceptance.yaml.
+the committed model reaches; the issue's targets (volume within 5 %, Dice >= 0.93 here) are in acceptance.yaml.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from tests.helpers import REPO_ROOT, require_or_skip
 pytestmark = pytest.mark.timeout(900)
 
 # Regression bounds: what the committed model reaches on this patient (results/ircad.json) with a margin.
-LIVER_DICE_MIN = 0.88
-LIVER_VOLUME_ERROR_MAX_PERCENT = 12.0
+LIVER_DICE_MIN = 0.92  # liver_spleen_ct_seg 0.2.0: 0.937 (0.1.0: 0.898)
+LIVER_VOLUME_ERROR_MAX_PERCENT = 5.0  # 0.2.0: -2.5 % (0.1.0: -10.3 %); the issue's target
 
 
 def _load_evaluator() -> ModuleType:

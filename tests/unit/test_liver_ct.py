@@ -220,6 +220,19 @@ def test_run_refuses_a_series_without_a_liver() -> None:
         analysis.run(_volume(body, spacing=(5.0, 2.0, 2.0)))
 
 
+def test_the_newest_model_version_runs_and_the_first_stays_loadable() -> None:
+    registry = LiverCT().registry
+    versions = sorted(m.version for m in registry.manifests() if m.name == "liver_spleen_ct_seg")
+    assert versions == ["0.1.0", "0.2.0"]
+    assert registry.manifest("liver_spleen_ct_seg").version == "0.2.0", "the analysis runs the newest version"
+    for version in versions:
+        manifest = registry.manifest("liver_spleen_ct_seg", version)
+        registry.verify(manifest)  # the file is there with its manifest's sha256
+        session = registry.session("liver_spleen_ct_seg", version)
+        logits = session.run(None, {"image": np.zeros((1, 3, 64, 64), dtype=np.float32)})[0]
+        assert logits.shape == (1, 3, 64, 64)
+
+
 # ---------------------------------------------------------------- refusals through the engine, as a user meets them
 def _series(count: int, *, modality: str = "CT", missing: tuple[int, ...] = (), liver_free: bool = False) -> list:
     """A CT series of ``count`` 64 x 64 slices 5 mm apart (slices at the ``missing`` indices left out); with
