@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,6 +57,20 @@ RecordHook = Callable[[Session, JobRecord, JobOutput], None]
 JOB = Job.__table__
 OPEN_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
 RETRYABLE_STATES = (JobState.FAILED.value, JobState.CANCELLED.value)
+
+
+def _newest_job_query(analysis: str, series_instance_uid: str) -> Select:
+    """The newest queued, running or done job of ``analysis`` on the series (what a new job there supersedes)."""
+    return (
+        select(Job)
+        .where(
+            Job.analysis == analysis,
+            Job.series_instance_uid == series_instance_uid,
+            Job.state.in_((*OPEN_STATES, JobState.DONE.value)),
+        )
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
 
 
 def _series_lock_key(spec: JobSpec) -> int:
@@ -214,18 +228,8 @@ class JobStore:
 
     def job_to_supersede(self, analysis: str, series_instance_uid: str) -> JobRecord | None:
         """The newest queued, running or done job of ``analysis`` on this series: the one a new job on it replaces."""
-        query = (
-            select(Job)
-            .where(
-                Job.analysis == analysis,
-                Job.series_instance_uid == series_instance_uid,
-                Job.state.in_((*OPEN_STATES, JobState.DONE.value)),
-            )
-            .order_by(Job.id.desc())
-            .limit(1)
-        )
         with self.sessions() as session:
-            job = session.scalars(query).first()
+            job = session.scalars(_newest_job_query(analysis, series_instance_uid)).first()
             return to_record(job) if job is not None else None
 
     def done_jobs_of_study(self, study_instance_uid: str) -> builtins.list[JobRecord]:
@@ -336,15 +340,7 @@ class JobStore:
             session.add(row)
             session.flush()
             newest = session.scalar(
-                select(Job.id)
-                .where(
-                    Job.analysis == spec.analysis,
-                    Job.series_instance_uid == spec.series_instance_uid,
-                    Job.state.in_((*OPEN_STATES, JobState.DONE.value)),
-                    Job.id != row.id,
-                )
-                .order_by(Job.id.desc())
-                .limit(1)
+                _newest_job_query(spec.analysis, spec.series_instance_uid).where(Job.id != row.id).with_only_columns(Job.id)
             )
             if newest != spec.supersedes_job_id:
                 raise SupersedeConflictError(
