@@ -30,7 +30,8 @@ for f in $FOLDS; do
     if [ "$f" = -1 ]; then run -1 "$RUNS/final" 1; else run "$f" "$RUNS/cv/fold$f" 1; fi
 done
 [ "${TRAIN_ONLY:-0}" = 1 ] && exit 0
-$PY export.py --version "$VERSION"                      # ONNX into models/ (evaluate_ircad runs the newest through LiverCT)
+export_model() { $PY export.py --version "$VERSION" --checkpoint "$RUNS/final/last.pt" --results "$RESULTS"; }
+export_model                                            # ONNX into models/ (evaluate_ircad runs the newest through LiverCT)
 $PY evaluate_ircad.py --results "$RESULTS"              # $RESULTS/ircad.json
 $PY cv_summary.py --results "$RESULTS"                  # $RESULTS/cv_metrics.json
-$PY export.py --version "$VERSION"                      # the same ONNX bytes again, now with the metrics in manifest.json
+export_model                                            # the same ONNX bytes again, now with the metrics in manifest.json
