@@ -53,3 +53,23 @@ def test_wait_for_returns_the_first_truthy_value() -> None:
 def test_wait_for_fails_naming_what_it_waited_for() -> None:
     with pytest.raises(AssertionError, match=r"timed out after 0.05 s waiting for the peer\nlog tail"):
         wait_for(lambda: [], 0.05, "the peer", interval_s=0.01, diagnostics=lambda: "\nlog tail")
+
+
+def test_a_node_whose_free_port_is_taken_before_it_binds_starts_again_on_other_ports(
+    radpilot_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    from tests.fixtures import radpilot as fixtures
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    real = fixtures._free_port
+    calls = itertools.count()
+    monkeypatch.setattr(fixtures, "_free_port", lambda: port if next(calls) == 1 else real())  # the first HTTP port
+    try:
+        node = radpilot_factory()
+    finally:
+        taken.close()
+    assert node.settings.http_port != port
+    assert node.settings.data_dir.parent.name == "node0-again"
