@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from radpilot.archive import Archive
@@ -21,6 +22,22 @@ from radpilot.db import utcnow
 logger = logging.getLogger(__name__)
 
 RESCAN_ON_START = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class DetectorStatus:
+    """How far study-complete routing has got: what a PACS administrator watches to see it keep up.
+
+    ``routed_up_to`` is the watermark: every study that last changed at or before it has been
+    routed (a study whose routing raised is logged and not tried again until it changes).
+    None until the first pass has finished.
+    """
+
+    running: bool
+    quiet_period_s: float
+    routed_up_to: datetime | None
+    last_pass_at: datetime | None
+    last_pass_studies: int
 
 
 class StudyCompleteDetector:
@@ -34,6 +51,7 @@ class StudyCompleteDetector:
         self.watermark: datetime = utcnow() - RESCAN_ON_START
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_pass: tuple[datetime, int] | None = None
 
     def due_studies(self, now: datetime | None = None) -> tuple[list[str], datetime]:
         """Studies last changed in (watermark, now - quiet], and the new watermark."""
@@ -48,7 +66,18 @@ class StudyCompleteDetector:
             except Exception:  # noqa: BLE001 - one bad study must not stop the others
                 logger.exception("routing a complete study failed", extra={"study_instance_uid": uid})
         self.watermark = max(self.watermark, horizon)
+        self._last_pass = (now or utcnow(), len(uids))
         return uids
+
+    def status(self) -> DetectorStatus:
+        last_pass = self._last_pass  # one read: the loop thread replaces the tuple whole
+        return DetectorStatus(
+            running=self._thread is not None and self._thread.is_alive(),
+            quiet_period_s=self.quiet.total_seconds(),
+            routed_up_to=self.watermark if last_pass is not None else None,
+            last_pass_at=last_pass[0] if last_pass is not None else None,
+            last_pass_studies=last_pass[1] if last_pass is not None else 0,
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="radpilot-study-complete", daemon=True)

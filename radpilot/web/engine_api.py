@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from radpilot.db import utcnow
 from radpilot.engine.jobs import JobRecord, JobState, Priority
 from radpilot.engine.pipeline import SeriesPlan, plan_study
 from radpilot.security.principal import Role
@@ -105,6 +106,22 @@ def analyze_study(request: Request, study_uid: str, priority: str = "routine", d
     queue = None if dry_run else engine.queue
     plans = plan_study(engine.archive, engine.rules, engine.analyses, study_uid, queue, priority_override=chosen)
     return {"study_instance_uid": study_uid, "dry_run": dry_run, "series": [plan_json(p) for p in plans]}
+
+
+@router.get("/engine/detector", dependencies=ADMIN_ONLY)
+def detector_status(request: Request) -> dict[str, Any]:
+    """How far this node's study-complete detector has routed: a lag that keeps growing means it does not keep up."""
+    engine = _engine(request)
+    status = engine.detector.status()
+    routed_up_to = status.routed_up_to
+    return {
+        "running": status.running,
+        "quiet_period_s": status.quiet_period_s,
+        "routed_up_to": routed_up_to.isoformat() if routed_up_to else None,
+        "lag_s": round((utcnow() - routed_up_to).total_seconds(), 3) if routed_up_to else None,
+        "last_pass_at": status.last_pass_at.isoformat() if status.last_pass_at else None,
+        "last_pass_studies": status.last_pass_studies,
+    }
 
 
 @router.get("/deliveries", dependencies=ADMIN_ONLY)

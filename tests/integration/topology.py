@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -153,6 +154,15 @@ class FrontEnd(Process):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"{self.name} did not answer /api/health in {timeout_s} s:{self.tail()}")
+
+    def routed_up_to(self, headers: dict[str, str]) -> datetime | None:
+        """How far this front end's study-complete detector has routed (None before its first pass or while it is down)."""
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{self.http_port}/api/engine/detector", headers=headers, timeout=5)
+        except httpx.HTTPError:
+            return None
+        value = answer.json().get("routed_up_to") if answer.status_code == 200 else None
+        return datetime.fromisoformat(value) if value else None
 
 
 class Worker(Process):

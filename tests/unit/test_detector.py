@@ -87,3 +87,17 @@ def test_a_result_series_is_never_routed_and_routing_says_why(archive: Archive, 
     source_plan, result_plan = plans[str(source[0].SeriesInstanceUID)], plans[str(results[0].SeriesInstanceUID)]
     assert source_plan.decision is not None and source_plan.decision.matched
     assert result_plan.decision is None and result_plan.skipped_reason == "RadPilot's own result series"
+
+
+def test_status_says_nothing_is_routed_before_the_first_pass_then_reports_the_watermark(archive: Archive) -> None:
+    detector = StudyCompleteDetector(archive, lambda uid: None, quiet_period_s=QUIET_S)
+    before = detector.status()
+    assert (before.routed_up_to, before.last_pass_at, before.last_pass_studies, before.running) == (None, None, 0, False)
+    assert before.quiet_period_s == QUIET_S
+
+    store_source(archive)
+    now = utcnow() + timedelta(seconds=QUIET_S + 1)
+    detector.poll_once(now=now)
+    after = detector.status()
+    assert after.routed_up_to == now - timedelta(seconds=QUIET_S)
+    assert (after.last_pass_at, after.last_pass_studies) == (now, 1)

@@ -19,6 +19,7 @@ from tests.fixtures.auth import auth_headers, bearer_token
 ADMIN_ROUTES = [
     ("POST", "/api/jobs/1/cancel", {Role.ADMINISTRATOR}),
     ("GET", "/api/deliveries", {Role.ADMINISTRATOR}),
+    ("GET", "/api/engine/detector", {Role.ADMINISTRATOR}),
     ("GET", "/api/status", {Role.ADMINISTRATOR}),
     ("GET", "/api/monitoring", {Role.ADMINISTRATOR, Role.RESEARCHER}),
     ("POST", "/api/studies/1.2.3/analyze", {Role.ADMINISTRATOR, Role.RADIOLOGIST, Role.TECHNOLOGIST}),
