@@ -9,11 +9,13 @@ pixel noise that any parser shrugs off.
 from __future__ import annotations
 
 import functools
+import io
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -54,10 +56,10 @@ VR_CODES = (b"SQ", b"OB", b"OW", b"UN", b"UT", b"UI", b"US", b"UL", b"FD", b"AT"
 
 @dataclass(frozen=True)
 class Element:
-    """Where one top-level element of an explicit VR little endian byte string sits."""
+    """Where one top-level element of a little endian byte string sits (no VR field when written with implicit VR)."""
 
     offset: int
-    vr_offset: int
+    vr_offset: int | None
     length_offset: int
     length_size: int
 
@@ -78,6 +80,29 @@ def explicit_le_elements(data: bytes, start: int) -> list[Element]:
             elements.append(Element(position, position + 4, position + 6, 2))
             position += 8 + int.from_bytes(data[position + 6 : position + 8], "little")
     return elements
+
+
+def implicit_le_elements(data: bytes, start: int) -> list[Element]:
+    """The top-level elements from ``start`` of a dataset written with implicit VR little endian."""
+    elements = []
+    position = start
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position + 4 : position + 8], "little")
+        elements.append(Element(position, None, position + 4, 4))
+        if length == 0xFFFFFFFF:
+            break  # an undefined length: its end is found only by parsing it
+        position += 8 + length
+    return elements
+
+
+@functools.cache
+def as_implicit_vr(data: bytes) -> bytes:
+    """The same instance written with implicit VR little endian, as many modalities send it."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True, implicit_vr=True, little_endian=True)
+    return buffer.getvalue()
 
 
 @functools.cache
@@ -169,13 +194,16 @@ def deflate_bomb(inflated_size: int, *, rows: int = 8, columns: int = 8) -> byte
 
 @functools.cache
 def seeds() -> tuple[bytes, ...]:
-    """Valid instances the mutations start from: plain, deflated, with nested sequences of either length kind."""
+    """Valid instances the mutations start from: plain, deflated, with nested sequences of either length kind, implicit VR."""
     plain = to_part10_bytes(make_ct_dataset(rows=8, columns=8))
     return (
         plain,
         deflated(to_part10_bytes(make_ct_dataset(rows=8, columns=8))),
         nested_sequence_dataset(6, undefined_length=True),
         nested_sequence_dataset(3, undefined_length=False),
+        # its own instance, its pixel data beyond the bulk data threshold: the fast path reads it
+        as_implicit_vr(to_part10_bytes(make_ct_dataset(rows=32, columns=32))),
+        as_implicit_vr(nested_sequence_dataset(3, undefined_length=True)),
     )
 
 
@@ -214,6 +242,8 @@ def _mutate(draw: st.DrawFn, data: bytes) -> bytes:
         length &= (1 << (8 * size)) - 1
         return data[: element.length_offset] + length.to_bytes(size, "little") + data[element.length_offset + size :]
     if kind == "vr":
+        if element.vr_offset is None:  # written with implicit VR: put a VR where pydicom expects the length
+            return data[: element.length_offset] + draw(st.sampled_from(VR_CODES)) + data[element.length_offset + 2 :]
         return data[: element.vr_offset] + draw(st.sampled_from(VR_CODES)) + data[element.vr_offset + 2 :]
     # delete_element: the next element's bytes follow straight on
     following = [e.offset for e in elements if e.offset > element.offset]
@@ -224,7 +254,9 @@ def _mutate(draw: st.DrawFn, data: bytes) -> bytes:
 def _elements_of(data: bytes) -> list[Element]:
     elements = explicit_le_elements(data, META_START) if len(data) > META_START else []
     try:
-        elements += explicit_le_elements(data, dataset_offset(data))
+        start = dataset_offset(data)
+        explicit = data[start + 4 : start + 6].isalpha()  # an implicit VR dataset has a length there
+        elements += (explicit_le_elements if explicit else implicit_le_elements)(data, start)
     except Exception:  # noqa: BLE001 - a mutated meta group: mutate what can be found
         pass
     return elements

@@ -4,14 +4,17 @@ At ingest the archive must prove every element complete and every value decodabl
 keep the instance's metadata (:func:`~radpilot.dicom.json_model.instance_metadata_document`).
 Through pydicom that is most of a C-STORE's CPU time: each of a CT header's hundred values
 goes through several layers of objects. Most instances a hospital sends are plain:
-explicit VR little endian (native or encapsulated pixel data), text in ASCII, ISO 8859-1 or
+explicit VR little endian (native or encapsulated pixel data) or implicit VR little endian
+(the default transfer syntax, which many modalities use), text in ASCII, ISO 8859-1 or
 UTF-8, well-formed numbers. For those, :func:`read_plain_instance` walks the element bytes
 once and builds the same JSON object the pydicom path builds, with the same functions for
 numbers and person names, and the same bytes in the end; and the header the archive indexes,
 as raw elements, as pydicom's reader leaves them.
 
 It answers for that subset only, which takes in private elements a router forwarded as UN
-when pydicom would keep them as bytes too. Any other transfer syntax or character set (ISO 2022
+when pydicom would keep them as bytes too. With implicit VR each element gets the VR the
+pydicom path's document gives it (:meth:`_Walker.implicit_vr`); an ambiguous one it cannot
+settle the same way goes to pydicom. Any other transfer syntax or character set (ISO 2022
 code extensions among them), text its character set cannot decode, a number pydicom would have
 to guess at, an unknown VR, a UN element pydicom would read with another VR (a public tag, a
 private creator, a private tag whose creator pydicom knows), an element out of order or cut
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import private_dictionary_VR
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
@@ -67,6 +70,10 @@ _ELEMENT_HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
 _ITEM_HEADER = struct.Struct("<LL")
 MAX_DEPTH = 64  # deeper nesting is left to the pydicom path (which refuses what it cannot read)
+PIXEL_REPRESENTATION = 0x00280103
+# Image pixel values whose VR follows Pixel Representation (PS3.3 C.7.6.3; pydicom's _us_ss_tags):
+# smallest and largest pixel value in the image and series, pixel padding value and range limit.
+US_OR_SS_BY_PIXEL_REPRESENTATION = frozenset({0x00280106, 0x00280107, 0x00280108, 0x00280109, 0x00280120, 0x00280121})
 
 
 # One element walked at depth 0: tag, VR, length field, value start, element end.
@@ -97,6 +104,9 @@ def read_plain_instance(data: bytes, meta_start: int, dataset_start: int, transf
     """
     if not _plain_transfer_syntax(transfer_syntax):
         return None
+    implicit = UID(transfer_syntax).is_implicit_VR
+    if implicit and data[dataset_start + 4 : dataset_start + 6].isalpha():
+        return None  # written with explicit VR after all: pydicom notices and reads it so
     walker = _Walker(data, threshold)
     meta_elements: list[ElementExtent] = []
     dataset_elements: list[ElementExtent] = []
@@ -106,26 +116,34 @@ def read_plain_instance(data: bytes, meta_start: int, dataset_start: int, transf
         if any(not key.startswith("0002") for key in meta):
             return None
         walker.record = dataset_elements
+        walker.implicit = implicit  # the file meta group is always explicit VR (PS3.10 7.1)
         header, _ = walker.dataset(dataset_start, len(data), prefix="", top_level=True, depth=0)
     except (_NotPlain, struct.error, UnicodeDecodeError):
         return None
-    dataset = Dataset(_raw_elements(data, dataset_elements, threshold))
+    dataset = Dataset(_raw_elements(data, dataset_elements, threshold, implicit=implicit))
     charset = header.get(tag_key(SPECIFIC_CHARACTER_SET), {}).get("Value")
-    dataset.set_original_encoding(False, True, convert_encodings(charset[0]) if charset and charset[0] else default_encoding)
+    dataset.set_original_encoding(implicit, True, convert_encodings(charset[0]) if charset and charset[0] else default_encoding)
     file_meta = FileMetaDataset(_raw_elements(data, meta_elements, threshold))
     file_meta.set_original_encoding(False, True)
     dataset.file_meta = file_meta
     return PlainInstance(metadata_document_bytes(header, transfer_syntax), dataset)
 
 
-def _raw_elements(data: bytes, elements: list[ElementExtent], threshold: int) -> dict[BaseTag, DataElement | RawDataElement]:
-    """Raw elements as pydicom's reader makes them; values longer than ``threshold`` are left out."""
+def _raw_elements(
+    data: bytes, elements: list[ElementExtent], threshold: int, *, implicit: bool = False
+) -> dict[BaseTag, DataElement | RawDataElement]:
+    """Raw elements as pydicom's reader makes them; values longer than ``threshold`` are left out.
+
+    Read with implicit VR, pydicom leaves the VR to be looked up when the value is first
+    read (None), except for a sequence of undefined length, which it knows to be one.
+    """
     raw: dict[BaseTag, DataElement | RawDataElement] = {}
     for tag, vr, length, value_start, element_end in elements:
         if element_end - value_start > threshold:
             continue
         key = BaseTag(tag)
-        raw[key] = RawDataElement(key, vr, length, data[value_start:element_end], value_start, False, True)
+        raw_vr = None if implicit and length != UNDEFINED_LENGTH else vr
+        raw[key] = RawDataElement(key, raw_vr, length, data[value_start:element_end], value_start, implicit, True)
     return raw
 
 
@@ -133,7 +151,7 @@ def _plain_transfer_syntax(transfer_syntax: str) -> bool:
     uid = UID(transfer_syntax)
     if not uid.is_transfer_syntax or uid == DeflatedExplicitVRLittleEndian:
         return False
-    return uid.is_little_endian and not uid.is_implicit_VR
+    return uid.is_little_endian
 
 
 class _Walker:
@@ -142,6 +160,8 @@ class _Walker:
         self.view = memoryview(data)
         self.threshold = threshold
         self.codec = CHARACTER_SET_CODECS[""]  # of the dataset's text, from its Specific Character Set
+        self.implicit = False  # the elements carry no VR: each is the one pydicom looks up (implicit_vr)
+        self.pixel_representation: int | None = None  # of the top-level dataset, once walked past (0028,0103)
         # When a list: the extent of each element walked at depth 0.
         self.record: list[ElementExtent] | None = None
 
@@ -171,18 +191,22 @@ class _Walker:
             if tag <= previous or group == 0xFFFE or (top_level and group == 0x0002):
                 raise _NotPlain("element out of order, a delimiter, or file meta in the dataset")
             previous = tag
-            vr = vr_bytes.decode("ascii")
+            if self.implicit:  # tag, 4-byte length (PS3.5 7.1.3)
+                (length,) = _LONG_LENGTH.unpack_from(data, position + 4)
+                vr, value_start = self.implicit_vr(tag, length, creators, top_level), position + 8
+            else:
+                vr = vr_bytes.decode("ascii")
+                if vr in LONG_LENGTH_VRS:
+                    if position + 12 > end:
+                        raise _NotPlain("element header cut short")
+                    (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
+                    value_start = position + 12
+                else:
+                    length, value_start = short_length, position + 8
+                if vr == "UN" and (length == UNDEFINED_LENGTH or not _stays_unknown(tag, creators)):
+                    raise _NotPlain("a UN element pydicom reads with another VR")
             if vr not in KNOWN_VRS:
                 raise _NotPlain("a VR this path does not read")
-            if vr in LONG_LENGTH_VRS:
-                if position + 12 > end:
-                    raise _NotPlain("element header cut short")
-                (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
-                value_start = position + 12
-            else:
-                length, value_start = short_length, position + 8
-            if vr == "UN" and (length == UNDEFINED_LENGTH or not _stays_unknown(tag, creators)):
-                raise _NotPlain("a UN element pydicom reads with another VR")
             key = tag_key(tag)
             path = prefix + key
             if length == UNDEFINED_LENGTH:
@@ -206,12 +230,62 @@ class _Walker:
             result[key] = attribute = self.attribute(vr, tag, value_start, value_end, path, top_level, depth)
             if group % 2 and 0x0010 <= element <= 0x00FF:
                 creators[group << 16 | element] = _private_creator(vr, attribute)
+            elif tag == PIXEL_REPRESENTATION and top_level:
+                values = attribute.get("Value")
+                self.pixel_representation = values[0] if vr == "US" and values and len(values) == 1 else None
             if self.record is not None and depth == 0:
                 self.record.append((tag, vr, length, value_start, value_end))
             position = value_end
         if position != end:
             raise _NotPlain("elements run past their dataset")
         return result, position
+
+    def implicit_vr(self, tag: int, length: int, creators: dict[int, str], top_level: bool) -> str:
+        """The VR of an element read with implicit VR, as the pydicom path's document gives it, where this path can be sure.
+
+        A top-level value longer than the threshold is one pydicom defers: the document takes its
+        VR from the public dictionary, so a private one is UN. Otherwise a public tag has its
+        dictionary's VR; a private creator is LO; a private tag has its creator's dictionary VR
+        where pydicom knows it, else UN. Of the VRs the dictionary leaves ambiguous, two are
+        settled as pydicom settles them: deferred top-level pixel data (the first choice, OB)
+        and US or SS from the top-level Pixel Representation walked before. Any other ambiguity,
+        an unknown public tag, a private block whose creator is empty or deferred, and an
+        undefined length on anything but a sequence are pydicom's to read.
+        """
+        group, element = tag >> 16, tag & 0xFFFF
+        deferred = top_level and length != UNDEFINED_LENGTH and length > self.threshold
+        if group % 2:
+            if element < 0x0010:
+                raise _NotPlain("a private element outside a private block")
+            if deferred:
+                return "UN"
+            if element <= 0x00FF:
+                vr = "LO"
+            else:
+                creator = creators.get(group << 16 | element >> 8)
+                if creator == "":
+                    raise _NotPlain("a private block whose creator is empty or was deferred")
+                try:
+                    vr = private_dictionary_VR(tag, creator) if creator else "UN"
+                except KeyError:
+                    vr = "UN"
+        else:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                raise _NotPlain("a public tag pydicom does not know") from None
+        if length == UNDEFINED_LENGTH and vr != "SQ":
+            raise _NotPlain("undefined length on an element that is not a sequence")
+        if " or " not in vr:
+            return vr
+        if deferred and vr == "OB or OW" and tag in PIXEL_DATA_TAGS:
+            return "OB"
+        if not deferred and top_level and vr == "US or SS" and tag in US_OR_SS_BY_PIXEL_REPRESENTATION:
+            if self.pixel_representation == 0:
+                return "US"
+            if self.pixel_representation is not None:
+                return "SS"
+        raise _NotPlain("an ambiguous VR this path does not settle")
 
     def character_set_codec(self, start: int, end: int) -> str:
         names = bytes(self.view[start:end]).decode("ascii").rstrip(" \x00").split("\\")

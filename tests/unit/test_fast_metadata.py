@@ -21,9 +21,17 @@ from radpilot.archive.models import Instance, InstanceMetadata, Patient, Series,
 from radpilot.dicom import part10
 from radpilot.dicom.fast_metadata import read_plain_instance
 from radpilot.dicom.json_model import DEFAULT_BULK_DATA_THRESHOLD, instance_metadata_document, read_metadata_header
-from radpilot.dicom.part10 import META_START, MalformedDicomError, _check_complete, declared_transfer_syntax, decode_values, parse_part10
+from radpilot.dicom.part10 import (
+    META_START,
+    MalformedDicomError,
+    _check_complete,
+    _dataset_offset_or_none,
+    declared_transfer_syntax,
+    decode_values,
+    parse_part10,
+)
 from tests.factories import make_ct_dataset, to_part10_bytes
-from tests.fuzz_support import deflated, mutated_part10, nested_sequence_dataset, with_transfer_syntax
+from tests.fuzz_support import as_implicit_vr, deflated, mutated_part10, nested_sequence_dataset, with_transfer_syntax
 from tests.helpers import shared_data_path
 
 THRESHOLD = DEFAULT_BULK_DATA_THRESHOLD
@@ -31,7 +39,10 @@ PYDICOM_FILES = Path(get_testdata_file("MR_small.dcm")).parent
 
 
 def fast(data: bytes, threshold: int = THRESHOLD) -> bytes | None:
+    """The fast path's document, asked only where parse_part10 asks it: the meta group ends where its group length says."""
     transfer_syntax, meta_end = declared_transfer_syntax(data)
+    if meta_end != _dataset_offset_or_none(data):
+        return None
     plain = read_plain_instance(data, META_START, meta_end, transfer_syntax or "", threshold)
     return plain.document if plain is not None else None
 
@@ -76,6 +87,82 @@ def test_pydicom_test_files_get_the_pydicom_paths_document_or_none(path: Path) -
         assert document == by_pydicom(data)
 
 
+def implicit_copies() -> list[tuple[str, bytes]]:
+    """Every pydicom test file with native pixel data (or none) that pydicom writes again with implicit VR."""
+    copies = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in part10_files():
+            try:
+                ds = pydicom.dcmread(path)
+                if ds.file_meta.TransferSyntaxUID.is_compressed:
+                    continue
+                copies.append((path.relative_to(PYDICOM_FILES.parent).as_posix(), as_implicit_vr(path.read_bytes())))
+            except Exception:  # noqa: BLE001,S112 - a file pydicom cannot write again is no sample
+                continue
+    return copies
+
+
+@pytest.mark.parametrize(("name", "data"), implicit_copies(), ids=lambda v: v if isinstance(v, str) else "")
+def test_implicit_vr_copies_of_pydicom_test_files_get_the_pydicom_paths_document_or_none(name: str, data: bytes) -> None:
+    # Below and above the size at which pydicom defers a value: a deferred one takes its VR from the public dictionary.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for threshold in (16, THRESHOLD):
+            document = fast(data, threshold)
+            if document is not None:
+                assert document == by_pydicom(data, threshold), (name, threshold)
+
+
+def test_real_ct_sent_with_implicit_vr_is_answered_by_the_fast_path_identically() -> None:
+    for data in [as_implicit_vr(ct) for ct in real_ct_explicit_le(8)] + [_korean_with_nested_sequences_implicit()]:
+        for threshold in (16, THRESHOLD):
+            document = fast(data, threshold)
+            assert document is not None, "a plain implicit VR CT went to the pydicom path"
+            assert document == by_pydicom(data, threshold)
+
+
+def test_implicit_vr_pixel_data_that_pydicom_does_not_defer_goes_to_pydicom() -> None:
+    # Native pixel data is OB or OW by the dictionary; pydicom settles it only when the value is read.
+    small = as_implicit_vr(to_part10_bytes(make_ct_dataset(rows=4, columns=4)))
+    assert fast(small, THRESHOLD) is None
+    assert fast(small, 16) == by_pydicom(small, 16)
+
+
+def _korean_with_nested_sequences_implicit() -> bytes:
+    """A 32 x 32 CT (its pixel data beyond the threshold) with UTF-8 names and undefined-length nested sequences, implicit VR."""
+    ds = pydicom.dcmread(io.BytesIO(nested_sequence_dataset(4, undefined_length=True)))
+    big = make_ct_dataset(rows=32, columns=32)
+    ds.Rows, ds.Columns, ds.PixelData = big.Rows, big.Columns, big.PixelData
+    ds.SpecificCharacterSet, ds.PatientName, ds.StudyDescription = "ISO_IR 192", "김^민수=金^敏洙", "흉부 CT"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return as_implicit_vr(buffer.getvalue())
+
+
+@pytest.mark.parametrize(("pixel_representation", "padding"), [(0, 0xFFF0), (1, -2000)])
+def test_implicit_vr_pixel_values_are_us_or_ss_as_pixel_representation_says(pixel_representation: int, padding: int) -> None:
+    ds = make_ct_dataset(rows=8, columns=8)
+    ds.PixelRepresentation = pixel_representation
+    ds.add_new(0x00280120, "US" if pixel_representation == 0 else "SS", padding)  # Pixel Padding Value
+    data = as_implicit_vr(to_part10_bytes(ds))
+    document = fast(data, 16)
+    assert document is not None and document == by_pydicom(data, 16)
+    assert f'"00280120":{{"vr":"{"US" if pixel_representation == 0 else "SS"}","Value":[{padding}]}}' in document.decode()
+
+
+def test_implicit_vr_private_elements_get_their_creators_vr_or_stay_unknown() -> None:
+    ds = make_ct_dataset(rows=8, columns=8)
+    ds.add_new(0x00430010, "LO", "GEMS_PARM_01")  # a creator pydicom's private dictionary knows
+    ds.add_new(0x00431031, "DS", ["-52.8", "18"])
+    ds.add_new(0x00090010, "LO", "RADPILOT TEST")  # one it does not
+    ds.add_new(0x00091001, "UN", b"\x01\x02")
+    data = as_implicit_vr(to_part10_bytes(ds))
+    document = fast(data, 16)
+    assert document is not None and document == by_pydicom(data, 16)
+    assert b'"00431031":{"vr":"DS","Value":[-52.8,18]}' in document and b'"00091001":{"vr":"UN","InlineBinary":"AQI="}' in document
+
+
 @pytest.mark.parametrize(
     "name", ["MR_small.dcm", "CT_small.dcm", "liver_1frame.dcm", "SC_rgb_small_odd.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm"]
 )
@@ -109,6 +196,21 @@ def test_bulk_data_threshold_decides_inline_or_bulk_as_the_pydicom_path_does(thr
     assert fast(data, threshold) == by_pydicom(data, threshold)
 
 
+def _with_lut_descriptor_in_a_sequence() -> bytes:
+    ds = make_ct_dataset(rows=8, columns=8)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [256, 0, 16])  # LUT Descriptor: US or SS, settled from elsewhere in the dataset
+    item.add_new(0x00283006, "US", list(range(256)))
+    ds.add_new(0x00283010, "SQ", pydicom.Sequence([item]))  # VOI LUT Sequence
+    return to_part10_bytes(ds)
+
+
+def _with_private_outside_a_block() -> bytes:
+    ds = make_ct_dataset(rows=8, columns=8)
+    ds.add_new(0x00090001, "UN", b"\x01\x02")
+    return to_part10_bytes(ds)
+
+
 def _with(**attributes: object) -> bytes:
     ds = make_ct_dataset(rows=8, columns=8)
     for keyword, value in attributes.items():
@@ -119,7 +221,12 @@ def _with(**attributes: object) -> bytes:
 @pytest.mark.parametrize(
     "case, data",
     [
-        ("implicit VR", lambda: with_transfer_syntax(to_part10_bytes(make_ct_dataset(rows=8, columns=8)), ImplicitVRLittleEndian)),
+        (
+            "implicit VR declared, explicit VR written",
+            lambda: with_transfer_syntax(to_part10_bytes(make_ct_dataset(rows=8, columns=8)), ImplicitVRLittleEndian),
+        ),
+        ("implicit VR with an ambiguous VR in a sequence", lambda: as_implicit_vr(_with_lut_descriptor_in_a_sequence())),
+        ("implicit VR with a private element outside a block", lambda: as_implicit_vr(_with_private_outside_a_block())),
         ("big endian", lambda: with_transfer_syntax(to_part10_bytes(make_ct_dataset(rows=8, columns=8)), ExplicitVRBigEndian)),
         ("deflated", lambda: deflated(to_part10_bytes(make_ct_dataset(rows=8, columns=8)))),
         ("text beyond ASCII in a VR read as ISO 8859-1", lambda: _with(SpecificCharacterSet="ISO_IR 192", BodyPartExamined="CHÉST")),
@@ -257,6 +364,7 @@ def test_archive_index_is_the_same_whichever_path_read_the_instance(tmp_path: Pa
     korean = _with(SpecificCharacterSet="ISO_IR 192", PatientName="김^민수=金^敏洙", PatientID="P-KR", StudyDescription="흉부 CT")
     private = _with_private("RADPILOT TEST", 0x00091001, "UN", b"\x01\x02")
     samples = [_with_request_attributes(), korean, private, *real_ct_explicit_le(4), nested_sequence_dataset(3, undefined_length=True)]
+    samples += [_korean_with_nested_sequences_implicit(), *(as_implicit_vr(data) for data in real_ct_explicit_le(6)[4:])]
     samples += [get_testdata_file_bytes(name) for name in ("MR_small.dcm", "CT_small.dcm", "liver_1frame.dcm", "JPEG2000.dcm")]
     assert all(fast(data) is not None for data in samples)
     archives = {}
