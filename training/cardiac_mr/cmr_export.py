@@ -1,6 +1,9 @@
 """Export the all-data short-axis model to ONNX and write its manifest (metrics from results/cv_metrics.json).
 
 nice -n 5 /work/main/.venv/bin/python training/cardiac_mr/cmr_export.py [--checkpoint runs/final/last.pt] [--out DIR]
+    [--version 1.1.0 --file cmr_sax_seg_v1.onnx]
+
+Each model version goes into its own folder (``--out``), so earlier versions stay loadable.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from radpilot.analyses.cardiac_mr_function.preprocess import MODEL_PIXEL_MM, TIL
 
 REPO = HERE.parents[1]
 DEFAULT_OUT = REPO / "radpilot" / "analyses" / "cardiac_mr_function" / "models" / "cmr_sax_seg"
-NAME, VERSION, FILE = "cmr_sax_seg", "1.1.0", "cmr_sax_seg_v1.onnx"
+NAME, VERSION, FILE = "cmr_sax_seg", "1.1.0", "cmr_sax_seg_v1.onnx"  # the defaults reproduce 1.1.0
 
 TARGETS = [
     {"metric": "dice_lv_mean", ">=": 0.95},
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=HERE / "runs" / "final" / "last.pt")
     parser.add_argument("--metrics", type=Path, default=HERE / "results" / "cv_metrics.json")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--version", default=VERSION)
+    parser.add_argument("--file", default=FILE, help="the ONNX file's name in --out")
     args = parser.parse_args(argv)
     model, config = load(args.checkpoint)
     content = onnx_bytes(model)
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if not np.allclose(got, expected, atol=1e-3):
         raise SystemExit(f"onnxruntime differs from torch by {np.abs(got - expected).max()}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / FILE).write_bytes(content)
+    (args.out / args.file).write_bytes(content)
     summary = json.loads(args.metrics.read_text())["summary"] if args.metrics.is_file() else {}
     import onnxruntime  # noqa: PLC0415
 
@@ -67,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         criteria.append({**target, "value": value, "met": met})
     manifest = {
         "name": NAME,
-        "version": VERSION,
-        "file": FILE,
+        "version": args.version,
+        "file": args.file,
         "sha256": hashlib.sha256(content).hexdigest(),
         "format": {
             "type": "onnx",
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {args.out / FILE} ({len(content) / 1e6:.2f} MB) and manifest.json")
+    print(f"wrote {args.out / args.file} ({len(content) / 1e6:.2f} MB) and manifest.json")
     return 0
 
 
