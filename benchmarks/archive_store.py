@@ -17,7 +17,6 @@ Writes benchmarks/results/archive_store.json (archive_store_implicit.json for im
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -29,9 +28,6 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import pydicom
-from pydicom.uid import ImplicitVRLittleEndian
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -40,6 +36,7 @@ from dicom_node import make_instances  # noqa: E402
 
 from radpilot.archive import Archive, StoreOutcome  # noqa: E402
 from radpilot.dicom import part10  # noqa: E402
+from tests.factories import as_implicit_vr  # noqa: E402
 from tests.helpers import shared_data_path  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -79,7 +76,7 @@ def main() -> None:
     make_instances(source, args.instances, work / "instances", "ARCHIVE")
     files = [path.read_bytes() for path in sorted((work / "instances").glob("*.dcm"))]
     if args.transfer_syntax == "implicit":
-        files = [implicit_vr(data) for data in files]
+        files = [as_implicit_vr(data) for data in files]
     load_before = os.getloadavg()
     runs: dict[str, list[dict[str, float]]] = {"fast_path": [], "pydicom_path": []}
     try:
@@ -117,15 +114,6 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "archive_store.json" if args.transfer_syntax == "explicit" else "archive_store_implicit.json"
     (RESULTS / name).write_text(json.dumps(summary, indent=2))
-
-
-def implicit_vr(data: bytes) -> bytes:
-    """The same instance written with implicit VR little endian."""
-    ds = pydicom.dcmread(io.BytesIO(data))
-    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True, implicit_vr=True, little_endian=True)
-    return buffer.getvalue()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1234.1"
 
@@ -97,6 +97,15 @@ def to_part10_bytes(ds: Dataset) -> bytes:
     """Encode a dataset as a DICOM Part 10 file."""
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def as_implicit_vr(data: bytes) -> bytes:
+    """The same Part 10 instance written with implicit VR little endian, as many modalities send it."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True, implicit_vr=True, little_endian=True)
     return buffer.getvalue()
 
 

@@ -9,13 +9,11 @@ pixel noise that any parser shrugs off.
 from __future__ import annotations
 
 import functools
-import io
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,7 +33,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from radpilot.archive import Archive, StoreOutcome, StoreResult
 from radpilot.archive.store import OPEN_MARKER
 from radpilot.dicom.part10 import LONG_LENGTH_VRS, META_START, dataset_offset
-from tests.factories import make_ct_dataset, to_part10_bytes
+from tests.factories import as_implicit_vr, make_ct_dataset, to_part10_bytes
 
 TRANSFER_SYNTAXES = (
     ExplicitVRLittleEndian,
@@ -93,16 +91,6 @@ def implicit_le_elements(data: bytes, start: int) -> list[Element]:
             break  # an undefined length: its end is found only by parsing it
         position += 8 + length
     return elements
-
-
-@functools.cache
-def as_implicit_vr(data: bytes) -> bytes:
-    """The same instance written with implicit VR little endian, as many modalities send it."""
-    ds = pydicom.dcmread(io.BytesIO(data))
-    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True, implicit_vr=True, little_endian=True)
-    return buffer.getvalue()
 
 
 @functools.cache

@@ -30,8 +30,8 @@ from radpilot.dicom.part10 import (
     decode_values,
     parse_part10,
 )
-from tests.factories import make_ct_dataset, to_part10_bytes
-from tests.fuzz_support import as_implicit_vr, deflated, mutated_part10, nested_sequence_dataset, with_transfer_syntax
+from tests.factories import as_implicit_vr, make_ct_dataset, to_part10_bytes
+from tests.fuzz_support import deflated, mutated_part10, nested_sequence_dataset, with_transfer_syntax
 from tests.helpers import shared_data_path
 
 THRESHOLD = DEFAULT_BULK_DATA_THRESHOLD
