@@ -53,6 +53,6 @@ def test_acdc_cine_as_dicom_gives_the_reference_phases_contours_and_ef(shared_da
     assert findings.segmentation.source_uids == cine.frame_sop_instance_uids[0]  # type: ignore[union-attr]
     overlap = 2 * ((ed == 3) & (ed_ref == 3)).sum() / ((ed == 3).sum() + (ed_ref == 3).sum())
     assert overlap >= 0.85
-    # A gross-failure guard, not the accuracy target: the model's 5-fold CV gives LV EF MAE 2.9 points with 2 of 80
+    # A gross-failure guard, not the accuracy target: the model's 5-fold CV gives LV EF MAE 3.0 points with 2 of 80
     # patients off by more than 10; the "none > 10" is not met yet.
     assert values[("Left ventricular ejection fraction", "Left ventricle")] == pytest.approx(100 * info["lv_ef"], abs=20.0)

@@ -193,7 +193,9 @@ def segment_cine(
     candidates = candidate_centres(frames, spacing_rc)
     if not candidates:
         raise HeartNotFound("no heart was found: nothing in the field of view changes over the cardiac cycle (is this a cine?)")
-    probe_phases = sorted({0, frames.shape[0] // 3})
+    # The tile is centred on the heart as the probe finds it: probing both phases of a two-phase (ED/ES) cine
+    # keeps that centre, and so the labels, independent of the order the phases come in.
+    probe_phases = sorted({0, min(frames.shape[0] - 1, max(1, frames.shape[0] // 3))})
     for tried, centre in enumerate(candidates, start=1):
         probe, _ = _segment_at(frames, predict, centre, spacing_rc, probe_phases, reference_channel, confidence=False)
         ok, centroid = _lv_check(probe, centre, spacing_rc)
