@@ -39,6 +39,12 @@ TARGETS = [
 ]
 
 
+def _total_epochs(config: dict) -> int:
+    """Epochs over every leg of training: a model resumed from a checkpoint carries its first leg's config."""
+    previous = config.get("resumed_from")
+    return int(config.get("epochs") or 0) + (_total_epochs(previous["config"]) if previous else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", type=Path, default=HERE / "runs" / "final" / "last.pt")
@@ -140,6 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             "seed": config.get("seed"),
             "threads": config.get("threads"),
             "hardware": "2 shared CPU cores",
+            **(
+                {
+                    "second_leg_of": {
+                        k: config["resumed_from"]["config"].get(k) for k in ("epochs", "lr", "seed", "ce_class_weights", "resumed_from")
+                    },
+                    "total_epochs": _total_epochs(config),
+                }
+                if "resumed_from" in config
+                else {}
+            ),
         },
         "metrics": {
             "evaluation": (

@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(config).to(memory_format=torch.channels_last)
     if args.resume:
         previous = torch.load(args.resume, map_location="cpu", weights_only=True)
+        if previous["config"]["fold"] != args.fold:
+            # a fold's second leg must not start from weights that saw its held-out patients
+            raise SystemExit(f"{args.resume} was trained for fold {previous['config']['fold']}, not {args.fold}")
         model.load_state_dict(previous["state_dict"])
         config["resumed_from"] = {"checkpoint": str(args.resume), "config": previous["config"]}
     class_weights = torch.tensor([float(v) for v in args.ce_class_weights.split(",")])

@@ -171,7 +171,20 @@ def main() -> None:
             ),
             "recipe": {
                 k: config[k]
-                for k in ("channels", "crop", "batch", "lr", "steps", "seed", "threads", "loss", "optimizer", "resumed", "train_seconds")
+                for k in (
+                    "channels",
+                    "crop",
+                    "batch",
+                    "lr",
+                    "steps",
+                    "seed",
+                    "threads",
+                    "loss",
+                    "optimizer",
+                    "resumed",
+                    "initialised_from",
+                    "train_seconds",
+                )
                 if k in config
             },
             "terms": "BTCV: Synapse challenge data terms, research use (Landman et al. 2015, doi:10.7303/syn3193805); "

@@ -159,6 +159,13 @@ def main() -> None:
         help="continue from this last.pt (weights; fresh optimizer): 10 warm-up steps to the learning rate the first "
         "schedule had reached, then cosine to 0 at --steps (the total, counting the steps already done)",
     )
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from the weights of this finished run's last.pt, with a fresh optimizer and a fresh schedule of "
+        "--steps steps (warm restart: 5 %% warm-up to --lr, then cosine to 0); use another --seed so the batches differ",
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -202,6 +209,20 @@ def main() -> None:
         resume_lr = args.lr * 0.5 * (1 + math.cos(math.pi * (start - first_warm) / max(1, first_total - first_warm)))
         config["resumed"] = {"from_step": start, "first_schedule_steps": first_total, "lr_at_resume": resume_lr}
         print(f"resumed at step {start} (first schedule {first_total} steps), lr {resume_lr:.2e}", flush=True)
+    if args.init_from is not None:
+        if args.resume is not None:
+            raise SystemExit("--init-from and --resume are exclusive")
+        checkpoint = torch.load(args.init_from, map_location="cpu", weights_only=True)
+        if checkpoint["config"]["fold"] != args.fold:
+            raise SystemExit(f"{args.init_from} was trained for fold {checkpoint['config']['fold']}, not {args.fold}")
+        model.load_state_dict(checkpoint["state_dict"])
+        config["initialised_from"] = {
+            "checkpoint": str(args.init_from),
+            "steps": int(checkpoint["step"]),
+            "lr": checkpoint["config"]["lr"],
+            "seed": checkpoint["config"]["seed"],
+        }
+        print(f"initialised from {args.init_from} ({checkpoint['step']} steps)", flush=True)
     config["parameters"] = count_parameters(model)
     print(f"loaded {len(train_cases)} train / {len(held_cases)} held-out cases in {time.time() - t0:.1f}s", flush=True)
 
