@@ -103,7 +103,7 @@ class CardiacMrFunction(Analysis):
     """Biventricular function from a short-axis cine MR with a segmentation model trained here on ACDC."""
 
     name = "cardiac_mr_function"
-    version = "0.2.0"
+    version = "0.3.0"
     description = (
         "Segments the LV cavity, LV myocardium and RV cavity in every phase of a short-axis cine MR, picks end-diastole and "
         "end-systole from the LV volume curve and reports LV/RV volumes, ejection fractions, LV mass and cardiac output. "

@@ -116,7 +116,7 @@ class LiverCT(Analysis):
     """Liver and spleen segmentation and quantification on abdominal CT."""
 
     name = "liver_ct"
-    version = "0.2.0"
+    version = "0.3.0"
     description = (
         "Segments liver and spleen on abdominal CT with a model trained here, reports their volumes, parenchymal "
         "attenuation, the liver-spleen difference and ratio, the contrast phase, a steatosis grade on non-contrast CT "
