@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -45,21 +45,22 @@ from tests.helpers import api_token, free_port, shared_data_path, subprocess_env
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def make_instances(source_files: list[Path], count: int, folder: Path, tag: str) -> int:
-    """Write ``count`` CT instances with new UIDs (one new study and series) as Explicit VR LE; return bytes."""
+def make_instances(source_files: list[Path], count: int, folder: Path, tag: str, *, implicit: bool = False) -> int:
+    """Write ``count`` CT instances with new UIDs (one new study and series) as Explicit VR LE (or Implicit VR LE,
+    the default transfer syntax many modalities send); return bytes."""
     folder.mkdir(parents=True)
     study, series = generate_uid(), generate_uid()
     total = 0
     for index in range(count):
         ds = pydicom.dcmread(source_files[index % len(source_files)])
         ds.decompress() if ds.file_meta.TransferSyntaxUID.is_compressed else None
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.PatientID, ds.PatientName, ds.InstanceNumber = f"BENCH-{tag}", f"BENCH^{tag}", index + 1
         path = folder / f"{index:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        ds.save_as(path, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
         total += path.stat().st_size
     return total
 

@@ -16,8 +16,9 @@ Peers:
 For each scenario the peers run in an order that alternates between runs; the medians of instances/s and
 the ratios RadPilot/Orthanc and RadPilot/storescp are printed and saved with the machine's load average.
 
-Usage: .venv/bin/python benchmarks/ingest.py [--instances 512] [--dx-instances 24] [--runs 3]
-Writes benchmarks/results/ingest.json.
+Usage: .venv/bin/python benchmarks/ingest.py [--instances 512] [--dx-instances 24] [--runs 3] [--transfer-syntax implicit]
+Writes benchmarks/results/ingest.json (ingest_implicit.json with ``--transfer-syntax implicit``: the CT files are
+written as Implicit VR Little Endian and storescu sends them as stored).
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--dx-instances", type=int, default=24, help="DX instances per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scenarios", default="ct_1,ct_4,dx")
+    parser.add_argument("--transfer-syntax", choices=("explicit", "implicit"), default="explicit", help="of the CT files sent")
     args = parser.parse_args()
     source = sorted((shared_data_path() / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))
     if not source:
@@ -145,7 +147,12 @@ def main() -> None:
                     if scenario == "dx":
                         count, size = args.dx_instances, make_dx_instances(args.dx_instances, folder, f"dx{peer}{run}")
                     else:
-                        count, size = args.instances, make_instances(source, args.instances, folder, f"{scenario}{peer}{run}")
+                        count, size = (
+                            args.instances,
+                            make_instances(
+                                source, args.instances, folder, f"{scenario}{peer}{run}", implicit=args.transfer_syntax == "implicit"
+                            ),
+                        )
                     port, ae = peers[peer]
                     if scenario == "ct_4":
                         seconds = send_parallel(port, ae, split_into(folder, PARALLEL_ASSOCIATIONS))
@@ -187,6 +194,7 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "instances": {"ct": args.instances, "dx": args.dx_instances},
+        "ct_transfer_syntax": args.transfer_syntax,
         "runs": runs,
         "median_instances_per_s": medians,
         "ratios": ratios,
@@ -201,7 +209,8 @@ def main() -> None:
             + f" | radpilot/orthanc {ratios[scenario]['radpilot_over_orthanc']}, radpilot/storescp {ratios[scenario]['radpilot_over_storescp']}"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps(summary, indent=2))
+    name = "ingest.json" if args.transfer_syntax == "explicit" else f"ingest_{args.transfer_syntax}.json"
+    (RESULTS / name).write_text(json.dumps(summary, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
 
