@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default="ct_1,ct_4,dx")
     parser.add_argument("--transfer-syntax", choices=("explicit", "implicit"), default="explicit", help="of the CT files sent")
     args = parser.parse_args()
+    implicit = args.transfer_syntax == "implicit"
     source = sorted((shared_data_path() / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))
     if not source:
         sys.exit(f"no CT files under {shared_data_path() / 'ct-lung'}; set RADPILOT_SHARED_DATA")
@@ -149,9 +150,7 @@ def main() -> None:
                     else:
                         count, size = (
                             args.instances,
-                            make_instances(
-                                source, args.instances, folder, f"{scenario}{peer}{run}", implicit=args.transfer_syntax == "implicit"
-                            ),
+                            make_instances(source, args.instances, folder, f"{scenario}{peer}{run}", implicit=implicit),
                         )
                     port, ae = peers[peer]
                     if scenario == "ct_4":

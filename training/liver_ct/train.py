@@ -167,6 +167,8 @@ def main() -> None:
         "--steps steps (warm restart: 5 %% warm-up to --lr, then cosine to 0); use another --seed so the batches differ",
     )
     args = ap.parse_args()
+    if args.init_from is not None and args.resume is not None:
+        ap.error("--init-from and --resume are exclusive")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -210,8 +212,6 @@ def main() -> None:
         config["resumed"] = {"from_step": start, "first_schedule_steps": first_total, "lr_at_resume": resume_lr}
         print(f"resumed at step {start} (first schedule {first_total} steps), lr {resume_lr:.2e}", flush=True)
     if args.init_from is not None:
-        if args.resume is not None:
-            raise SystemExit("--init-from and --resume are exclusive")
         checkpoint = torch.load(args.init_from, map_location="cpu", weights_only=True)
         if checkpoint["config"]["fold"] != args.fold:
             raise SystemExit(f"{args.init_from} was trained for fold {checkpoint['config']['fold']}, not {args.fold}")
