@@ -1,5 +1,5 @@
 # RadPilot developer and CI entry points.
-#   make setup   Debian packages (as root), .venv with radpilot[test], OHIF viewer
+#   make setup   Debian packages (as root), .venv with radpilot[test], the native store receiver, OHIF viewer
 #   make run     setup, a synthetic sample study imported, then `radpilot serve`
 #   make test    setup, then pytest on PYTEST_WORKERS (2) workers (PYTEST_ARGS passed through; fails when pytest fails)
 #   make lint    ruff (lint + formatter check), mypy on the typed seams, import-linter layers
@@ -10,7 +10,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := orthanc orthanc-dicomweb dcmtk redis-server postgresql chromium dicom3tools docker-compose systemd poppler-utils fonts-dejavu-core rsyslog rsyslog-gnutls espeak-ng fonts-nanum
+APT_PACKAGES := orthanc orthanc-dicomweb dcmtk libdcmtk-dev g++ redis-server postgresql chromium dicom3tools docker-compose systemd poppler-utils fonts-dejavu-core rsyslog rsyslog-gnutls espeak-ng fonts-nanum
 PYTHON_BOOT  := $(shell command -v python3.11 || command -v python3)
 VENV         := .venv
 VENV_PY      := $(VENV)/bin/python
@@ -23,12 +23,12 @@ PYTEST_ARGS  ?=
 PYTEST_WORKERS ?= 2
 PYTEST_STATUS_FILE ?=
 
-.PHONY: help setup system-packages venv ohif sample run test lint bench
+.PHONY: help setup system-packages venv native ohif sample run test lint bench
 
 help:
 	@sed -n 's/^#   //p' Makefile
 
-setup: system-packages venv ohif
+setup: system-packages venv native ohif
 
 # Install missing Debian packages when root; otherwise only say what is missing.
 # npm (for OHIF) and python3-venv (for .venv) are added only when absent.
@@ -59,6 +59,10 @@ $(VENV_PY):
 $(VENV_STAMP): pyproject.toml | $(VENV_PY)
 	$(VENV_PY) -m pip install -q -e '.[test]'
 	touch $@
+
+# C-STORE on dcmtk's network layer (settings.dicom_store_port); skipped with a message when g++ or libdcmtk-dev is missing.
+native: $(VENV_STAMP)
+	scripts/build_native.sh $(VENV_PY)
 
 ohif:
 	scripts/install_ohif.sh

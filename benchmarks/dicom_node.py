@@ -80,10 +80,12 @@ def storescu(port: int, called_ae: str, folder: Path) -> float:
     return elapsed
 
 
-def start_radpilot(workdir: Path, durability: str) -> tuple[subprocess.Popen, int, int]:
+def start_radpilot(workdir: Path, durability: str, store_port: int | None = None) -> tuple[subprocess.Popen, int, int]:
+    """`radpilot serve` with analysis off; ``store_port`` also opens the dcmtk store port (dicom_store_port) there."""
     dicom_port, http_port = free_port(), free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    env = subprocess_env(RADPILOT_ANALYSIS_ENABLED="false", RADPILOT_WORKERS="0", RADPILOT_DURABILITY=durability)
+    extra = {"RADPILOT_DICOM_STORE_PORT": str(store_port)} if store_port is not None else {}
+    env = subprocess_env(RADPILOT_ANALYSIS_ENABLED="false", RADPILOT_WORKERS="0", RADPILOT_DURABILITY=durability, **extra)
     process = subprocess.Popen(
         [
             str(REPO / ".venv" / "bin" / "radpilot"),

@@ -9,7 +9,9 @@ Three scenarios, each sent by dcmtk's storescu (TCP_NODELAY=1) with fresh UIDs e
 Peers:
 
 * ``radpilot``: `radpilot serve` (SQLite index, durability=file: the file is fdatasync'ed before it is
-  acknowledged, analysis off);
+  acknowledged, analysis off), its main DIMSE port (pynetdicom);
+* ``radpilot_store``: a second `radpilot serve`, the same settings, sent to its store port
+  (``dicom_store_port``: C-STORE received on dcmtk's network layer, the same archive path);
 * ``orthanc``: Orthanc (Debian package) with its defaults (SyncStorageArea on: one fsync per file);
 * ``storescp``: dcmtk's storescp with --fork, writing files without index or fsync: the practical ceiling.
 
@@ -135,8 +137,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="radpilot-ingest-bench-"))
     orthanc = start_orthanc(work / "orthanc")
     radpilot, rp_port, _ = start_radpilot(work / "radpilot-data", "file")
+    store_port = free_port()
+    radpilot_store, _, _ = start_radpilot(work / "radpilot-store-data", "file", store_port=store_port)
     storescp, scp_port = start_storescp(work / "storescp-data")
-    peers = {"radpilot": (rp_port, "RADPILOT"), "orthanc": (orthanc.dicom_port, orthanc.ae_title), "storescp": (scp_port, "STORESCP")}
+    peers = {
+        "radpilot": (rp_port, "RADPILOT"),
+        "radpilot_store": (store_port, "RADPILOT"),
+        "orthanc": (orthanc.dicom_port, orthanc.ae_title),
+        "storescp": (scp_port, "STORESCP"),
+    }
     runs: dict[str, dict[str, list[dict]]] = {scenario: {peer: [] for peer in peers} for scenario in scenarios}
     load_before = os.getloadavg()
     try:
@@ -169,8 +178,9 @@ def main() -> None:
             shutil.rmtree(work / "storescp-data", ignore_errors=True)
             (work / "storescp-data").mkdir()
     finally:
-        radpilot.terminate()
-        radpilot.wait(timeout=30)
+        for node in (radpilot, radpilot_store):
+            node.terminate()
+            node.wait(timeout=30)
         storescp.terminate()
         storescp.wait(timeout=30)
         orthanc.stop()
@@ -182,6 +192,8 @@ def main() -> None:
         scenario: {
             "radpilot_over_orthanc": round(m["radpilot"] / m["orthanc"], 3),
             "radpilot_over_storescp": round(m["radpilot"] / m["storescp"], 3),
+            "radpilot_store_over_orthanc": round(m["radpilot_store"] / m["orthanc"], 3),
+            "radpilot_store_over_storescp": round(m["radpilot_store"] / m["storescp"], 3),
             "orthanc_over_storescp": round(m["orthanc"] / m["storescp"], 3),
         }
         for scenario, m in medians.items()
@@ -197,7 +209,12 @@ def main() -> None:
         "runs": runs,
         "median_instances_per_s": medians,
         "ratios": ratios,
-        "targets": {"radpilot_over_orthanc": ">= 1.0", "radpilot_over_storescp": ">= 0.6"},
+        "targets": {
+            "radpilot_over_orthanc": ">= 1.0",
+            "radpilot_over_storescp": ">= 0.6",
+            "radpilot_store_over_orthanc": ">= 1.0",
+            "radpilot_store_over_storescp": ">= 0.6",
+        },
         "notes": "radpilot: durability=file, SQLite index, acknowledged after fdatasync and index; orthanc: defaults "
         "(SyncStorageArea on); storescp --fork: no index, no fsync. All with TCP_NODELAY=1.",
     }
@@ -206,6 +223,8 @@ def main() -> None:
             f"{scenario}: "
             + ", ".join(f"{peer} {value:.1f}/s" for peer, value in medians[scenario].items())
             + f" | radpilot/orthanc {ratios[scenario]['radpilot_over_orthanc']}, radpilot/storescp {ratios[scenario]['radpilot_over_storescp']}"
+            + f" | store port/orthanc {ratios[scenario]['radpilot_store_over_orthanc']},"
+            + f" store port/storescp {ratios[scenario]['radpilot_store_over_storescp']}"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "ingest.json" if args.transfer_syntax == "explicit" else f"ingest_{args.transfer_syntax}.json"

@@ -209,6 +209,15 @@ class Settings(BaseSettings):
     report_delivery_max_attempts: int = Field(
         default=8, ge=1, description="Attempts of an HL7 or FHIR delivery before it is marked failed (retried with backoff)"
     )
+    dicom_store_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Second DIMSE port for C-STORE and C-ECHO only, received on dcmtk's network layer (faster ingest; the same "
+            "archive, statuses, peers and audit as dicom_port); needs the native receiver that 'make setup' builds"
+        ),
+    )
     dicom_tls_port: int | None = Field(
         default=None, ge=0, le=65535, description="Second DIMSE port, TLS only (BCP 195); needs tls_cert_file"
     )

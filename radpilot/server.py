@@ -16,6 +16,7 @@ from radpilot.archive import Archive
 from radpilot.config import Settings
 from radpilot.engine.service import Engine
 from radpilot.pacs.dimse import DimseService
+from radpilot.pacs.native_store import NativeStoreListener
 from radpilot.security.syslog_forward import SyslogTlsForwarder, forward_pending
 from radpilot.security.tls import TlsFiles
 from radpilot.web.app import create_app
@@ -100,6 +101,8 @@ class RadPilotServer:
         self.archive.recover(full_scan=self.archive.mark_open())
         self.engine = Engine(settings, self.archive)
         self.dimse = DimseService(settings, self.archive)
+        # The native receiver is loaded here, so a store port that cannot run stops the start with its reason.
+        self.store_port = NativeStoreListener(self.dimse) if settings.dicom_store_port is not None else None
         self.app = create_app(settings, self.archive)
         self.app.state.engine = self.engine
         tls = TlsFiles.from_settings(settings) if settings.https else None
@@ -138,11 +141,19 @@ class RadPilotServer:
         self.engine.start()
         self.app.state.research_exports.start()
         self.dimse.start()
+        if self.store_port is not None:
+            try:
+                self.store_port.start()
+            except OSError:
+                self.dimse.stop()
+                self.app.state.research_exports.stop()
+                self.engine.stop()
+                raise
         self._http_thread = threading.Thread(target=self._http.run, name="radpilot-http", daemon=True)
         self._http_thread.start()
         while not self._http.started:
             if not self._http_thread.is_alive():
-                self.dimse.stop()
+                self._stop_dicom()
                 self.app.state.research_exports.stop()
                 self.engine.stop()
                 raise RuntimeError(f"the web server could not start on {self.settings.bind_address}:{self.settings.http_port}")
@@ -159,10 +170,16 @@ class RadPilotServer:
                 "ae_title": self.settings.ae_title,
                 "dicom": f"{self.settings.bind_address}:{self.dimse.port}",
                 "dicom_tls": f"{self.settings.bind_address}:{self.dimse.tls_port}" if self.dimse.tls_port is not None else None,
+                "dicom_store": f"{self.settings.bind_address}:{self.store_port.port}" if self.store_port is not None else None,
                 "http": f"{self.scheme}://{self.settings.bind_address}:{self.http_port}",
                 "data_dir": str(self.settings.data_dir),
             },
         )
+
+    def _stop_dicom(self) -> None:
+        if self.store_port is not None:
+            self.store_port.stop()
+        self.dimse.stop()
 
     def _forward_audit(self) -> None:
         while not self._stopped.wait(self.settings.audit_forward_interval_s):
@@ -185,7 +202,7 @@ class RadPilotServer:
             return
         self._stopped.set()
         logger.info("stopping: no new associations; finishing those in progress")
-        self.dimse.stop()
+        self._stop_dicom()
         self.app.state.stopping.set()
         self._http.should_exit = True
         if self._http_thread is not None:

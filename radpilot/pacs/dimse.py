@@ -334,7 +334,7 @@ def describe_node(node: RemoteNode) -> str:
 
 
 @dataclass
-class _AssociationRecord:
+class AssociationRecord:
     """What one accepted association did, for its log line and for a clean stop."""
 
     host: str
@@ -374,7 +374,7 @@ class DimseService:
         self.ae = self._make_ae()
         self._server: ThreadedAssociationServer | None = None
         self._tls_server: ThreadedAssociationServer | None = None
-        self._records: dict[int, _AssociationRecord] = {}
+        self._records: dict[int, AssociationRecord] = {}
         self._records_lock = threading.Lock()
         self._stored_lock = threading.Lock()
         self.instances_stored = 0  # instances stored or found identical since start, over all associations
@@ -545,7 +545,7 @@ class DimseService:
                 self.settings.dicom_max_dataset_bytes,
             )
         with self._records_lock:
-            self._records[id(event.assoc)] = _AssociationRecord(host=str(address[0]), port=int(address[1]))
+            self._records[id(event.assoc)] = AssociationRecord(host=str(address[0]), port=int(address[1]))
 
     def _on_association_requested(self, event: Event) -> None:
         record = self._records.get(id(event.assoc))
@@ -554,15 +554,24 @@ class DimseService:
         if record is not None:
             record.calling_ae = calling_ae
         host = record.host if record is not None else str(event.assoc.requestor.address)
-        if self._peer_allowed(calling_ae, host):
+        port = record.port if record is not None else 0
+        if self.admit(calling_ae, str(event.assoc.acceptor.ae_title).strip(), host, port):
             return
-        logger.warning(
-            "association rejected: calling AE title not recognised",
-            extra={"calling_ae": calling_ae, "host": host, "called_ae": str(event.assoc.acceptor.ae_title).strip()},
-        )
         with self._records_lock:
             self._records.pop(id(event.assoc), None)
-        port = record.port if record is not None else 0
+        event.assoc.acse.send_reject(*REJECT_CALLING_AE)
+        # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is sent
+        # and the peer has closed, else the socket is closed under it and the peer sees an abort.
+        event.assoc.kill()
+
+    def admit(self, calling_ae: str, called_ae: str, host: str, port: int) -> bool:
+        """Whether a peer may associate (``allowed_peers``); a refusal is logged and audited here."""
+        if self._peer_allowed(calling_ae, host):
+            return True
+        logger.warning(
+            "association rejected: calling AE title not recognised",
+            extra={"calling_ae": calling_ae, "host": host, "called_ae": called_ae},
+        )
         self._audit(
             calling_ae or "unknown",
             "dimse.associate.rejected",
@@ -571,10 +580,7 @@ class DimseService:
             "refused",
             reason="calling AE title not recognised",
         )
-        event.assoc.acse.send_reject(*REJECT_CALLING_AE)
-        # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is sent
-        # and the peer has closed, else the socket is closed under it and the peer sees an abort.
-        event.assoc.kill()
+        return False
 
     def _peer_allowed(self, calling_ae: str, host: str) -> bool:
         allowed = self.settings.allowed_peers
@@ -585,7 +591,12 @@ class DimseService:
     def _on_connection_close(self, event: Event) -> None:
         with self._records_lock:
             record = self._records.pop(id(event.assoc), None)
-        if record is None or not record.calling_ae:
+        if record is not None:
+            self.finish(record)
+
+    def finish(self, record: AssociationRecord, ended: str = "") -> None:
+        """An association has ended: one audit row per study it stored into, and its log line."""
+        if not record.calling_ae:
             return
         for study, (stored, refused) in record.studies.items():
             self._audit(
@@ -596,18 +607,18 @@ class DimseService:
                 "success" if refused == 0 else "failure",
                 details={"stored": stored, "refused": refused},
             )
-        logger.info(
-            "association ended",
-            extra={
-                "calling_ae": record.calling_ae,
-                "host": record.host,
-                "port": record.port,
-                "stored": record.stored,
-                "refused": record.refused,
-                "requests": record.requests,
-                "duration_s": round(time.monotonic() - record.started, 3),
-            },
-        )
+        fields: dict[str, Any] = {
+            "calling_ae": record.calling_ae,
+            "host": record.host,
+            "port": record.port,
+            "stored": record.stored,
+            "refused": record.refused,
+            "requests": record.requests,
+            "duration_s": round(time.monotonic() - record.started, 3),
+        }
+        if ended:
+            fields["ended"] = ended
+        logger.info("association ended", extra=fields)
 
     def _audit(
         self, who: str, action: str, target: str, source: str, outcome: str, *, reason: str = "", details: dict[str, Any] | None = None
@@ -633,18 +644,18 @@ class DimseService:
             return {"calling_ae": str(assoc.requestor.ae_title).strip()}
         return {"calling_ae": record.calling_ae, "host": record.host, "port": record.port}
 
-    def _begin(self, event: Event) -> _AssociationRecord:
+    def _begin(self, event: Event) -> AssociationRecord:
         """Mark a request as in progress (a stop waits for it) and return the association's record."""
         record = self._records.get(id(event.assoc))
         if record is None:  # should not happen; keep the handlers working regardless
-            record = _AssociationRecord(host=str(event.assoc.requestor.address), port=int(event.assoc.requestor.port))
+            record = AssociationRecord(host=str(event.assoc.requestor.address), port=int(event.assoc.requestor.port))
             record.calling_ae = str(event.assoc.requestor.ae_title).strip()
         record.busy += 1
         record.requests += 1
         return record
 
     @staticmethod
-    def _end(record: _AssociationRecord) -> None:
+    def _end(record: AssociationRecord) -> None:
         record.busy -= 1
         record.last_activity = time.monotonic()
 
@@ -663,26 +674,35 @@ class DimseService:
         finally:
             self._end(record)
 
-    def _store(self, event: Event, record: _AssociationRecord) -> Dataset:
+    def _store(self, event: Event, record: AssociationRecord) -> Dataset:
         try:
             data = _part10_of(event)
-            result = self.archive.store_file_bytes(data, source_ae_title=record.calling_ae)
         except Exception as exc:  # noqa: BLE001 - answer with a failure status, never drop the request
             logger.exception("C-STORE failed", extra={"calling_ae": record.calling_ae})
             record.refused += 1
             return status_dataset(dimse_status.OUT_OF_RESOURCES, f"storage error: {exc}")
+        return status_dataset(*self.store(data, record))
+
+    def store(self, data: bytes, record: AssociationRecord) -> tuple[int, str]:
+        """Store one received Part 10 file for an association: the C-STORE status and its Error Comment."""
+        try:
+            result = self.archive.store_file_bytes(data, source_ae_title=record.calling_ae)
+        except Exception as exc:  # noqa: BLE001 - answer with a failure status, never drop the request
+            logger.exception("C-STORE failed", extra={"calling_ae": record.calling_ae})
+            record.refused += 1
+            return dimse_status.OUT_OF_RESOURCES, f"storage error: {exc}"
         counts = record.studies.setdefault(result.study_instance_uid or "unknown study", [0, 0])
         counts[0 if result.outcome.accepted else 1] += 1
         if result.outcome.accepted:
             record.stored += 1
             with self._stored_lock:
                 self.instances_stored += 1
-            return status_dataset(result.status)
+            return result.status, ""
         record.refused += 1
         comment = result.message
         if result.outcome.value == "conflict":
             comment = "already stored with different content; first copy kept"
-        return status_dataset(result.status, comment)
+        return result.status, comment
 
     # -- C-FIND ------------------------------------------------------------------------
 
@@ -693,7 +713,7 @@ class DimseService:
         finally:
             self._end(record)
 
-    def _find(self, event: Event, record: _AssociationRecord) -> Iterator[tuple[Any, Dataset | None]]:
+    def _find(self, event: Event, record: AssociationRecord) -> Iterator[tuple[Any, Dataset | None]]:
         model = str(event.request.AffectedSOPClassUID)
         try:
             request = event.identifier
@@ -735,7 +755,7 @@ class DimseService:
         finally:
             self._end(record)
 
-    def _move(self, event: Event, record: _AssociationRecord) -> Iterator[Any]:
+    def _move(self, event: Event, record: AssociationRecord) -> Iterator[Any]:
         destination_ae = str(event.move_destination or "").strip()
         destination = self._move_destination(destination_ae)
         if destination is None:
@@ -779,7 +799,7 @@ class DimseService:
         finally:
             self._end(record)
 
-    def _get(self, event: Event, record: _AssociationRecord) -> Iterator[Any]:
+    def _get(self, event: Event, record: AssociationRecord) -> Iterator[Any]:
         try:
             matches = self._retrieve_matches(event, GET_MODELS)
         except QueryError as exc:
@@ -791,7 +811,7 @@ class DimseService:
         self._audit_retrieve(record, "dimse.get", matches, {})
         yield from self._sub_operations(event, matches)
 
-    def _audit_retrieve(self, record: _AssociationRecord, action: str, matches: list[dict[str, Any]], details: dict[str, Any]) -> None:
+    def _audit_retrieve(self, record: AssociationRecord, action: str, matches: list[dict[str, Any]], details: dict[str, Any]) -> None:
         studies: dict[str, int] = {}
         for match in matches:
             study = str(match.get("StudyInstanceUID") or "unknown study")
