@@ -68,6 +68,12 @@ def serve(
     dicom_tls_port: Annotated[
         int | None, typer.Option("--dicom-tls-port", help="Second DICOM port, TLS only (BCP 195) [env RADPILOT_DICOM_TLS_PORT]")
     ] = None,
+    dicom_store_port: Annotated[
+        int | None,
+        typer.Option(
+            "--dicom-store-port", help="Second DICOM port, C-STORE/C-ECHO on dcmtk's network layer [env RADPILOT_DICOM_STORE_PORT]"
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="PEM certificate for DICOM TLS and HTTPS [env RADPILOT_TLS_CERT_FILE]")
     ] = None,
@@ -81,6 +87,7 @@ def serve(
     """Start the DICOM listener, the web server and the analysis engine (SQLite and a local data folder by default)."""
     settings = load_settings(
         dicom_tls_port=dicom_tls_port,
+        dicom_store_port=dicom_store_port,
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
         tls_ca_file=tls_ca,

@@ -55,7 +55,7 @@ def test_compose_file_is_valid_and_runs_two_front_ends_and_two_workers_on_shared
         context = parse_radpilot_command(spec["command"], monkeypatch, env)
         assert context.info_name in ("serve", "worker")
     published = sorted(int(port["published"]) for name in ("front-a", "front-b") for port in services[name]["ports"])
-    assert published == [8000, 8001, 11112, 11113]
+    assert published == [8000, 8001, 11112, 11113, 11114, 11115]
 
 
 def test_systemd_units_verify_and_start_the_same_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

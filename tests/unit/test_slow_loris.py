@@ -13,6 +13,8 @@ from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 
 from tests.fixtures.radpilot import RunningNode
+from tests.helpers import require_or_skip
+from tests.unit.test_dimse_store import native_receiver_built
 
 TIMEOUT_S = 1.0
 CUT_WITHIN_S = 6.0  # the timeout, plus a loaded CI machine's slack
@@ -26,7 +28,20 @@ def node(radpilot_factory) -> RunningNode:  # noqa: ANN001
         dicom_network_timeout=TIMEOUT_S,
         dicom_acse_timeout=TIMEOUT_S,
         dicom_max_pdu_bytes=1024**2,
+        dicom_store_port=0 if native_receiver_built() else None,
     )
+
+
+def dimse_port(node: RunningNode, which: str) -> int:
+    """The main DIMSE port (pynetdicom) or the store port (dcmtk)."""
+    if which == "dicom":
+        return node.dicom_port
+    if node.server.store_port is None:
+        require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
+    return node.server.store_port.port
+
+
+DIMSE_PORTS = pytest.mark.parametrize("which", ["dicom", "store"])
 
 
 def trickle_until_cut(sock: socket.socket, byte: bytes = b"x", interval: float = 0.1) -> float:
@@ -63,8 +78,8 @@ def http_served(node: RunningNode) -> None:
     assert httpx.get(f"{node.dicomweb_url}/studies", headers=node.headers, timeout=10).status_code in (200, 204)
 
 
-def echo_served(node: RunningNode) -> None:
-    assoc = AE(ae_title="OTHER").associate("127.0.0.1", node.dicom_port, [build_context(Verification)], ae_title=node.ae_title)
+def echo_served(node: RunningNode, which: str = "dicom") -> None:
+    assoc = AE(ae_title="OTHER").associate("127.0.0.1", dimse_port(node, which), [build_context(Verification)], ae_title=node.ae_title)
     assert assoc.is_established
     assert assoc.send_c_echo().Status == 0x0000
     assoc.release()
@@ -110,30 +125,36 @@ def test_stow_body_that_stalls_is_refused_with_408_and_nothing_stored(node: Runn
     assert node.archive.instance_count() == 0
 
 
-def test_dimse_peer_trickling_its_association_request_is_cut_off_and_others_are_served(node: RunningNode) -> None:
+@DIMSE_PORTS
+def test_dimse_peer_trickling_its_association_request_is_cut_off_and_others_are_served(node: RunningNode, which: str) -> None:
+    port = dimse_port(node, which)
+
     def attack() -> float:
-        with socket.create_connection(("127.0.0.1", node.dicom_port)) as sock:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(b"\x01\x00\x00\x00\x00\xc8")  # A-ASSOCIATE-RQ of 200 bytes ...
             return trickle_until_cut(sock, b"\x00")  # ... sent one byte at a time
 
-    assert while_loris(attack, lambda: echo_served(node)) < CUT_WITHIN_S
+    assert while_loris(attack, lambda: echo_served(node, which)) < CUT_WITHIN_S
 
 
-def test_dimse_peer_trickling_a_dataset_pdu_is_cut_off(node: RunningNode) -> None:
-    assoc = AE(ae_title="LORIS").associate("127.0.0.1", node.dicom_port, [build_context(Verification)], ae_title=node.ae_title)
+@DIMSE_PORTS
+def test_dimse_peer_trickling_a_dataset_pdu_is_cut_off(node: RunningNode, which: str) -> None:
+    assoc = AE(ae_title="LORIS").associate("127.0.0.1", dimse_port(node, which), [build_context(Verification)], ae_title=node.ae_title)
     assert assoc.is_established
     sock = assoc.dul.socket.socket
     sock.sendall(b"\x04\x00\x00\x00\x04\x00")  # P-DATA-TF of 1 KiB, then a trickle
     took = trickle_until_cut(sock, b"\x00")
     assoc.abort()
     assert took < CUT_WITHIN_S
-    echo_served(node)
+    echo_served(node, which)
 
 
-def test_dimse_pdu_longer_than_announced_ends_the_association_without_reading_it(node: RunningNode) -> None:
-    assoc = AE(ae_title="HUGE").associate("127.0.0.1", node.dicom_port, [build_context(Verification)], ae_title=node.ae_title)
+@DIMSE_PORTS
+def test_dimse_pdu_longer_than_announced_ends_the_association_without_reading_it(node: RunningNode, which: str) -> None:
+    assoc = AE(ae_title="HUGE").associate("127.0.0.1", dimse_port(node, which), [build_context(Verification)], ae_title=node.ae_title)
     assert assoc.is_established
-    assert assoc.acceptor.maximum_length == 1024**2, "the node announces its limit"
+    # The store port announces dcmtk's ceiling of 128 KiB, under the setting's 1 MiB.
+    assert assoc.acceptor.maximum_length == (1024**2 if which == "dicom" else 128 * 1024), "the node announces its limit"
     sock = assoc.dul.socket.socket
     sock.sendall(b"\x04\x00\xff\xff\xff\xf0" + bytes(1024))  # declares a 4 GiB PDU
     sock.settimeout(CUT_WITHIN_S + 5)
@@ -145,4 +166,4 @@ def test_dimse_pdu_longer_than_announced_ends_the_association_without_reading_it
         pass
     assert time.monotonic() - started < CUT_WITHIN_S
     assoc.abort()
-    echo_served(node)
+    echo_served(node, which)

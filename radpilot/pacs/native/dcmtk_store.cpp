@@ -96,6 +96,21 @@ std::string trimmed(const char* text) {
   return start == std::string::npos ? std::string() : s.substr(start, end - start + 1);
 }
 
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+}
+
+// dcmtk's reads time out only when no byte at all arrives, so a peer that trickles one byte at a time
+// would hold an association for ever. Each receive is armed with a deadline instead: a watchdog shuts
+// the socket down when a command or a dataset fragment has not arrived whole by then.
+struct Watch {
+  int fd;
+  std::atomic<int64_t> deadline_ms{0};  // 0: not receiving
+  int64_t allowance_ms;
+  void arm(int64_t extra_ms = 0) { deadline_ms = now_ms() + allowance_ms + extra_ms; }
+  static void progress(void* self, unsigned long) { static_cast<Watch*>(self)->arm(); }
+};
+
 class StoreReceiver {
  public:
   StoreReceiver(int listen_fd, Options options, py::object handler)
@@ -126,6 +141,7 @@ class StoreReceiver {
       throw std::runtime_error(std::string("dcmtk network initialisation failed: ") + DimseCondition::dump(text, cond).c_str());
     }
     accept_thread_ = std::thread([this] { accept_loop(); });
+    watchdog_thread_ = std::thread([this] { watchdog_loop(); });
   }
 
   // Stops accepting; lets requests in progress finish (an association idle for idle_grace is
@@ -134,7 +150,6 @@ class StoreReceiver {
   void stop(double drain_s) {
     if (!running_.exchange(false)) return;
     if (accept_thread_.joinable()) accept_thread_.join();
-    stopping_since_ = Clock::now();
     drain_deadline_ = Clock::now() + std::chrono::milliseconds(static_cast<long>(drain_s * 1000));
     stopping_ = true;
     std::unique_lock<std::mutex> lock(threads_mutex_);
@@ -144,6 +159,8 @@ class StoreReceiver {
       if (t.joinable()) t.join();
     }
     workers_.clear();
+    watchdog_running_ = false;
+    if (watchdog_thread_.joinable()) watchdog_thread_.join();
     if (network_ != nullptr) {
       // The listening socket belongs to Python: keep dcmtk from closing it.
       reinterpret_cast<PRIVATE_NETWORKKEY*>(network_->network)->networkSpecific.TCP.listenSocket = -1;
@@ -175,6 +192,37 @@ class StoreReceiver {
     }
   }
 
+  void watchdog_loop() {
+    while (watchdog_running_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      int64_t now = now_ms();
+      std::lock_guard<std::mutex> lock(watch_mutex_);
+      for (Watch* watch : watches_) {
+        int64_t deadline = watch->deadline_ms.load();
+        if (deadline != 0 && now > deadline) {
+          ::shutdown(watch->fd, SHUT_RDWR);  // the blocked dcmtk read fails and the association ends
+          watch->deadline_ms = 0;
+        }
+      }
+    }
+  }
+
+  void watch(Watch* w) {
+    std::lock_guard<std::mutex> lock(watch_mutex_);
+    watches_.insert(w);
+  }
+
+  // Ends a receive; once it returns the watchdog no longer touches the socket (which may then be closed).
+  void disarm(Watch* w) {
+    std::lock_guard<std::mutex> lock(watch_mutex_);
+    w->deadline_ms = 0;
+  }
+
+  void unwatch(Watch* w) {
+    std::lock_guard<std::mutex> lock(watch_mutex_);
+    watches_.erase(w);
+  }
+
   void reap_finished() {
     // Joins the threads of associations that have ended (threads_mutex_ held).
     for (auto it = finished_.begin(); it != finished_.end(); ++it) {
@@ -200,21 +248,22 @@ class StoreReceiver {
   // (under the hand-over lock) never waits on a slow peer. False when it does not arrive in time.
   bool associate_request_arrived(int fd) {
     auto deadline = Clock::now() + std::chrono::seconds(options_.acse_timeout);
-    size_t needed = 6;
+    size_t needed = 0;  // the PDU's whole length, once its header is there
     while (Clock::now() < deadline && running_) {
-      struct pollfd pfd = {fd, POLLIN, 0};
+      struct pollfd pfd = {fd, POLLIN | POLLRDHUP, 0};
       ::poll(&pfd, 1, 50);
-      if (pfd.revents & (POLLERR | POLLNVAL)) return false;
       int available = 0;
-      if (::ioctl(fd, FIONREAD, &available) < 0) return false;
-      if (available >= 6 && needed == 6) {
+      if ((pfd.revents & (POLLERR | POLLNVAL)) || ::ioctl(fd, FIONREAD, &available) < 0) return false;
+      if (needed == 0 && available >= 6) {
         unsigned char header[6];
         if (::recv(fd, header, 6, MSG_PEEK) != 6) return false;
         size_t length = (size_t(header[2]) << 24) | (size_t(header[3]) << 16) | (size_t(header[4]) << 8) | size_t(header[5]);
-        needed = std::min<size_t>(6 + length, 64 * 1024);  // beyond that, dcmtk reads what follows quickly or times out
+        needed = std::min<size_t>(6 + length, 64 * 1024);  // beyond that, dcmtk reads what follows under its own timeout
       }
-      if (static_cast<size_t>(available) >= needed && needed > 6) return true;
-      if ((pfd.revents & POLLHUP) && available == 0) return false;
+      if (needed > 0 && static_cast<size_t>(available) >= needed) return true;
+      if (pfd.revents & (POLLHUP | POLLRDHUP)) return false;  // closed before the request was whole
+      // Part of the request is here (poll would report it again at once): wait for more without spinning.
+      if (available > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     return false;
   }
@@ -300,7 +349,12 @@ class StoreReceiver {
       call_ended(token, "acknowledge failed");
       return;
     }
-    std::string reason = serve_requests(assoc, token);
+    Watch watch_state;
+    watch_state.fd = fd;
+    watch_state.allowance_ms = int64_t(options_.network_timeout) * 1000;
+    watch(&watch_state);
+    std::string reason = serve_requests(assoc, token, &watch_state);
+    unwatch(&watch_state);
     call_ended(token, reason);
   }
 
@@ -341,13 +395,15 @@ class StoreReceiver {
   }
 
   // Answers requests until the peer releases or aborts; returns how the association ended.
-  std::string serve_requests(T_ASC_Association* assoc, py::object& token) {
+  std::string serve_requests(T_ASC_Association* assoc, py::object& token, Watch* watch) {
     auto last_activity = Clock::now();
     while (true) {
       T_ASC_PresentationContextID pres_id = 0;
       T_DIMSE_Message msg;
       std::memset(&msg, 0, sizeof(msg));
+      watch->arm(1000);  // the poll's own second
       OFCondition cond = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, 1, &pres_id, &msg, nullptr);
+      disarm(watch);
       auto now = Clock::now();
       if (cond == DIMSE_NODATAAVAILABLE) {
         double idle = std::chrono::duration<double>(now - last_activity).count();
@@ -378,7 +434,7 @@ class StoreReceiver {
         cond = DIMSE_sendEchoResponse(assoc, pres_id, &msg.msg.CEchoRQ, STATUS_Success, nullptr);
       } else if (msg.CommandField == DIMSE_C_STORE_RQ) {
         std::string failure;
-        cond = store(assoc, pres_id, msg.msg.CStoreRQ, token, failure);
+        cond = store(assoc, pres_id, msg.msg.CStoreRQ, token, failure, watch);
         if (!failure.empty()) {
           end_association(assoc, true);
           return failure;
@@ -396,12 +452,14 @@ class StoreReceiver {
   }
 
   OFCondition store(T_ASC_Association* assoc, T_ASC_PresentationContextID pres_id, T_DIMSE_C_StoreRQ& request,
-                    py::object& token, std::string& failure) {
+                    py::object& token, std::string& failure, Watch* watch) {
     BytesConsumer consumer(options_.max_dataset);
     BytesOutputStream stream(&consumer);
     T_ASC_PresentationContextID data_pres_id = pres_id;
+    watch->arm();
     OFCondition cond = DIMSE_receiveDataSetInFile(assoc, DIMSE_NONBLOCKING, options_.network_timeout, &data_pres_id, &stream,
-                                                  nullptr, nullptr);
+                                                  &Watch::progress, watch);
+    disarm(watch);
     if (cond.bad() || data_pres_id != pres_id) {
       // Nothing reached the archive: a dataset cut short is never stored.
       failure = consumer.exceeded() ? "dataset larger than dicom_max_dataset_bytes" : std::string("dataset receive failed: ") + cond.text();
@@ -450,9 +508,12 @@ class StoreReceiver {
   T_ASC_Network* network_ = nullptr;
   std::atomic<bool> running_{false};
   std::atomic<bool> stopping_{false};
-  Clock::time_point stopping_since_;
   Clock::time_point drain_deadline_ = Clock::time_point::max();
   std::thread accept_thread_;
+  std::thread watchdog_thread_;
+  std::atomic<bool> watchdog_running_{true};
+  std::mutex watch_mutex_;
+  std::set<Watch*> watches_;
   std::mutex handover_mutex_;
   std::mutex threads_mutex_;
   std::condition_variable threads_done_;
