@@ -91,12 +91,13 @@ def start_serve(
     workers: int = 0,
     output: IO[str] | int = subprocess.PIPE,
     own_process_group: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """``radpilot serve`` as a real process on ``data_dir``, returned once ``/api/health`` answers.
 
     ``output`` receives its stdout and stderr (default a pipe, read when it exits early);
     ``own_process_group`` starts it in a new session, so a test can signal the whole group
-    the way systemd and a terminal do.
+    the way systemd and a terminal do; ``env`` adds ``RADPILOT_*`` settings.
     """
     process = subprocess.Popen(
         [
@@ -111,7 +112,7 @@ def start_serve(
             "--workers",
             str(workers),
         ],
-        env=subprocess_env(),
+        env=subprocess_env(**(env or {})),
         stdout=output,
         stderr=subprocess.STDOUT,
         text=True,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pynetdicom import AE, build_context
+from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import update
 
 from radpilot.archive import Archive
@@ -26,6 +28,7 @@ from radpilot.engine.jobs import JobRecord, JobSpec, JobState
 from radpilot.engine.jobs_models import Job
 from tests.factories import make_ct_series, to_part10_bytes
 from tests.helpers import free_port, services_required, shared_data_path, start_serve
+from tests.unit.test_dimse_store import native_receiver_built
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +39,13 @@ def database_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'index.sqlite3').resolve()}"
 
 
-def start_serve_in_own_group(data_dir: Path, log: Path) -> tuple[subprocess.Popen, int]:
+def start_serve_in_own_group(data_dir: Path, log: Path, store_port: int | None = None) -> tuple[subprocess.Popen, int]:
     http_port = free_port()
+    env = {"RADPILOT_DICOM_STORE_PORT": str(store_port)} if store_port is not None else None
     with open(log, "w") as output:
-        process = start_serve(data_dir, dicom_port=free_port(), http_port=http_port, workers=2, output=output, own_process_group=True)
+        process = start_serve(
+            data_dir, dicom_port=free_port(), http_port=http_port, workers=2, output=output, own_process_group=True, env=env
+        )
     return process, http_port
 
 
@@ -92,8 +98,17 @@ def test_sigterm_stops_serve_quickly_and_keeps_the_jobs(tmp_path: Path, whole_gr
     archive.close()
 
     log = tmp_path / "serve.log"
-    process, _ = start_serve_in_own_group(data_dir, log)
+    # With the dcmtk store port too, and an association open on it at the stop: its threads must not hold the exit.
+    store_port = free_port() if native_receiver_built() else None
+    if store_port is None and services_required():
+        pytest.fail("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
+    process, _ = start_serve_in_own_group(data_dir, log, store_port)
+    sender = None
     try:
+        if store_port is not None:
+            sender = AE(ae_title="MODALITY").associate("127.0.0.1", store_port, [build_context(CTImageStorage)], ae_title="RADPILOT")
+            assert sender.is_established
+            assert sender.send_c_store(make_ct_series(1, rows=16, columns=16)[0]).Status == 0x0000
         if busy is not None:
             deadline = time.monotonic() + 60
             while store.get(busy.id).state is JobState.QUEUED and time.monotonic() < deadline:
@@ -110,6 +125,8 @@ def test_sigterm_stops_serve_quickly_and_keeps_the_jobs(tmp_path: Path, whole_gr
         process.wait(timeout=STOP_WITHIN_S)
         took = time.monotonic() - started
     finally:
+        if sender is not None and sender.is_established:
+            sender.abort()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
