@@ -26,7 +26,7 @@ from pynetdicom.sop_class import Verification
 from radpilot.archive import Archive
 from radpilot.archive.query import Query, QueryLevel
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
-from tests.helpers import require_or_skip
+from tests.helpers import require_or_skip, wait_for
 
 # Local pydicom test files, one (at least) per transfer syntax RadPilot must keep as received.
 TRANSFER_SYNTAX_FILES = {
@@ -88,17 +88,25 @@ def native_receiver_built() -> bool:
     return True
 
 
-@pytest.fixture(params=["pynetdicom", "dcmtk"])
-def radpilot(request: pytest.FixtureRequest, radpilot_factory) -> Receiver:  # noqa: ANN001
-    """The node's main DIMSE port, then its dcmtk store port."""
-    if request.param == "pynetdicom":
-        node = radpilot_factory()
+def start_receiver(kind: str, radpilot_factory, **settings) -> Receiver:  # noqa: ANN001, ANN003
+    """Start a node and see it through its main DIMSE port (``pynetdicom``) or its store port (``dcmtk``)."""
+    if kind == "pynetdicom":
+        node = radpilot_factory(**settings)
         return Receiver(node, node.dicom_port, node.server.dimse.stop)
     if not native_receiver_built():
         require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
-    node = radpilot_factory(dicom_store_port=0)
+    node = radpilot_factory(dicom_store_port=0, **settings)
     store_port = node.server.store_port
     return Receiver(node, store_port.port, store_port.stop)
+
+
+RECEIVERS = ["pynetdicom", "dcmtk"]
+
+
+@pytest.fixture(params=RECEIVERS)
+def radpilot(request: pytest.FixtureRequest, radpilot_factory) -> Receiver:  # noqa: ANN001
+    """The node's main DIMSE port, then its dcmtk store port."""
+    return start_receiver(request.param, radpilot_factory)
 
 
 def dataset_offset(data: bytes) -> int:
@@ -379,6 +387,29 @@ def test_stop_keeps_every_acknowledged_instance(radpilot) -> None:  # noqa: ANN0
     assert len(acknowledged) >= 10
     found = {m["SOPInstanceUID"] for m in radpilot.archive.find(Query(QueryLevel.IMAGE, {}))}
     assert set(acknowledged) <= found
+
+
+@pytest.mark.parametrize("kind", RECEIVERS)
+def test_stop_cuts_a_transfer_still_stalled_when_the_drain_ends(radpilot_factory, kind: str) -> None:  # noqa: ANN001
+    # The peer stalls mid-dataset; the network timeout (30 s) would wait, the drain (1 s) must not.
+    import time
+
+    radpilot = start_receiver(kind, radpilot_factory, dicom_drain_timeout=1.0, dicom_network_timeout=30.0)
+    big = make_ct_dataset(rows=256, columns=256)
+    assoc = AE(ae_title="TESTSCU").associate(
+        "127.0.0.1", radpilot.dicom_port, contexts=[build_context(big.SOPClassUID)], ae_title="RADPILOT"
+    )
+    assert assoc.is_established
+    for pdu in partial_store_pdus(big, assoc.accepted_contexts[0].context_id, 16382):
+        assoc.dul.send_pdu(pdu)
+    time.sleep(0.3)
+
+    started = time.monotonic()
+    radpilot.stop()
+    assert time.monotonic() - started < 8
+    wait_for(lambda: not assoc.is_established, 10.0, "the receiver to end the stalled association")
+    assert radpilot.archive.instance_count() == 0
+    assert stored_files(radpilot.archive) == []
 
 
 def test_stop_does_not_wait_for_a_connection_that_never_requests_an_association(radpilot) -> None:  # noqa: ANN001

@@ -196,10 +196,12 @@ class StoreReceiver {
     while (watchdog_running_) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       int64_t now = now_ms();
+      // At the end of a stop's drain, transfers still under way are cut too, as the main port aborts them.
+      bool drained = stopping_ && Clock::now() >= drain_deadline_;
       std::lock_guard<std::mutex> lock(watch_mutex_);
       for (Watch* watch : watches_) {
         int64_t deadline = watch->deadline_ms.load();
-        if (deadline != 0 && now > deadline) {
+        if (deadline != 0 && (now > deadline || drained)) {
           ::shutdown(watch->fd, SHUT_RDWR);  // the blocked dcmtk read fails and the association ends
           watch->deadline_ms = 0;
         }
