@@ -17,6 +17,8 @@ Peers:
 
 For each scenario the peers run in an order that alternates between runs; the medians of instances/s and
 the ratios RadPilot/Orthanc and RadPilot/storescp are printed and saved with the machine's load average.
+Each run also records the CPU time the receiving process (with its children) spent per instance, read from
+/proc: on a machine with few cores, ingest with parallel senders is bound by CPU rather than by the disk.
 
 Usage: .venv/bin/python benchmarks/ingest.py [--instances 512] [--dx-instances 24] [--runs 3] [--transfer-syntax implicit]
 Writes benchmarks/results/ingest.json (ingest_implicit.json with ``--transfer-syntax implicit``: the CT files are
@@ -74,6 +76,18 @@ def make_dx_instances(count: int, folder: Path, tag: str) -> int:
         path.write_bytes(to_part10_bytes(ds))
         total += path.stat().st_size
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants, alive or exited (children's times from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = " ".join(path.read_text() for path in Path(f"/proc/{pid}/task").glob("*/children")).split()
+    except OSError:
+        return 0.0  # the process ended meanwhile: its time is in its parent's
+    own = sum(int(value) for value in fields[11:15]) / ticks  # utime, stime, cutime, cstime
+    return own + sum(tree_cpu_seconds(int(child)) for child in children)
 
 
 def split_into(folder: Path, parts: int) -> list[Path]:
@@ -146,6 +160,8 @@ def main() -> None:
         "orthanc": (orthanc.dicom_port, orthanc.ae_title),
         "storescp": (scp_port, "STORESCP"),
     }
+    assert orthanc.process is not None
+    pids = {"radpilot": radpilot.pid, "radpilot_store": radpilot_store.pid, "orthanc": orthanc.process.pid, "storescp": storescp.pid}
     runs: dict[str, dict[str, list[dict]]] = {scenario: {peer: [] for peer in peers} for scenario in scenarios}
     load_before = os.getloadavg()
     try:
@@ -162,18 +178,25 @@ def main() -> None:
                             make_instances(source, args.instances, folder, f"{scenario}{peer}{run}", implicit=implicit),
                         )
                     port, ae = peers[peer]
+                    cpu_before = tree_cpu_seconds(pids[peer])
                     if scenario == "ct_4":
                         seconds = send_parallel(port, ae, split_into(folder, PARALLEL_ASSOCIATIONS))
                     else:
                         seconds = storescu(port, ae, folder)
+                    time.sleep(0.5)  # storescp --fork reaps its children on its next turn
+                    cpu_ms = (tree_cpu_seconds(pids[peer]) - cpu_before) * 1000 / count
                     runs[scenario][peer].append(
                         {
                             "seconds": round(seconds, 3),
                             "instances_per_s": round(count / seconds, 1),
                             "mb_per_s": round(size / 1e6 / seconds, 1),
+                            "receiver_cpu_ms_per_instance": round(cpu_ms, 2),
                         }
                     )
-                    print(f"run {run} {scenario:5s} {peer:9s}: {count} instances in {seconds:.2f} s ({count / seconds:.1f}/s)")
+                    print(
+                        f"run {run} {scenario:5s} {peer:9s}: {count} instances in {seconds:.2f} s ({count / seconds:.1f}/s), "
+                        f"receiver CPU {cpu_ms:.2f} ms/instance"
+                    )
                     shutil.rmtree(folder)
             shutil.rmtree(work / "storescp-data", ignore_errors=True)
             (work / "storescp-data").mkdir()
@@ -186,6 +209,10 @@ def main() -> None:
         orthanc.stop()
     medians = {
         scenario: {peer: statistics.median(r["instances_per_s"] for r in values) for peer, values in by_peer.items()}
+        for scenario, by_peer in runs.items()
+    }
+    cpu_medians = {
+        scenario: {peer: statistics.median(r["receiver_cpu_ms_per_instance"] for r in values) for peer, values in by_peer.items()}
         for scenario, by_peer in runs.items()
     }
     ratios = {
@@ -209,6 +236,7 @@ def main() -> None:
         "runs": runs,
         "median_instances_per_s": medians,
         "ratios": ratios,
+        "median_receiver_cpu_ms_per_instance": cpu_medians,
         "targets": {
             "radpilot_over_orthanc": ">= 1.0",
             "radpilot_over_storescp": ">= 0.6",
@@ -225,6 +253,8 @@ def main() -> None:
             + f" | radpilot/orthanc {ratios[scenario]['radpilot_over_orthanc']}, radpilot/storescp {ratios[scenario]['radpilot_over_storescp']}"
             + f" | store port/orthanc {ratios[scenario]['radpilot_store_over_orthanc']},"
             + f" store port/storescp {ratios[scenario]['radpilot_store_over_storescp']}"
+            + " | receiver CPU ms/instance "
+            + ", ".join(f"{peer} {value:.2f}" for peer, value in cpu_medians[scenario].items())
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "ingest.json" if args.transfer_syntax == "explicit" else f"ingest_{args.transfer_syntax}.json"

@@ -64,6 +64,7 @@ WRITER_THREADS = 16
 INSERT_INSTANCE = Instance.__table__.insert()
 INSERT_METADATA = InstanceMetadata.__table__.insert()
 SELECT_INSTANCE_BY_UID = select(Instance).where(Instance.sop_instance_uid == bindparam("uid"))
+SELECT_INSTANCE_ID_BY_UID = select(Instance.__table__.c.id).where(Instance.__table__.c.sop_instance_uid == bindparam("uid"))
 
 
 class StoreOutcome(enum.Enum):
@@ -317,12 +318,16 @@ class Archive:
         ds = parsed.dataset
         # The hash leaves out the file meta group, so it does not depend on who wrote the meta.
         digest = hashlib.sha256(memoryview(data)[dataset_offset(data) :]).hexdigest()
-        with self.sessions() as session:
-            existing = session.scalar(SELECT_INSTANCE_BY_UID, {"uid": parsed.sop_instance_uid})
-            if existing is not None:
-                if parsed.metadata is None:
-                    decode_values(ds)  # a malformed copy is refused as such, never taken for a resend
-                return self._resend(session, parsed, existing, digest, source_ae_title, derived)
+        # Most instances are new: a plain connection answers that, and an ORM session is opened only for a resend.
+        with self.engine.connect() as connection:
+            known = connection.execute(SELECT_INSTANCE_ID_BY_UID, {"uid": parsed.sop_instance_uid}).first() is not None
+        if known:
+            with self.sessions() as session:
+                existing = session.scalar(SELECT_INSTANCE_BY_UID, {"uid": parsed.sop_instance_uid})
+                if existing is not None:
+                    if parsed.metadata is None:
+                        decode_values(ds)  # a malformed copy is refused as such, never taken for a resend
+                    return self._resend(session, parsed, existing, digest, source_ae_title, derived)
         shortfall = self._free_space_shortfall(len(data))
         if shortfall:
             logger.error("archive disk below its free-space reserve", extra={"sop_instance_uid": parsed.sop_instance_uid})
