@@ -285,7 +285,21 @@ def dataset_offset(data: bytes) -> int:
 def part10_bytes(
     dataset: bytes, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, implementation_uid: str, implementation_version: str
 ) -> bytes:
-    """A Part 10 file around an encoded dataset: preamble, ``DICM`` and a file meta group, as pydicom writes one.
+    """A Part 10 file around an encoded dataset: :func:`part10_header`, then the dataset."""
+    header = part10_header(
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax=transfer_syntax,
+        implementation_uid=implementation_uid,
+        implementation_version=implementation_version,
+    )
+    return b"".join((header, dataset))
+
+
+def part10_header(
+    *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, implementation_uid: str, implementation_version: str
+) -> bytes:
+    """What precedes the dataset in a Part 10 file: preamble, ``DICM`` and a file meta group, as pydicom writes one.
 
     The group holds the version, the media storage SOP class and instance, the transfer syntax
     and the implementation: the bytes ``pydicom.filewriter.write_file_meta_info`` writes for the
@@ -300,7 +314,7 @@ def part10_bytes(
         _meta_element(0x0013, b"SH", _padded(implementation_version, b" ")),
     )
     group = b"".join(elements)
-    return b"".join((b"\0" * PREAMBLE_LENGTH, DICM_MARKER, _meta_element(0x0000, b"UL", len(group).to_bytes(4, "little")), group, dataset))
+    return b"".join((b"\0" * PREAMBLE_LENGTH, DICM_MARKER, _meta_element(0x0000, b"UL", len(group).to_bytes(4, "little")), group))
 
 
 def _padded(text: str, pad: bytes) -> bytes:

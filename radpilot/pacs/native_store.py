@@ -17,8 +17,8 @@ and goes through :meth:`DimseService.store`, exactly as on the main port:
 
 What differs, by design: no query/retrieve and no TLS on this port (use ``dicom_port``
 and ``dicom_tls_port``); the maximum PDU announced is dcmtk's ceiling of 128 KiB; a
-peer's reads time out after ``dicom_network_timeout`` seconds each (there is no
-minimum transfer rate here).
+command or dataset fragment that is not whole within ``dicom_network_timeout`` seconds
+ends the association, and at the end of a stop's drain, transfers still under way are cut.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
 from radpilot.dicom import status as dimse_status
-from radpilot.dicom.part10 import part10_bytes
+from radpilot.dicom.part10 import part10_header
 from radpilot.pacs.dimse import AssociationRecord, error_comment
 
 if TYPE_CHECKING:
@@ -71,21 +71,24 @@ class _Handler:
             return None
         return AssociationRecord(host=host, port=port, calling_ae=calling_ae)
 
-    def store(self, record: AssociationRecord, sop_class: str, sop_instance: str, transfer_syntax: str, dataset: bytes) -> tuple[int, str]:
+    def file_header(self, sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+        """The Part 10 preamble and file meta group the receiver puts before a dataset it received."""
+        return part10_header(
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            transfer_syntax=transfer_syntax,
+            implementation_uid=DCMTK_IMPLEMENTATION_UID,
+            implementation_version=DCMTK_IMPLEMENTATION_VERSION,
+        )
+
+    def store(self, record: AssociationRecord, sop_class: str, sop_instance: str, data: bytes) -> tuple[int, str]:
+        """Store one received instance (``data``: :meth:`file_header` and the dataset as sent); its status and Error Comment."""
         record.busy += 1
         record.requests += 1
         try:
             if not sop_class or not sop_instance:
                 record.refused += 1
                 return dimse_status.CANNOT_UNDERSTAND, "C-STORE request without Affected SOP Class or Instance UID"
-            data = part10_bytes(
-                dataset,
-                sop_class_uid=sop_class,
-                sop_instance_uid=sop_instance,
-                transfer_syntax=transfer_syntax,
-                implementation_uid=DCMTK_IMPLEMENTATION_UID,
-                implementation_version=DCMTK_IMPLEMENTATION_VERSION,
-            )
             status, comment = self.service.store(data, record)
             return status, error_comment(comment)
         finally:

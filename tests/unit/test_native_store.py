@@ -15,9 +15,9 @@ from radpilot.archive.query import Query, QueryLevel
 from radpilot.config import AllowedPeer
 from radpilot.pacs import native_store
 from radpilot.security.audit import events_since
-from tests.factories import make_ct_dataset, make_ct_series
+from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
 from tests.helpers import require_or_skip, wait_for
-from tests.unit.test_dimse_store import native_receiver_built, partial_store_pdus, stored_files
+from tests.unit.test_dimse_store import dataset_offset, native_receiver_built, partial_store_pdus, stored_files
 
 CALLING_AE_NOT_RECOGNISED = 0x03
 
@@ -116,6 +116,21 @@ def test_parallel_associations_store_every_instance_exactly_once(store_node) -> 
     assert statuses == [0x0000] * 96
     assert node.archive.instance_count() == 48
     assert len(stored_files(node.archive)) == 48
+
+
+def test_instances_of_different_sizes_on_one_association_are_each_kept_as_sent(store_node) -> None:  # noqa: ANN001
+    # The receiver reuses one buffer per association: a smaller instance after a larger one must not keep its tail.
+    node = store_node()
+    sizes = [(256, 256), (32, 32), (128, 64), (256, 256), (16, 16)]
+    sent = [make_ct_dataset(rows=rows, columns=columns) for rows, columns in sizes]
+    assoc = associate(node, contexts=[build_context(CTImageStorage, ExplicitVRLittleEndian)])  # sent as encoded here
+    assert [assoc.send_c_store(ds).Status for ds in sent] == [0x0000] * len(sent)
+    assoc.release()
+
+    for ds in sent:
+        (path,) = [p for p in stored_files(node.archive) if p.name.startswith(f"{ds.SOPInstanceUID}.")]
+        kept, encoded = path.read_bytes(), to_part10_bytes(ds)
+        assert kept[dataset_offset(kept) :] == encoded[dataset_offset(encoded) :]
 
 
 def test_an_odd_length_fragment_ends_the_association_and_stores_nothing(store_node) -> None:  # noqa: ANN001

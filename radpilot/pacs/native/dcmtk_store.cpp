@@ -47,9 +47,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Collects one dataset's PDV fragments in memory; refuses to grow beyond a limit.
+// Collects a dataset in a buffer the association keeps: after its first instance the buffer has the room, and
+// receiving the next one copies each fragment once instead of again at every growth.
 class BytesConsumer : public DcmConsumer {
  public:
-  explicit BytesConsumer(size_t limit) : limit_(limit) {}
+  BytesConsumer(std::string& data, size_t limit) : limit_(limit), data_(data) { data_.clear(); }
   OFBool good() const override { return within_limit_; }
   OFCondition status() const override { return within_limit_ ? EC_Normal : EC_StreamNotifyClient; }
   OFBool isFlushed() const override { return OFTrue; }
@@ -70,8 +72,12 @@ class BytesConsumer : public DcmConsumer {
  private:
   size_t limit_;
   bool within_limit_ = true;
-  std::string data_;
+  std::string& data_;
 };
+
+// A buffer kept past this size is given back after the instance, so one large object does not pin memory while
+// its association idles.
+constexpr size_t KEPT_BUFFER_LIMIT = 32u << 20;
 
 class BytesOutputStream : public DcmOutputStream {
  public:
@@ -399,6 +405,7 @@ class StoreReceiver {
   // Answers requests until the peer releases or aborts; returns how the association ended.
   std::string serve_requests(T_ASC_Association* assoc, py::object& token, Watch* watch) {
     auto last_activity = Clock::now();
+    std::string dataset_buffer;
     while (true) {
       T_ASC_PresentationContextID pres_id = 0;
       T_DIMSE_Message msg;
@@ -436,7 +443,7 @@ class StoreReceiver {
         cond = DIMSE_sendEchoResponse(assoc, pres_id, &msg.msg.CEchoRQ, STATUS_Success, nullptr);
       } else if (msg.CommandField == DIMSE_C_STORE_RQ) {
         std::string failure;
-        cond = store(assoc, pres_id, msg.msg.CStoreRQ, token, failure, watch);
+        cond = store(assoc, pres_id, msg.msg.CStoreRQ, token, failure, watch, dataset_buffer);
         if (!failure.empty()) {
           end_association(assoc, true);
           return failure;
@@ -454,8 +461,8 @@ class StoreReceiver {
   }
 
   OFCondition store(T_ASC_Association* assoc, T_ASC_PresentationContextID pres_id, T_DIMSE_C_StoreRQ& request,
-                    py::object& token, std::string& failure, Watch* watch) {
-    BytesConsumer consumer(options_.max_dataset);
+                    py::object& token, std::string& failure, Watch* watch, std::string& buffer) {
+    BytesConsumer consumer(buffer, options_.max_dataset);
     BytesOutputStream stream(&consumer);
     T_ASC_PresentationContextID data_pres_id = pres_id;
     watch->arm();
@@ -474,11 +481,17 @@ class StoreReceiver {
     {
       py::gil_scoped_acquire gil;
       try {
-        py::bytes data(consumer.data());
-        std::string().swap(consumer.data());
-        py::tuple result = handler_.attr("store")(token, std::string(request.AffectedSOPClassUID),
-                                                  std::string(request.AffectedSOPInstanceUID),
-                                                  std::string(pc.acceptedTransferSyntax), data);
+        std::string sop_class(request.AffectedSOPClassUID), sop_instance(request.AffectedSOPInstanceUID);
+        // The Part 10 file is assembled in the one bytes object the archive receives: one copy of the dataset.
+        std::string header = handler_.attr("file_header")(sop_class, sop_instance, std::string(pc.acceptedTransferSyntax))
+                                 .cast<std::string>();
+        py::bytes data = py::reinterpret_steal<py::bytes>(
+            PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(header.size() + buffer.size())));
+        if (!data) throw py::error_already_set();
+        char* target = PyBytes_AS_STRING(data.ptr());
+        std::memcpy(target, header.data(), header.size());
+        std::memcpy(target + header.size(), buffer.data(), buffer.size());
+        py::tuple result = handler_.attr("store")(token, sop_class, sop_instance, data);
         status = result[0].cast<unsigned>();
         comment = result[1].cast<std::string>();
       } catch (py::error_already_set& exc) {
@@ -486,6 +499,7 @@ class StoreReceiver {
         exc.discard_as_unraisable("radpilot native store: store");
       }
     }
+    if (buffer.capacity() > KEPT_BUFFER_LIMIT) std::string().swap(buffer);
     T_DIMSE_C_StoreRSP response;
     std::memset(&response, 0, sizeof(response));
     response.MessageIDBeingRespondedTo = request.MessageID;
