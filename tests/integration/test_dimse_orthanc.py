@@ -18,7 +18,7 @@ from radpilot.pacs import scu
 from tests.factories import make_ct_series, to_part10_bytes, write_part10
 from tests.fixtures.orthanc import OrthancPeer
 from tests.fixtures.radpilot import orthanc_node
-from tests.helpers import free_port
+from tests.helpers import free_port, require_or_skip, shared_data_path
 
 pytestmark = pytest.mark.integration
 
@@ -63,19 +63,64 @@ def node_known_to_orthanc(radpilot_factory, clean_orthanc: OrthancPeer):  # noqa
     return node
 
 
-def test_orthanc_c_stores_a_study_into_radpilot(node_known_to_orthanc, clean_orthanc: OrthancPeer) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("port", ["dicom_port", "dicom_store_port"])
+def test_orthanc_c_stores_a_study_into_radpilot(radpilot_factory, clean_orthanc: OrthancPeer, port: str) -> None:  # noqa: ANN001
+    # The PACS forwards to either port: the main one (pynetdicom) or the store port (dcmtk), with its own proposals.
+    if port == "dicom_store_port":
+        from tests.unit.test_dimse_store import native_receiver_built
+
+        if not native_receiver_built():
+            require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
+        node = radpilot_factory(dicom_store_port=0)
+        receiving_port = node.server.store_port.port
+    else:
+        node = radpilot_factory()
+        receiving_port = node.dicom_port
+    clean_orthanc.add_modality("radpilot", node.ae_title, "127.0.0.1", receiving_port)
+    assert clean_orthanc.echo("radpilot")
     datasets = study_datasets()
     study_id = upload_to_orthanc(clean_orthanc, datasets)
 
     clean_orthanc.store_to("radpilot", study_id)
 
-    archive = node_known_to_orthanc.archive
+    archive = node.archive
     assert archive.instance_count() == len(datasets)
     for ds in datasets:
         (match,) = archive.find(Query(QueryLevel.IMAGE, {"SOPInstanceUID": ds.SOPInstanceUID}))
         stored = (archive.storage_dir / match["_file_path"]).read_bytes()
         assert pixel_data(stored) == ds.PixelData  # compressed ones arrive as they left
         assert match["_transfer_syntax_uid"] == ds.file_meta.TransferSyntaxUID
+
+
+def test_orthanc_forwards_a_real_ct_series_to_the_store_port(radpilot_factory, clean_orthanc: OrthancPeer) -> None:  # noqa: ANN001
+    # Real scanner headers, stored deflated as the shared set keeps them: what a PACS forwards, not what our factories write.
+    from tests.unit.test_dimse_store import native_receiver_built
+
+    if not native_receiver_built():
+        require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
+    files = sorted((shared_data_path() / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))[:12]
+    if not files:
+        require_or_skip(f"no real CT under {shared_data_path() / 'ct-lung'}")
+    node = radpilot_factory(dicom_store_port=0)
+    clean_orthanc.add_modality("radpilot", node.ae_title, "127.0.0.1", node.server.store_port.port)
+    answers = [clean_orthanc.upload(path) for path in files]
+    (study_id,) = {a["ParentStudy"] for a in answers}
+
+    clean_orthanc.store_to("radpilot", study_id)
+
+    archive = node.archive
+    assert archive.instance_count() == len(files)
+    for path in files:
+        sent = pydicom.dcmread(path)
+        (match,) = archive.find(Query(QueryLevel.IMAGE, {"SOPInstanceUID": sent.SOPInstanceUID}))
+        assert match["_transfer_syntax_uid"] == sent.file_meta.TransferSyntaxUID  # deflated, as Orthanc sent it
+        kept = pydicom.dcmread(archive.storage_dir / match["_file_path"])
+        assert kept.PixelData == sent.PixelData
+        assert (kept.PatientID, kept.SeriesInstanceUID, kept.ImagePositionPatient) == (
+            sent.PatientID,
+            sent.SeriesInstanceUID,
+            sent.ImagePositionPatient,
+        )
 
 
 def test_radpilot_sends_files_to_orthanc(radpilot, clean_orthanc: OrthancPeer, tmp_path: Path) -> None:  # noqa: ANN001
