@@ -13,6 +13,7 @@ from radpilot.archive.query import Query, QueryLevel
 from radpilot.config import RemoteNode
 from tests.factories import make_ct_series, to_part10_bytes, write_part10
 from tests.fixtures.dcmtk import DcmtkTools
+from tests.fixtures.receivers import RECEIVERS, start_receiver
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -44,11 +45,15 @@ def populate(node, count: int = 3, **kwargs) -> list:  # noqa: ANN001, ANN003
     return series
 
 
-def test_echoscu(dcmtk: DcmtkTools, radpilot) -> None:  # noqa: ANN001
-    check(dcmtk.run("echoscu", "-aet", "ECHOSCU", *peer(radpilot)))
+@pytest.mark.parametrize("kind", RECEIVERS)
+def test_echoscu(dcmtk: DcmtkTools, radpilot_factory, kind: str) -> None:  # noqa: ANN001
+    check(dcmtk.run("echoscu", "-aet", "ECHOSCU", *peer(start_receiver(kind, radpilot_factory))))
 
 
-def test_storescu_sends_a_folder_then_compressed_files_as_they_are(dcmtk: DcmtkTools, radpilot, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("kind", RECEIVERS)
+def test_storescu_sends_a_folder_then_compressed_files_as_they_are(dcmtk: DcmtkTools, radpilot_factory, kind: str, tmp_path: Path) -> None:  # noqa: ANN001
+    # On the main port and on the store port alike.
+    radpilot = start_receiver(kind, radpilot_factory)
     folder = tmp_path / "send"  # only DICOM files: storescu +sd stops at the first other file
     datasets = make_ct_series(5)
     write_part10(datasets, folder)

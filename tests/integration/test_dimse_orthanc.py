@@ -18,6 +18,7 @@ from radpilot.pacs import scu
 from tests.factories import make_ct_series, to_part10_bytes, write_part10
 from tests.fixtures.orthanc import OrthancPeer
 from tests.fixtures.radpilot import orthanc_node
+from tests.fixtures.receivers import require_native_receiver
 from tests.helpers import free_port, require_or_skip, shared_data_path
 
 pytestmark = pytest.mark.integration
@@ -67,10 +68,7 @@ def node_known_to_orthanc(radpilot_factory, clean_orthanc: OrthancPeer):  # noqa
 def test_orthanc_c_stores_a_study_into_radpilot(radpilot_factory, clean_orthanc: OrthancPeer, port: str) -> None:  # noqa: ANN001
     # The PACS forwards to either port: the main one (pynetdicom) or the store port (dcmtk), with its own proposals.
     if port == "dicom_store_port":
-        from tests.unit.test_dimse_store import native_receiver_built
-
-        if not native_receiver_built():
-            require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
+        require_native_receiver()
         node = radpilot_factory(dicom_store_port=0)
         receiving_port = node.server.store_port.port
     else:
@@ -94,10 +92,7 @@ def test_orthanc_c_stores_a_study_into_radpilot(radpilot_factory, clean_orthanc:
 
 def test_orthanc_forwards_a_real_ct_series_to_the_store_port(radpilot_factory, clean_orthanc: OrthancPeer) -> None:  # noqa: ANN001
     # Real scanner headers, stored deflated as the shared set keeps them: what a PACS forwards, not what our factories write.
-    from tests.unit.test_dimse_store import native_receiver_built
-
-    if not native_receiver_built():
-        require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
+    require_native_receiver()
     files = sorted((shared_data_path() / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))[:12]
     if not files:
         require_or_skip(f"no real CT under {shared_data_path() / 'ct-lung'}")

@@ -27,8 +27,8 @@ from radpilot.engine.job_store import JobStore
 from radpilot.engine.jobs import JobRecord, JobSpec, JobState
 from radpilot.engine.jobs_models import Job
 from tests.factories import make_ct_series, to_part10_bytes
+from tests.fixtures.receivers import native_receiver_built
 from tests.helpers import free_port, services_required, shared_data_path, start_serve
-from tests.unit.test_dimse_store import native_receiver_built
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
@@ -26,7 +25,8 @@ from pynetdicom.sop_class import Verification
 from radpilot.archive import Archive
 from radpilot.archive.query import Query, QueryLevel
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
-from tests.helpers import require_or_skip, wait_for
+from tests.fixtures.receivers import RECEIVERS, Receiver, start_receiver
+from tests.helpers import wait_for
 
 # Local pydicom test files, one (at least) per transfer syntax RadPilot must keep as received.
 TRANSFER_SYNTAX_FILES = {
@@ -59,48 +59,6 @@ SOP_CLASSES = {
     "GSPS": "1.2.840.10008.5.1.4.1.1.11.1",
 }
 NON_IMAGE_CLASSES = {"BasicTextSR", "EnhancedSR", "ComprehensiveSR", "Comprehensive3DSR", "GSPS"}
-
-
-@dataclass
-class Receiver:
-    """A running node seen through one of its C-STORE ports."""
-
-    node: object  # tests.fixtures.radpilot.RunningNode
-    dicom_port: int
-    stop: Callable[[], None]  # stops this receiver the way RadPilot's stop does
-
-    @property
-    def archive(self) -> Archive:
-        return self.node.archive  # type: ignore[attr-defined]
-
-    @property
-    def ae_title(self) -> str:
-        return self.node.ae_title  # type: ignore[attr-defined]
-
-
-def native_receiver_built() -> bool:
-    from radpilot.pacs.native_store import NativeReceiverMissing, load_native_module
-
-    try:
-        load_native_module()
-    except NativeReceiverMissing:
-        return False
-    return True
-
-
-def start_receiver(kind: str, radpilot_factory, **settings) -> Receiver:  # noqa: ANN001, ANN003
-    """Start a node and see it through its main DIMSE port (``pynetdicom``) or its store port (``dcmtk``)."""
-    if kind == "pynetdicom":
-        node = radpilot_factory(**settings)
-        return Receiver(node, node.dicom_port, node.server.dimse.stop)
-    if not native_receiver_built():
-        require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
-    node = radpilot_factory(dicom_store_port=0, **settings)
-    store_port = node.server.store_port
-    return Receiver(node, store_port.port, store_port.stop)
-
-
-RECEIVERS = ["pynetdicom", "dcmtk"]
 
 
 @pytest.fixture(params=RECEIVERS)

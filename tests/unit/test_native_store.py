@@ -16,8 +16,9 @@ from radpilot.config import AllowedPeer
 from radpilot.pacs import native_store
 from radpilot.security.audit import events_since
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
-from tests.helpers import require_or_skip, wait_for
-from tests.unit.test_dimse_store import dataset_offset, native_receiver_built, partial_store_pdus, stored_files
+from tests.fixtures.receivers import require_native_receiver
+from tests.helpers import wait_for
+from tests.unit.test_dimse_store import dataset_offset, partial_store_pdus, stored_files
 
 CALLING_AE_NOT_RECOGNISED = 0x03
 
@@ -25,8 +26,7 @@ CALLING_AE_NOT_RECOGNISED = 0x03
 @pytest.fixture
 def store_node(radpilot_factory):  # noqa: ANN001, ANN201
     """Start a node with a store port: ``store_node(**settings)``."""
-    if not native_receiver_built():
-        require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
+    require_native_receiver()
 
     def _start(**overrides):  # noqa: ANN003, ANN202
         node = radpilot_factory(dicom_store_port=0, **overrides)

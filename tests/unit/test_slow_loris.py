@@ -13,8 +13,7 @@ from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 
 from tests.fixtures.radpilot import RunningNode
-from tests.helpers import require_or_skip
-from tests.unit.test_dimse_store import native_receiver_built
+from tests.fixtures.receivers import native_receiver_built, require_native_receiver
 
 TIMEOUT_S = 1.0
 CUT_WITHIN_S = 6.0  # the timeout, plus a loaded CI machine's slack
@@ -37,7 +36,7 @@ def dimse_port(node: RunningNode, which: str) -> int:
     if which == "dicom":
         return node.dicom_port
     if node.server.store_port is None:
-        require_or_skip("the native store receiver is not built (make setup: g++, libdcmtk-dev)")
+        require_native_receiver()
     return node.server.store_port.port
 
 
