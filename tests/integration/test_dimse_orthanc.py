@@ -18,7 +18,7 @@ from radpilot.pacs import scu
 from tests.factories import make_ct_series, to_part10_bytes, write_part10
 from tests.fixtures.orthanc import OrthancPeer
 from tests.fixtures.radpilot import orthanc_node
-from tests.fixtures.receivers import require_native_receiver
+from tests.fixtures.receivers import RECEIVERS, start_receiver
 from tests.helpers import free_port, require_or_skip, shared_data_path
 
 pytestmark = pytest.mark.integration
@@ -64,17 +64,11 @@ def node_known_to_orthanc(radpilot_factory, clean_orthanc: OrthancPeer):  # noqa
     return node
 
 
-@pytest.mark.parametrize("port", ["dicom_port", "dicom_store_port"])
-def test_orthanc_c_stores_a_study_into_radpilot(radpilot_factory, clean_orthanc: OrthancPeer, port: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("kind", RECEIVERS)
+def test_orthanc_c_stores_a_study_into_radpilot(radpilot_factory, clean_orthanc: OrthancPeer, kind: str) -> None:  # noqa: ANN001
     # The PACS forwards to either port: the main one (pynetdicom) or the store port (dcmtk), with its own proposals.
-    if port == "dicom_store_port":
-        require_native_receiver()
-        node = radpilot_factory(dicom_store_port=0)
-        receiving_port = node.server.store_port.port
-    else:
-        node = radpilot_factory()
-        receiving_port = node.dicom_port
-    clean_orthanc.add_modality("radpilot", node.ae_title, "127.0.0.1", receiving_port)
+    node = start_receiver(kind, radpilot_factory)
+    clean_orthanc.add_modality("radpilot", node.ae_title, "127.0.0.1", node.dicom_port)
     assert clean_orthanc.echo("radpilot")
     datasets = study_datasets()
     study_id = upload_to_orthanc(clean_orthanc, datasets)
@@ -92,12 +86,11 @@ def test_orthanc_c_stores_a_study_into_radpilot(radpilot_factory, clean_orthanc:
 
 def test_orthanc_forwards_a_real_ct_series_to_the_store_port(radpilot_factory, clean_orthanc: OrthancPeer) -> None:  # noqa: ANN001
     # Real scanner headers, stored deflated as the shared set keeps them: what a PACS forwards, not what our factories write.
-    require_native_receiver()
     files = sorted((shared_data_path() / "ct-lung" / "LUNGCT-002" / "dicom").glob("*.dcm"))[:12]
     if not files:
         require_or_skip(f"no real CT under {shared_data_path() / 'ct-lung'}")
-    node = radpilot_factory(dicom_store_port=0)
-    clean_orthanc.add_modality("radpilot", node.ae_title, "127.0.0.1", node.server.store_port.port)
+    node = start_receiver("dcmtk", radpilot_factory)
+    clean_orthanc.add_modality("radpilot", node.ae_title, "127.0.0.1", node.dicom_port)
     answers = [clean_orthanc.upload(path) for path in files]
     (study_id,) = {a["ParentStudy"] for a in answers}
 

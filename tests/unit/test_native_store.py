@@ -13,12 +13,13 @@ from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformati
 
 from radpilot.archive.query import Query, QueryLevel
 from radpilot.config import AllowedPeer
+from radpilot.dicom.part10 import dataset_offset
 from radpilot.pacs import native_store
 from radpilot.security.audit import events_since
 from tests.factories import make_ct_dataset, make_ct_series, to_part10_bytes
 from tests.fixtures.receivers import require_native_receiver
 from tests.helpers import wait_for
-from tests.unit.test_dimse_store import dataset_offset, partial_store_pdus, stored_files
+from tests.unit.test_dimse_store import partial_store_pdus, stored_files
 
 CALLING_AE_NOT_RECOGNISED = 0x03
 

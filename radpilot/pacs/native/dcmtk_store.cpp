@@ -46,9 +46,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Collects one dataset's PDV fragments in memory; refuses to grow beyond a limit.
-// Collects a dataset in a buffer the association keeps: after its first instance the buffer has the room, and
-// receiving the next one copies each fragment once instead of again at every growth.
+// Collects one dataset's PDV fragments in a buffer the association keeps, refusing to grow beyond a limit: after
+// its first instance the buffer has the room, so each fragment is copied once, not again at every growth.
 class BytesConsumer : public DcmConsumer {
  public:
   BytesConsumer(std::string& data, size_t limit) : limit_(limit), data_(data) { data_.clear(); }
