@@ -20,7 +20,7 @@ log() { echo "[install_ohif] $*" >&2; }
 # Known defects of the pinned build, mended in place (scripts/patch_ohif.py says which and why).
 mend_known_defects() {
     if ! python3 "${REPO_ROOT}/scripts/patch_ohif.py" "${DIST}"; then
-        log "WARNING: OHIF ${OHIF_VERSION} was not mended: images with a VOI LUT Function may show black"
+        log "WARNING: OHIF ${OHIF_VERSION} was not mended: images with a VOI LUT Function may show black, MONOCHROME2 with INVERSE as a negative"
     fi
 }
 
