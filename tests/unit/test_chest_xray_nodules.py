@@ -25,7 +25,8 @@ from radpilot.analyses.chest_xray.nodules import (
 from radpilot.modelhub.registry import ModelRegistry
 from tests.helpers import REPO_ROOT
 
-MODEL_DIR = REPO_ROOT / "models" / MODEL_NAME
+MODEL_DIR = REPO_ROOT / "models" / f"{MODEL_NAME}_v2"  # the newest, which the analysis runs
+MODEL_DIRS = (REPO_ROOT / "models" / MODEL_NAME, MODEL_DIR)  # 1.0.0 stays loadable
 TRAINING = REPO_ROOT / "training" / "chest_xray" / "nodules"
 
 
@@ -43,11 +44,32 @@ def registry() -> ModelRegistry:
 # --- the committed model and its manifest -----------------------------------------------------
 
 
-def test_model_file_matches_manifest_sha256(manifest: dict) -> None:
-    path = MODEL_DIR / manifest["file"]
+@pytest.mark.parametrize("folder", MODEL_DIRS, ids=lambda p: p.name)
+def test_each_model_file_matches_its_manifest_sha256(folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    path = folder / manifest["file"]
     assert path.is_file()
     assert path.stat().st_size < 20 * 1024 * 1024
     assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest["sha256"]
+
+
+def test_the_newest_version_runs_and_the_earlier_one_stays_loadable(registry: ModelRegistry) -> None:
+    versions = sorted(m.version for m in registry.manifests() if m.name == MODEL_NAME)
+    assert versions == ["1.0.0", "2.0.0"]
+    assert registry.manifest(MODEL_NAME).version == "2.0.0"
+    for version in versions:
+        session = registry.session(MODEL_NAME, version)  # verified against its manifest's sha256
+        heat, diameter = session.run(None, {"image": np.zeros((1, 1, 256, 256), dtype=np.float32)})
+        assert heat.shape == diameter.shape == (1, 1, 128, 128)
+
+
+def test_the_newest_model_sees_a_film_and_its_mirror_alike(registry: ModelRegistry) -> None:
+    """2.0.0 averages the film and its left-right mirror in its graph: a nodule is scored the same on either side."""
+    session = registry.session(MODEL_NAME, "2.0.0")
+    image = np.random.default_rng(0).random((1, 1, 256, 256), dtype=np.float32)
+    heat, _ = session.run(None, {"image": image})
+    heat_mirrored, _ = session.run(None, {"image": image[..., ::-1].copy()})
+    np.testing.assert_allclose(heat_mirrored[..., ::-1], heat, atol=1e-5)
 
 
 def test_manifest_is_complete(manifest: dict) -> None:
@@ -172,3 +194,65 @@ def test_quick_training_and_export(tmp_path: Path, jsrt_dir: Path) -> None:
         timeout=600,
     )
     assert (tmp_path / "model" / "cxr_nodule_det_v1.onnx").stat().st_size < 20 * 1024 * 1024
+
+
+def _training_module(name: str):  # noqa: ANN202 - a training script's module, importable only with torch
+    pytest.importorskip("torch")
+    for folder in (TRAINING, TRAINING.parent):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    return __import__(name)
+
+
+def test_a_mirrored_crop_carries_its_nodule_to_the_mirrored_place() -> None:
+    torch = pytest.importorskip("torch")
+    train_nodules = _training_module("train_nodules")
+    size = 256
+    # One bright disc at column 90 of a 256 grid; the crop is centred on the image.
+    yy, xx = np.mgrid[:size, :size]
+    image = ((yy - 128) ** 2 + (xx - 90) ** 2 < 36).astype(np.float32)[None, None]
+
+    class Nodule:
+        def model_grid(self) -> tuple[float, float]:
+            return 128.0, 90.0
+
+        def diameter_model_px(self) -> float:
+            return 12.0
+
+    cfg = {**train_nodules.DEFAULTS, "rotation_deg": 0.0, "scale": [1.0, 1.0], "crop": 128}
+
+    def peak_columns(hflip: float) -> tuple[float, float]:
+        x, heat, _, _ = train_nodules.crop_batch(
+            torch.from_numpy(image),
+            [("case", 128.0, 128.0)] * 2,
+            {"case": 0},
+            {"case": Nodule()},
+            np.random.default_rng(0),
+            torch.Generator().manual_seed(0),
+            {**cfg, "hflip": hflip},
+        )
+        crop = x[0, 0].numpy()
+        disc_column = float(np.nonzero(crop > (crop.min() + crop.max()) / 2)[1].mean())  # the disc's centre in the crop
+        target_column = float(np.unravel_index(np.argmax(heat[0, 0].numpy()), heat.shape[2:])[1])  # the target's peak
+        return disc_column, target_column
+
+    plain_image, plain_target = peak_columns(0.0)
+    mirrored_image, mirrored_target = peak_columns(1.0)
+    assert plain_image < 64 < mirrored_image, "the disc left of the crop centre moves right of it when mirrored"
+    assert abs(mirrored_image - (127 - plain_image)) <= 1
+    for image_column, target_column in ((plain_image, plain_target), (mirrored_image, mirrored_target)):
+        assert abs(target_column - (image_column - 0.5) / 2) <= 1, "the target is where the disc is (stride 2)"
+
+
+def test_mirror_averaging_is_the_same_for_an_image_and_its_mirror() -> None:
+    torch = pytest.importorskip("torch")
+    nodule_model = _training_module("nodule_model")
+    torch.manual_seed(0)
+    model = nodule_model.MirrorAverage(nodule_model.build_model()).eval()
+    x = torch.rand(1, 1, 256, 256)
+    with torch.no_grad():
+        heat, diameter = model(x)
+        heat_m, diameter_m = model(torch.flip(x, dims=(3,)))
+    assert heat.shape == (1, 1, 128, 128)
+    assert torch.allclose(torch.flip(heat_m, dims=(3,)), heat, atol=1e-6)
+    assert torch.allclose(torch.flip(diameter_m, dims=(3,)), diameter, atol=1e-5)

@@ -130,7 +130,7 @@ def load_arrays_cached(case_ids: list[str], cache: Path | None = None) -> Arrays
     if everything is None or not set(case_ids) <= set(everything.case_ids):
         everything = load_arrays([c.case_id for c in read_cases()])
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # two training queues may both write it on a first run
         np.savez(tmp, case_ids=np.array(everything.case_ids), images=everything.images, labels=everything.labels)
         tmp.replace(cache)
     index = {c: i for i, c in enumerate(everything.case_ids)}

@@ -184,7 +184,7 @@ class ChestXray(Analysis):
     """
 
     name = "chest_xray"
-    version = "1.0.0"
+    version = "1.1.0"  # 1.1.0: nodule candidates from cxr_nodule_det 2.0.0
     description = (
         "Segments the lung fields and the heart on a frontal chest radiograph (CR/DX), reports the "
         "cardiothoracic ratio with both widths, lung areas and nodule candidates."

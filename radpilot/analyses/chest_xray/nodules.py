@@ -17,7 +17,7 @@ mask are dropped; at most ``max_candidates`` are kept, strongest first.
 
 **Research use only** (trained on JSRT, see the model manifest).  A candidate is not a
 diagnosis: at the default operating point the cross-validated rate is about one false
-positive per image, and about half of the JSRT nodules are missed (see the manifest metrics).
+positive per image, and about four in ten JSRT nodules are missed (see the manifest metrics).
 """
 
 from __future__ import annotations

@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seg-runs", type=Path, default=HERE.parent / "runs" / "cv")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results" / "nodule_cv_metrics.json")
     parser.add_argument("--tta-scales", type=float, nargs="*", default=[], help="extra test-time scales (in the graph)")
+    parser.add_argument("--tta-mirror", action="store_true", help="average with the left-right mirror (in the graph)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     args = parser.parse_args(argv)
@@ -190,16 +191,20 @@ def main(argv: list[str] | None = None) -> int:
 
     single_outputs: dict[str, dict] = {run_name(r): {} for r in args.runs} if len(args.runs) > 1 else {}
     for k in available:
-        model, config = load_checkpoints([r / f"fold{k}" / "last.pt" for r in args.runs], tuple(args.tta_scales))
+        model, config = load_checkpoints([r / f"fold{k}" / "last.pt" for r in args.runs], tuple(args.tta_scales), args.tta_mirror)
         configs[k] = config
         onnx_name = (
             ("last" if len(args.runs) == 1 else f"ensemble{len(args.runs)}")
+            + ("_mirror" if args.tta_mirror else "")
             + ("_tta" + "_".join(f"{s:g}" for s in args.tta_scales) if args.tta_scales else "")
             + ".onnx"
         )
         session = onnx_session(export_onnx(model, args.runs[0] / f"fold{k}" / onnx_name), args.threads)
         singles = (
-            {run_name(r): onnx_session(export_onnx(load_checkpoints([r / f"fold{k}" / "last.pt"])[0]), args.threads) for r in args.runs}
+            {
+                run_name(r): onnx_session(export_onnx(load_checkpoints([r / f"fold{k}" / "last.pt"], (), args.tta_mirror)[0]), args.threads)
+                for r in args.runs
+            }
             if len(args.runs) > 1
             else {}
         )
@@ -320,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [run_name(r) for r in args.runs],
         "ensemble_seeds": configs[available[0]].get("ensemble_seeds") if available else None,
         "tta_scales": list(args.tta_scales),
+        "tta_mirror": args.tta_mirror,
         "folds_evaluated": available,
         "epochs": sorted({c.get("epochs") for c in configs.values()}),
         "postprocessing_parameters": {

@@ -27,14 +27,14 @@ sys.path.insert(1, str(HERE.parent))
 
 import data  # noqa: E402
 import nodule_data  # noqa: E402
-from nodule_model import Ensemble, MultiScale, build_model  # noqa: E402
+from nodule_model import Ensemble, MirrorAverage, MultiScale, build_model  # noqa: E402
 from onnx_io import OPSET, load_checkpoint, onnx_bytes, onnx_session  # noqa: E402  (training/chest_xray/onnx_io.py)
 
 from radpilot.analyses.chest_xray.preprocess import MODEL_SIZE  # noqa: E402
 
 MODEL_NAME = "cxr_nodule_det"
-VERSION = "1.0.0"
-ONNX_FILE = "cxr_nodule_det_v1.onnx"
+VERSION = "2.0.0"  # 1.0.0 (models/cxr_nodule_det, no mirroring) stays loadable
+ONNX_FILE = "cxr_nodule_det_v2.onnx"
 TOLERANCE = 1e-4
 OUT_SIZE = MODEL_SIZE // 2
 
@@ -48,9 +48,10 @@ LABELS = [
 ]
 
 
-def load_checkpoints(paths: list[Path], tta_scales: tuple[float, ...] = ()) -> tuple[torch.nn.Module, dict]:
+def load_checkpoints(paths: list[Path], tta_scales: tuple[float, ...] = (), tta_mirror: bool = False) -> tuple[torch.nn.Module, dict]:
     """One checkpoint: its model; several: their Ensemble (mean heatmap and diameter); config of the first + seeds;
-    ``tta_scales``: wrapped in MultiScale (extra test-time scales, pixel-wise maximum)."""
+    ``tta_mirror``: wrapped in MirrorAverage (mean with the left-right mirror); ``tta_scales``: then in MultiScale
+    (extra test-time scales, pixel-wise maximum)."""
     loaded = [load_checkpoint(p, build_model) for p in paths]
     model, config = loaded[0]
     config = dict(config)
@@ -58,6 +59,9 @@ def load_checkpoints(paths: list[Path], tta_scales: tuple[float, ...] = ()) -> t
         config["ensemble_seeds"] = [c.get("seed") for _, c in loaded]
         config["parameters"] = sum(c.get("parameters", 0) for _, c in loaded)
         model = Ensemble([m for m, _ in loaded])
+    if tta_mirror:
+        config["tta_mirror"] = True
+        model = MirrorAverage(model)
     if tta_scales:
         config["tta_scales"] = list(tta_scales)
         model = MultiScale(model, tta_scales)
@@ -167,7 +171,7 @@ def build_manifest(content: bytes, config: dict, cv: dict) -> dict:
         "operating_point": op,
         "intended_use": "research use only: nodule candidate marks on adult PA chest radiographs for research and "
         "evaluation; not a medical device, not for diagnosis or screening; about one false positive per "
-        "image and roughly half of the JSRT nodules missed at the operating point (cross-validated); "
+        f"image and {1 - op['sensitivity']:.0%} of the JSRT nodules missed at the operating point (cross-validated); "
         "trained on one film-digitised Japanese data set (JSRT) whose terms allow research use only",
         "training_data": {
             "name": "JSRT (nodule centres and sizes) + SCR lung fields",
@@ -205,7 +209,7 @@ def build_manifest(content: bytes, config: dict, cv: dict) -> dict:
                     "threads",
                 )
             },
-            **{k: config[k] for k in ("ensemble_seeds", "tta_scales") if k in config},
+            **{k: config[k] for k in ("ensemble_seeds", "tta_mirror", "tta_scales") if k in config},
         },
         "metrics": metrics,
         "acceptance_criteria": criteria,
@@ -230,12 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         help="one checkpoint, or several (exported as one ensemble graph)",
     )
     parser.add_argument("--cv-metrics", type=Path, default=HERE.parent / "results" / "nodule_cv_metrics.json")
-    parser.add_argument("--out", type=Path, default=HERE.parents[2] / "models" / MODEL_NAME)
+    parser.add_argument("--out", type=Path, default=HERE.parents[2] / "models" / f"{MODEL_NAME}_v2")
     parser.add_argument("--tta-scales", type=float, nargs="*", default=[], help="extra test-time scales (in the graph)")
+    parser.add_argument("--tta-mirror", action="store_true", help="average with the left-right mirror (in the graph)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, config = load_checkpoints(args.checkpoint, tuple(args.tta_scales))
+    model, config = load_checkpoints(args.checkpoint, tuple(args.tta_scales), args.tta_mirror)
     content = export_onnx(model, args.out / ONNX_FILE)
     if args.cv_metrics.is_file():
         manifest = build_manifest(content, config, json.loads(args.cv_metrics.read_text()))

@@ -24,7 +24,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 
 from nets import UNetLevels, count_parameters  # noqa: E402  (training/chest_xray/nets.py, shared with the segmentation U-Net)
 
-__all__ = ["Ensemble", "MultiScale", "NoduleNet", "build_model", "count_parameters"]
+__all__ = ["Ensemble", "MirrorAverage", "MultiScale", "NoduleNet", "build_model", "count_parameters"]
 
 HEATMAP_PRIOR_BIAS = -4.0
 
@@ -94,6 +94,20 @@ class MultiScale(nn.Module):
             heat = torch.where(take, hs, heat)
             diameter = torch.where(take, ds, diameter)
         return heat, diameter
+
+
+class MirrorAverage(nn.Module):
+    """Test-time mirroring in the graph: the mean of the outputs on the image and (mirrored back) on its left-right
+    mirror. Exact on the output grid: the input size is even and the output is at stride 2."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heat, diameter = self.model(x)
+        heat_m, diameter_m = self.model(torch.flip(x, dims=(3,)))
+        return (heat + torch.flip(heat_m, dims=(3,))) / 2, (diameter + torch.flip(diameter_m, dims=(3,))) / 2
 
 
 def build_model(config: dict | None = None) -> NoduleNet:

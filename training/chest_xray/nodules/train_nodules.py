@@ -12,7 +12,10 @@ nodule inside the crop: positive-case oversampling) plus one random crop per tra
 (centre uniform in the central 160 x 160 region: lungs, mediastinum, diaphragm).  Crop, rotation
 (+-7 deg) and isotropic scale (0.9-1.1) in one bilinear resampling (border replication); then the
 segmentation recipe's intensity augmentation (``augment.augment_batch`` with the geometry switched
-off: gamma, contrast, brightness, noise).  No flips.
+off: gamma, contrast, brightness, noise).  ``--hflip P``: each crop is also mirrored left-right with
+probability P, in the same resampling (a nodule looks the same on either side; the heart does not,
+so the net learns nodules over a heart on either side; 0, the default, draws nothing extra from the
+random stream, so runs without flips are the same as before the option).
 
 Targets at stride 2 (64 x 64 per crop): a Gaussian blob per nodule (sigma = max(1, diameter/4)
 output pixels; the pixel nearest the centre = 1) for the CenterNet penalty-reduced focal loss
@@ -61,6 +64,7 @@ DEFAULTS = {
     "sigma_min": 1.0,
     "rotation_deg": 7.0,
     "scale": [0.9, 1.1],
+    "hflip": 0.0,
 }
 STRIDE = 2
 
@@ -123,10 +127,13 @@ def crop_batch(
     out_size = crop // STRIDE
     angle = np.deg2rad(rng.uniform(-cfg["rotation_deg"], cfg["rotation_deg"], n))
     scale = rng.uniform(*cfg["scale"], n)
+    mirror = rng.uniform(size=n) < cfg["hflip"] if cfg["hflip"] > 0 else np.zeros(n, dtype=bool)
     theta = np.zeros((n, 2, 3), np.float32)
     points = []
     for k, (case_id, rc, cc) in enumerate(batch):
         a = (crop / size) / scale[k] * np.array([[np.cos(angle[k]), -np.sin(angle[k])], [np.sin(angle[k]), np.cos(angle[k])]])
+        if mirror[k]:
+            a = a @ np.diag([-1.0, 1.0])  # the crop's x axis reversed: a mirrored crop, its nodule mapped by the same matrix
         t = np.array([(2 * cc + 1) / size - 1, (2 * rc + 1) / size - 1])  # (x, y) normalised crop centre
         theta[k, :, :2], theta[k, :, 2] = a, t
         plist = []
@@ -186,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--pos-repeats", type=int, default=DEFAULTS["pos_repeats"])
+    parser.add_argument("--hflip", type=float, default=DEFAULTS["hflip"], help="probability of mirroring a crop left-right")
     parser.add_argument("--val-every", type=int, default=10, help="rough held-out check every N epochs (0: never)")
     parser.add_argument("--quick", action="store_true", help="one tiny epoch on a few images (smoke test)")
     args = parser.parse_args(argv)
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     set_determinism(args.seed, args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {**DEFAULTS, "lr": args.lr, "pos_repeats": args.pos_repeats}
+    cfg = {**DEFAULTS, "lr": args.lr, "pos_repeats": args.pos_repeats, "hflip": args.hflip}
 
     train_ids, val_ids = nodule_data.split(args.fold)
     nodules = nodule_data.read_nodules()
@@ -220,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "schedule": "linear warm-up then cosine to 0, per step",
         "loss": "CenterNet focal loss on Gaussian centre heatmaps + 0.1 x L1 on log diameter near centres",
         "intensity_augmentation": AugmentConfig().describe(),
-        "flips": "none",
+        "flips": f"left-right, p {args.hflip:g}" if args.hflip > 0 else "none",
         "quick": args.quick,
         "torch": str(torch.__version__),
         "threads": args.threads,
