@@ -63,8 +63,8 @@ def exam_for(sentence: str) -> str:
     return "chest_ct"
 
 
-def load_sentences() -> list[str]:
-    sentences = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip() and not line.startswith("#")]
+def load_sentences(path: Path = SENTENCES) -> list[str]:
+    sentences = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     from radpilot.dictation.lexicon import load_lexicon
 
     examples = {e.strip().lower() for v in load_lexicon().values() for e in v.examples}
@@ -304,6 +304,12 @@ def main() -> None:
         help="comma-separated dictation models measured side by side on the same audio (default: the configured one)",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the recogniser-without-prompt pass (halves the time)")
+    parser.add_argument(
+        "--sentences",
+        type=Path,
+        default=SENTENCES,
+        help="sentence file (default: the held-out set; benchmarks/data/dictation_dev_en.txt is the set to tune on)",
+    )
     args = parser.parse_args()
 
     from radpilot.config import Settings
@@ -311,7 +317,7 @@ def main() -> None:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] or [Settings().dictation_model_en]
 
-    sentences = load_sentences()
+    sentences = load_sentences(args.sentences)
     if args.sample and args.sample < len(sentences):
         step = len(sentences) / args.sample
         sentences = [sentences[int(i * step)] for i in range(args.sample)]
@@ -329,9 +335,11 @@ def main() -> None:
             )
         )
     report = reports[models[0]] if len(models) == 1 else {"benchmark": "dictation_wer", "models": reports}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, default=str))
-    print(f"wrote {RESULTS}")
+    results = RESULTS if args.sentences == SENTENCES else RESULTS.with_name(f"dictation_wer_{args.sentences.stem}.json")
+    report["sentences_file"] = str(args.sentences)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=2, default=str))
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
