@@ -289,8 +289,10 @@ class FasterWhisperBackend:
         frames = min(audio.size // HOP_LENGTH + 1, N_FRAMES)
         with self._lock:
             last = self._last_clip
-            if last is not None and last[0] is audio and len(last[1]) == 1:
-                encoded = last[1][0]  # the speech of this very clip, as the recogniser just encoded it
+            # The speech of this very clip, as the recogniser just encoded it: its first window holds all of a clip
+            # under 30 s (a second one, when the decoder went on past its last timestamp, only the last moments).
+            if last is not None and last[0] is audio and last[1] and audio.size <= N_FRAMES * HOP_LENGTH:
+                encoded = last[1][0]
             else:
                 encoded = self._encode(pad_or_trim(model.feature_extractor(audio)))  # not kept as a transcription's
             scores = []

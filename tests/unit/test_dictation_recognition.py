@@ -57,6 +57,24 @@ def test_scoring_phrases_on_the_clip_just_transcribed_reuses_its_encoder_pass(tm
     assert max(abs(a - b) for a, b in zip(fresh, reused, strict=True)) < 0.5
 
 
+def test_scoring_reuses_the_first_window_when_the_recogniser_decoded_a_second_one(tmp_path: Path) -> None:
+    # The decoder sometimes goes on past the last timestamp of a short clip and encodes its last moments as a second
+    # window (where it invents "Thanks." or "Okay."); the first window still holds the whole clip.
+    backend = shared_dictation().backend("en")
+    audio = decode_audio(speak("Scratch that.", tmp_path / "scratch.wav", voice="en-us", words_per_minute=140), max_seconds=60)
+    backend.transcribe(audio, language="en", prompt=None)
+    one_window = backend.score_phrases(audio, COMMAND_PHRASES, language="en")
+    backend._encodings.append(backend._encodings[0])  # type: ignore[attr-defined]  # as a second window leaves it
+    encoder_calls = []
+    original = backend._encode  # type: ignore[attr-defined]
+    backend._encode = lambda features: encoder_calls.append(1) or original(features)  # type: ignore[attr-defined]
+    try:
+        two_windows = backend.score_phrases(audio, COMMAND_PHRASES, language="en")
+    finally:
+        backend._encode = original  # type: ignore[attr-defined]
+    assert encoder_calls == [] and two_windows == one_window
+
+
 @pytest.mark.parametrize("spoken", ["I agree.", "No change."])
 def test_a_short_dictated_phrase_is_not_taken_for_a_command(spoken: str, tmp_path: Path) -> None:
     clip = speak(spoken, tmp_path / "short.wav", voice="en-us", words_per_minute=140)
