@@ -15,7 +15,7 @@ import numpy as np
 
 from radpilot.config import Settings
 from radpilot.dictation.audio import SAMPLE_RATE, AudioError, check_audio, decode_audio
-from radpilot.dictation.backend import ModelError, RawTranscript, SpeechBackend, Word, load_backend
+from radpilot.dictation.backend import ModelError, RawTranscript, SpeechBackend, Word, bare_word, load_backend
 from radpilot.dictation.commands import CommandKind, TextPiece, VoiceCommand, command_phrases, split_commands
 from radpilot.dictation.formatting import format_report_text
 from radpilot.dictation.lexicon import NEGATIONS, ExamVocabulary, vocabulary_for
@@ -145,26 +145,22 @@ def without_unbelieved_tail(raw: RawTranscript, vocabulary: ExamVocabulary) -> R
     if match is None:
         return raw
     tail = match["tail"].strip()
-    bare = [_bare_word(w) for w in tail.split()]
+    bare = [bare_word(w) for w in tail.split()]
     if not 0 < len(bare) <= TAIL_MAX_WORDS or len(raw.words) <= len(bare):
         return raw
     heard = raw.words[-len(bare) :]
-    if [_bare_word(w.word) for w in heard] != bare or heard[0].confidence >= TAIL_MAX_CONFIDENCE:
+    if [bare_word(w.word) for w in heard] != bare or heard[0].confidence >= TAIL_MAX_CONFIDENCE:
         return raw
-    term_words = {_bare_word(word) for term in vocabulary.terms for word in term.split()}
+    term_words = {bare_word(word) for term in vocabulary.terms for word in term.split()}
     if (
         any(ch.isdigit() for ch in tail)
-        or [_bare_word(w) for w in format_report_text(tail, "en").split()] != bare
+        or [bare_word(w) for w in format_report_text(tail, "en").split()] != bare
         or any(word in NEGATIONS or word in term_words for word in bare)
         or any(isinstance(piece, VoiceCommand) for piece in split_commands(tail, "en"))
     ):
         return raw
     logger.info("dictation dropped an unbelieved ending", extra={"ending": tail, "confidence": round(heard[0].confidence, 2)})
     return RawTranscript(match["head"], raw.words[: -len(bare)], raw.duration_s)
-
-
-def _bare_word(word: str) -> str:
-    return re.sub(r"[^\w'’-]", "", word.lower())
 
 
 class Dictation:
