@@ -320,7 +320,11 @@ def without_hallucinated_ending(transcript: RawTranscript) -> RawTranscript:
     words = transcript.words
     for ending in HALLUCINATED_ENDINGS:
         tail = words[-len(ending) :]
-        if len(tail) == len(ending) and tuple(bare_word(w.word) for w in tail) == ending and tail[0].confidence < HALLUCINATION_MAX_CONFIDENCE:
+        if (
+            len(tail) == len(ending)
+            and tuple(bare_word(w.word) for w in tail) == ending
+            and tail[0].confidence < HALLUCINATION_MAX_CONFIDENCE
+        ):
             pattern = r"[\s,.!?]*" + r"[\s,.!?]+".join(ending) + r"[\s,.!?]*$"
             text = re.sub(pattern, "", transcript.text, flags=re.IGNORECASE)
             if text and text[-1].isalnum():
