@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import IO, NoReturn, TypeVar
 
 import httpx
@@ -157,3 +160,13 @@ def api_token(data_dir: Path, role: str = "administrator", name: str = "bench") 
         return {"Authorization": f"Bearer {create_token(engine, name, role, by='benchmark')}"}
     finally:
         engine.dispose()
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script that is not in a package (a training script) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -23,7 +23,7 @@ from radpilot.analyses.chest_xray.nodules import (
     detect_nodules,
 )
 from radpilot.modelhub.registry import ModelRegistry
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, load_script
 
 MODEL_DIR = REPO_ROOT / "models" / f"{MODEL_NAME}_v2"  # the newest, which the analysis runs
 MODEL_DIRS = (REPO_ROOT / "models" / MODEL_NAME, MODEL_DIR)  # 1.0.0 stays loadable
@@ -198,10 +198,7 @@ def test_quick_training_and_export(tmp_path: Path, jsrt_dir: Path) -> None:
 
 def _training_module(name: str):  # noqa: ANN202 - a training script's module, importable only with torch
     pytest.importorskip("torch")
-    for folder in (TRAINING, TRAINING.parent):
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
-    return __import__(name)
+    return load_script(TRAINING / f"{name}.py", f"cxr_nodules_{name}")
 
 
 def test_a_mirrored_crop_carries_its_nodule_to_the_mirrored_place() -> None:

@@ -8,7 +8,6 @@ The training tests skip unless torch is importable (``.venv-train``; CI has no t
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ from radpilot.analyses.chest_xray.preprocess import (
     resize_logits,
 )
 from radpilot.modelhub.registry import ModelRegistry
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, load_script
 
 MODELS = REPO_ROOT / "models"
 MODEL_DIR = MODELS / "cxr_lung_heart_seg"
@@ -171,12 +170,8 @@ def test_largest_component_and_ctr_definition() -> None:
 # --- training scripts (only with torch) ---------------------------------------------------------
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"cxr_training_{name}", TRAINING / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def _load(name: str):  # noqa: ANN202
+    return load_script(TRAINING / f"{name}.py", f"cxr_training_{name}")
 
 
 def test_unet_size_and_shape() -> None:
